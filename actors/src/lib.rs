@@ -1,0 +1,12 @@
+//! The payout core: domain types, the payout state machine, the per-payout actor and its
+//! supervisor, and the ports (journal, ledger) they drive. No SQL and no HTTP live here.
+//!
+//! Layout:
+//! - [`domain`]: request types parsed at the boundary (ids, StrKeys, amounts in stroops).
+//! - [`strkey`]: Stellar's base32 key encoding with its CRC16 checksum.
+//! - [`ports`]: the `Journal` and `Ledger` traits and the records they exchange.
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod ports;
+pub mod strkey;

@@ -1,0 +1,1 @@
+//! The Stellar adapter (being written).
