@@ -10,3 +10,12 @@
 pub mod domain;
 pub mod ports;
 pub mod strkey;
+pub mod actor;
+pub mod memory;
+pub mod metrics;
+pub mod service;
+pub mod supervisor;
+
+pub use actor::{Context, PayoutError, PayoutPolicy, SubmitAnswer};
+pub use service::Payouts;
+pub use supervisor::SupervisorConfig;
