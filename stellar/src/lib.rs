@@ -1,1 +1,141 @@
-//! The Stellar adapter (being written).
+//! The Stellar adapter: the `Ledger` port of `payoutd-actors` over Horizon.
+//!
+//! Layout:
+//! - [`keys`]: signing keys parsed from `S…` seeds; nothing ever prints a seed.
+//! - [`tx`]: one payment transaction built with stellar-xdr, hashed for the network and
+//!   signed by the source (and by the payer, in the channel-account pattern).
+//! - [`horizon`]: the HTTP client for the documented Horizon subset, and the classification
+//!   of submission answers (timeouts and 5xx are `Unknown`, never failures).
+//! - [`StellarLedger`]: the three together, refusing to start against a Horizon that serves
+//!   another network than the one configured.
+#![forbid(unsafe_code)]
+
+pub mod horizon;
+pub mod keys;
+pub mod tx;
+
+use async_trait::async_trait;
+use payoutd_actors::domain::AccountId;
+use payoutd_actors::ports::{
+    Envelope, Ledger, LedgerError, LedgerHead, Lookup, SubmitOutcome, TxHash, TxSpec,
+};
+use sha2::{Digest, Sha256};
+
+pub use crate::horizon::{HorizonClient, HorizonError, HorizonTimeouts};
+pub use crate::keys::{KeyError, Keypair, Keyring, KeyringError};
+
+/// The network id that every transaction hash commits to: sha256 of the passphrase.
+pub fn network_id(passphrase: &str) -> [u8; 32] {
+    Sha256::digest(passphrase.as_bytes()).into()
+}
+
+/// Why the adapter did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot check the network of Horizon at {url}: {source}")]
+    Horizon {
+        url: String,
+        #[source]
+        source: HorizonError,
+    },
+    /// Signing for another network than Horizon serves would at best waste every
+    /// transaction (`tx_bad_auth`); the service refuses to start instead.
+    #[error(
+        "Horizon at {url} serves the network {horizon:?}, but payoutd is configured for {configured:?}; \
+         refusing to sign for another network"
+    )]
+    PassphraseMismatch {
+        url: String,
+        configured: String,
+        horizon: String,
+    },
+}
+
+/// The Stellar network as the payout core sees it: pure signing plus Horizon.
+#[derive(Debug)]
+pub struct StellarLedger {
+    client: HorizonClient,
+    /// sha256 of the passphrase checked against Horizon at `connect`.
+    network_id: [u8; 32],
+    keyring: Keyring,
+}
+
+impl StellarLedger {
+    /// Connects to Horizon and checks that it serves `expected_passphrase` (`GET /`).
+    pub async fn connect(
+        horizon_url: &str,
+        expected_passphrase: &str,
+        keyring: Keyring,
+        timeouts: HorizonTimeouts,
+    ) -> Result<Self, StartupError> {
+        let startup = |source| StartupError::Horizon {
+            url: horizon_url.to_owned(),
+            source,
+        };
+        let client = HorizonClient::new(horizon_url, timeouts).map_err(startup)?;
+        let root = client.root().await.map_err(startup)?;
+        if root.network_passphrase != expected_passphrase {
+            return Err(StartupError::PassphraseMismatch {
+                url: client.base_url().to_owned(),
+                configured: expected_passphrase.to_owned(),
+                horizon: root.network_passphrase,
+            });
+        }
+        tracing::info!(
+            horizon = client.base_url(),
+            passphrase = expected_passphrase,
+            latest_ledger = root.history_latest_ledger,
+            keys = ?keyring,
+            "connected to Horizon"
+        );
+        Ok(Self {
+            client,
+            network_id: network_id(expected_passphrase),
+            keyring,
+        })
+    }
+
+    pub fn client(&self) -> &HorizonClient {
+        &self.client
+    }
+
+    pub fn network_id(&self) -> [u8; 32] {
+        self.network_id
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+}
+
+fn unavailable(error: HorizonError) -> LedgerError {
+    LedgerError::Unavailable(error.to_string())
+}
+
+#[async_trait]
+impl Ledger for StellarLedger {
+    fn build_and_sign(&self, spec: &TxSpec) -> Result<Envelope, LedgerError> {
+        tx::build_and_sign(spec, &self.network_id, &self.keyring)
+    }
+
+    async fn submit(&self, envelope: &Envelope) -> SubmitOutcome {
+        let outcome = self.client.submit(&envelope.xdr, &envelope.hash).await;
+        tracing::debug!(hash = %envelope.hash, ?outcome, "submitted");
+        outcome
+    }
+
+    async fn lookup(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
+        self.client.transaction(hash).await.map_err(unavailable)
+    }
+
+    async fn account_sequence(&self, account: &AccountId) -> Result<Option<i64>, LedgerError> {
+        self.client
+            .account_sequence(account)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
+        self.client.latest_ledger().await.map_err(unavailable)
+    }
+}
