@@ -1,0 +1,104 @@
+//! Simulator configuration: network, ledger close cadence, fees, persistence and faults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// When ledgers close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseMode {
+    /// Only [`crate::Simulator::close_ledger`] or `POST /sim/close_ledger` close a ledger.
+    /// Close times advance by `close_time_step_s`, independent of the wall clock.
+    Manual,
+    /// A task started by [`crate::spawn`] (or [`crate::spawn_closer`]) closes a ledger every
+    /// `close_interval_ms`, empty or not. Close time is `max(previous + 1, now)`.
+    Interval { close_interval_ms: u64 },
+    /// Every accepted submission closes a ledger at once. Close time is `max(previous, now)`,
+    /// so thousands of ledgers a second do not run the ledger clock ahead of the wall clock.
+    Instant,
+}
+
+/// Everything a [`crate::Simulator`] needs to start.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The network passphrase; its sha256 is the network id that transaction hashes commit to.
+    pub network_passphrase: String,
+    /// When ledgers close.
+    pub close_mode: CloseMode,
+    /// How long `POST /transactions` waits for inclusion before answering 504.
+    pub submit_wait_ms: u64,
+    /// Seeds the fault-injection RNG, so a run with faults can be replayed.
+    pub seed: u64,
+    /// The faults injected from the start (changeable at runtime).
+    pub faults: Faults,
+    /// If set: the state is loaded from here on start and written after every change.
+    pub state_file: Option<PathBuf>,
+    /// Unix seconds of ledger 1's close time; `None` = now.
+    pub genesis_close_time: Option<u64>,
+    /// Close time step between ledgers in [`CloseMode::Manual`].
+    pub close_time_step_s: u64,
+    /// Minimum fee per operation, in stroops (changeable at runtime).
+    pub base_fee_stroops: i64,
+    /// Base reserve in stroops: an account must keep `(2 + trustlines) * base_reserve`
+    /// of XLM that neither fees nor payments may spend (the real network's rule, 0.5 XLM).
+    /// Set 0 to let accounts spend down to zero.
+    pub base_reserve_stroops: i64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            network_passphrase: crate::TESTNET_PASSPHRASE.to_owned(),
+            close_mode: CloseMode::Manual,
+            submit_wait_ms: 30_000,
+            seed: 0,
+            faults: Faults::default(),
+            state_file: None,
+            genesis_close_time: None,
+            close_time_step_s: 5,
+            base_fee_stroops: 100,
+            base_reserve_stroops: 5_000_000,
+        }
+    }
+}
+
+/// Faults injected into the Horizon answers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every Horizon answer (not to `/sim/*` admin answers).
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Probability that a submission answers 503 or 500 without accepting the transaction.
+    #[serde(default)]
+    pub p_5xx_before_apply: f64,
+    /// Probability that a submission is accepted and applied normally, but answered with a
+    /// 504 timeout instead of its result (the "lost answer" that causes double payments).
+    #[serde(default)]
+    pub p_lose_answer_after_apply: f64,
+    /// The next `count` submissions are rejected with `code` before inclusion.
+    #[serde(default)]
+    pub reject_next: Option<RejectNext>,
+}
+
+/// Reject the next `count` submissions with a transaction result code such as
+/// `tx_insufficient_fee` or `tx_bad_seq`; nothing is consumed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectNext {
+    pub code: String,
+    pub count: u32,
+}
+
+/// How many faults of each kind were injected since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// Answers delayed by `latency_ms`.
+    pub latency: u64,
+    /// Submissions answered 5xx without being accepted.
+    pub server_errors_before_apply: u64,
+    /// Submissions applied but answered 504.
+    pub answers_lost_after_apply: u64,
+    /// Submissions rejected by `reject_next`.
+    pub rejected_by_code: u64,
+}

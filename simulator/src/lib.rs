@@ -1,0 +1,50 @@
+//! A Stellar ledger simulator that answers the Horizon HTTP subset payoutd uses, with real rules.
+//!
+//! It is the test peer for payoutd's Horizon client and the network of the out-of-the-box demo.
+//! It checks what the real network checks (signatures against the network passphrase,
+//! sequence numbers, time and ledger bounds against its own ledger close time, fees,
+//! balances, trustlines, result codes, the duplicate rule, one transaction per source
+//! account per ledger) and can inject faults from a seeded RNG.
+//!
+//! Layout:
+//! - [`config`]: [`SimConfig`], [`CloseMode`], [`Faults`] and the fault counters.
+//! - `keys`: strkey account keys and asset identities.
+//! - `codes`: result code names and `TransactionResult` XDR.
+//! - `format`: 7-decimal amounts and RFC 3339 timestamps (integers only, no floats).
+//! - [`state`]: accounts, trustlines, applied transactions; what the state file holds.
+//! - `persist`: the state file (a snapshot plus one appended delta per change).
+//! - `validate`: envelope decoding, signature checks and the validity rules.
+//! - `apply`: applying payment operations at ledger close.
+//! - [`sim`]: [`Simulator`], the shared state behind a mutex, ledger closing, faults.
+//! - `horizon` / `admin`: the HTTP routes (Horizon subset, `/sim/*` admin, friendbot).
+//! - [`server`]: [`router`], [`serve`], [`spawn`] and the interval closer.
+//! - [`standalone`]: the command line of the `payoutd-simulator` binary.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod apply;
+mod codes;
+pub mod config;
+mod format;
+mod horizon;
+mod keys;
+mod persist;
+pub mod server;
+pub mod sim;
+pub mod standalone;
+pub mod state;
+mod validate;
+
+pub use config::{CloseMode, FaultCounts, Faults, RejectNext, SimConfig};
+pub use format::{format_stroops, rfc3339};
+pub use server::{SimHandle, router, serve, spawn, spawn_closer};
+pub use sim::{PaymentFilter, SimError, Simulator};
+pub use standalone::{StandaloneArgs, run_standalone};
+pub use state::{AppliedPayment, LedgerHeader, TxRecord};
+
+/// The passphrase of Stellar's test network.
+pub const TESTNET_PASSPHRASE: &str = "Test SDF Network ; September 2015";
+/// The passphrase of Stellar's public network.
+pub const PUBLIC_PASSPHRASE: &str = "Public Global Stellar Network ; September 2015";
+/// One lumen in stroops.
+pub const STROOPS_PER_XLM: i64 = 10_000_000;

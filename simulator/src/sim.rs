@@ -1,0 +1,879 @@
+//! The simulator: ledger state behind one mutex, the pending set, ledger closing and faults.
+//!
+//! Submissions are decoded and their signatures verified outside the lock; everything that
+//! reads or changes the ledger happens under it. A closed ledger is written to the state file
+//! before any waiting submission is answered, so an answer never gets ahead of durable state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use stellar_xdr::{Memo, MuxedAccount, Preconditions, Transaction, TransactionResultResult};
+use tokio::sync::oneshot;
+
+use crate::apply::{self, Applied};
+use crate::codes;
+use crate::config::{CloseMode, FaultCounts, Faults, SimConfig};
+use crate::format::now_unix_s;
+use crate::keys::{AccountKey, AssetId};
+use crate::persist::{self, Journal};
+use crate::state::{
+    Account, AppliedPayment, Delta, LedgerHeader, LedgerState, Snapshot, Trustline, TxRecord,
+};
+use crate::validate::{self, Auth, Body, Ctx, Invalid};
+
+/// Errors of the simulator's Rust API and admin endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid account id {0:?} (a G… strkey with a valid checksum is expected)")]
+    InvalidAccount(String),
+    #[error("invalid asset {0:?} (CODE:ISSUER with a 1–12 character alphanumeric code)")]
+    InvalidAsset(String),
+    #[error("invalid amount {0} (must be positive stroops)")]
+    InvalidAmount(i64),
+    #[error("account {0} does not exist")]
+    NoAccount(String),
+    #[error("account {account} has no trustline to {asset}")]
+    NoTrustline { account: String, asset: String },
+    #[error("the trustline of {account} to {asset} would exceed its limit or overflow")]
+    LineFull { account: String, asset: String },
+    #[error("an issuer cannot hold a trustline to its own asset")]
+    SelfTrust,
+    #[error("unknown transaction result code {0:?} for reject_next")]
+    UnknownCode(String),
+    #[error("state file: {0}")]
+    StateFile(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which payments [`Simulator::payments`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFilter {
+    /// `id:123` | `text:abc` | `hash:<hex>` | `return:<hex>`.
+    pub memo: Option<String>,
+    /// A `G…` matches payments to that account, muxed or not; an `M…` matches exactly.
+    pub destination: Option<String>,
+}
+
+/// How a submission ended up.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// In a closed ledger (successful or not).
+    Included(Arc<TxRecord>),
+    /// Left the pending set without being included (failed a check at apply time).
+    Dropped(Arc<Rejection>),
+}
+
+/// A transaction rejected before inclusion: nothing was consumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub hash: String,
+    pub envelope_xdr: String,
+    /// e.g. `tx_bad_seq`.
+    pub code: String,
+    /// Operation codes, when `code` is `tx_failed` (an operation was invalid on its own).
+    pub op_codes: Vec<String>,
+    /// Base64 `TransactionResult`.
+    pub result_xdr: String,
+}
+
+/// Which submission endpoint is asking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitKind {
+    /// `POST /transactions`: an envelope already in a ledger gets its original result.
+    Sync,
+    /// `POST /transactions_async`: answered as core answers, from the current state.
+    Async,
+}
+
+/// The answer to a submission, before the HTTP layer renders it.
+#[derive(Debug)]
+pub enum Submission {
+    /// Not a decodable envelope.
+    Malformed(String),
+    /// An injected 500 or 503; the transaction was not accepted.
+    ServerError(u16),
+    Rejected(Arc<Rejection>),
+    /// The source account already has a different transaction in the open ledger.
+    TryAgainLater {
+        hash: String,
+    },
+    /// Accepted now (`fresh`) or earlier (pending or already in a ledger).
+    Accepted {
+        hash: String,
+        envelope_xdr: String,
+        fresh: bool,
+        waiter: Waiter,
+        lose_answer: bool,
+    },
+}
+
+/// Where the outcome of an accepted submission comes from.
+#[derive(Debug)]
+pub enum Waiter {
+    Ready(Outcome),
+    Wait(oneshot::Receiver<Outcome>),
+}
+
+/// The Stellar ledger simulator. Share it as `Arc<Simulator>`; all rules live here.
+pub struct Simulator {
+    network_passphrase: String,
+    network_id: [u8; 32],
+    close_mode: CloseMode,
+    submit_wait: Duration,
+    close_time_step_s: u64,
+    base_reserve: i64,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("network_passphrase", &self.network_passphrase)
+            .field("close_mode", &self.close_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    state: LedgerState,
+    /// The open ledger's transactions by hash, and their arrival order.
+    pending: HashMap<[u8; 32], Pending>,
+    order: Vec<[u8; 32]>,
+    /// One transaction per source account per ledger.
+    pending_by_source: HashMap<AccountKey, [u8; 32]>,
+    faults: Faults,
+    counts: FaultCounts,
+    rng: StdRng,
+    journal: Option<Journal>,
+}
+
+struct Pending {
+    tx: Box<Transaction>,
+    auth: Auth,
+    envelope_xdr: String,
+    signatures: Vec<String>,
+    source: AccountKey,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+type Notifications = Vec<(Vec<oneshot::Sender<Outcome>>, Outcome)>;
+
+impl Simulator {
+    /// Starts a simulator: from the state file if `cfg.state_file` names an existing one,
+    /// else from a genesis ledger 1 with no accounts.
+    pub fn new(cfg: SimConfig) -> Result<Arc<Self>, SimError> {
+        let network_id: [u8; 32] = Sha256::digest(cfg.network_passphrase.as_bytes()).into();
+        let genesis = LedgerHeader {
+            sequence: 1,
+            close_time: cfg.genesis_close_time.unwrap_or_else(now_unix_s),
+        };
+        let loaded = match &cfg.state_file {
+            Some(path) => persist::load(path)?,
+            None => None,
+        };
+        let mut snapshot = match loaded {
+            Some(s) if s.network_passphrase != cfg.network_passphrase => {
+                return Err(SimError::StateFile(format!(
+                    "it holds a ledger of network {:?}, not {:?}",
+                    s.network_passphrase, cfg.network_passphrase
+                )));
+            }
+            Some(s) => s,
+            None => Snapshot {
+                network_passphrase: cfg.network_passphrase.clone(),
+                header: genesis,
+                base_fee_stroops: cfg.base_fee_stroops,
+                accounts: Default::default(),
+                transactions: Vec::new(),
+                payments: Vec::new(),
+            },
+        };
+        // The configured base fee wins over the one saved, like any other start option.
+        snapshot.base_fee_stroops = cfg.base_fee_stroops;
+        let journal = match &cfg.state_file {
+            Some(path) => Some(persist::create(path, &snapshot)?),
+            None => None,
+        };
+        let state = LedgerState::from_snapshot(snapshot).map_err(SimError::StateFile)?;
+        Ok(Arc::new(Self {
+            network_passphrase: cfg.network_passphrase,
+            network_id,
+            close_mode: cfg.close_mode,
+            submit_wait: Duration::from_millis(cfg.submit_wait_ms),
+            close_time_step_s: cfg.close_time_step_s,
+            base_reserve: cfg.base_reserve_stroops,
+            inner: Mutex::new(Inner {
+                state,
+                pending: HashMap::new(),
+                order: Vec::new(),
+                pending_by_source: HashMap::new(),
+                faults: cfg.faults,
+                counts: FaultCounts::default(),
+                rng: StdRng::seed_from_u64(cfg.seed),
+                journal,
+            }),
+        }))
+    }
+
+    /// The state lock. A panic while holding it can only come from a bug in this crate;
+    /// the state it leaves is still served rather than failing every later call.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn network_passphrase(&self) -> &str {
+        &self.network_passphrase
+    }
+
+    pub fn network_id(&self) -> [u8; 32] {
+        self.network_id
+    }
+
+    pub fn close_mode(&self) -> CloseMode {
+        self.close_mode
+    }
+
+    /// How long `POST /transactions` waits for inclusion.
+    pub fn submit_wait(&self) -> Duration {
+        self.submit_wait
+    }
+
+    /// Closes a ledger now: applies the pending transactions in arrival order.
+    pub fn close_ledger(&self) -> LedgerHeader {
+        let (header, notes) = {
+            let mut inner = self.lock();
+            self.close_locked(&mut inner)
+        };
+        notify(notes);
+        header
+    }
+
+    pub fn latest_ledger(&self) -> LedgerHeader {
+        self.lock().state.header
+    }
+
+    /// Creates an account with `xlm_stroops` (sequence number = latest ledger << 32) or adds
+    /// `xlm_stroops` to an existing one.
+    pub fn create_account(&self, account: &str, xlm_stroops: i64) -> Result<(), SimError> {
+        let key = AccountKey::parse(account)?;
+        if xlm_stroops < 0 {
+            return Err(SimError::InvalidAmount(xlm_stroops));
+        }
+        let mut inner = self.lock();
+        let header = inner.state.header;
+        match inner.state.accounts.get_mut(&key) {
+            Some(a) => {
+                a.balance = a
+                    .balance
+                    .checked_add(xlm_stroops)
+                    .ok_or(SimError::InvalidAmount(xlm_stroops))?;
+                a.last_modified_ledger = header.sequence;
+            }
+            None => {
+                let seq = i64::from(header.sequence) << 32;
+                inner.state.accounts.insert(
+                    key,
+                    Account {
+                        balance: xlm_stroops,
+                        seq,
+                        seq_ledger: header.sequence,
+                        seq_time: header.close_time,
+                        last_modified_ledger: header.sequence,
+                        trustlines: Default::default(),
+                    },
+                );
+            }
+        }
+        persist_accounts(&mut inner, &[key])
+    }
+
+    /// Sets an account's sequence number (a test and demo helper, like a bump-sequence).
+    pub fn set_account_sequence(&self, account: &str, seq: i64) -> Result<(), SimError> {
+        let key = AccountKey::parse(account)?;
+        let mut inner = self.lock();
+        let a = inner
+            .state
+            .accounts
+            .get_mut(&key)
+            .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
+        a.seq = seq;
+        persist_accounts(&mut inner, &[key])
+    }
+
+    /// Adds a trustline (or changes its limit, which may not go below its balance).
+    pub fn add_trustline(
+        &self,
+        account: &str,
+        asset_code: &str,
+        issuer: &str,
+        limit_stroops: i64,
+    ) -> Result<(), SimError> {
+        let key = AccountKey::parse(account)?;
+        let asset = AssetId::credit(asset_code, issuer)?;
+        if matches!(&asset, AssetId::Credit { issuer, .. } if *issuer == key) {
+            return Err(SimError::SelfTrust);
+        }
+        if limit_stroops <= 0 {
+            return Err(SimError::InvalidAmount(limit_stroops));
+        }
+        let mut inner = self.lock();
+        let ledger = inner.state.header.sequence;
+        let a = inner
+            .state
+            .accounts
+            .get_mut(&key)
+            .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
+        let line = a.trustlines.entry(asset.key()).or_insert(Trustline {
+            balance: 0,
+            limit: 0,
+            last_modified_ledger: ledger,
+        });
+        if line.balance > limit_stroops {
+            return Err(SimError::LineFull {
+                account: account.to_owned(),
+                asset: asset.key(),
+            });
+        }
+        line.limit = limit_stroops;
+        line.last_modified_ledger = ledger;
+        a.last_modified_ledger = ledger;
+        persist_accounts(&mut inner, &[key])
+    }
+
+    /// The issuer mints `amount_stroops` of `asset_code` to `account`'s trustline.
+    pub fn credit(
+        &self,
+        account: &str,
+        asset_code: &str,
+        issuer: &str,
+        amount_stroops: i64,
+    ) -> Result<(), SimError> {
+        let key = AccountKey::parse(account)?;
+        let asset = AssetId::credit(asset_code, issuer)?;
+        if amount_stroops <= 0 {
+            return Err(SimError::InvalidAmount(amount_stroops));
+        }
+        let mut inner = self.lock();
+        let ledger = inner.state.header.sequence;
+        let a = inner
+            .state
+            .accounts
+            .get_mut(&key)
+            .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
+        let line = a
+            .trustlines
+            .get_mut(&asset.key())
+            .ok_or_else(|| SimError::NoTrustline {
+                account: account.to_owned(),
+                asset: asset.key(),
+            })?;
+        let new_balance = line
+            .balance
+            .checked_add(amount_stroops)
+            .filter(|b| *b <= line.limit)
+            .ok_or_else(|| SimError::LineFull {
+                account: account.to_owned(),
+                asset: asset.key(),
+            })?;
+        line.balance = new_balance;
+        line.last_modified_ledger = ledger;
+        a.last_modified_ledger = ledger;
+        persist_accounts(&mut inner, &[key])
+    }
+
+    /// XLM balance (`asset` = `None`) or a trustline balance (`Some((code, issuer))`).
+    pub fn balance(&self, account: &str, asset: Option<(&str, &str)>) -> Option<i64> {
+        let key = AccountKey::parse(account).ok()?;
+        let inner = self.lock();
+        let a = inner.state.accounts.get(&key)?;
+        match asset {
+            None => Some(a.balance),
+            Some((code, issuer)) => {
+                let asset = AssetId::credit(code, issuer).ok()?;
+                a.trustlines.get(&asset.key()).map(|l| l.balance)
+            }
+        }
+    }
+
+    pub fn account_sequence(&self, account: &str) -> Option<i64> {
+        let key = AccountKey::parse(account).ok()?;
+        self.lock().state.accounts.get(&key).map(|a| a.seq)
+    }
+
+    /// A copy of an account entry.
+    pub fn account(&self, account: &str) -> Option<Account> {
+        let key = AccountKey::parse(account).ok()?;
+        self.lock().state.accounts.get(&key).cloned()
+    }
+
+    /// Replaces the faults. An unknown `reject_next` code is answered as `tx_internal_error`
+    /// in the result XDR; use [`Simulator::try_set_faults`] to refuse it instead.
+    pub fn set_faults(&self, f: Faults) {
+        self.lock().faults = f;
+    }
+
+    /// Replaces the faults after checking that a `reject_next` code is a known result code.
+    pub fn try_set_faults(&self, f: Faults) -> Result<(), SimError> {
+        if let Some(rn) = f
+            .reject_next
+            .as_ref()
+            .filter(|rn| codes::tx_code_from_name(&rn.code).is_none())
+        {
+            return Err(SimError::UnknownCode(rn.code.clone()));
+        }
+        self.set_faults(f);
+        Ok(())
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Changes the minimum fee per operation.
+    pub fn set_base_fee(&self, stroops: i64) {
+        let mut inner = self.lock();
+        inner.state.base_fee = stroops;
+        let delta = Delta {
+            base_fee_stroops: Some(stroops),
+            ..Delta::default()
+        };
+        if let Err(e) = append(&mut inner, delta) {
+            tracing::error!(error = %e, "could not write the base fee to the state file");
+        }
+    }
+
+    pub fn base_fee(&self) -> i64 {
+        self.lock().state.base_fee
+    }
+
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.lock().counts
+    }
+
+    /// Successful payment operations, in application order.
+    pub fn payments(&self, filter: &PaymentFilter) -> Vec<AppliedPayment> {
+        let inner = self.lock();
+        let st = &inner.state;
+        let dest_matches = |p: &AppliedPayment| match &filter.destination {
+            None => true,
+            Some(d) if *d == p.destination => true,
+            Some(d) if d.starts_with('G') && p.destination.starts_with('M') => {
+                MuxedAccount::from_str(&p.destination)
+                    .is_ok_and(|m| AccountKey::from_muxed(&m).to_string() == *d)
+            }
+            Some(_) => false,
+        };
+        match &filter.memo {
+            Some(m) => st
+                .memo_index
+                .get(m)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| st.payments.get(*i))
+                .filter(|p| dest_matches(p))
+                .cloned()
+                .collect(),
+            None => st
+                .payments
+                .iter()
+                .filter(|p| dest_matches(p))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// How many transactions (successful or failed) are in closed ledgers.
+    pub fn transactions_count(&self) -> usize {
+        self.lock().state.tx_order.len()
+    }
+
+    /// How many transactions wait in the open ledger.
+    pub fn pending_count(&self) -> usize {
+        self.lock().order.len()
+    }
+
+    /// A transaction in a closed ledger, by lowercase or uppercase hex hash.
+    pub fn transaction(&self, hash_hex: &str) -> Option<Arc<TxRecord>> {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(hash_hex, &mut hash).ok()?;
+        self.lock().state.txs.get(&hash).cloned()
+    }
+
+    /// Sleeps for the configured latency fault, counting it.
+    pub async fn inject_latency(&self) {
+        let ms = {
+            let mut inner = self.lock();
+            let ms = inner.faults.latency_ms;
+            if ms > 0 {
+                inner.counts.latency += 1;
+            }
+            ms
+        };
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// Counts an answer lost after apply (the HTTP layer decides, it knows the final outcome).
+    pub fn count_lost_answer(&self) {
+        self.lock().counts.answers_lost_after_apply += 1;
+    }
+
+    /// Submits a base64 envelope. See [`Submission`] for the answers.
+    pub fn submit(&self, tx_b64: &str, kind: SubmitKind) -> Submission {
+        let decoded = match validate::decode(tx_b64, self.network_id) {
+            Ok(d) => d,
+            Err(why) => return Submission::Malformed(why),
+        };
+        let hash = hex::encode(decoded.hash);
+        let (submission, notes) = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+
+            // Three draws per submission whatever happens, so a seed replays the same faults.
+            let roll_5xx: f64 = inner.rng.random();
+            let roll_lose: f64 = inner.rng.random();
+            let pick_503: bool = inner.rng.random();
+            if roll_5xx < inner.faults.p_5xx_before_apply {
+                inner.counts.server_errors_before_apply += 1;
+                return Submission::ServerError(if pick_503 { 503 } else { 500 });
+            }
+            let min_fee = match &decoded.body {
+                Body::V1 { tx, .. } => validate::min_fee(tx, inner.state.base_fee),
+                Body::Unsupported => inner.state.base_fee,
+            };
+            if let Some(rn) = inner.faults.reject_next.as_mut().filter(|rn| rn.count > 0) {
+                rn.count -= 1;
+                let code = rn.code.clone();
+                if rn.count == 0 {
+                    inner.faults.reject_next = None;
+                }
+                inner.counts.rejected_by_code += 1;
+                let result = codes::tx_code_from_name(&code)
+                    .unwrap_or(TransactionResultResult::TxInternalError);
+                return Submission::Rejected(Arc::new(Rejection {
+                    hash,
+                    envelope_xdr: decoded.envelope_xdr,
+                    code,
+                    op_codes: Vec::new(),
+                    result_xdr: codes::result_xdr(min_fee, result),
+                }));
+            }
+            let lose_answer = roll_lose < inner.faults.p_lose_answer_after_apply;
+
+            let already_included = match kind {
+                SubmitKind::Sync => inner.state.txs.get(&decoded.hash),
+                SubmitKind::Async => None,
+            };
+            if let Some(rec) = already_included {
+                let outcome = Outcome::Included(Arc::clone(rec));
+                return Submission::Accepted {
+                    hash,
+                    envelope_xdr: decoded.envelope_xdr,
+                    fresh: false,
+                    waiter: Waiter::Ready(outcome),
+                    lose_answer,
+                };
+            }
+            if let Some(p) = inner.pending.get_mut(&decoded.hash) {
+                let (tx, rx) = oneshot::channel();
+                p.waiters.push(tx);
+                return Submission::Accepted {
+                    hash,
+                    envelope_xdr: decoded.envelope_xdr,
+                    fresh: false,
+                    waiter: Waiter::Wait(rx),
+                    lose_answer,
+                };
+            }
+            let Body::V1 {
+                tx,
+                signatures,
+                auth,
+            } = decoded.body
+            else {
+                let result_xdr = codes::result_xdr(min_fee, TransactionResultResult::TxMalformed);
+                return Submission::Rejected(Arc::new(Rejection {
+                    hash,
+                    envelope_xdr: decoded.envelope_xdr,
+                    code: "tx_malformed".to_owned(),
+                    op_codes: Vec::new(),
+                    result_xdr,
+                }));
+            };
+            let ctx = self.next_ctx(&inner.state);
+            let valid = match validate::check_valid(&inner.state.accounts, &tx, auth, &ctx) {
+                Ok(v) => v,
+                Err(invalid) => {
+                    return Submission::Rejected(Arc::new(rejection(
+                        hash,
+                        decoded.envelope_xdr,
+                        invalid,
+                    )));
+                }
+            };
+            if inner.pending_by_source.contains_key(&valid.source) {
+                return Submission::TryAgainLater { hash };
+            }
+            let (waiter_tx, waiter_rx) = oneshot::channel();
+            inner.pending_by_source.insert(valid.source, decoded.hash);
+            inner.order.push(decoded.hash);
+            inner.pending.insert(
+                decoded.hash,
+                Pending {
+                    tx,
+                    auth,
+                    envelope_xdr: decoded.envelope_xdr.clone(),
+                    signatures: signatures
+                        .iter()
+                        .map(|s| BASE64.encode(s.signature.0.as_slice()))
+                        .collect(),
+                    source: valid.source,
+                    waiters: vec![waiter_tx],
+                },
+            );
+            let notes = if self.close_mode == CloseMode::Instant {
+                self.close_locked(inner).1
+            } else {
+                Vec::new()
+            };
+            let submission = Submission::Accepted {
+                hash,
+                envelope_xdr: decoded.envelope_xdr,
+                fresh: true,
+                waiter: Waiter::Wait(waiter_rx),
+                lose_answer,
+            };
+            (submission, notes)
+        };
+        notify(notes);
+        submission
+    }
+
+    /// The close time the next ledger gets after one that closed at `prev`.
+    fn next_close_time(&self, prev: u64) -> u64 {
+        match self.close_mode {
+            CloseMode::Manual => prev.saturating_add(self.close_time_step_s),
+            CloseMode::Interval { .. } => prev.saturating_add(1).max(now_unix_s()),
+            CloseMode::Instant => prev.max(now_unix_s()),
+        }
+    }
+
+    /// The ledger a submission now would be checked against: the next one.
+    fn next_ctx(&self, st: &LedgerState) -> Ctx {
+        Ctx {
+            ledger_seq: st.header.sequence.saturating_add(1),
+            close_time: self.next_close_time(st.header.close_time),
+            base_fee: st.base_fee,
+            base_reserve: self.base_reserve,
+        }
+    }
+
+    fn close_locked(&self, inner: &mut Inner) -> (LedgerHeader, Notifications) {
+        let ctx = self.next_ctx(&inner.state);
+        let header = LedgerHeader {
+            sequence: ctx.ledger_seq,
+            close_time: ctx.close_time,
+        };
+        let mut notes: Notifications = Vec::with_capacity(inner.order.len());
+        let mut touched = BTreeSet::new();
+        let mut delta = Delta {
+            header: Some(header),
+            ..Delta::default()
+        };
+        let mut application_order = 0u32;
+
+        for hash in std::mem::take(&mut inner.order) {
+            let Some(p) = inner.pending.remove(&hash) else {
+                continue;
+            };
+            inner.pending_by_source.remove(&p.source);
+            let hash_hex = hex::encode(hash);
+            let valid = match validate::check_valid(&inner.state.accounts, &p.tx, p.auth, &ctx) {
+                Ok(v) => v,
+                Err(invalid) => {
+                    tracing::debug!(hash = %hash_hex, "dropped from the pending set at apply");
+                    let rej = rejection(hash_hex, p.envelope_xdr, invalid);
+                    notes.push((p.waiters, Outcome::Dropped(Arc::new(rej))));
+                    continue;
+                }
+            };
+            let applied = apply::apply_tx(&mut inner.state.accounts, &p.tx, &valid, &ctx);
+            application_order += 1;
+            touched.extend(applied.touched.iter().copied());
+            let record = Arc::new(tx_record(
+                &p,
+                &hash_hex,
+                &header,
+                application_order,
+                valid.fee,
+                &applied,
+            ));
+            for pay in applied.payments {
+                let payment = AppliedPayment {
+                    tx_hash: hash_hex.clone(),
+                    ledger: header.sequence,
+                    op_index: pay.op_index,
+                    source: pay.source,
+                    destination: pay.destination,
+                    asset: pay.asset,
+                    amount_stroops: pay.amount,
+                    memo: record.memo_filter.clone(),
+                    close_time: header.close_time,
+                };
+                delta.payments.push(payment.clone());
+                inner.state.add_payment(payment);
+            }
+            delta.transactions.push(TxRecord::clone(&record));
+            inner.state.add_tx(hash, Arc::clone(&record));
+            notes.push((p.waiters, Outcome::Included(record)));
+        }
+        inner.state.header = header;
+        delta.accounts = touched
+            .into_iter()
+            .filter_map(|k| inner.state.accounts.get(&k).map(|a| (k, a.clone())))
+            .collect();
+        if let Err(e) = append(inner, delta) {
+            tracing::error!(error = %e, ledger = header.sequence, "could not write the closed ledger to the state file");
+        }
+        (header, notes)
+    }
+}
+
+/// Wakes the submissions waiting on transactions that left the pending set.
+fn notify(notes: Notifications) {
+    for (waiters, outcome) in notes {
+        for w in waiters {
+            // A waiter that gave up (timed out, disconnected) has dropped its receiver.
+            let _ = w.send(outcome.clone());
+        }
+    }
+}
+
+fn append(inner: &mut Inner, delta: Delta) -> std::io::Result<()> {
+    match inner.journal.as_mut() {
+        Some(j) => j.append(delta),
+        None => Ok(()),
+    }
+}
+
+fn persist_accounts(inner: &mut Inner, keys: &[AccountKey]) -> Result<(), SimError> {
+    if inner.journal.is_none() {
+        return Ok(());
+    }
+    let accounts = keys
+        .iter()
+        .filter_map(|k| inner.state.accounts.get(k).map(|a| (*k, a.clone())))
+        .collect();
+    append(
+        inner,
+        Delta {
+            accounts,
+            ..Delta::default()
+        },
+    )?;
+    Ok(())
+}
+
+fn rejection(hash: String, envelope_xdr: String, invalid: Invalid) -> Rejection {
+    let (code, op_codes) = codes::result_codes(&invalid.result);
+    Rejection {
+        hash,
+        envelope_xdr,
+        code,
+        op_codes,
+        result_xdr: codes::result_xdr(invalid.fee, invalid.result),
+    }
+}
+
+/// What Horizon shows of an applied transaction.
+fn tx_record(
+    p: &Pending,
+    hash: &str,
+    header: &LedgerHeader,
+    order: u32,
+    fee: i64,
+    applied: &Applied,
+) -> TxRecord {
+    let tx = &p.tx;
+    let (memo_type, memo, memo_bytes, memo_filter) = memo_forms(&tx.memo);
+    let (time_bounds, ledger_bounds) = match &tx.cond {
+        Preconditions::None => (None, None),
+        Preconditions::Time(tb) => (Some((tb.min_time.0, tb.max_time.0)), None),
+        Preconditions::V2(v2) => (
+            v2.time_bounds
+                .as_ref()
+                .map(|tb| (tb.min_time.0, tb.max_time.0)),
+            v2.ledger_bounds
+                .as_ref()
+                .map(|lb| (lb.min_ledger, lb.max_ledger)),
+        ),
+    };
+    let (result_code, operation_codes) = codes::result_codes(&applied.result);
+    TxRecord {
+        hash: hash.to_owned(),
+        ledger: header.sequence,
+        application_order: order,
+        close_time: header.close_time,
+        successful: applied.successful,
+        envelope_xdr: p.envelope_xdr.clone(),
+        result_xdr: codes::result_xdr(fee, applied.result.clone()),
+        fee_charged: fee,
+        max_fee: tx.fee,
+        source_account: AccountKey::from_muxed(&tx.source_account).to_string(),
+        source_account_muxed: match &tx.source_account {
+            MuxedAccount::MuxedEd25519(_) => Some(tx.source_account.to_string()),
+            MuxedAccount::Ed25519(_) => None,
+        },
+        source_account_sequence: tx.seq_num.0,
+        operation_count: u32::try_from(tx.operations.len()).unwrap_or(u32::MAX),
+        memo_type: memo_type.to_owned(),
+        memo,
+        memo_bytes,
+        memo_filter,
+        signatures: p.signatures.clone(),
+        time_bounds,
+        ledger_bounds,
+        result_code,
+        operation_codes,
+    }
+}
+
+/// (Horizon memo_type, Horizon memo, memo_bytes, filter form).
+fn memo_forms(memo: &Memo) -> (&'static str, Option<String>, Option<String>, Option<String>) {
+    match memo {
+        Memo::None => ("none", None, None, None),
+        Memo::Text(t) => {
+            let text = t.to_utf8_string_lossy();
+            let filter = format!("text:{text}");
+            (
+                "text",
+                Some(text),
+                Some(BASE64.encode(t.as_slice())),
+                Some(filter),
+            )
+        }
+        Memo::Id(id) => ("id", Some(id.to_string()), None, Some(format!("id:{id}"))),
+        Memo::Hash(h) => (
+            "hash",
+            Some(BASE64.encode(h.0)),
+            None,
+            Some(format!("hash:{}", hex::encode(h.0))),
+        ),
+        Memo::Return(h) => (
+            "return",
+            Some(BASE64.encode(h.0)),
+            None,
+            Some(format!("return:{}", hex::encode(h.0))),
+        ),
+    }
+}

@@ -1,0 +1,202 @@
+//! The ledger's state: header, accounts with trustlines, applied transactions and payments.
+//!
+//! Every type here is what the state file stores, so all of it is serde-serializable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::AccountKey;
+
+/// The header of a closed ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerHeader {
+    pub sequence: u32,
+    /// Unix seconds.
+    pub close_time: u64,
+}
+
+/// An account entry. Every account has its master key as its only signer (weight 1,
+/// thresholds 0), which is what a freshly created Stellar account has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// XLM balance in stroops.
+    pub balance: i64,
+    pub seq: i64,
+    /// Ledger and close time at which `seq` last changed (for min_seq_age / min_seq_ledger_gap).
+    pub seq_ledger: u32,
+    pub seq_time: u64,
+    pub last_modified_ledger: u32,
+    /// Trustlines keyed by `CODE:ISSUER`.
+    pub trustlines: BTreeMap<String, Trustline>,
+}
+
+impl Account {
+    /// The XLM this account must keep: `(2 + subentries) * base_reserve`.
+    pub fn min_balance(&self, base_reserve: i64) -> i64 {
+        let subentries = i64::try_from(self.trustlines.len()).unwrap_or(i64::MAX);
+        subentries.saturating_add(2).saturating_mul(base_reserve)
+    }
+
+    /// XLM that fees and payments may spend.
+    pub fn available(&self, base_reserve: i64) -> i64 {
+        self.balance.saturating_sub(self.min_balance(base_reserve))
+    }
+}
+
+/// A trustline to a credit asset, amounts in stroops.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trustline {
+    pub balance: i64,
+    pub limit: i64,
+    pub last_modified_ledger: u32,
+}
+
+/// A transaction that is in a closed ledger, successful or not, with what Horizon shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRecord {
+    /// Lowercase hex.
+    pub hash: String,
+    pub ledger: u32,
+    /// 1-based position within its ledger.
+    pub application_order: u32,
+    /// Close time of its ledger (unix seconds): Horizon's `created_at`.
+    pub close_time: u64,
+    pub successful: bool,
+    pub envelope_xdr: String,
+    pub result_xdr: String,
+    pub fee_charged: i64,
+    pub max_fee: u32,
+    /// `G…` of the source account.
+    pub source_account: String,
+    /// `M…` if the source was given as a muxed account.
+    pub source_account_muxed: Option<String>,
+    pub source_account_sequence: i64,
+    pub operation_count: u32,
+    /// `none` | `text` | `id` | `hash` | `return`.
+    pub memo_type: String,
+    /// Horizon's form: text as is, id in decimal, hash/return in base64.
+    pub memo: Option<String>,
+    /// Base64 of a text memo's raw bytes.
+    pub memo_bytes: Option<String>,
+    /// The memo in the filter form of [`crate::PaymentFilter`]: `id:1`, `text:x`, `hash:<hex>`.
+    pub memo_filter: Option<String>,
+    /// Base64 signatures, in envelope order.
+    pub signatures: Vec<String>,
+    /// Time bounds (min, max); max 0 = none.
+    pub time_bounds: Option<(u64, u64)>,
+    /// Ledger bounds (min, max); max 0 = none.
+    pub ledger_bounds: Option<(u32, u32)>,
+    pub result_code: String,
+    pub operation_codes: Vec<String>,
+}
+
+/// A payment operation that a successful transaction applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPayment {
+    pub tx_hash: String,
+    pub ledger: u32,
+    /// Index of the operation within its transaction.
+    pub op_index: u32,
+    /// The paying account (the operation's source, else the transaction's), `G…` or `M…` as given.
+    pub source: String,
+    /// `G…` or `M…` as given in the operation.
+    pub destination: String,
+    /// `native` or `CODE:ISSUER`.
+    pub asset: String,
+    pub amount_stroops: i64,
+    /// `id:123` | `text:abc` | `hash:<hex>` | `return:<hex>`, or none.
+    pub memo: Option<String>,
+    /// Close time of the ledger (unix seconds).
+    pub close_time: u64,
+}
+
+/// The whole state as the state file's first line stores it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub network_passphrase: String,
+    pub header: LedgerHeader,
+    pub base_fee_stroops: i64,
+    pub accounts: BTreeMap<AccountKey, Account>,
+    pub transactions: Vec<TxRecord>,
+    pub payments: Vec<AppliedPayment>,
+}
+
+/// What one change (a ledger close or an admin call) added or replaced.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Delta {
+    pub header: Option<LedgerHeader>,
+    pub base_fee_stroops: Option<i64>,
+    pub accounts: Vec<(AccountKey, Account)>,
+    pub transactions: Vec<TxRecord>,
+    pub payments: Vec<AppliedPayment>,
+}
+
+impl Snapshot {
+    /// Folds a delta into this snapshot.
+    pub fn apply(&mut self, d: Delta) {
+        if let Some(h) = d.header {
+            self.header = h;
+        }
+        if let Some(f) = d.base_fee_stroops {
+            self.base_fee_stroops = f;
+        }
+        self.accounts.extend(d.accounts);
+        self.transactions.extend(d.transactions);
+        self.payments.extend(d.payments);
+    }
+}
+
+/// The live, indexed state the simulator works on.
+#[derive(Debug)]
+pub(crate) struct LedgerState {
+    pub header: LedgerHeader,
+    pub base_fee: i64,
+    pub accounts: HashMap<AccountKey, Account>,
+    /// Applied transactions by hash, in application order in `tx_order`.
+    pub txs: HashMap<[u8; 32], Arc<TxRecord>>,
+    pub tx_order: Vec<Arc<TxRecord>>,
+    pub payments: Vec<AppliedPayment>,
+    /// Positions in `payments` by memo filter string.
+    pub memo_index: HashMap<String, Vec<usize>>,
+}
+
+impl LedgerState {
+    pub fn from_snapshot(s: Snapshot) -> Result<Self, String> {
+        let mut st = Self {
+            header: s.header,
+            base_fee: s.base_fee_stroops,
+            accounts: s.accounts.into_iter().collect(),
+            txs: HashMap::new(),
+            tx_order: Vec::new(),
+            payments: Vec::new(),
+            memo_index: HashMap::new(),
+        };
+        for t in s.transactions {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&t.hash, &mut hash)
+                .map_err(|e| format!("transaction hash {:?} in the state file: {e}", t.hash))?;
+            st.add_tx(hash, Arc::new(t));
+        }
+        for p in s.payments {
+            st.add_payment(p);
+        }
+        Ok(st)
+    }
+
+    pub fn add_tx(&mut self, hash: [u8; 32], rec: Arc<TxRecord>) {
+        self.txs.insert(hash, Arc::clone(&rec));
+        self.tx_order.push(rec);
+    }
+
+    pub fn add_payment(&mut self, p: AppliedPayment) {
+        if let Some(m) = &p.memo {
+            self.memo_index
+                .entry(m.clone())
+                .or_default()
+                .push(self.payments.len());
+        }
+        self.payments.push(p);
+    }
+}
