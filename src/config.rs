@@ -1,0 +1,299 @@
+//! Layered configuration: built-in defaults (`config/default.toml`, compiled in) → an
+//! optional file (`--config FILE` or `PAYOUTD_CONFIG`) → `PAYOUTD__SECTION__KEY`
+//! environment variables. Secrets come only from the environment or from files and live
+//! in `SecretString`, whose `Debug` is masked.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+const ENV_PREFIX: &str = "PAYOUTD__";
+
+/// Environment variables that hold secrets: read directly, never merged into the tree
+/// (so a typo in a file can never make a secret appear in a dumped configuration).
+pub const ENV_DISTRIBUTION_SEED: &str = "PAYOUTD__LEDGER__DISTRIBUTION_SEED";
+pub const ENV_CHANNEL_SEEDS: &str = "PAYOUTD__LEDGER__CHANNEL_SEEDS";
+pub const ENV_API_TOKENS: &str = "PAYOUTD__SERVER__API_TOKENS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration in {origin}: {detail}")]
+    Parse { origin: String, detail: String },
+    #[error("invalid setting {key}: {detail}")]
+    Invalid { key: String, detail: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub ledger: LedgerSettings,
+    pub payouts: PayoutSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub body_bytes_max: usize,
+    pub request_timeout_ms: u64,
+    /// Bearer tokens, from `PAYOUTD__SERVER__API_TOKENS` (comma-separated) or a file.
+    /// Empty = authentication off (only sensible on loopback; a warning is logged).
+    #[serde(skip)]
+    pub api_tokens: Vec<SecretString>,
+    #[serde(default)]
+    pub api_tokens_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May carry a password: shown masked.
+    pub url: SecretString,
+    pub local_data_dir: PathBuf,
+    pub connections_max: u32,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerMode {
+    Simulator,
+    Horizon,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    pub mode: LedgerMode,
+    pub horizon_url: String,
+    pub network_passphrase: String,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub distribution_account: String,
+    pub channel_accounts: Vec<String>,
+    #[serde(default)]
+    pub distribution_seed_file: Option<PathBuf>,
+    #[serde(default)]
+    pub channel_seeds_file: Option<PathBuf>,
+    /// From the environment or `distribution_seed_file`, never from a config file.
+    #[serde(skip)]
+    pub distribution_seed: Option<SecretString>,
+    #[serde(skip)]
+    pub channel_seeds: Vec<SecretString>,
+    pub simulator: SimulatorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSettings {
+    pub close_interval_ms: u64,
+    pub listen: String,
+    pub state_file: PathBuf,
+    pub channels: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutSettings {
+    pub fee_per_op_stroops: u32,
+    pub fee_per_op_max_stroops: u32,
+    pub tx_validity_s: u64,
+    pub attempts_max: u32,
+    pub poll_interval_ms: u64,
+    pub channel_wait_ms: u64,
+    pub io_retry_ms: u64,
+    pub underfunded_retry_ms: u64,
+    pub idle_passivate_ms: u64,
+    pub live_actors_max: usize,
+    pub restart_intensity: usize,
+    pub restart_period_ms: u64,
+    pub call_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { origin: origin.into(), detail: e.to_string() })
+}
+
+/// Parses an environment value as TOML (numbers, booleans, arrays) or else a string.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn split_secrets(raw: &str) -> Vec<SecretString> {
+    raw.split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_owned())).collect()
+}
+
+fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid { key: key.into(), detail: format!("cannot read {}: {e}", path.display()) })
+}
+
+impl Settings {
+    /// Loads defaults, then `file`, then the given environment (pass `std::env::vars()`).
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut tree = parse_table(DEFAULTS, "built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            merge(&mut tree, parse_table(&text, &path.display().to_string())?);
+        }
+        let mut secrets = std::collections::HashMap::new();
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else { continue };
+            if [ENV_DISTRIBUTION_SEED, ENV_CHANNEL_SEEDS, ENV_API_TOKENS].contains(&key.as_str()) {
+                secrets.insert(key, value);
+                continue;
+            }
+            let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            let mut over = toml::Table::new();
+            let mut cursor = &mut over;
+            for (i, part) in parts.iter().enumerate() {
+                if i + 1 == parts.len() {
+                    cursor.insert(part.clone(), env_value(&value));
+                } else {
+                    cursor = match cursor.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+                        toml::Value::Table(t) => t,
+                        _ => unreachable!("just inserted a table"),
+                    };
+                }
+            }
+            merge(&mut tree, over);
+        }
+        let mut settings: Settings = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: "merged configuration".into(), detail: e.to_string() })?;
+        let ledger = &mut settings.ledger;
+        if let Some(seed) = secrets.get(ENV_DISTRIBUTION_SEED) {
+            ledger.distribution_seed = Some(SecretString::from(seed.trim().to_owned()));
+        } else if let Some(path) = &ledger.distribution_seed_file {
+            ledger.distribution_seed = Some(SecretString::from(read_secret_file(path, "ledger.distribution_seed_file")?.trim().to_owned()));
+        }
+        if let Some(seeds) = secrets.get(ENV_CHANNEL_SEEDS) {
+            ledger.channel_seeds = split_secrets(seeds);
+        } else if let Some(path) = &ledger.channel_seeds_file {
+            ledger.channel_seeds = split_secrets(&read_secret_file(path, "ledger.channel_seeds_file")?);
+        }
+        if let Some(tokens) = secrets.get(ENV_API_TOKENS) {
+            settings.server.api_tokens = split_secrets(tokens);
+        } else if let Some(path) = &settings.server.api_tokens_file {
+            settings.server.api_tokens = split_secrets(&read_secret_file(path, "server.api_tokens_file")?);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, detail: &str| Err(ConfigError::Invalid { key: key.into(), detail: detail.into() });
+        if self.payouts.fee_per_op_stroops < 100 {
+            return invalid("payouts.fee_per_op_stroops", "must be at least 100 (the network minimum)");
+        }
+        if self.payouts.fee_per_op_max_stroops < self.payouts.fee_per_op_stroops {
+            return invalid("payouts.fee_per_op_max_stroops", "must be >= fee_per_op_stroops");
+        }
+        if self.payouts.live_actors_max == 0 {
+            return invalid("payouts.live_actors_max", "must be at least 1");
+        }
+        if self.ledger.mode == LedgerMode::Horizon {
+            if self.ledger.horizon_url.is_empty() {
+                return invalid("ledger.horizon_url", "is required when ledger.mode = \"horizon\"");
+            }
+            if self.ledger.distribution_seed.is_none() {
+                return invalid(
+                    "ledger.distribution_seed",
+                    "is required in horizon mode: set PAYOUTD__LEDGER__DISTRIBUTION_SEED or ledger.distribution_seed_file",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// True when no database URL is configured and a private cluster must be started.
+    pub fn wants_local_postgres(&self) -> bool {
+        self.database.url.expose_secret().trim().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.ledger.mode, LedgerMode::Simulator);
+        assert!(s.wants_local_postgres());
+    }
+
+    #[test]
+    fn env_overrides_and_types() {
+        let s = Settings::load(
+            None,
+            env(&[("PAYOUTD__SERVER__LISTEN", "0.0.0.0:9000"), ("PAYOUTD__PAYOUTS__LIVE_ACTORS_MAX", "7"), ("OTHER", "x")]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:9000");
+        assert_eq!(s.payouts.live_actors_max, 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Settings::load(None, env(&[("PAYOUTD__PAYOUTS__LIVE_ACTORS", "7")])).unwrap_err();
+        assert!(err.to_string().contains("live_actors"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug() {
+        let seed = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
+        let s = Settings::load(
+            None,
+            env(&[
+                (ENV_DISTRIBUTION_SEED, seed),
+                (ENV_API_TOKENS, "tok-123456,tok-abcdef"),
+                ("PAYOUTD__DATABASE__URL", "postgres://u:hunter2@h/db"),
+            ]),
+        )
+        .unwrap();
+        let dump = format!("{s:?}");
+        for secret in [seed, "tok-123456", "tok-abcdef", "hunter2"] {
+            assert!(!dump.contains(secret), "{secret} leaked into Debug");
+        }
+        assert_eq!(s.server.api_tokens.len(), 2);
+    }
+}

@@ -1,0 +1,305 @@
+//! The HTTP API (axum): submit, read, list and cancel payouts; health, readiness and
+//! Prometheus metrics. `router(state)` is a pure function so tests can drive it without a
+//! socket; errors are JSON with a stable `code`, never database text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use payoutd_actors::domain::{PayoutId, RawPayoutRequest};
+use payoutd_actors::ports::{PayoutEvent, PayoutRecord, PayoutState};
+use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::journal::PgJournal;
+use crate::metrics::render_prometheus;
+
+/// Largest page of `GET /v1/payouts`.
+pub const LIST_LIMIT_MAX: u32 = 500;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub payouts: Payouts,
+    pub journal: Arc<PgJournal>,
+    pub tokens: Arc<Vec<SecretString>>,
+    pub request_timeout_ms: u64,
+}
+
+/// An API error: HTTP status, stable code, message, and the offending field if any.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(field) = self.field {
+            body["error"]["field"] = json!(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<PayoutError> for ApiError {
+    fn from(e: PayoutError) -> Self {
+        match &e {
+            PayoutError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "payout_conflict", e.to_string()),
+            PayoutError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "payout_not_found", e.to_string()),
+            PayoutError::NotCancellable { .. } => Self::new(StatusCode::CONFLICT, "payout_not_cancellable", e.to_string()),
+            PayoutError::Overloaded => Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string()),
+            PayoutError::Unavailable(_) => {
+                tracing::warn!(error = %e, "request could not be served");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "temporarily unavailable; the same request may be retried safely")
+            }
+        }
+    }
+}
+
+/// A payout as the API shows it. Amounts are decimal strings and integer stroops.
+#[derive(Debug, Serialize)]
+pub struct PayoutView {
+    pub payout_id: String,
+    pub state: PayoutState,
+    pub destination: String,
+    pub asset: String,
+    pub amount: String,
+    pub amount_stroops: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memo: Option<payoutd_actors::domain::RawMemo>,
+    pub attempts: u32,
+    pub reason: Option<String>,
+    pub tx_hash: Option<String>,
+    pub ledger: Option<u32>,
+    pub fee_charged_stroops: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<PayoutEvent>>,
+}
+
+impl PayoutView {
+    pub fn from_record(r: &PayoutRecord) -> Self {
+        let raw = r.request.raw();
+        Self {
+            payout_id: raw.payout_id,
+            state: r.state,
+            destination: raw.destination,
+            asset: raw.asset,
+            amount: raw.amount,
+            amount_stroops: r.request.amount().stroops(),
+            memo: raw.memo,
+            attempts: r.attempt,
+            reason: r.reason.clone(),
+            tx_hash: r.envelope.as_ref().map(|e| e.hash.to_hex()),
+            ledger: r.inclusion.map(|i| i.ledger),
+            fee_charged_stroops: r.inclusion.map(|i| i.fee_charged),
+            events: None,
+        }
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/v1/payouts", post(create_payout).get(list_payouts))
+        .route("/v1/payouts/{id}", get(get_payout))
+        .route("/v1/payouts/{id}/cancel", post(cancel_payout))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], crate::openapi::DOCUMENT) }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .with_state(state)
+}
+
+/// Sets the body limit from configuration (the router default is 16 KiB).
+pub fn with_body_limit(router: Router, bytes: usize) -> Router {
+    router.layer(DefaultBodyLimit::max(bytes))
+}
+
+async fn timeout(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(Duration::from_millis(state.request_timeout_ms), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "request_timeout", "the request took too long; it may be retried safely").into_response(),
+    }
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if state.tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "missing bearer token (Authorization: Bearer <token>)").into_response();
+    };
+    // Check every token (no early exit) so timing does not reveal which one matched.
+    let ok = state.tokens.iter().fold(false, |acc, t| acc | constant_time_eq(t.expose_secret().as_bytes(), presented.as_bytes()));
+    if ok {
+        next.run(request).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid bearer token").into_response()
+    }
+}
+
+/// Parses a JSON payout body per BRIEF §4: JSON content type, valid UTF-8, no unknown
+/// fields, every field checked.
+pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<payoutd_actors::domain::PayoutRequest, ApiError> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+        .unwrap_or(false);
+    if !json_type {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json"));
+    }
+    let raw: RawPayoutRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body is not a valid payout request: {}", redact(&e.to_string()))))?;
+    raw.parse().map_err(|e| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: e.code, message: e.message, field: Some(e.field) })
+}
+
+/// serde_json errors quote input; a secret pasted into a field must not come back.
+fn redact(message: &str) -> String {
+    message
+        .split_whitespace()
+        .map(|w| if w.trim_matches(|c: char| !c.is_ascii_alphanumeric()).starts_with('S') && w.len() >= 56 { "[redacted]" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let request = parse_body(&headers, &body)?;
+    let answer = state.payouts.submit(request).await?;
+    let (status, record) = match &answer {
+        SubmitAnswer::Created(r) => (StatusCode::ACCEPTED, r),
+        SubmitAnswer::Duplicate(r) => (StatusCode::OK, r),
+    };
+    Ok((status, Json(PayoutView::from_record(record))).into_response())
+}
+
+fn path_id(id: &str) -> Result<PayoutId, ApiError> {
+    PayoutId::parse(id).map_err(|e| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: e.code, message: e.message, field: Some(e.field) })
+}
+
+async fn get_payout(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<PayoutView>, ApiError> {
+    let id = path_id(&id)?;
+    let record = state.payouts.get(&id).await?.ok_or_else(|| ApiError::from(PayoutError::NotFound(id.to_string())))?;
+    let mut view = PayoutView::from_record(&record);
+    use payoutd_actors::ports::Journal;
+    view.events = Some(state.journal.events(&id).await.map_err(|e| ApiError::from(PayoutError::Unavailable(e.to_string())))?);
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn cancel_payout(State(state): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Json<PayoutView>, ApiError> {
+    let id = path_id(&id)?;
+    let reason = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<CancelBody>(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
+            .reason
+    };
+    let reason = reason.unwrap_or_else(|| "cancelled by API request".to_owned());
+    if reason.len() > 500 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reason_too_long", "reason is longer than 500 bytes"));
+    }
+    let record = state.payouts.cancel(&id, reason).await?;
+    Ok(Json(PayoutView::from_record(&record)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_payouts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(PayoutState::parse(s).ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "state_invalid", format!("unknown state {s:?}")))?),
+    };
+    let after = q.after.as_deref().map(path_id).transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, LIST_LIMIT_MAX);
+    let records = state
+        .journal
+        .list(filter, after.as_ref(), limit)
+        .await
+        .map_err(|e| ApiError::from(PayoutError::Unavailable(e.to_string())))?;
+    let next = (records.len() as u32 == limit).then(|| records.last().map(|r| r.id().to_string())).flatten();
+    let items: Vec<PayoutView> = records.iter().map(PayoutView::from_record).collect();
+    Ok(Json(json!({ "payouts": items, "next_cursor": next })))
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let db = crate::journal::ping(state.journal.pool()).await;
+    let ledger = state.payouts.context().ledger.latest_ledger().await.is_ok();
+    let status = if db && ledger { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "database": db, "ledger": ledger }))).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let text = render_prometheus(&state.payouts.context().metrics);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn redact_hides_seeds() {
+        let msg = "unknown field `SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH`, expected";
+        assert!(!redact(msg).contains("SCCS5ZBI"));
+    }
+}

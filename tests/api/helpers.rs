@@ -1,0 +1,86 @@
+//! Test harness: a real PostgreSQL (a shared throwaway cluster, a fresh database per test)
+//! and small helpers to await conditions instead of sleeping blindly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use payoutd::journal::{PgJournal, migrate};
+use payoutd::pg::LocalPostgres;
+use payoutd_actors::domain::{AccountId, PayoutId};
+use payoutd_actors::ports::{Journal, PayoutRecord, PayoutState};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// Base URL of the test cluster (no database): from `PAYOUTD_TEST_PG` if the test command
+/// started one, else a cluster in `target/test-postgres` started here on first use and
+/// left running for the next tests (the test command stops it at the end).
+async fn cluster_base() -> String {
+    if let Ok(url) = std::env::var("PAYOUTD_TEST_PG") {
+        return url;
+    }
+    tokio::task::spawn_blocking(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-postgres");
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        // One starter at a time across test processes.
+        let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+        lock.lock().unwrap();
+        let pg = LocalPostgres::start(&dir, false).unwrap_or_else(|e| {
+            panic!("cannot start the test PostgreSQL: {e}\nThe test command (scripts/test) installs it: apt-get install -y postgresql")
+        });
+        let port = pg.detach();
+        format!("postgres://{}@127.0.0.1:{port}", payoutd::pg::SUPERUSER)
+    })
+    .await
+    .unwrap()
+}
+
+/// A fresh, migrated database for one test.
+pub async fn fresh_db() -> PgPool {
+    let base = cluster_base().await;
+    let admin = PgPoolOptions::new().max_connections(1).connect(&format!("{base}/postgres")).await.expect("connect to the test cluster");
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let name = format!("t_{}_{n}_{nanos}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+    admin.close().await;
+    let pool = PgPoolOptions::new().max_connections(8).connect(&format!("{base}/{name}")).await.unwrap();
+    migrate(&pool).await.unwrap();
+    pool
+}
+
+pub async fn pg_journal(channels: &[AccountId]) -> Arc<PgJournal> {
+    Arc::new(PgJournal::new(fresh_db().await, channels).await.unwrap())
+}
+
+/// Awaits a condition, polling; fails with `what` after `timeout_ms`.
+pub async fn eventually<F, Fut>(timeout_ms: u64, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out after {timeout_ms} ms waiting for: {what}");
+}
+
+/// Awaits the journaled state of a payout.
+pub async fn wait_state(journal: &dyn Journal, id: &str, state: PayoutState) -> PayoutRecord {
+    let pid = PayoutId::parse(id).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = journal.load(&pid).await.unwrap();
+        if let Some(r) = &r
+            && r.state == state
+        {
+            return r.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "payout {id} never reached {state}; now {:?}", r.map(|r| (r.state, r.reason)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

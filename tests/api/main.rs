@@ -1,0 +1,4 @@
+//! Integration tests: one binary, real PostgreSQL (fresh database per test).
+
+mod helpers;
+mod journal;
