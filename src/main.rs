@@ -1,1 +1,141 @@
-fn main(){}
+//! The `payoutd` command line: `serve` (the default), `migrate`, `status`, `simulator`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use payoutd::app::{Application, database};
+use payoutd::config::Settings;
+use payoutd_actors::domain::PayoutId;
+use payoutd_actors::ports::Journal;
+
+#[derive(Parser)]
+#[command(
+    name = "payoutd",
+    version,
+    about = "Pays Stellar payouts exactly once.",
+    after_help = "Examples:\n  payoutd                      run with built-in defaults (private PostgreSQL, built-in simulator)\n  payoutd serve --config /etc/payoutd/payoutd.toml\n  payoutd migrate              apply database migrations and exit\n  payoutd status reward-2026-11-0042\n  payoutd simulator --listen 127.0.0.1:8000 --state-file sim.json\n\nEvery setting can be overridden with PAYOUTD__SECTION__KEY environment variables."
+)]
+struct Cli {
+    /// Configuration file layered over the built-in defaults (also PAYOUTD_CONFIG).
+    #[arg(long, global = true, env = "PAYOUTD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+    /// Show a payout's state and history.
+    Status {
+        /// The payout id.
+        id: String,
+    },
+    /// Run the Horizon-compatible ledger simulator on its own.
+    Simulator(payoutd_simulator::StandaloneArgs),
+}
+
+fn load_settings(cli: &Cli) -> Result<Settings, String> {
+    Settings::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("payoutd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("payoutd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match &cli.command {
+        Some(Command::Simulator(args)) => {
+            let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+            payoutd_simulator::run_standalone(args.clone()).await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Migrate) => {
+            let settings = load_settings(&cli)?;
+            payoutd::telemetry::init(&settings.telemetry);
+            let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
+            pool.close().await;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Status { id }) => {
+            let settings = load_settings(&cli)?;
+            let id = PayoutId::parse(id).map_err(|e| e.to_string())?;
+            let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
+            let journal = payoutd::journal::PgJournal::new(pool, &[]).await.map_err(|e| e.to_string())?;
+            let Some(record) = journal.load(&id).await.map_err(|e| e.to_string())? else {
+                eprintln!("payout {id} not found");
+                return Ok(ExitCode::from(3));
+            };
+            let mut view = payoutd::http::PayoutView::from_record(&record);
+            view.events = Some(journal.events(&id).await.map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Serve) | None => serve(&cli).await,
+    }
+}
+
+async fn serve(cli: &Cli) -> Result<ExitCode, String> {
+    let settings = load_settings(cli)?;
+    payoutd::telemetry::init(&settings.telemetry);
+    let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+    if let Some(sim) = &app.simulator {
+        eprintln!("payoutd: built-in ledger simulator at {} (demo network)", sim.base_url);
+    }
+    eprintln!("payoutd: HTTP API on port {}", app.port());
+    app.run_until_stopped(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or ctrl-c; a second one exits at once (the next start
+/// recovers from the journal either way).
+async fn shutdown_signal() {
+    wait_signal().await;
+    tracing::info!("shutdown requested; a second signal exits immediately");
+    tokio::spawn(async {
+        wait_signal().await;
+        eprintln!("payoutd: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -83,6 +83,7 @@ impl LocalPostgres {
         let mut pg = Self { bindir, data_dir, port: 0, as_postgres_user, owned: true };
         if as_postgres_user {
             pg.chown_to_postgres(&pg.data_dir.clone())?;
+            pg.check_reachable()?;
         }
         if !pg.data_dir.join("PG_VERSION").exists() {
             pg.initdb()?;
@@ -144,6 +145,29 @@ impl LocalPostgres {
                 ),
             }),
             Err(e) => Err(PgError::Command { what: "chown".into(), detail: e.to_string() }),
+        }
+    }
+
+    /// Every parent folder must be traversable by the `postgres` user.
+    fn check_reachable(&self) -> Result<(), PgError> {
+        let ok = Command::new("runuser")
+            .args(["-u", "postgres", "--", "test", "-w"])
+            .arg(&self.data_dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(PgError::Command {
+                what: "preparing the private PostgreSQL data folder".into(),
+                detail: format!(
+                    "running as root, the server runs as the `postgres` user, which cannot reach {}; \
+                     choose a folder it can reach with PAYOUTD__DATABASE__LOCAL_DATA_DIR (e.g. /var/lib/payoutd/postgres) \
+                     or run payoutd as a normal user",
+                    self.data_dir.display()
+                ),
+            })
         }
     }
 

@@ -317,7 +317,7 @@ impl PayoutActorState {
     /// Writes one change conditionally on the version we hold. On a stale version the
     /// record is reloaded (someone else moved it on) and the error returned.
     async fn write(&mut self, record: &PayoutRecord, change: Change) -> Result<(), JournalError> {
-        match self.ctx.journal.apply(&self.id, record.version, &change).await {
+        match self.ctx.journal.apply(record, &change).await {
             Ok(updated) => {
                 debug!(payout_id = %self.id, event = change.event_kind(), state = %updated.state, "journaled");
                 self.record = Some(Some(updated));
@@ -641,7 +641,9 @@ pub enum RejectionPolicy {
 pub fn rejection_policy(code: &str) -> RejectionPolicy {
     match code {
         "tx_bad_auth" | "tx_bad_auth_extra" | "tx_no_source_account" | "tx_no_account" | "tx_malformed"
-        | "tx_not_supported" | "tx_bad_sponsorship" | "tx_insufficient_balance" => RejectionPolicy::Park,
+        | "tx_not_supported" | "tx_bad_sponsorship" | "tx_insufficient_balance" | "transaction_malformed" => {
+            RejectionPolicy::Park
+        }
         _ => RejectionPolicy::WaitUntilDead,
     }
 }

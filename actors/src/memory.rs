@@ -93,8 +93,9 @@ impl Journal for MemJournal {
         Ok(lock(&self.inner).payouts.get(id).cloned())
     }
 
-    async fn apply(&self, id: &PayoutId, expected_version: i64, change: &Change) -> Result<PayoutRecord, JournalError> {
+    async fn apply(&self, current: &PayoutRecord, change: &Change) -> Result<PayoutRecord, JournalError> {
         self.check()?;
+        let (id, expected_version) = (current.id(), current.version);
         let mut inner = lock(&self.inner);
         let record = inner.payouts.get_mut(id).ok_or_else(|| JournalError::NotFound(id.to_string()))?;
         if record.version != expected_version {

@@ -372,8 +372,9 @@ pub trait Journal: Send + Sync + 'static {
     /// this id exists, in which case that one is returned untouched.
     async fn accept(&self, request: &PayoutRequest, fingerprint: Fingerprint) -> Result<Accepted, JournalError>;
     async fn load(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, JournalError>;
-    /// Applies `change` if the stored version is still `expected_version`; returns the new record.
-    async fn apply(&self, id: &PayoutId, expected_version: i64, change: &Change) -> Result<PayoutRecord, JournalError>;
+    /// Applies `change` to `current` if the stored version is still `current.version`
+    /// (fencing); returns the new record. `Stale` if someone wrote a newer version.
+    async fn apply(&self, current: &PayoutRecord, change: &Change) -> Result<PayoutRecord, JournalError>;
     /// Parks a payout whatever its version (the supervisor's last resort); bumps the version
     /// so that any stale actor is fenced out.
     async fn park(&self, id: &PayoutId, reason: &str) -> Result<(), JournalError>;

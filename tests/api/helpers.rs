@@ -11,15 +11,15 @@ use payoutd_actors::domain::{AccountId, PayoutId};
 use payoutd_actors::ports::{Journal, PayoutRecord, PayoutState};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-/// Base URL of the test cluster (no database): from `PAYOUTD_TEST_PG` if the test command
-/// started one, else a cluster in `target/test-postgres` started here on first use and
-/// left running for the next tests (the test command stops it at the end).
+/// Base URL of the test cluster (no database): from `PAYOUTD_TEST_PG` if given, else a
+/// cluster in `PAYOUTD_TEST_PG_DIR` (default: a folder under the temp dir) started here on
+/// first use and left running for the next tests (the test command stops it at the end).
 async fn cluster_base() -> String {
     if let Ok(url) = std::env::var("PAYOUTD_TEST_PG") {
         return url;
     }
     tokio::task::spawn_blocking(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-postgres");
+        let dir = std::env::var_os("PAYOUTD_TEST_PG_DIR").map(PathBuf::from).unwrap_or_else(default_cluster_dir);
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
         // One starter at a time across test processes.
         let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
@@ -32,6 +32,14 @@ async fn cluster_base() -> String {
     })
     .await
     .unwrap()
+}
+
+/// Under the temp dir (reachable by the `postgres` user when tests run as root), one per
+/// checkout.
+fn default_cluster_dir() -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let tag = hex::encode(&Sha256::digest(env!("CARGO_MANIFEST_DIR").as_bytes())[..6]);
+    std::env::temp_dir().join(format!("payoutd-test-pg-{tag}"))
 }
 
 /// A fresh, migrated database for one test.

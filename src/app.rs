@@ -1,0 +1,280 @@
+//! Wiring: settings → database (a private cluster or a URL) → ledger (the in-process
+//! simulator or Horizon) → journal → supervisor → recovery → HTTP. `Application::build`
+//! returns something tests can start on port 0.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use payoutd_actors::domain::AccountId;
+use payoutd_actors::metrics::Metrics;
+use payoutd_actors::ports::Ledger;
+use payoutd_actors::{Context, PayoutPolicy, Payouts, SupervisorConfig};
+use payoutd_simulator::{CloseMode, SimConfig, SimHandle, Simulator};
+use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, StellarLedger};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::{LedgerMode, Settings};
+use crate::http::{ApiState, router, with_body_limit};
+use crate::journal::{PgJournal, migrate};
+use crate::pg::LocalPostgres;
+
+/// XLM given to the demo distribution account on a fresh simulator, in stroops.
+pub const DEMO_DISTRIBUTION_STROOPS: i64 = 100_000_000 * 10_000_000;
+/// XLM given to each demo channel account, in stroops (fees only).
+pub const DEMO_CHANNEL_STROOPS: i64 = 1_000 * 10_000_000;
+/// A demo destination that exists on a fresh simulator (the BRIEF's example account).
+pub const DEMO_DESTINATION: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::PgError),
+    #[error("cannot connect to the database: {0}")]
+    Database(String),
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("ledger: {0}")]
+    Ledger(String),
+    #[error("invalid signing key in {what}: {detail}")]
+    Key { what: &'static str, detail: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot start the supervisor: {0}")]
+    Supervisor(String),
+}
+
+/// Connects to the configured database, or starts the private cluster first.
+pub async fn database(settings: &Settings) -> Result<(PgPool, Option<LocalPostgres>), StartupError> {
+    let (url, local) = if settings.wants_local_postgres() {
+        let dir = settings.database.local_data_dir.clone();
+        let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, true))
+            .await
+            .map_err(|e| StartupError::Database(e.to_string()))??;
+        info!(port = pg.port(), data_dir = %settings.database.local_data_dir.display(), "private PostgreSQL started");
+        (pg.url(crate::pg::DATABASE), Some(pg))
+    } else {
+        (settings.database.url.expose_secret().to_owned(), None)
+    };
+    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StartupError::Database(scrub(&e.to_string())))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.database.connections_max)
+        .acquire_timeout(Duration::from_millis(settings.database.connect_timeout_ms))
+        .connect_with(options)
+        .await
+        .map_err(|e| StartupError::Database(scrub(&e.to_string())))?;
+    migrate(&pool).await.map_err(|e| StartupError::Migrate(e.to_string()))?;
+    Ok((pool, local))
+}
+
+/// Database errors may quote the URL; drop anything that looks like credentials.
+fn scrub(message: &str) -> String {
+    message.split_whitespace().map(|w| if w.contains("://") && w.contains('@') { "[url redacted]" } else { w }).collect::<Vec<_>>().join(" ")
+}
+
+/// Demo keys for the built-in simulator: derived from fixed labels, so every fresh run has
+/// the same accounts. They exist only on the simulator's own network (its passphrase is not
+/// testnet's nor pubnet's), and horizon mode refuses to start without real seeds.
+fn demo_keypair(label: &str) -> Keypair {
+    let seed: [u8; 32] = Sha256::digest(format!("payoutd demo key: {label}").as_bytes()).into();
+    let text = payoutd_actors::strkey::encode(payoutd_actors::strkey::VERSION_SEED, &seed);
+    // Any 32 bytes are a valid ed25519 seed, and `text` is a well-formed StrKey by construction.
+    Keypair::from_seed(&text).expect("a freshly encoded seed always decodes")
+}
+
+/// The ledger side: keys, the payer, the channel accounts and the port implementation.
+pub struct LedgerSetup {
+    pub ledger: Arc<dyn Ledger>,
+    pub payer: AccountId,
+    pub channels: Vec<AccountId>,
+    pub simulator: Option<SimHandle>,
+}
+
+pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
+    let cfg = &settings.ledger;
+    let timeouts = HorizonTimeouts { request_timeout_ms: cfg.request_timeout_ms, connect_timeout_ms: cfg.connect_timeout_ms };
+    match cfg.mode {
+        LedgerMode::Simulator => {
+            let sim_cfg = SimConfig {
+                network_passphrase: cfg.network_passphrase.clone(),
+                close_mode: if cfg.simulator.close_interval_ms == 0 {
+                    CloseMode::Manual
+                } else {
+                    CloseMode::Interval { close_interval_ms: cfg.simulator.close_interval_ms }
+                },
+                state_file: Some(cfg.simulator.state_file.clone()),
+                ..SimConfig::default()
+            };
+            if let Some(parent) = cfg.simulator.state_file.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let sim = Simulator::new(sim_cfg).map_err(|e| StartupError::Ledger(e.to_string()))?;
+            let distribution = demo_keypair("distribution");
+            let channels: Vec<Keypair> = (0..cfg.simulator.channels).map(|i| demo_keypair(&format!("channel {i}"))).collect();
+            let fund = |account: AccountId, stroops: i64| -> Result<(), StartupError> {
+                if sim.account_sequence(&account.to_strkey()).is_none() {
+                    sim.create_account(&account.to_strkey(), stroops).map_err(|e| StartupError::Ledger(e.to_string()))?;
+                }
+                Ok(())
+            };
+            fund(distribution.account(), DEMO_DISTRIBUTION_STROOPS)?;
+            for c in &channels {
+                fund(c.account(), DEMO_CHANNEL_STROOPS)?;
+            }
+            fund(AccountId::parse(DEMO_DESTINATION).map_err(|e| StartupError::Ledger(e.to_string()))?, 10 * 10_000_000)?;
+            let handle = payoutd_simulator::spawn(sim, &cfg.simulator.listen)
+                .await
+                .map_err(|source| StartupError::Listen { addr: cfg.simulator.listen.clone(), source })?;
+            info!(url = %handle.base_url, "built-in ledger simulator listening (demo network)");
+            let payer = distribution.account();
+            let channel_ids: Vec<AccountId> = channels.iter().map(Keypair::account).collect();
+            let mut keyring = Keyring::new();
+            keyring.insert(distribution);
+            for c in channels {
+                keyring.insert(c);
+            }
+            let ledger = StellarLedger::connect(&handle.base_url, &cfg.network_passphrase, keyring, timeouts)
+                .await
+                .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            Ok(LedgerSetup { ledger: Arc::new(ledger), payer, channels: channel_ids, simulator: Some(handle) })
+        }
+        LedgerMode::Horizon => {
+            let seed = cfg.distribution_seed.as_ref().ok_or_else(|| StartupError::Key {
+                what: "ledger.distribution_seed",
+                detail: "missing: set PAYOUTD__LEDGER__DISTRIBUTION_SEED".into(),
+            })?;
+            let distribution = Keypair::from_seed(seed.expose_secret())
+                .map_err(|e| StartupError::Key { what: "PAYOUTD__LEDGER__DISTRIBUTION_SEED", detail: e.to_string() })?;
+            let payer = distribution.account();
+            if !cfg.distribution_account.is_empty() && cfg.distribution_account != payer.to_strkey() {
+                return Err(StartupError::Key {
+                    what: "ledger.distribution_account",
+                    detail: format!("the distribution seed belongs to {payer}, not to {}", cfg.distribution_account),
+                });
+            }
+            let mut keyring = Keyring::new();
+            let mut channels = Vec::new();
+            for (i, s) in cfg.channel_seeds.iter().enumerate() {
+                let pair = Keypair::from_seed(s.expose_secret())
+                    .map_err(|e| StartupError::Key { what: "PAYOUTD__LEDGER__CHANNEL_SEEDS", detail: format!("entry {}: {e}", i + 1) })?;
+                channels.push(pair.account());
+                keyring.insert(pair);
+            }
+            if !cfg.channel_accounts.is_empty() {
+                let listed: Vec<String> = channels.iter().map(AccountId::to_strkey).collect();
+                if let Some(missing) = cfg.channel_accounts.iter().find(|a| !listed.contains(a)) {
+                    return Err(StartupError::Key { what: "ledger.channel_accounts", detail: format!("no seed given for channel {missing}") });
+                }
+            }
+            if channels.is_empty() {
+                warn!("no channel accounts: the distribution account is the only source, one payout at a time");
+                channels.push(payer);
+            }
+            keyring.insert(distribution);
+            let ledger = StellarLedger::connect(&cfg.horizon_url, &cfg.network_passphrase, keyring, timeouts)
+                .await
+                .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            Ok(LedgerSetup { ledger: Arc::new(ledger), payer, channels, simulator: None })
+        }
+    }
+}
+
+pub fn policy(settings: &Settings, payer: AccountId) -> PayoutPolicy {
+    let p = &settings.payouts;
+    PayoutPolicy {
+        payer,
+        fee_per_op_stroops: p.fee_per_op_stroops,
+        fee_per_op_max_stroops: p.fee_per_op_max_stroops,
+        tx_validity_s: p.tx_validity_s,
+        attempts_max: p.attempts_max,
+        poll_interval_ms: p.poll_interval_ms,
+        channel_wait_ms: p.channel_wait_ms,
+        io_retry_ms: p.io_retry_ms,
+        underfunded_retry_ms: p.underfunded_retry_ms,
+        idle_passivate_ms: p.idle_passivate_ms,
+    }
+}
+
+pub fn supervisor_config(settings: &Settings) -> SupervisorConfig {
+    SupervisorConfig {
+        live_actors_max: settings.payouts.live_actors_max,
+        restart_intensity: settings.payouts.restart_intensity,
+        restart_period_ms: settings.payouts.restart_period_ms,
+    }
+}
+
+/// A built service, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub payouts: Payouts,
+    pub journal: Arc<PgJournal>,
+    pub simulator: Option<SimHandle>,
+    local_pg: Option<LocalPostgres>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let (pool, local_pg) = database(&settings).await?;
+        Self::build_with_pool(settings, pool, local_pg).await
+    }
+
+    /// As `build`, over an existing pool (tests give each app a fresh database).
+    pub async fn build_with_pool(settings: Settings, pool: PgPool, local_pg: Option<LocalPostgres>) -> Result<Self, StartupError> {
+        let setup = ledger(&settings).await?;
+        let journal = Arc::new(PgJournal::new(pool, &setup.channels).await.map_err(|e| StartupError::Database(e.to_string()))?);
+        let ctx = Arc::new(Context {
+            journal: journal.clone(),
+            ledger: setup.ledger.clone(),
+            policy: policy(&settings, setup.payer),
+            metrics: Arc::new(Metrics::default()),
+        });
+        let (payouts, _) = Payouts::start(ctx, supervisor_config(&settings), settings.payouts.call_timeout_ms)
+            .await
+            .map_err(|e| StartupError::Supervisor(e.to_string()))?;
+        let recovered = payouts.recover().await.map_err(|e| StartupError::Database(e.to_string()))?;
+        if recovered > 0 {
+            info!(payouts = recovered, "recovering unfinished payouts");
+        }
+        if settings.server.api_tokens.is_empty() {
+            warn!("no API tokens configured (PAYOUTD__SERVER__API_TOKENS): the HTTP API is open to anyone who can reach it");
+        }
+        let state = ApiState {
+            payouts: payouts.clone(),
+            journal: journal.clone(),
+            tokens: Arc::new(settings.server.api_tokens.clone()),
+            request_timeout_ms: settings.server.request_timeout_ms,
+        };
+        let router = with_body_limit(router(state), settings.server.body_bytes_max);
+        let listener = TcpListener::bind(&settings.server.listen)
+            .await
+            .map_err(|source| StartupError::Listen { addr: settings.server.listen.clone(), source })?;
+        Ok(Self { listener, router, payouts, journal, simulator: setup.simulator, local_pg })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, then stops intake, stops the actors (every step is
+    /// already journaled), the simulator and the private database.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self { listener, router, payouts, simulator, mut local_pg, .. } = self;
+        info!(addr = %listener.local_addr()?, "payoutd listening");
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        info!("intake stopped; stopping payout actors");
+        payouts.shutdown(5_000).await;
+        if let Some(sim) = simulator {
+            sim.shutdown().await;
+        }
+        if let Some(mut pg) = local_pg.take() {
+            tokio::task::spawn_blocking(move || pg.stop()).await.ok();
+        }
+        info!("payoutd stopped");
+        Ok(())
+    }
+}
