@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -25,34 +26,54 @@ pub async fn serve(sim: Arc<Simulator>, listener: TcpListener) -> std::io::Resul
     axum::serve(listener, router(sim)).await
 }
 
+/// How long [`SimHandle::shutdown`] lets requests in flight finish before cutting them off.
+const SHUTDOWN_GRACE_MS: u64 = 1_000;
+
 /// A simulator served on a local port. Dropping it (or [`SimHandle::shutdown`]) stops the
-/// server and, in interval mode, the ledger-closing task.
+/// server (open connections close once their request in flight is answered) and, in
+/// interval mode, the ledger-closing task.
 #[derive(Debug)]
 pub struct SimHandle {
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
     pub addr: SocketAddr,
     pub sim: Arc<Simulator>,
+    /// Dropping or sending on it starts the server's graceful shutdown.
+    stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     closer: Option<JoinHandle<()>>,
 }
 
 impl SimHandle {
-    /// Stops the server and the closer and waits until both have ended.
+    /// Stops accepting connections, closes the open ones (waiting up to a second for
+    /// requests in flight), stops the closer, and returns when all of it has ended.
     pub async fn shutdown(mut self) {
-        for task in [self.server.take(), self.closer.take()]
-            .into_iter()
-            .flatten()
-        {
-            task.abort();
-            // An aborted task ends with a cancellation error, which is the expected outcome.
-            let _ = task.await;
+        if let Some(stop) = self.stop.take() {
+            // The server may already have ended; then nobody listens, which is fine.
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+            if tokio::time::timeout(grace, &mut server).await.is_err() {
+                server.abort();
+                // An aborted task ends with a cancellation error, the expected outcome.
+                let _ = server.await;
+            }
+        }
+        if let Some(closer) = self.closer.take() {
+            closer.abort();
+            let _ = closer.await;
         }
     }
 }
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // The open connections were told to close by the signal above; the accept loop and
+        // the closer stop now.
         for task in [self.server.take(), self.closer.take()]
             .into_iter()
             .flatten()
@@ -67,9 +88,17 @@ impl Drop for SimHandle {
 pub async fn spawn(sim: Arc<Simulator>, addr: &str) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let server_sim = Arc::clone(&sim);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(Arc::clone(&sim));
     let server = tokio::spawn(async move {
-        if let Err(e) = serve(server_sim, listener).await {
+        // A send or a dropped sender both mean "stop".
+        let signal = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+        {
             tracing::error!(error = %e, "simulator server stopped");
         }
     });
@@ -78,6 +107,7 @@ pub async fn spawn(sim: Arc<Simulator>, addr: &str) -> std::io::Result<SimHandle
         base_url: format!("http://{addr}"),
         addr,
         sim,
+        stop: Some(stop),
         server: Some(server),
         closer,
     })
