@@ -685,6 +685,8 @@ impl Simulator {
             close_time: ctx.close_time,
         };
         let mut notes: Notifications = Vec::with_capacity(inner.order.len());
+        // Without a state file there is no delta to write: skip collecting it.
+        let persisting = inner.journal.is_some();
         let mut touched = BTreeSet::new();
         let mut delta = Delta {
             header: Some(header),
@@ -709,7 +711,9 @@ impl Simulator {
             };
             let applied = apply::apply_tx(&mut inner.state.accounts, &p.tx, &valid, &ctx);
             application_order += 1;
-            touched.extend(applied.touched.iter().copied());
+            if persisting {
+                touched.extend(applied.touched.iter().copied());
+            }
             let record = Arc::new(tx_record(
                 &p,
                 &hash_hex,
@@ -730,10 +734,14 @@ impl Simulator {
                     memo: record.memo_filter.clone(),
                     close_time: header.close_time,
                 };
-                delta.payments.push(payment.clone());
+                if persisting {
+                    delta.payments.push(payment.clone());
+                }
                 inner.state.add_payment(payment);
             }
-            delta.transactions.push(TxRecord::clone(&record));
+            if persisting {
+                delta.transactions.push(TxRecord::clone(&record));
+            }
             inner.state.add_tx(hash, Arc::clone(&record));
             notes.push((p.waiters, Outcome::Included(record)));
         }
