@@ -75,6 +75,7 @@ pub fn apply_tx(
                 op_index: u32::try_from(i).unwrap_or(u32::MAX),
                 source: source_muxed.to_string(),
                 destination: p.destination.to_string(),
+                // A successful payment has a valid asset (else it is op_malformed).
                 asset: AssetId::from_xdr(&p.asset)
                     .map(|a| a.key())
                     .unwrap_or_default(),

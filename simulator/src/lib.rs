@@ -6,6 +6,24 @@
 //! balances, trustlines, result codes, the duplicate rule, one transaction per source
 //! account per ledger) and can inject faults from a seeded RNG.
 //!
+//! Run it on its own: `cargo run -p payoutd-simulator -- --listen 127.0.0.1:8000
+//! --close-interval-ms 5000 --state-file sim.jsonl --fund G…=100000000000` (`--help` lists the
+//! rest; `--close-interval-ms 0` closes ledgers only on `POST /sim/close_ledger`, `--instant`
+//! at every accepted submission). In tests, start it with [`Simulator::new`] and either
+//! [`router`] (no port, `tower::ServiceExt::oneshot`) or [`spawn`] (a real loopback port).
+//!
+//! Choices worth knowing:
+//! - Reserves are kept: an account must hold `(2 + trustlines) * 0.5 XLM`
+//!   ([`SimConfig::base_reserve_stroops`], 0 turns it off); fees and native payments may
+//!   not spend it (`tx_insufficient_balance`, `op_underfunded`).
+//! - Every account's only signer is its master key (weight 1, thresholds 0).
+//! - Only V1 envelopes with payment operations are applied; V0 and fee-bump envelopes are
+//!   `tx_malformed`, other operations `op_not_supported` (both rejected before inclusion).
+//! - A missing signature of an operation source is `tx_bad_auth` (core says `tx_failed` with
+//!   `op_bad_auth`); a sequence number above the next one is `tx_bad_seq` at once.
+//! - `POST /transactions_async` answers from the current state as core does: an envelope
+//!   already in a ledger gets `ERROR` with `tx_bad_seq`, a pending one `DUPLICATE`.
+//!
 //! Layout:
 //! - [`config`]: [`SimConfig`], [`CloseMode`], [`Faults`] and the fault counters.
 //! - `keys`: strkey account keys and asset identities.
