@@ -37,6 +37,35 @@ enum Command {
     },
     /// Run the Horizon-compatible ledger simulator on its own.
     Simulator(payoutd_simulator::StandaloneArgs),
+    /// Print performance figures (in-process; see src/bench.rs).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Duplicate messages per second absorbed by one live actor.
+    Dups {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: u64,
+    },
+    /// Payouts accept → confirmed with passivation on, then peak RSS.
+    Payouts {
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: u64,
+        #[arg(long, default_value_t = 64)]
+        channels: u32,
+        /// Idle time before an actor passivates, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        idle_ms: u64,
+        /// "memory" or "postgres" (a private cluster with fsync on, in a temp folder).
+        #[arg(long, default_value = "postgres")]
+        journal: String,
+    },
 }
 
 fn load_settings(cli: &Cli) -> Result<Settings, String> {
@@ -90,8 +119,48 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{}", serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Bench(bench)) => run_bench(bench).await,
         Some(Command::Serve) | None => serve(&cli).await,
     }
+}
+
+async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    match bench {
+        Bench::Dups { messages, concurrency } => payoutd::bench::dups(*messages, (*concurrency).max(1)).await?,
+        Bench::Payouts { count, concurrency, channels, idle_ms, journal } => {
+            let chans = payoutd::bench::channels(*channels);
+            match journal.as_str() {
+                "memory" => {
+                    let j = payoutd::bench::memory_journal(&chans);
+                    payoutd::bench::payouts(j, "in-memory", *count, (*concurrency).max(1), *idle_ms, &chans).await?
+                }
+                "postgres" => {
+                    let dir = std::env::temp_dir().join(format!("payoutd-bench-pg-{}", std::process::id()));
+                    let pg = tokio::task::spawn_blocking({
+                        let dir = dir.clone();
+                        move || payoutd::pg::LocalPostgres::start(&dir, true)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                    let pool = sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(16)
+                        .connect(&pg.url(payoutd::pg::DATABASE))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    payoutd::journal::migrate(&pool).await.map_err(|e| e.to_string())?;
+                    let j = std::sync::Arc::new(payoutd::journal::PgJournal::new(pool, &chans).await.map_err(|e| e.to_string())?);
+                    let result = payoutd::bench::payouts(j, "PostgreSQL (fsync on)", *count, (*concurrency).max(1), *idle_ms, &chans).await;
+                    drop(pg);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    result?
+                }
+                other => return Err(format!("unknown journal {other:?}: use memory or postgres")),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(cli: &Cli) -> Result<ExitCode, String> {

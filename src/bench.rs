@@ -1,0 +1,173 @@
+//! `payoutd bench`: figures, not assertions. Runs the payout core in-process and prints
+//! throughput and memory:
+//! - `dups`: duplicate messages per second absorbed by one live actor (no database write);
+//! - `payouts`: N payouts accept → confirmed with passivation on, over the in-memory journal
+//!   or a real PostgreSQL journal, then the peak RSS of the process.
+//! The ledger is the in-memory fake (no network latency); the simulator-backed pipeline is
+//! measured by `bench pipeline`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest};
+use payoutd_actors::memory::{MemJournal, MemLedger};
+use payoutd_actors::metrics::Metrics;
+use payoutd_actors::ports::{Journal, Ledger};
+use payoutd_actors::{Context, PayoutPolicy, Payouts, SubmitAnswer, SupervisorConfig};
+
+const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
+
+/// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Current resident set size in KiB (`VmRSS`).
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn request(id: &str) -> PayoutRequest {
+    // Both parse calls take constants that are valid by construction.
+    PayoutRequest::new(
+        PayoutId::parse(id).expect("bench ids are valid"),
+        Destination::parse(DEST).expect("constant destination is valid"),
+        Asset::Native,
+        Amount::from_stroops(10_000_000).expect("positive"),
+        Memo::None,
+    )
+}
+
+pub fn channels(n: u32) -> Vec<AccountId> {
+    (0..n)
+        .map(|i| {
+            let mut key = [7u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            AccountId::from_bytes(key)
+        })
+        .collect()
+}
+
+fn policy(idle_passivate_ms: u64) -> PayoutPolicy {
+    let mut p = PayoutPolicy::new(AccountId::from_bytes([1; 32]));
+    p.idle_passivate_ms = idle_passivate_ms;
+    p.channel_wait_ms = 1;
+    p.poll_interval_ms = 10;
+    p.io_retry_ms = 10;
+    p
+}
+
+async fn start(journal: Arc<dyn Journal>, ledger: Arc<dyn Ledger>, idle_ms: u64, live_max: usize) -> Result<(Payouts, Arc<Metrics>), String> {
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context { journal, ledger, policy: policy(idle_ms), metrics: metrics.clone() });
+    let config = SupervisorConfig { live_actors_max: live_max, ..SupervisorConfig::default() };
+    let (payouts, _) = Payouts::start(ctx, config, 60_000).await.map_err(|e| e.to_string())?;
+    Ok((payouts, metrics))
+}
+
+/// Duplicate messages per second absorbed by one live actor.
+pub async fn dups(messages: u64, concurrency: u64) -> Result<(), String> {
+    let chans = channels(1);
+    let journal = Arc::new(MemJournal::with_channels(&chans));
+    let (payouts, metrics) = start(journal.clone(), Arc::new(MemLedger::new(&chans)), 600_000, 10).await?;
+    let req = request("bench-dup");
+    payouts.submit(req.clone()).await.map_err(|e| e.to_string())?;
+    while metrics.confirmed.load(Ordering::Relaxed) < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let writes_before = journal.writes.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let per_task = messages / concurrency;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (p, r) = (payouts.clone(), req.clone());
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    match p.submit(r.clone()).await {
+                        Ok(SubmitAnswer::Duplicate(_)) => {}
+                        other => return Err(format!("unexpected answer: {other:?}")),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let total = per_task * concurrency;
+    println!("bench dups: {total} duplicate submissions to one live actor, {concurrency} concurrent callers");
+    println!("  {:.0} duplicates/s   ({secs:.2} s)", total as f64 / secs);
+    println!("  journal writes during the run: {}", journal.writes.load(Ordering::SeqCst) - writes_before);
+    Ok(())
+}
+
+/// N payouts accept → confirmed with passivation on; peak RSS at the end.
+pub async fn payouts(journal: Arc<dyn Journal>, label: &str, count: u64, concurrency: u64, idle_ms: u64, chans: &[AccountId]) -> Result<(), String> {
+    let ledger = Arc::new(MemLedger::new(chans));
+    let (payouts, metrics) = start(journal, ledger.clone(), idle_ms, 100_000).await?;
+    let rss_start = rss_kib().unwrap_or(0);
+    let started = Instant::now();
+    let per_task = count / concurrency;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let p = payouts.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    let id = format!("bench-{t}-{i}");
+                    loop {
+                        match p.submit(request(&id)).await {
+                            Ok(_) => break,
+                            Err(payoutd_actors::PayoutError::Overloaded) => tokio::time::sleep(Duration::from_millis(5)).await,
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    let total = per_task * concurrency;
+    let accepted_secs = started.elapsed().as_secs_f64();
+    let mut last_report = Instant::now();
+    while metrics.confirmed.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  … {} / {total} confirmed", metrics.confirmed.load(Ordering::Relaxed));
+            last_report = Instant::now();
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // Let idle actors passivate, then read the live count.
+    tokio::time::sleep(Duration::from_millis(idle_ms * 3 + 1_500)).await;
+    println!("bench payouts ({label} journal, in-memory ledger): {total} payouts, {concurrency} concurrent callers, {} channels", chans.len());
+    println!("  accepted in {accepted_secs:.2} s; all confirmed in {secs:.2} s = {:.0} payouts/s end to end", total as f64 / secs);
+    println!("  ledger submissions: {}", ledger.submissions.load(Ordering::SeqCst));
+    println!(
+        "  live actors after passivation ({idle_ms} ms idle): {}; actors spawned: {}",
+        metrics.live_actors.load(Ordering::Relaxed),
+        metrics.actors_spawned.load(Ordering::Relaxed)
+    );
+    println!(
+        "  RSS at start {} MiB, now {} MiB, peak {} MiB",
+        rss_start / 1024,
+        rss_kib().unwrap_or(0) / 1024,
+        peak_rss_kib().unwrap_or(0) / 1024
+    );
+    payouts.shutdown(5_000).await;
+    Ok(())
+}
+
+/// The in-memory journal with `n` channels, for `payouts`.
+pub fn memory_journal(chans: &[AccountId]) -> Arc<MemJournal> {
+    Arc::new(MemJournal::with_channels(chans))
+}
