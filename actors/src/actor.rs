@@ -153,8 +153,9 @@ pub struct PayoutActorState {
     timer_generation: u64,
     timer_pending: bool,
     last_activity: Instant,
-    /// The last pre-inclusion rejection, so the next envelope can answer it (fee bump).
-    last_rejection: Option<String>,
+    /// The current envelope was refused for `tx_insufficient_fee` at least once, so the
+    /// next envelope offers more (kept in memory: after a restart the fee is not raised).
+    fee_too_low: bool,
     /// Whether this actor counts itself in the `in_flight` gauge.
     counted_in_flight: bool,
 }
@@ -183,7 +184,7 @@ impl Actor for PayoutActor {
             timer_generation: 0,
             timer_pending: false,
             last_activity: Instant::now(),
-            last_rejection: None,
+            fee_too_low: false,
             counted_in_flight: false,
         })
     }
@@ -488,7 +489,7 @@ impl PayoutActorState {
                         self.park(&record, reason).await
                     }
                     RejectionPolicy::WaitUntilDead => {
-                        self.last_rejection = Some(code.clone());
+                        self.fee_too_low |= code == "tx_insufficient_fee";
                         self.settle(record, &envelope, &code).await
                     }
                 }
@@ -545,15 +546,12 @@ impl PayoutActorState {
                 } else {
                     format!("source sequence moved to {} >= envelope sequence {}", account_sequence.unwrap_or_default(), envelope.sequence)
                 };
-                let next_fee = match self.last_rejection.as_deref() {
-                    Some("tx_insufficient_fee") => {
-                        let current = envelope.fee_stroops.max(policy.fee_per_op_stroops);
-                        Some(current.saturating_mul(2).min(policy.fee_per_op_max_stroops))
-                    }
-                    _ => None,
-                };
+                let next_fee = self.fee_too_low.then(|| {
+                    let current = envelope.fee_stroops.max(policy.fee_per_op_stroops);
+                    current.saturating_mul(2).min(policy.fee_per_op_max_stroops)
+                });
                 info!(payout_id = %self.id, hash = %envelope.hash, %reason, "envelope provably dead; a new one will be built");
-                self.last_rejection = None;
+                self.fee_too_low = false;
                 let result = self.write(&record, Change::EnvelopeDead { reason, next_fee_stroops: next_fee }).await;
                 self.after_write(result, Next::Now)
             }

@@ -2,3 +2,4 @@
 
 mod helpers;
 mod journal;
+mod stellar;
