@@ -43,13 +43,18 @@ pub enum StartupError {
     #[error("invalid signing key in {what}: {detail}")]
     Key { what: &'static str, detail: String },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the supervisor: {0}")]
     Supervisor(String),
 }
 
 /// Connects to the configured database, or starts the private cluster first.
-pub async fn database(settings: &Settings) -> Result<(PgPool, Option<LocalPostgres>), StartupError> {
+pub async fn database(
+    settings: &Settings,
+) -> Result<(PgPool, Option<LocalPostgres>), StartupError> {
     let (url, local) = if settings.wants_local_postgres() {
         let dir = settings.database.local_data_dir.clone();
         let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, true))
@@ -60,20 +65,34 @@ pub async fn database(settings: &Settings) -> Result<(PgPool, Option<LocalPostgr
     } else {
         (settings.database.url.expose_secret().to_owned(), None)
     };
-    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| StartupError::Database(scrub(&e.to_string())))?;
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| StartupError::Database(scrub(&e.to_string())))?;
     let pool = PgPoolOptions::new()
         .max_connections(settings.database.connections_max)
         .acquire_timeout(Duration::from_millis(settings.database.connect_timeout_ms))
         .connect_with(options)
         .await
         .map_err(|e| StartupError::Database(scrub(&e.to_string())))?;
-    migrate(&pool).await.map_err(|e| StartupError::Migrate(e.to_string()))?;
+    migrate(&pool)
+        .await
+        .map_err(|e| StartupError::Migrate(e.to_string()))?;
     Ok((pool, local))
 }
 
 /// Database errors may quote the URL; drop anything that looks like credentials.
 fn scrub(message: &str) -> String {
-    message.split_whitespace().map(|w| if w.contains("://") && w.contains('@') { "[url redacted]" } else { w }).collect::<Vec<_>>().join(" ")
+    message
+        .split_whitespace()
+        .map(|w| {
+            if w.contains("://") && w.contains('@') {
+                "[url redacted]"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Demo keys for the built-in simulator: derived from fixed labels, so every fresh run has
@@ -96,7 +115,10 @@ pub struct LedgerSetup {
 
 pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
     let cfg = &settings.ledger;
-    let timeouts = HorizonTimeouts { request_timeout_ms: cfg.request_timeout_ms, connect_timeout_ms: cfg.connect_timeout_ms };
+    let timeouts = HorizonTimeouts {
+        request_timeout_ms: cfg.request_timeout_ms,
+        connect_timeout_ms: cfg.connect_timeout_ms,
+    };
     match cfg.mode {
         LedgerMode::Simulator => {
             let sim_cfg = SimConfig {
@@ -104,7 +126,9 @@ pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
                 close_mode: if cfg.simulator.close_interval_ms == 0 {
                     CloseMode::Manual
                 } else {
-                    CloseMode::Interval { close_interval_ms: cfg.simulator.close_interval_ms }
+                    CloseMode::Interval {
+                        close_interval_ms: cfg.simulator.close_interval_ms,
+                    }
                 },
                 state_file: Some(cfg.simulator.state_file.clone()),
                 ..SimConfig::default()
@@ -114,10 +138,13 @@ pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
             }
             let sim = Simulator::new(sim_cfg).map_err(|e| StartupError::Ledger(e.to_string()))?;
             let distribution = demo_keypair("distribution");
-            let channels: Vec<Keypair> = (0..cfg.simulator.channels).map(|i| demo_keypair(&format!("channel {i}"))).collect();
+            let channels: Vec<Keypair> = (0..cfg.simulator.channels)
+                .map(|i| demo_keypair(&format!("channel {i}")))
+                .collect();
             let fund = |account: AccountId, stroops: i64| -> Result<(), StartupError> {
                 if sim.account_sequence(&account.to_strkey()).is_none() {
-                    sim.create_account(&account.to_strkey(), stroops).map_err(|e| StartupError::Ledger(e.to_string()))?;
+                    sim.create_account(&account.to_strkey(), stroops)
+                        .map_err(|e| StartupError::Ledger(e.to_string()))?;
                 }
                 Ok(())
             };
@@ -125,10 +152,17 @@ pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
             for c in &channels {
                 fund(c.account(), DEMO_CHANNEL_STROOPS)?;
             }
-            fund(AccountId::parse(DEMO_DESTINATION).map_err(|e| StartupError::Ledger(e.to_string()))?, 10 * 10_000_000)?;
+            fund(
+                AccountId::parse(DEMO_DESTINATION)
+                    .map_err(|e| StartupError::Ledger(e.to_string()))?,
+                10 * 10_000_000,
+            )?;
             let handle = payoutd_simulator::spawn(sim, &cfg.simulator.listen)
                 .await
-                .map_err(|source| StartupError::Listen { addr: cfg.simulator.listen.clone(), source })?;
+                .map_err(|source| StartupError::Listen {
+                    addr: cfg.simulator.listen.clone(),
+                    source,
+                })?;
             info!(url = %handle.base_url, "built-in ledger simulator listening (demo network)");
             let payer = distribution.account();
             let channel_ids: Vec<AccountId> = channels.iter().map(Keypair::account).collect();
@@ -137,48 +171,86 @@ pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
             for c in channels {
                 keyring.insert(c);
             }
-            let ledger = StellarLedger::connect(&handle.base_url, &cfg.network_passphrase, keyring, timeouts)
-                .await
-                .map_err(|e| StartupError::Ledger(e.to_string()))?;
-            Ok(LedgerSetup { ledger: Arc::new(ledger), payer, channels: channel_ids, simulator: Some(handle) })
+            let ledger = StellarLedger::connect(
+                &handle.base_url,
+                &cfg.network_passphrase,
+                keyring,
+                timeouts,
+            )
+            .await
+            .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            Ok(LedgerSetup {
+                ledger: Arc::new(ledger),
+                payer,
+                channels: channel_ids,
+                simulator: Some(handle),
+            })
         }
         LedgerMode::Horizon => {
-            let seed = cfg.distribution_seed.as_ref().ok_or_else(|| StartupError::Key {
-                what: "ledger.distribution_seed",
-                detail: "missing: set PAYOUTD__LEDGER__DISTRIBUTION_SEED".into(),
-            })?;
-            let distribution = Keypair::from_seed(seed.expose_secret())
-                .map_err(|e| StartupError::Key { what: "PAYOUTD__LEDGER__DISTRIBUTION_SEED", detail: e.to_string() })?;
+            let seed = cfg
+                .distribution_seed
+                .as_ref()
+                .ok_or_else(|| StartupError::Key {
+                    what: "ledger.distribution_seed",
+                    detail: "missing: set PAYOUTD__LEDGER__DISTRIBUTION_SEED".into(),
+                })?;
+            let distribution =
+                Keypair::from_seed(seed.expose_secret()).map_err(|e| StartupError::Key {
+                    what: "PAYOUTD__LEDGER__DISTRIBUTION_SEED",
+                    detail: e.to_string(),
+                })?;
             let payer = distribution.account();
-            if !cfg.distribution_account.is_empty() && cfg.distribution_account != payer.to_strkey() {
+            if !cfg.distribution_account.is_empty() && cfg.distribution_account != payer.to_strkey()
+            {
                 return Err(StartupError::Key {
                     what: "ledger.distribution_account",
-                    detail: format!("the distribution seed belongs to {payer}, not to {}", cfg.distribution_account),
+                    detail: format!(
+                        "the distribution seed belongs to {payer}, not to {}",
+                        cfg.distribution_account
+                    ),
                 });
             }
             let mut keyring = Keyring::new();
             let mut channels = Vec::new();
             for (i, s) in cfg.channel_seeds.iter().enumerate() {
-                let pair = Keypair::from_seed(s.expose_secret())
-                    .map_err(|e| StartupError::Key { what: "PAYOUTD__LEDGER__CHANNEL_SEEDS", detail: format!("entry {}: {e}", i + 1) })?;
+                let pair =
+                    Keypair::from_seed(s.expose_secret()).map_err(|e| StartupError::Key {
+                        what: "PAYOUTD__LEDGER__CHANNEL_SEEDS",
+                        detail: format!("entry {}: {e}", i + 1),
+                    })?;
                 channels.push(pair.account());
                 keyring.insert(pair);
             }
             if !cfg.channel_accounts.is_empty() {
                 let listed: Vec<String> = channels.iter().map(AccountId::to_strkey).collect();
                 if let Some(missing) = cfg.channel_accounts.iter().find(|a| !listed.contains(a)) {
-                    return Err(StartupError::Key { what: "ledger.channel_accounts", detail: format!("no seed given for channel {missing}") });
+                    return Err(StartupError::Key {
+                        what: "ledger.channel_accounts",
+                        detail: format!("no seed given for channel {missing}"),
+                    });
                 }
             }
             if channels.is_empty() {
-                warn!("no channel accounts: the distribution account is the only source, one payout at a time");
+                warn!(
+                    "no channel accounts: the distribution account is the only source, one payout at a time"
+                );
                 channels.push(payer);
             }
             keyring.insert(distribution);
-            let ledger = StellarLedger::connect(&cfg.horizon_url, &cfg.network_passphrase, keyring, timeouts)
-                .await
-                .map_err(|e| StartupError::Ledger(e.to_string()))?;
-            Ok(LedgerSetup { ledger: Arc::new(ledger), payer, channels, simulator: None })
+            let ledger = StellarLedger::connect(
+                &cfg.horizon_url,
+                &cfg.network_passphrase,
+                keyring,
+                timeouts,
+            )
+            .await
+            .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            Ok(LedgerSetup {
+                ledger: Arc::new(ledger),
+                payer,
+                channels,
+                simulator: None,
+            })
         }
     }
 }
@@ -224,24 +296,41 @@ impl Application {
     }
 
     /// As `build`, over an existing pool (tests give each app a fresh database).
-    pub async fn build_with_pool(settings: Settings, pool: PgPool, local_pg: Option<LocalPostgres>) -> Result<Self, StartupError> {
+    pub async fn build_with_pool(
+        settings: Settings,
+        pool: PgPool,
+        local_pg: Option<LocalPostgres>,
+    ) -> Result<Self, StartupError> {
         let setup = ledger(&settings).await?;
-        let journal = Arc::new(PgJournal::new(pool, &setup.channels).await.map_err(|e| StartupError::Database(e.to_string()))?);
+        let journal = Arc::new(
+            PgJournal::new(pool, &setup.channels)
+                .await
+                .map_err(|e| StartupError::Database(e.to_string()))?,
+        );
         let ctx = Arc::new(Context {
             journal: journal.clone(),
             ledger: setup.ledger.clone(),
             policy: policy(&settings, setup.payer),
             metrics: Arc::new(Metrics::default()),
         });
-        let (payouts, _) = Payouts::start(ctx, supervisor_config(&settings), settings.payouts.call_timeout_ms)
+        let (payouts, _) = Payouts::start(
+            ctx,
+            supervisor_config(&settings),
+            settings.payouts.call_timeout_ms,
+        )
+        .await
+        .map_err(|e| StartupError::Supervisor(e.to_string()))?;
+        let recovered = payouts
+            .recover()
             .await
-            .map_err(|e| StartupError::Supervisor(e.to_string()))?;
-        let recovered = payouts.recover().await.map_err(|e| StartupError::Database(e.to_string()))?;
+            .map_err(|e| StartupError::Database(e.to_string()))?;
         if recovered > 0 {
             info!(payouts = recovered, "recovering unfinished payouts");
         }
         if settings.server.api_tokens.is_empty() {
-            warn!("no API tokens configured (PAYOUTD__SERVER__API_TOKENS): the HTTP API is open to anyone who can reach it");
+            warn!(
+                "no API tokens configured (PAYOUTD__SERVER__API_TOKENS): the HTTP API is open to anyone who can reach it"
+            );
         }
         let state = ApiState {
             payouts: payouts.clone(),
@@ -252,8 +341,18 @@ impl Application {
         let router = with_body_limit(router(state), settings.server.body_bytes_max);
         let listener = TcpListener::bind(&settings.server.listen)
             .await
-            .map_err(|source| StartupError::Listen { addr: settings.server.listen.clone(), source })?;
-        Ok(Self { listener, router, payouts, journal, simulator: setup.simulator, local_pg })
+            .map_err(|source| StartupError::Listen {
+                addr: settings.server.listen.clone(),
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            router,
+            payouts,
+            journal,
+            simulator: setup.simulator,
+            local_pg,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -262,10 +361,22 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops intake, stops the actors (every step is
     /// already journaled), the simulator and the private database.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, router, payouts, simulator, mut local_pg, .. } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            router,
+            payouts,
+            simulator,
+            mut local_pg,
+            ..
+        } = self;
         info!(addr = %listener.local_addr()?, "payoutd listening");
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         info!("intake stopped; stopping payout actors");
         payouts.shutdown(5_000).await;
         if let Some(sim) = simulator {

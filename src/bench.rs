@@ -3,14 +3,16 @@
 //! - `dups`: duplicate messages per second absorbed by one live actor (no database write);
 //! - `payouts`: N payouts accept → confirmed with passivation on, over the in-memory journal
 //!   or a real PostgreSQL journal, then the peak RSS of the process.
-//! The ledger is the in-memory fake (no network latency); the simulator-backed pipeline is
-//! measured by `bench pipeline`.
+//!
+//! The ledger is the in-memory fake (no network latency).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest};
+use payoutd_actors::domain::{
+    AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
+};
 use payoutd_actors::memory::{MemJournal, MemLedger};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::{Journal, Ledger};
@@ -62,11 +64,26 @@ fn policy(idle_passivate_ms: u64) -> PayoutPolicy {
     p
 }
 
-async fn start(journal: Arc<dyn Journal>, ledger: Arc<dyn Ledger>, idle_ms: u64, live_max: usize) -> Result<(Payouts, Arc<Metrics>), String> {
+async fn start(
+    journal: Arc<dyn Journal>,
+    ledger: Arc<dyn Ledger>,
+    idle_ms: u64,
+    live_max: usize,
+) -> Result<(Payouts, Arc<Metrics>), String> {
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context { journal, ledger, policy: policy(idle_ms), metrics: metrics.clone() });
-    let config = SupervisorConfig { live_actors_max: live_max, ..SupervisorConfig::default() };
-    let (payouts, _) = Payouts::start(ctx, config, 60_000).await.map_err(|e| e.to_string())?;
+    let ctx = Arc::new(Context {
+        journal,
+        ledger,
+        policy: policy(idle_ms),
+        metrics: metrics.clone(),
+    });
+    let config = SupervisorConfig {
+        live_actors_max: live_max,
+        ..SupervisorConfig::default()
+    };
+    let (payouts, _) = Payouts::start(ctx, config, 60_000)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((payouts, metrics))
 }
 
@@ -74,9 +91,18 @@ async fn start(journal: Arc<dyn Journal>, ledger: Arc<dyn Ledger>, idle_ms: u64,
 pub async fn dups(messages: u64, concurrency: u64) -> Result<(), String> {
     let chans = channels(1);
     let journal = Arc::new(MemJournal::with_channels(&chans));
-    let (payouts, metrics) = start(journal.clone(), Arc::new(MemLedger::new(&chans)), 600_000, 10).await?;
+    let (payouts, metrics) = start(
+        journal.clone(),
+        Arc::new(MemLedger::new(&chans)),
+        600_000,
+        10,
+    )
+    .await?;
     let req = request("bench-dup");
-    payouts.submit(req.clone()).await.map_err(|e| e.to_string())?;
+    payouts
+        .submit(req.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     while metrics.confirmed.load(Ordering::Relaxed) < 1 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -102,14 +128,26 @@ pub async fn dups(messages: u64, concurrency: u64) -> Result<(), String> {
     }
     let secs = started.elapsed().as_secs_f64();
     let total = per_task * concurrency;
-    println!("bench dups: {total} duplicate submissions to one live actor, {concurrency} concurrent callers");
+    println!(
+        "bench dups: {total} duplicate submissions to one live actor, {concurrency} concurrent callers"
+    );
     println!("  {:.0} duplicates/s   ({secs:.2} s)", total as f64 / secs);
-    println!("  journal writes during the run: {}", journal.writes.load(Ordering::SeqCst) - writes_before);
+    println!(
+        "  journal writes during the run: {}",
+        journal.writes.load(Ordering::SeqCst) - writes_before
+    );
     Ok(())
 }
 
 /// N payouts accept → confirmed with passivation on; peak RSS at the end.
-pub async fn payouts(journal: Arc<dyn Journal>, label: &str, count: u64, concurrency: u64, idle_ms: u64, chans: &[AccountId]) -> Result<(), String> {
+pub async fn payouts(
+    journal: Arc<dyn Journal>,
+    label: &str,
+    count: u64,
+    concurrency: u64,
+    idle_ms: u64,
+    chans: &[AccountId],
+) -> Result<(), String> {
     let ledger = Arc::new(MemLedger::new(chans));
     let (payouts, metrics) = start(journal, ledger.clone(), idle_ms, 100_000).await?;
     let rss_start = rss_kib().unwrap_or(0);
@@ -124,7 +162,9 @@ pub async fn payouts(journal: Arc<dyn Journal>, label: &str, count: u64, concurr
                     loop {
                         match p.submit(request(&id)).await {
                             Ok(_) => break,
-                            Err(payoutd_actors::PayoutError::Overloaded) => tokio::time::sleep(Duration::from_millis(5)).await,
+                            Err(payoutd_actors::PayoutError::Overloaded) => {
+                                tokio::time::sleep(Duration::from_millis(5)).await
+                            }
                             Err(e) => return Err(e.to_string()),
                         }
                     }
@@ -142,16 +182,28 @@ pub async fn payouts(journal: Arc<dyn Journal>, label: &str, count: u64, concurr
     while metrics.confirmed.load(Ordering::Relaxed) < total {
         tokio::time::sleep(Duration::from_millis(5)).await;
         if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("  … {} / {total} confirmed", metrics.confirmed.load(Ordering::Relaxed));
+            eprintln!(
+                "  … {} / {total} confirmed",
+                metrics.confirmed.load(Ordering::Relaxed)
+            );
             last_report = Instant::now();
         }
     }
     let secs = started.elapsed().as_secs_f64();
     // Let idle actors passivate, then read the live count.
     tokio::time::sleep(Duration::from_millis(idle_ms * 3 + 1_500)).await;
-    println!("bench payouts ({label} journal, in-memory ledger): {total} payouts, {concurrency} concurrent callers, {} channels", chans.len());
-    println!("  accepted in {accepted_secs:.2} s; all confirmed in {secs:.2} s = {:.0} payouts/s end to end", total as f64 / secs);
-    println!("  ledger submissions: {}", ledger.submissions.load(Ordering::SeqCst));
+    println!(
+        "bench payouts ({label} journal, in-memory ledger): {total} payouts, {concurrency} concurrent callers, {} channels",
+        chans.len()
+    );
+    println!(
+        "  accepted in {accepted_secs:.2} s; all confirmed in {secs:.2} s = {:.0} payouts/s end to end",
+        total as f64 / secs
+    );
+    println!(
+        "  ledger submissions: {}",
+        ledger.submissions.load(Ordering::SeqCst)
+    );
     println!(
         "  live actors after passivation ({idle_ms} ms idle): {}; actors spawned: {}",
         metrics.live_actors.load(Ordering::Relaxed),

@@ -20,7 +20,10 @@ pub const ENV_API_TOKENS: &str = "PAYOUTD__SERVER__API_TOKENS";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid configuration in {origin}: {detail}")]
     Parse { origin: String, detail: String },
     #[error("invalid setting {key}: {detail}")]
@@ -143,36 +146,56 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse { origin: origin.into(), detail: e.to_string() })
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: origin.into(),
+        detail: e.to_string(),
+    })
 }
 
 /// Parses an environment value as TOML (numbers, booleans, arrays) or else a string.
 fn env_value(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
 
 fn split_secrets(raw: &str) -> Vec<SecretString> {
-    raw.split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(|s| SecretString::from(s.to_owned())).collect()
+    raw.split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| SecretString::from(s.to_owned()))
+        .collect()
 }
 
 fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid { key: key.into(), detail: format!("cannot read {}: {e}", path.display()) })
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key: key.into(),
+        detail: format!("cannot read {}: {e}", path.display()),
+    })
 }
 
 impl Settings {
     /// Loads defaults, then `file`, then the given environment (pass `std::env::vars()`).
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut tree = parse_table(DEFAULTS, "built-in defaults")?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             merge(&mut tree, parse_table(&text, &path.display().to_string())?);
         }
         let mut secrets = std::collections::HashMap::new();
         for (key, value) in env {
-            let Some(path) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             if [ENV_DISTRIBUTION_SEED, ENV_CHANNEL_SEEDS, ENV_API_TOKENS].contains(&key.as_str()) {
                 secrets.insert(key, value);
                 continue;
@@ -184,7 +207,10 @@ impl Settings {
                 if i + 1 == parts.len() {
                     cursor.insert(part.clone(), env_value(&value));
                 } else {
-                    cursor = match cursor.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+                    cursor = match cursor
+                        .entry(part.clone())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    {
                         toml::Value::Table(t) => t,
                         _ => unreachable!("just inserted a table"),
                     };
@@ -192,43 +218,67 @@ impl Settings {
             }
             merge(&mut tree, over);
         }
-        let mut settings: Settings = toml::Value::Table(tree)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: "merged configuration".into(), detail: e.to_string() })?;
+        let mut settings: Settings =
+            toml::Value::Table(tree)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: "merged configuration".into(),
+                    detail: e.to_string(),
+                })?;
         let ledger = &mut settings.ledger;
         if let Some(seed) = secrets.get(ENV_DISTRIBUTION_SEED) {
             ledger.distribution_seed = Some(SecretString::from(seed.trim().to_owned()));
         } else if let Some(path) = &ledger.distribution_seed_file {
-            ledger.distribution_seed = Some(SecretString::from(read_secret_file(path, "ledger.distribution_seed_file")?.trim().to_owned()));
+            ledger.distribution_seed = Some(SecretString::from(
+                read_secret_file(path, "ledger.distribution_seed_file")?
+                    .trim()
+                    .to_owned(),
+            ));
         }
         if let Some(seeds) = secrets.get(ENV_CHANNEL_SEEDS) {
             ledger.channel_seeds = split_secrets(seeds);
         } else if let Some(path) = &ledger.channel_seeds_file {
-            ledger.channel_seeds = split_secrets(&read_secret_file(path, "ledger.channel_seeds_file")?);
+            ledger.channel_seeds =
+                split_secrets(&read_secret_file(path, "ledger.channel_seeds_file")?);
         }
         if let Some(tokens) = secrets.get(ENV_API_TOKENS) {
             settings.server.api_tokens = split_secrets(tokens);
         } else if let Some(path) = &settings.server.api_tokens_file {
-            settings.server.api_tokens = split_secrets(&read_secret_file(path, "server.api_tokens_file")?);
+            settings.server.api_tokens =
+                split_secrets(&read_secret_file(path, "server.api_tokens_file")?);
         }
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, detail: &str| Err(ConfigError::Invalid { key: key.into(), detail: detail.into() });
+        let invalid = |key: &str, detail: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                detail: detail.into(),
+            })
+        };
         if self.payouts.fee_per_op_stroops < 100 {
-            return invalid("payouts.fee_per_op_stroops", "must be at least 100 (the network minimum)");
+            return invalid(
+                "payouts.fee_per_op_stroops",
+                "must be at least 100 (the network minimum)",
+            );
         }
         if self.payouts.fee_per_op_max_stroops < self.payouts.fee_per_op_stroops {
-            return invalid("payouts.fee_per_op_max_stroops", "must be >= fee_per_op_stroops");
+            return invalid(
+                "payouts.fee_per_op_max_stroops",
+                "must be >= fee_per_op_stroops",
+            );
         }
         if self.payouts.live_actors_max == 0 {
             return invalid("payouts.live_actors_max", "must be at least 1");
         }
         if self.ledger.mode == LedgerMode::Horizon {
             if self.ledger.horizon_url.is_empty() {
-                return invalid("ledger.horizon_url", "is required when ledger.mode = \"horizon\"");
+                return invalid(
+                    "ledger.horizon_url",
+                    "is required when ledger.mode = \"horizon\"",
+                );
             }
             if self.ledger.distribution_seed.is_none() {
                 return invalid(
@@ -251,7 +301,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -265,7 +318,11 @@ mod tests {
     fn env_overrides_and_types() {
         let s = Settings::load(
             None,
-            env(&[("PAYOUTD__SERVER__LISTEN", "0.0.0.0:9000"), ("PAYOUTD__PAYOUTS__LIVE_ACTORS_MAX", "7"), ("OTHER", "x")]),
+            env(&[
+                ("PAYOUTD__SERVER__LISTEN", "0.0.0.0:9000"),
+                ("PAYOUTD__PAYOUTS__LIVE_ACTORS_MAX", "7"),
+                ("OTHER", "x"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.server.listen, "0.0.0.0:9000");

@@ -44,7 +44,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 }
 
@@ -61,13 +66,27 @@ impl IntoResponse for ApiError {
 impl From<PayoutError> for ApiError {
     fn from(e: PayoutError) -> Self {
         match &e {
-            PayoutError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "payout_conflict", e.to_string()),
-            PayoutError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "payout_not_found", e.to_string()),
-            PayoutError::NotCancellable { .. } => Self::new(StatusCode::CONFLICT, "payout_not_cancellable", e.to_string()),
-            PayoutError::Overloaded => Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string()),
+            PayoutError::Conflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "payout_conflict", e.to_string())
+            }
+            PayoutError::NotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "payout_not_found", e.to_string())
+            }
+            PayoutError::NotCancellable { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "payout_not_cancellable",
+                e.to_string(),
+            ),
+            PayoutError::Overloaded => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            }
             PayoutError::Unavailable(_) => {
                 tracing::warn!(error = %e, "request could not be served");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "temporarily unavailable; the same request may be retried safely")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "temporarily unavailable; the same request may be retried safely",
+                )
             }
         }
     }
@@ -122,11 +141,24 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], crate::openapi::DOCUMENT) }))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    crate::openapi::DOCUMENT,
+                )
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .layer(DefaultBodyLimit::max(16 * 1024))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .with_state(state)
@@ -138,9 +170,19 @@ pub fn with_body_limit(router: Router, bytes: usize) -> Router {
 }
 
 async fn timeout(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(Duration::from_millis(state.request_timeout_ms), next.run(request)).await {
+    match tokio::time::timeout(
+        Duration::from_millis(state.request_timeout_ms),
+        next.run(request),
+    )
+    .await
+    {
         Ok(response) => response,
-        Err(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "request_timeout", "the request took too long; it may be retried safely").into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request_timeout",
+            "the request took too long; it may be retried safely",
+        )
+        .into_response(),
     }
 }
 
@@ -155,7 +197,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     if state.tokens.is_empty() {
         return next.run(request).await;
     }
@@ -165,43 +212,94 @@ async fn authenticate(State(state): State<ApiState>, headers: HeaderMap, request
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(presented) = presented else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "missing bearer token (Authorization: Bearer <token>)").into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing bearer token (Authorization: Bearer <token>)",
+        )
+        .into_response();
     };
     // Check every token (no early exit) so timing does not reveal which one matched.
-    let ok = state.tokens.iter().fold(false, |acc, t| acc | constant_time_eq(t.expose_secret().as_bytes(), presented.as_bytes()));
+    let ok = state.tokens.iter().fold(false, |acc, t| {
+        acc | constant_time_eq(t.expose_secret().as_bytes(), presented.as_bytes())
+    });
     if ok {
         next.run(request).await
     } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid bearer token").into_response()
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "invalid bearer token",
+        )
+        .into_response()
     }
 }
 
 /// Parses a JSON payout body per BRIEF §4: JSON content type, valid UTF-8, no unknown
 /// fields, every field checked.
-pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<payoutd_actors::domain::PayoutRequest, ApiError> {
+pub fn parse_body(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<payoutd_actors::domain::PayoutRequest, ApiError> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
         .unwrap_or(false);
     if !json_type {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ));
     }
-    let raw: RawPayoutRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body is not a valid payout request: {}", redact(&e.to_string()))))?;
-    raw.parse().map_err(|e| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: e.code, message: e.message, field: Some(e.field) })
+    let raw: RawPayoutRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "the body is not a valid payout request: {}",
+                redact(&e.to_string())
+            ),
+        )
+    })?;
+    raw.parse().map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: e.code,
+        message: e.message,
+        field: Some(e.field),
+    })
 }
 
 /// serde_json errors quote input; a secret pasted into a field must not come back.
 fn redact(message: &str) -> String {
     message
         .split_whitespace()
-        .map(|w| if w.trim_matches(|c: char| !c.is_ascii_alphanumeric()).starts_with('S') && w.len() >= 56 { "[redacted]" } else { w })
+        .map(|w| {
+            if w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .starts_with('S')
+                && w.len() >= 56
+            {
+                "[redacted]"
+            } else {
+                w
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn create_payout(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request = parse_body(&headers, &body)?;
     let answer = state.payouts.submit(request).await?;
     let (status, record) = match &answer {
@@ -212,15 +310,33 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
 }
 
 fn path_id(id: &str) -> Result<PayoutId, ApiError> {
-    PayoutId::parse(id).map_err(|e| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: e.code, message: e.message, field: Some(e.field) })
+    PayoutId::parse(id).map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: e.code,
+        message: e.message,
+        field: Some(e.field),
+    })
 }
 
-async fn get_payout(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<PayoutView>, ApiError> {
+async fn get_payout(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<PayoutView>, ApiError> {
     let id = path_id(&id)?;
-    let record = state.payouts.get(&id).await?.ok_or_else(|| ApiError::from(PayoutError::NotFound(id.to_string())))?;
+    let record = state
+        .payouts
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::from(PayoutError::NotFound(id.to_string())))?;
     let mut view = PayoutView::from_record(&record);
     use payoutd_actors::ports::Journal;
-    view.events = Some(state.journal.events(&id).await.map_err(|e| ApiError::from(PayoutError::Unavailable(e.to_string())))?);
+    view.events = Some(
+        state
+            .journal
+            .events(&id)
+            .await
+            .map_err(|e| ApiError::from(PayoutError::Unavailable(e.to_string())))?,
+    );
     Ok(Json(view))
 }
 
@@ -231,7 +347,11 @@ struct CancelBody {
     reason: Option<String>,
 }
 
-async fn cancel_payout(State(state): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Json<PayoutView>, ApiError> {
+async fn cancel_payout(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<PayoutView>, ApiError> {
     let id = path_id(&id)?;
     let reason = if body.is_empty() {
         None
@@ -242,7 +362,11 @@ async fn cancel_payout(State(state): State<ApiState>, Path(id): Path<String>, bo
     };
     let reason = reason.unwrap_or_else(|| "cancelled by API request".to_owned());
     if reason.len() > 500 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reason_too_long", "reason is longer than 500 bytes"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_too_long",
+            "reason is longer than 500 bytes",
+        ));
     }
     let record = state.payouts.cancel(&id, reason).await?;
     Ok(Json(PayoutView::from_record(&record)))
@@ -256,10 +380,19 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-async fn list_payouts(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_payouts(
+    State(state): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let filter = match q.state.as_deref() {
         None => None,
-        Some(s) => Some(PayoutState::parse(s).ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "state_invalid", format!("unknown state {s:?}")))?),
+        Some(s) => Some(PayoutState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "state_invalid",
+                format!("unknown state {s:?}"),
+            )
+        })?),
     };
     let after = q.after.as_deref().map(path_id).transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, LIST_LIMIT_MAX);
@@ -268,7 +401,9 @@ async fn list_payouts(State(state): State<ApiState>, Query(q): Query<ListQuery>)
         .list(filter, after.as_ref(), limit)
         .await
         .map_err(|e| ApiError::from(PayoutError::Unavailable(e.to_string())))?;
-    let next = (records.len() as u32 == limit).then(|| records.last().map(|r| r.id().to_string())).flatten();
+    let next = (records.len() as u32 == limit)
+        .then(|| records.last().map(|r| r.id().to_string()))
+        .flatten();
     let items: Vec<PayoutView> = records.iter().map(PayoutView::from_record).collect();
     Ok(Json(json!({ "payouts": items, "next_cursor": next })))
 }
@@ -276,7 +411,11 @@ async fn list_payouts(State(state): State<ApiState>, Query(q): Query<ListQuery>)
 async fn readyz(State(state): State<ApiState>) -> Response {
     let db = crate::journal::ping(state.journal.pool()).await;
     let ledger = state.payouts.context().ledger.latest_ledger().await.is_ok();
-    let status = if db && ledger { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db && ledger {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({ "database": db, "ledger": ledger }))).into_response()
 }
 
@@ -299,7 +438,8 @@ mod tests {
 
     #[test]
     fn redact_hides_seeds() {
-        let msg = "unknown field `SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH`, expected";
+        let msg =
+            "unknown field `SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH`, expected";
         assert!(!redact(msg).contains("SCCS5ZBI"));
     }
 }

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest, RawPayoutRequest};
 use payoutd_actors::ports::{
-    Accepted, Change, Envelope, Inclusion, Journal, JournalError, PayoutEvent, PayoutRecord, PayoutState, TxHash,
+    Accepted, Change, Envelope, Inclusion, Journal, JournalError, PayoutEvent, PayoutRecord,
+    PayoutState, TxHash,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Row};
@@ -43,9 +44,16 @@ impl PgJournal {
     }
 
     /// Payouts in id order after `after`, optionally in one state (for the list endpoint).
-    pub async fn list(&self, state: Option<PayoutState>, after: Option<&PayoutId>, limit: u32) -> Result<Vec<PayoutRecord>, JournalError> {
+    pub async fn list(
+        &self,
+        state: Option<PayoutState>,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<PayoutRecord>, JournalError> {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!("SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND payout_id > $2 ORDER BY payout_id LIMIT $3")
+            format!(
+                "SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND payout_id > $2 ORDER BY payout_id LIMIT $3"
+            )
         });
         let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
             .bind(state.map(|s| s.as_str()))
@@ -59,18 +67,27 @@ impl PgJournal {
 
     fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
         let id: String = row.try_get("payout_id").map_err(unavailable)?;
-        let corrupt = |detail: String| JournalError::Corrupt { id: id.clone(), detail };
+        let corrupt = |detail: String| JournalError::Corrupt {
+            id: id.clone(),
+            detail,
+        };
         let get = |e: sqlx::Error| corrupt(e.to_string());
         let request: serde_json::Value = row.try_get("request").map_err(get)?;
-        let raw: RawPayoutRequest = serde_json::from_value(request).map_err(|e| corrupt(e.to_string()))?;
+        let raw: RawPayoutRequest =
+            serde_json::from_value(request).map_err(|e| corrupt(e.to_string()))?;
         let request = raw.parse().map_err(|e| corrupt(e.to_string()))?;
         let fp: Vec<u8> = row.try_get("fingerprint").map_err(get)?;
-        let fingerprint = Fingerprint(fp.try_into().map_err(|_| corrupt("fingerprint length".into()))?);
+        let fingerprint = Fingerprint(
+            fp.try_into()
+                .map_err(|_| corrupt("fingerprint length".into()))?,
+        );
         let state: String = row.try_get("state").map_err(get)?;
-        let state = PayoutState::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state}")))?;
+        let state =
+            PayoutState::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state}")))?;
         let account = |col: &str| -> Result<Option<AccountId>, JournalError> {
             let text: Option<String> = row.try_get(col).map_err(get)?;
-            text.map(|t| AccountId::parse(&t).map_err(|e| corrupt(format!("{col}: {e}")))).transpose()
+            text.map(|t| AccountId::parse(&t).map_err(|e| corrupt(format!("{col}: {e}"))))
+                .transpose()
         };
         let channel = account("channel")?;
         let xdr: Option<String> = row.try_get("envelope_xdr").map_err(get)?;
@@ -83,10 +100,13 @@ impl PgJournal {
                 Some(Envelope {
                     xdr,
                     hash: TxHash::from_hex(&hash).ok_or_else(|| corrupt("tx_hash".into()))?,
-                    source: account("tx_source")?.ok_or_else(|| corrupt("tx_source missing".into()))?,
+                    source: account("tx_source")?
+                        .ok_or_else(|| corrupt("tx_source missing".into()))?,
                     sequence: row.try_get("tx_sequence").map_err(get)?,
-                    fee_stroops: u32::try_from(row.try_get::<i32, _>("tx_fee").map_err(get)?).map_err(|e| corrupt(e.to_string()))?,
-                    max_time: u64::try_from(row.try_get::<i64, _>("max_time").map_err(get)?).map_err(|e| corrupt(e.to_string()))?,
+                    fee_stroops: u32::try_from(row.try_get::<i32, _>("tx_fee").map_err(get)?)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                    max_time: u64::try_from(row.try_get::<i64, _>("max_time").map_err(get)?)
+                        .map_err(|e| corrupt(e.to_string()))?,
                     ledger_bounds: match (min_ledger, max_ledger) {
                         (Some(a), Some(b)) => Some((a as u32, b as u32)),
                         _ => None,
@@ -107,7 +127,10 @@ impl PgJournal {
             channel,
             envelope,
             inclusion: match (ledger, fee_charged) {
-                (Some(l), Some(f)) => Some(Inclusion { ledger: l as u32, fee_charged: f }),
+                (Some(l), Some(f)) => Some(Inclusion {
+                    ledger: l as u32,
+                    fee_charged: f,
+                }),
                 _ => None,
             },
             next_fee_stroops: next_fee.map(|f| f as u32),
@@ -124,11 +147,16 @@ fn event_detail(change: &Change) -> serde_json::Value {
             "sequence": envelope.sequence, "max_time": envelope.max_time, "fee": envelope.fee_stroops,
         }),
         Change::Submitted { note } | Change::Noted { note } => json!({ "note": note }),
-        Change::Confirmed { inclusion } => json!({ "ledger": inclusion.ledger, "fee_charged": inclusion.fee_charged }),
+        Change::Confirmed { inclusion } => {
+            json!({ "ledger": inclusion.ledger, "fee_charged": inclusion.fee_charged })
+        }
         Change::Failed { reason, inclusion } => json!({
             "reason": reason, "ledger": inclusion.map(|i| i.ledger), "fee_charged": inclusion.map(|i| i.fee_charged),
         }),
-        Change::EnvelopeDead { reason, next_fee_stroops } => json!({ "reason": reason, "next_fee": next_fee_stroops }),
+        Change::EnvelopeDead {
+            reason,
+            next_fee_stroops,
+        } => json!({ "reason": reason, "next_fee": next_fee_stroops }),
         Change::Parked { reason } | Change::Cancelled { reason } => json!({ "reason": reason }),
     }
 }
@@ -138,15 +166,22 @@ fn envelope_status(change: &Change) -> Option<&'static str> {
     match change {
         Change::EnvelopeDead { .. } => Some("dead"),
         Change::Confirmed { .. } => Some("applied"),
-        Change::Failed { inclusion: Some(_), .. } => Some("failed"),
+        Change::Failed {
+            inclusion: Some(_), ..
+        } => Some("failed"),
         _ => None,
     }
 }
 
 #[async_trait]
 impl Journal for PgJournal {
-    async fn accept(&self, request: &PayoutRequest, fingerprint: Fingerprint) -> Result<Accepted, JournalError> {
-        let raw = serde_json::to_value(request.raw()).map_err(|e| JournalError::Unavailable(e.to_string()))?;
+    async fn accept(
+        &self,
+        request: &PayoutRequest,
+        fingerprint: Fingerprint,
+    ) -> Result<Accepted, JournalError> {
+        let raw = serde_json::to_value(request.raw())
+            .map_err(|e| JournalError::Unavailable(e.to_string()))?;
         let inserted = sqlx::query(
             "WITH ins AS (
                 INSERT INTO payouts (payout_id, fingerprint, request, state, version)
@@ -171,12 +206,17 @@ impl Journal for PgJournal {
             .load(request.payout_id())
             .await?
             .ok_or_else(|| JournalError::NotFound(request.payout_id().to_string()))?;
-        Ok(if n == 1 { Accepted::Created(record) } else { Accepted::Existing(record) })
+        Ok(if n == 1 {
+            Accepted::Created(record)
+        } else {
+            Accepted::Existing(record)
+        })
     }
 
     async fn load(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, JournalError> {
-        static SQL: std::sync::LazyLock<String> =
-            std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM payouts WHERE payout_id = $1"));
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {COLUMNS} FROM payouts WHERE payout_id = $1")
+        });
         let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -185,7 +225,11 @@ impl Journal for PgJournal {
         row.as_ref().map(Self::parse_row).transpose()
     }
 
-    async fn apply(&self, current: &PayoutRecord, change: &Change) -> Result<PayoutRecord, JournalError> {
+    async fn apply(
+        &self,
+        current: &PayoutRecord,
+        change: &Change,
+    ) -> Result<PayoutRecord, JournalError> {
         let mut next = current.clone();
         change.apply_to(&mut next);
         let env = next.envelope.as_ref();
@@ -297,8 +341,10 @@ impl Journal for PgJournal {
             match result {
                 Ok(Some(row)) => {
                     let text: String = row.try_get("account").map_err(unavailable)?;
-                    let account = AccountId::parse(&text)
-                        .map_err(|e| JournalError::Corrupt { id: id.to_string(), detail: format!("channel {e}") })?;
+                    let account = AccountId::parse(&text).map_err(|e| JournalError::Corrupt {
+                        id: id.to_string(),
+                        detail: format!("channel {e}"),
+                    })?;
                     return Ok(Some(account));
                 }
                 Ok(None) => return Ok(None),
@@ -309,7 +355,11 @@ impl Journal for PgJournal {
         Err(JournalError::Unavailable("channel lease contention".into()))
     }
 
-    async fn active_ids(&self, after: Option<&PayoutId>, limit: u32) -> Result<Vec<PayoutId>, JournalError> {
+    async fn active_ids(
+        &self,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<PayoutId>, JournalError> {
         let rows = sqlx::query(
             "SELECT payout_id FROM payouts
              WHERE state IN ('accepted','prepared','submitted') AND payout_id > $1
@@ -323,7 +373,10 @@ impl Journal for PgJournal {
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get("payout_id").map_err(unavailable)?;
-                PayoutId::parse(&text).map_err(|e| JournalError::Corrupt { id: text.clone(), detail: e.to_string() })
+                PayoutId::parse(&text).map_err(|e| JournalError::Corrupt {
+                    id: text.clone(),
+                    detail: e.to_string(),
+                })
             })
             .collect()
     }
@@ -344,8 +397,10 @@ impl Journal for PgJournal {
                 Ok(PayoutEvent {
                     version: r.try_get("version").map_err(unavailable)?,
                     kind: r.try_get("kind").map_err(unavailable)?,
-                    state: PayoutState::parse(&state)
-                        .ok_or_else(|| JournalError::Corrupt { id: id.to_string(), detail: format!("state {state}") })?,
+                    state: PayoutState::parse(&state).ok_or_else(|| JournalError::Corrupt {
+                        id: id.to_string(),
+                        detail: format!("state {state}"),
+                    })?,
                     detail: r.try_get("detail").map_err(unavailable)?,
                     at: r.try_get("at").map_err(unavailable)?,
                 })

@@ -1,12 +1,12 @@
 //! payoutd: pays Stellar payouts exactly once.
 //!
 //! Layout (ARCHITECTURE.md has the data flow):
-//! - [`config`]: layered settings; secrets from the environment or files only.
-//! - [`pg`]: the private PostgreSQL cluster for the out-of-the-box run and the tests.
-//! - [`journal`]: the Postgres implementation of the core's `Journal` port.
-//! - [`http`]: the HTTP API; [`openapi`] its document; [`metrics`] the Prometheus text.
-//! - [`telemetry`]: logging.
-//! - [`app`]: wiring it all together (`Application::build`).
+//! - [`config`] — layered settings; secrets from the environment or files only.
+//! - [`pg`] — the private PostgreSQL cluster for the out-of-the-box run and the tests.
+//! - [`journal`] — the Postgres implementation of the core's `Journal` port.
+//! - [`http`] — the HTTP API; [`openapi`] its document; [`metrics`] the Prometheus text.
+//! - [`telemetry`] — logging setup.
+//! - [`app`] — wiring it all together (`Application::build`).
 //!
 //! The payout core (actors, state machine, ports) is the `payoutd-actors` crate; the
 //! Stellar adapter is `payoutd-stellar`; the ledger simulator is `payoutd-simulator`.

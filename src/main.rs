@@ -74,7 +74,10 @@ fn load_settings(cli: &Cli) -> Result<Settings, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("payoutd: cannot start the async runtime: {e}");
@@ -94,7 +97,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     match &cli.command {
         Some(Command::Simulator(args)) => {
             let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
-            payoutd_simulator::run_standalone(args.clone()).await.map_err(|e| e.to_string())?;
+            payoutd_simulator::run_standalone(args.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Migrate) => {
@@ -109,14 +114,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let settings = load_settings(&cli)?;
             let id = PayoutId::parse(id).map_err(|e| e.to_string())?;
             let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
-            let journal = payoutd::journal::PgJournal::new(pool, &[]).await.map_err(|e| e.to_string())?;
+            let journal = payoutd::journal::PgJournal::new(pool, &[])
+                .await
+                .map_err(|e| e.to_string())?;
             let Some(record) = journal.load(&id).await.map_err(|e| e.to_string())? else {
                 eprintln!("payout {id} not found");
                 return Ok(ExitCode::from(3));
             };
             let mut view = payoutd::http::PayoutView::from_record(&record);
             view.events = Some(journal.events(&id).await.map_err(|e| e.to_string())?);
-            println!("{}", serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Bench(bench)) => run_bench(bench).await,
@@ -127,16 +137,34 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
 async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
     match bench {
-        Bench::Dups { messages, concurrency } => payoutd::bench::dups(*messages, (*concurrency).max(1)).await?,
-        Bench::Payouts { count, concurrency, channels, idle_ms, journal } => {
+        Bench::Dups {
+            messages,
+            concurrency,
+        } => payoutd::bench::dups(*messages, (*concurrency).max(1)).await?,
+        Bench::Payouts {
+            count,
+            concurrency,
+            channels,
+            idle_ms,
+            journal,
+        } => {
             let chans = payoutd::bench::channels(*channels);
             match journal.as_str() {
                 "memory" => {
                     let j = payoutd::bench::memory_journal(&chans);
-                    payoutd::bench::payouts(j, "in-memory", *count, (*concurrency).max(1), *idle_ms, &chans).await?
+                    payoutd::bench::payouts(
+                        j,
+                        "in-memory",
+                        *count,
+                        (*concurrency).max(1),
+                        *idle_ms,
+                        &chans,
+                    )
+                    .await?
                 }
                 "postgres" => {
-                    let dir = std::env::temp_dir().join(format!("payoutd-bench-pg-{}", std::process::id()));
+                    let dir = std::env::temp_dir()
+                        .join(format!("payoutd-bench-pg-{}", std::process::id()));
                     let pg = tokio::task::spawn_blocking({
                         let dir = dir.clone();
                         move || payoutd::pg::LocalPostgres::start(&dir, true)
@@ -149,9 +177,23 @@ async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
                         .connect(&pg.url(payoutd::pg::DATABASE))
                         .await
                         .map_err(|e| e.to_string())?;
-                    payoutd::journal::migrate(&pool).await.map_err(|e| e.to_string())?;
-                    let j = std::sync::Arc::new(payoutd::journal::PgJournal::new(pool, &chans).await.map_err(|e| e.to_string())?);
-                    let result = payoutd::bench::payouts(j, "PostgreSQL (fsync on)", *count, (*concurrency).max(1), *idle_ms, &chans).await;
+                    payoutd::journal::migrate(&pool)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let j = std::sync::Arc::new(
+                        payoutd::journal::PgJournal::new(pool, &chans)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
+                    let result = payoutd::bench::payouts(
+                        j,
+                        "PostgreSQL (fsync on)",
+                        *count,
+                        (*concurrency).max(1),
+                        *idle_ms,
+                        &chans,
+                    )
+                    .await;
                     drop(pg);
                     let _ = std::fs::remove_dir_all(&dir);
                     result?
@@ -166,12 +208,19 @@ async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
 async fn serve(cli: &Cli) -> Result<ExitCode, String> {
     let settings = load_settings(cli)?;
     payoutd::telemetry::init(&settings.telemetry);
-    let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(sim) = &app.simulator {
-        eprintln!("payoutd: built-in ledger simulator at {} (demo network)", sim.base_url);
+        eprintln!(
+            "payoutd: built-in ledger simulator at {} (demo network)",
+            sim.base_url
+        );
     }
     eprintln!("payoutd: HTTP API on port {}", app.port());
-    app.run_until_stopped(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,7 +8,14 @@ mod tests {
     #[test]
     fn document_parses_and_lists_routes() {
         let doc: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
-        for path in ["/v1/payouts", "/v1/payouts/{id}", "/v1/payouts/{id}/cancel", "/healthz", "/readyz", "/metrics"] {
+        for path in [
+            "/v1/payouts",
+            "/v1/payouts/{id}",
+            "/v1/payouts/{id}/cancel",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
     }

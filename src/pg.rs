@@ -26,11 +26,17 @@ pub enum PgError {
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("io error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PgError + '_ {
-    move |source| PgError::Io { path: path.display().to_string(), source }
+    move |source| PgError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Finds the directory holding `initdb` and `pg_ctl`.
@@ -46,7 +52,12 @@ pub fn find_bindir() -> Option<PathBuf> {
     if let Ok(entries) = fs::read_dir("/usr/lib/postgresql") {
         let mut versions: Vec<(u32, PathBuf)> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
+            .filter_map(|e| {
+                Some((
+                    e.file_name().to_str()?.parse::<u32>().ok()?,
+                    e.path().join("bin"),
+                ))
+            })
             .filter(|(_, bin)| has_tools(bin))
             .collect();
         versions.sort();
@@ -59,7 +70,11 @@ pub fn find_bindir() -> Option<PathBuf> {
 
 fn is_root() -> bool {
     // `id -u` avoids unsafe code for geteuid.
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// A running private cluster.
@@ -80,7 +95,13 @@ impl LocalPostgres {
         let as_postgres_user = is_root();
         fs::create_dir_all(data_dir).map_err(io(data_dir))?;
         let data_dir = data_dir.canonicalize().map_err(io(data_dir))?;
-        let mut pg = Self { bindir, data_dir, port: 0, as_postgres_user, owned: true };
+        let mut pg = Self {
+            bindir,
+            data_dir,
+            port: 0,
+            as_postgres_user,
+            owned: true,
+        };
         if as_postgres_user {
             pg.chown_to_postgres(&pg.data_dir.clone())?;
             pg.check_reachable()?;
@@ -103,7 +124,13 @@ impl LocalPostgres {
         );
         let data = pg.data_dir.display().to_string();
         let logs = log.display().to_string();
-        pg.run("pg_ctl start", "pg_ctl", &["-D", &data, "-l", &logs, "-o", &opts, "-w", "-t", "60", "start"])?;
+        pg.run(
+            "pg_ctl start",
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &logs, "-o", &opts, "-w", "-t", "60", "start",
+            ],
+        )?;
         pg.createdb()?;
         Ok(pg)
     }
@@ -128,13 +155,21 @@ impl LocalPostgres {
     pub fn stop(&mut self) {
         if self.owned {
             let data = self.data_dir.display().to_string();
-            let _ = self.run("pg_ctl stop", "pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+            let _ = self.run(
+                "pg_ctl stop",
+                "pg_ctl",
+                &["-D", &data, "-m", "fast", "-w", "stop"],
+            );
             self.owned = false;
         }
     }
 
     fn chown_to_postgres(&self, path: &Path) -> Result<(), PgError> {
-        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).stderr(Stdio::piped()).output();
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .stderr(Stdio::piped())
+            .output();
         match status {
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => Err(PgError::Command {
@@ -144,7 +179,10 @@ impl LocalPostgres {
                     String::from_utf8_lossy(&o.stderr).trim()
                 ),
             }),
-            Err(e) => Err(PgError::Command { what: "chown".into(), detail: e.to_string() }),
+            Err(e) => Err(PgError::Command {
+                what: "chown".into(),
+                detail: e.to_string(),
+            }),
         }
     }
 
@@ -188,16 +226,25 @@ impl LocalPostgres {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| PgError::Command { what: what.into(), detail: e.to_string() })?;
+            .map_err(|e| PgError::Command {
+                what: what.into(),
+                detail: e.to_string(),
+            })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             if let Ok(log) = fs::read_to_string(self.data_dir.join("server.log")) {
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                detail.push_str(&format!(" | server.log: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / ")));
+                detail.push_str(&format!(
+                    " | server.log: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ));
             }
-            Err(PgError::Command { what: what.into(), detail })
+            Err(PgError::Command {
+                what: what.into(),
+                detail,
+            })
         }
     }
 
@@ -206,7 +253,17 @@ impl LocalPostgres {
         self.run(
             "initdb",
             "initdb",
-            &["-D", &data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"],
+            &[
+                "-D",
+                &data,
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ],
         )?;
         Ok(())
     }
@@ -215,12 +272,31 @@ impl LocalPostgres {
         let port = self.port.to_string();
         let out = self
             .command("psql")
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER, "-d", "postgres", "-tAc"])
-            .arg(format!("SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+                "-tAc",
+            ])
+            .arg(format!(
+                "SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
+            ))
             .output()
-            .map_err(|e| PgError::Command { what: "psql".into(), detail: e.to_string() })?;
+            .map_err(|e| PgError::Command {
+                what: "psql".into(),
+                detail: e.to_string(),
+            })?;
         if String::from_utf8_lossy(&out.stdout).trim() != "1" {
-            self.run("createdb", "createdb", &["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER, DATABASE])?;
+            self.run(
+                "createdb",
+                "createdb",
+                &["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER, DATABASE],
+            )?;
         }
         Ok(())
     }
@@ -228,7 +304,13 @@ impl LocalPostgres {
     /// The port of a server already running on this data folder, if any.
     fn running_port(&self) -> Option<u16> {
         let data = self.data_dir.display().to_string();
-        let status = self.command("pg_ctl").args(["-D", &data, "status"]).stdout(Stdio::null()).stderr(Stdio::null()).status().ok()?;
+        let status = self
+            .command("pg_ctl")
+            .args(["-D", &data, "status"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
         if !status.success() {
             return None;
         }

@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
 use crate::metrics::Metrics;
 use crate::ports::{
-    Accepted, Change, Envelope, Inclusion, Journal, JournalError, Ledger, LedgerError, Lookup, PayoutRecord,
-    PayoutState, SubmitOutcome, TxSpec,
+    Accepted, Change, Envelope, Inclusion, Journal, JournalError, Ledger, LedgerError, Lookup,
+    PayoutRecord, PayoutState, SubmitOutcome, TxSpec,
 };
 use crate::supervisor::SupervisorMsg;
 
@@ -79,7 +79,11 @@ pub enum PayoutError {
     #[error("payout {0} not found")]
     NotFound(String),
     #[error("payout {id} cannot be cancelled in state {state}: {why}")]
-    NotCancellable { id: String, state: PayoutState, why: &'static str },
+    NotCancellable {
+        id: String,
+        state: PayoutState,
+        why: &'static str,
+    },
     /// The live-actor bound is reached: try again shortly.
     #[error("too many payouts in flight; retry later")]
     Overloaded,
@@ -108,9 +112,17 @@ impl SubmitAnswer {
 
 /// Messages a payout actor handles, one at a time.
 pub enum PayoutMsg {
-    Submit { request: PayoutRequest, reply: RpcReplyPort<Result<SubmitAnswer, PayoutError>> },
-    Get { reply: RpcReplyPort<Result<Option<PayoutRecord>, PayoutError>> },
-    Cancel { reason: String, reply: RpcReplyPort<Result<PayoutRecord, PayoutError>> },
+    Submit {
+        request: PayoutRequest,
+        reply: RpcReplyPort<Result<SubmitAnswer, PayoutError>>,
+    },
+    Get {
+        reply: RpcReplyPort<Result<Option<PayoutRecord>, PayoutError>>,
+    },
+    Cancel {
+        reason: String,
+        reply: RpcReplyPort<Result<PayoutRecord, PayoutError>>,
+    },
     /// Advance the state machine. `None` from outside (submit, recovery); `Some(generation)`
     /// from the actor's own timer, ignored if a newer timer replaced it.
     Drive(Option<u64>),
@@ -173,7 +185,11 @@ impl Actor for PayoutActor {
     type Arguments = PayoutActorArgs;
 
     /// Cheap on purpose: spawning waits for it. The journal is read by the first message.
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let idle = Duration::from_millis(args.ctx.policy.idle_passivate_ms);
         myself.send_after(idle, || PayoutMsg::IdleCheck);
         Ok(PayoutActorState {
@@ -189,12 +205,21 @@ impl Actor for PayoutActor {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         state.set_in_flight(false);
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if !matches!(msg, PayoutMsg::IdleCheck | PayoutMsg::Drive(Some(_))) {
             state.last_activity = Instant::now();
         }
@@ -241,7 +266,12 @@ impl PayoutActorState {
 
     async fn ensure_loaded(&mut self) -> Result<Option<&PayoutRecord>, PayoutError> {
         if self.record.is_none() {
-            let loaded = self.ctx.journal.load(&self.id).await.map_err(|e| PayoutError::Unavailable(e.to_string()))?;
+            let loaded = self
+                .ctx
+                .journal
+                .load(&self.id)
+                .await
+                .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
             self.record = Some(loaded);
             self.refresh_in_flight();
         }
@@ -251,7 +281,10 @@ impl PayoutActorState {
     fn set_in_flight(&mut self, on: bool) {
         if on != self.counted_in_flight {
             let delta = if on { 1 } else { -1 };
-            self.ctx.metrics.in_flight.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+            self.ctx
+                .metrics
+                .in_flight
+                .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
             self.counted_in_flight = on;
         }
     }
@@ -284,13 +317,20 @@ impl PayoutActorState {
         }
     }
 
-    fn compare(&self, existing: PayoutRecord, fingerprint: crate::domain::Fingerprint) -> Result<SubmitAnswer, PayoutError> {
+    fn compare(
+        &self,
+        existing: PayoutRecord,
+        fingerprint: crate::domain::Fingerprint,
+    ) -> Result<SubmitAnswer, PayoutError> {
         if existing.fingerprint == fingerprint {
             Metrics::inc(&self.ctx.metrics.duplicates);
             Ok(SubmitAnswer::Duplicate(existing))
         } else {
             Metrics::inc(&self.ctx.metrics.conflicts);
-            Err(PayoutError::Conflict { id: self.id.to_string(), state: existing.state })
+            Err(PayoutError::Conflict {
+                id: self.id.to_string(),
+                state: existing.state,
+            })
         }
     }
 
@@ -298,7 +338,13 @@ impl PayoutActorState {
         let Some(record) = self.ensure_loaded().await?.cloned() else {
             return Err(PayoutError::NotFound(self.id.to_string()));
         };
-        let refuse = |why| Err(PayoutError::NotCancellable { id: self.id.to_string(), state: record.state, why });
+        let refuse = |why| {
+            Err(PayoutError::NotCancellable {
+                id: self.id.to_string(),
+                state: record.state,
+                why,
+            })
+        };
         match record.state {
             PayoutState::Cancelled => return Ok(record),
             PayoutState::Accepted | PayoutState::Parked if record.envelope.is_none() => {}
@@ -309,7 +355,9 @@ impl PayoutActorState {
         match self.write(&record, Change::Cancelled { reason }).await {
             Ok(()) => {
                 Metrics::inc(&self.ctx.metrics.cancelled);
-                self.record().cloned().ok_or_else(|| PayoutError::Unavailable("record vanished".into()))
+                self.record()
+                    .cloned()
+                    .ok_or_else(|| PayoutError::Unavailable("record vanished".into()))
             }
             Err(e) => Err(PayoutError::Unavailable(e.to_string())),
         }
@@ -354,7 +402,9 @@ impl PayoutActorState {
             // Our own mailbox; a send error means we are stopping, and the journal has it.
             let _ = myself.send_message(PayoutMsg::Drive(Some(generation)));
         } else {
-            myself.send_after(Duration::from_millis(delay_ms), move || PayoutMsg::Drive(Some(generation)));
+            myself.send_after(Duration::from_millis(delay_ms), move || {
+                PayoutMsg::Drive(Some(generation))
+            });
         }
     }
 
@@ -364,9 +414,13 @@ impl PayoutActorState {
         let busy = self.timer_pending || self.record().is_some_and(|r| r.state.is_active());
         if !busy && elapsed >= Duration::from_millis(idle_ms) {
             // Ask the supervisor: it stops routing to us, then drains our mailbox.
-            let _ = self.supervisor.cast(SupervisorMsg::Passivate(self.id.clone(), myself.get_id()));
+            let _ = self
+                .supervisor
+                .cast(SupervisorMsg::Passivate(self.id.clone(), myself.get_id()));
         } else {
-            let wait = Duration::from_millis(idle_ms).saturating_sub(elapsed).max(Duration::from_millis(idle_ms.min(1_000)));
+            let wait = Duration::from_millis(idle_ms)
+                .saturating_sub(elapsed)
+                .max(Duration::from_millis(idle_ms.min(1_000)));
             myself.send_after(wait, || PayoutMsg::IdleCheck);
         }
     }
@@ -384,7 +438,10 @@ impl PayoutActorState {
         match record.state {
             PayoutState::Accepted => self.prepare(record).await,
             PayoutState::Prepared | PayoutState::Submitted => self.submit_envelope(record).await,
-            PayoutState::Confirmed | PayoutState::Failed | PayoutState::Parked | PayoutState::Cancelled => Next::Idle,
+            PayoutState::Confirmed
+            | PayoutState::Failed
+            | PayoutState::Parked
+            | PayoutState::Cancelled => Next::Idle,
         }
     }
 
@@ -413,7 +470,11 @@ impl PayoutActorState {
     async fn prepare(&mut self, record: PayoutRecord) -> Next {
         let policy = &self.ctx.policy;
         // Negative space: a payout with a live envelope never reaches here.
-        assert!(record.envelope.is_none(), "prepare with a live envelope for payout {}", self.id);
+        assert!(
+            record.envelope.is_none(),
+            "prepare with a live envelope for payout {}",
+            self.id
+        );
         if record.attempt >= policy.attempts_max {
             let reason = format!("gave up after {} envelopes (attempts_max)", record.attempt);
             return self.park(&record, reason).await;
@@ -454,38 +515,58 @@ impl PayoutActorState {
         };
         let envelope = match self.ctx.ledger.build_and_sign(&spec) {
             Ok(e) => e,
-            Err(e) => return self.park(&record, format!("cannot build the transaction: {e}")).await,
+            Err(e) => {
+                return self
+                    .park(&record, format!("cannot build the transaction: {e}"))
+                    .await;
+            }
         };
         Metrics::inc(&self.ctx.metrics.envelopes_built);
         info!(payout_id = %self.id, hash = %envelope.hash, source = %channel, sequence = envelope.sequence, attempt = record.attempt + 1, "envelope prepared");
-        let result = self.write(&record, Change::Prepared { channel, envelope }).await;
+        let result = self
+            .write(&record, Change::Prepared { channel, envelope })
+            .await;
         self.after_write(result, Next::Now)
     }
 
     /// `Prepared`/`Submitted` → send the journaled bytes and classify the answer.
     async fn submit_envelope(&mut self, record: PayoutRecord) -> Next {
         let Some(envelope) = record.envelope.clone() else {
-            return self.park(&record, "lost invariant: live state without an envelope".into()).await;
+            return self
+                .park(
+                    &record,
+                    "lost invariant: live state without an envelope".into(),
+                )
+                .await;
         };
         let started = Instant::now();
         let outcome = self.ctx.ledger.submit(&envelope).await;
         let metrics = &self.ctx.metrics;
         Metrics::inc(&metrics.submissions);
-        metrics.observe_submit_latency_ms(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        metrics.observe_submit_latency_ms(
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
         match outcome {
             SubmitOutcome::Applied(inclusion) => {
                 metrics.ledger_outcome("applied");
                 self.confirm(&record, inclusion).await
             }
-            SubmitOutcome::Failed { inclusion, tx_code, op_codes } => {
+            SubmitOutcome::Failed {
+                inclusion,
+                tx_code,
+                op_codes,
+            } => {
                 metrics.ledger_outcome(&outcome_code(&tx_code, &op_codes));
-                self.included_failure(&record, inclusion, &tx_code, &op_codes).await
+                self.included_failure(&record, inclusion, &tx_code, &op_codes)
+                    .await
             }
             SubmitOutcome::Rejected { code } => {
                 metrics.ledger_outcome(&code);
                 match rejection_policy(&code) {
                     RejectionPolicy::Park => {
-                        let reason = format!("{code}: the network refused the envelope for a reason an operator must fix");
+                        let reason = format!(
+                            "{code}: the network refused the envelope for a reason an operator must fix"
+                        );
                         self.park(&record, reason).await
                     }
                     RejectionPolicy::WaitUntilDead => {
@@ -506,7 +587,14 @@ impl PayoutActorState {
     /// whether the envelope is applied, failed, dead or still pending.
     async fn settle(&mut self, mut record: PayoutRecord, envelope: &Envelope, cause: &str) -> Next {
         if record.state == PayoutState::Prepared {
-            let result = self.write(&record, Change::Submitted { note: cause.to_owned() }).await;
+            let result = self
+                .write(
+                    &record,
+                    Change::Submitted {
+                        note: cause.to_owned(),
+                    },
+                )
+                .await;
             match result {
                 Ok(()) => match self.record() {
                     Some(r) => record = r.clone(),
@@ -532,8 +620,13 @@ impl PayoutActorState {
         };
         match lookup {
             Lookup::Applied(inclusion) => self.confirm(&record, inclusion).await,
-            Lookup::Failed { inclusion, tx_code, op_codes } => {
-                self.included_failure(&record, inclusion, &tx_code, &op_codes).await
+            Lookup::Failed {
+                inclusion,
+                tx_code,
+                op_codes,
+            } => {
+                self.included_failure(&record, inclusion, &tx_code, &op_codes)
+                    .await
             }
             Lookup::NotFound => {
                 let expired = head.close_time > envelope.max_time;
@@ -542,9 +635,16 @@ impl PayoutActorState {
                     return Next::After(policy.poll_interval_ms);
                 }
                 let reason = if expired {
-                    format!("expired: ledger {} closed at {} > max_time {}", head.sequence, head.close_time, envelope.max_time)
+                    format!(
+                        "expired: ledger {} closed at {} > max_time {}",
+                        head.sequence, head.close_time, envelope.max_time
+                    )
                 } else {
-                    format!("source sequence moved to {} >= envelope sequence {}", account_sequence.unwrap_or_default(), envelope.sequence)
+                    format!(
+                        "source sequence moved to {} >= envelope sequence {}",
+                        account_sequence.unwrap_or_default(),
+                        envelope.sequence
+                    )
                 };
                 let next_fee = self.fee_too_low.then(|| {
                     let current = envelope.fee_stroops.max(policy.fee_per_op_stroops);
@@ -552,7 +652,15 @@ impl PayoutActorState {
                 });
                 info!(payout_id = %self.id, hash = %envelope.hash, %reason, "envelope provably dead; a new one will be built");
                 self.fee_too_low = false;
-                let result = self.write(&record, Change::EnvelopeDead { reason, next_fee_stroops: next_fee }).await;
+                let result = self
+                    .write(
+                        &record,
+                        Change::EnvelopeDead {
+                            reason,
+                            next_fee_stroops: next_fee,
+                        },
+                    )
+                    .await;
                 self.after_write(result, Next::Now)
             }
         }
@@ -567,18 +675,45 @@ impl PayoutActorState {
         self.after_write(result, Next::Idle)
     }
 
-    async fn included_failure(&mut self, record: &PayoutRecord, inclusion: Inclusion, tx_code: &str, op_codes: &[String]) -> Next {
+    async fn included_failure(
+        &mut self,
+        record: &PayoutRecord,
+        inclusion: Inclusion,
+        tx_code: &str,
+        op_codes: &[String],
+    ) -> Next {
         let code = outcome_code(tx_code, op_codes);
         let policy = &self.ctx.policy;
-        if failure_policy(op_codes) == FailurePolicy::NewAttempt && record.attempt < policy.attempts_max {
-            let reason = format!("{code}: included but failed in ledger {}; a new attempt follows", inclusion.ledger);
+        if failure_policy(op_codes) == FailurePolicy::NewAttempt
+            && record.attempt < policy.attempts_max
+        {
+            let reason = format!(
+                "{code}: included but failed in ledger {}; a new attempt follows",
+                inclusion.ledger
+            );
             let delay = policy.underfunded_retry_ms;
-            let result = self.write(record, Change::EnvelopeDead { reason, next_fee_stroops: None }).await;
+            let result = self
+                .write(
+                    record,
+                    Change::EnvelopeDead {
+                        reason,
+                        next_fee_stroops: None,
+                    },
+                )
+                .await;
             return self.after_write(result, Next::After(delay));
         }
         let reason = format!("{code}: included but failed in ledger {}", inclusion.ledger);
         warn!(payout_id = %self.id, %reason, "payout failed");
-        let result = self.write(record, Change::Failed { reason, inclusion: Some(inclusion) }).await;
+        let result = self
+            .write(
+                record,
+                Change::Failed {
+                    reason,
+                    inclusion: Some(inclusion),
+                },
+            )
+            .await;
         if result.is_ok() {
             Metrics::inc(&self.ctx.metrics.failed);
         }
@@ -638,10 +773,15 @@ pub enum RejectionPolicy {
 
 pub fn rejection_policy(code: &str) -> RejectionPolicy {
     match code {
-        "tx_bad_auth" | "tx_bad_auth_extra" | "tx_no_source_account" | "tx_no_account" | "tx_malformed"
-        | "tx_not_supported" | "tx_bad_sponsorship" | "tx_insufficient_balance" | "transaction_malformed" => {
-            RejectionPolicy::Park
-        }
+        "tx_bad_auth"
+        | "tx_bad_auth_extra"
+        | "tx_no_source_account"
+        | "tx_no_account"
+        | "tx_malformed"
+        | "tx_not_supported"
+        | "tx_bad_sponsorship"
+        | "tx_insufficient_balance"
+        | "transaction_malformed" => RejectionPolicy::Park,
         _ => RejectionPolicy::WaitUntilDead,
     }
 }

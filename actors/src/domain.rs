@@ -28,7 +28,11 @@ pub struct ValidationError {
 
 impl ValidationError {
     fn new(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        Self { field, code, message: message.into() }
+        Self {
+            field,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -134,7 +138,11 @@ impl Destination {
             ));
         }
         let (version, payload) = strkey::decode(text).map_err(|e| {
-            ValidationError::new(FIELD, "destination_invalid", format!("is not a valid Stellar account: it {e}"))
+            ValidationError::new(
+                FIELD,
+                "destination_invalid",
+                format!("is not a valid Stellar account: it {e}"),
+            )
         })?;
         match version {
             strkey::VERSION_ACCOUNT_ID => {
@@ -151,14 +159,21 @@ impl Destination {
                 let id: [u8; 8] = id.try_into().map_err(|_| {
                     ValidationError::new(FIELD, "destination_invalid", "has the wrong length")
                 })?;
-                Ok(Self::Muxed { account: AccountId(key), id: u64::from_be_bytes(id) })
+                Ok(Self::Muxed {
+                    account: AccountId(key),
+                    id: u64::from_be_bytes(id),
+                })
             }
             strkey::VERSION_SEED => Err(ValidationError::new(
                 FIELD,
                 "destination_is_secret",
                 "is a secret seed; never send a secret key to anyone — give the account id (G…) instead",
             )),
-            _ => Err(ValidationError::new(FIELD, "destination_invalid", "must be a G… or M… account")),
+            _ => Err(ValidationError::new(
+                FIELD,
+                "destination_invalid",
+                "must be a G… or M… account",
+            )),
         }
     }
 
@@ -231,9 +246,16 @@ impl Asset {
             ));
         }
         let issuer = AccountId::parse(issuer).map_err(|e| {
-            ValidationError::new(FIELD, "asset_issuer", format!("issuer is not a valid G… account: it {e}"))
+            ValidationError::new(
+                FIELD,
+                "asset_issuer",
+                format!("issuer is not a valid G… account: it {e}"),
+            )
         })?;
-        Ok(Self::Credit { code: AssetCode(code.to_owned()), issuer })
+        Ok(Self::Credit {
+            code: AssetCode(code.to_owned()),
+            issuer,
+        })
     }
 }
 
@@ -262,20 +284,30 @@ impl Amount {
             None => (text, ""),
         };
         if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-            return bad("amount_format", "must be a decimal number such as \"12.5\" (no sign, no exponent)");
+            return bad(
+                "amount_format",
+                "must be a decimal number such as \"12.5\" (no sign, no exponent)",
+            );
         }
         if text.contains('.') && frac.is_empty() {
             return bad("amount_format", "must have digits after the decimal point");
         }
         if !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return bad("amount_format", "must be a decimal number such as \"12.5\" (no sign, no exponent)");
+            return bad(
+                "amount_format",
+                "must be a decimal number such as \"12.5\" (no sign, no exponent)",
+            );
         }
         if frac.len() > 7 {
             return bad("amount_precision", "has more than 7 decimal places");
         }
         let whole = whole.trim_start_matches('0');
         let mut stroops: i64 = 0;
-        for b in whole.bytes().chain(frac.bytes()).chain(std::iter::repeat_n(b'0', 7 - frac.len())) {
+        for b in whole
+            .bytes()
+            .chain(frac.bytes())
+            .chain(std::iter::repeat_n(b'0', 7 - frac.len()))
+        {
             let digit = i64::from(b - b'0');
             stroops = match stroops.checked_mul(10).and_then(|v| v.checked_add(digit)) {
                 Some(v) => v,
@@ -348,12 +380,20 @@ impl RawMemo {
         const FIELD: &str = "memo";
         let value = || {
             self.value.as_deref().ok_or_else(|| {
-                ValidationError::new(FIELD, "memo_value_missing", "needs a \"value\" for this memo type")
+                ValidationError::new(
+                    FIELD,
+                    "memo_value_missing",
+                    "needs a \"value\" for this memo type",
+                )
             })
         };
         match self.kind.as_str() {
             "none" if self.value.is_none() => Ok(Memo::None),
-            "none" => Err(ValidationError::new(FIELD, "memo_value_unexpected", "a memo of type none has no value")),
+            "none" => Err(ValidationError::new(
+                FIELD,
+                "memo_value_unexpected",
+                "a memo of type none has no value",
+            )),
             "text" => {
                 let v = value()?;
                 if v.len() > MEMO_TEXT_BYTES_MAX {
@@ -368,21 +408,37 @@ impl RawMemo {
             "id" => {
                 let v = value()?;
                 if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(ValidationError::new(FIELD, "memo_id_format", "id memo must be an unsigned 64-bit integer in decimal"));
+                    return Err(ValidationError::new(
+                        FIELD,
+                        "memo_id_format",
+                        "id memo must be an unsigned 64-bit integer in decimal",
+                    ));
                 }
                 v.parse::<u64>().map(Memo::Id).map_err(|_| {
-                    ValidationError::new(FIELD, "memo_id_format", "id memo must be an unsigned 64-bit integer in decimal")
+                    ValidationError::new(
+                        FIELD,
+                        "memo_id_format",
+                        "id memo must be an unsigned 64-bit integer in decimal",
+                    )
                 })
             }
             "hash" => {
                 let v = value()?;
                 let mut out = [0u8; 32];
                 hex::decode_to_slice(v, &mut out).map_err(|_| {
-                    ValidationError::new(FIELD, "memo_hash_format", "hash memo must be 64 hexadecimal characters (32 bytes)")
+                    ValidationError::new(
+                        FIELD,
+                        "memo_hash_format",
+                        "hash memo must be 64 hexadecimal characters (32 bytes)",
+                    )
                 })?;
                 Ok(Memo::Hash(out))
             }
-            _ => Err(ValidationError::new(FIELD, "memo_type", "memo type must be none, text, id or hash")),
+            _ => Err(ValidationError::new(
+                FIELD,
+                "memo_type",
+                "memo type must be none, text, id or hash",
+            )),
         }
     }
 
@@ -393,7 +449,10 @@ impl RawMemo {
             Memo::Id(id) => ("id", id.to_string()),
             Memo::Hash(h) => ("hash", hex::encode(h)),
         };
-        Some(Self { kind: kind.to_owned(), value: Some(value) })
+        Some(Self {
+            kind: kind.to_owned(),
+            value: Some(value),
+        })
     }
 }
 
@@ -437,8 +496,20 @@ pub struct PayoutRequest {
 }
 
 impl PayoutRequest {
-    pub fn new(payout_id: PayoutId, destination: Destination, asset: Asset, amount: Amount, memo: Memo) -> Self {
-        Self { payout_id, destination, asset, amount, memo }
+    pub fn new(
+        payout_id: PayoutId,
+        destination: Destination,
+        asset: Asset,
+        amount: Amount,
+        memo: Memo,
+    ) -> Self {
+        Self {
+            payout_id,
+            destination,
+            asset,
+            amount,
+            memo,
+        }
     }
 
     pub fn payout_id(&self) -> &PayoutId {
@@ -525,9 +596,16 @@ mod tests {
         assert!(PayoutId::parse("a.b_c:d-E9").is_ok());
         assert!(PayoutId::parse(&"x".repeat(64)).is_ok());
         assert_eq!(PayoutId::parse("").unwrap_err().code, "payout_id_length");
-        assert_eq!(PayoutId::parse(&"x".repeat(65)).unwrap_err().code, "payout_id_length");
+        assert_eq!(
+            PayoutId::parse(&"x".repeat(65)).unwrap_err().code,
+            "payout_id_length"
+        );
         for bad in ["a b", "a/b", "é", "a\0", "a\n", "a,b", "<script>"] {
-            assert_eq!(PayoutId::parse(bad).unwrap_err().code, "payout_id_charset", "{bad:?}");
+            assert_eq!(
+                PayoutId::parse(bad).unwrap_err().code,
+                "payout_id_charset",
+                "{bad:?}"
+            );
         }
     }
 
@@ -536,7 +614,10 @@ mod tests {
         assert_eq!(Amount::parse("12.5").unwrap().stroops(), 125_000_000);
         assert_eq!(Amount::parse("0.0000001").unwrap().stroops(), 1);
         assert_eq!(Amount::parse("1000").unwrap().stroops(), 10_000_000_000);
-        assert_eq!(Amount::parse("922337203685.4775807").unwrap().stroops(), i64::MAX);
+        assert_eq!(
+            Amount::parse("922337203685.4775807").unwrap().stroops(),
+            i64::MAX
+        );
         assert_eq!(Amount::parse("007").unwrap().stroops(), 70_000_000);
         let code = |s: &str| Amount::parse(s).unwrap_err().code;
         assert_eq!(code("922337203685.4775808"), "amount_too_large");
@@ -544,7 +625,10 @@ mod tests {
         assert_eq!(code("0"), "amount_not_positive");
         assert_eq!(code("0.0000000"), "amount_not_positive");
         assert_eq!(code("0.00000001"), "amount_precision");
-        for bad in ["", "+1", "-1", "1e5", "1E5", " 1", "1 ", "1.", ".5", "1,5", "0x10", "1.2.3", "NaN", "inf", "１"] {
+        for bad in [
+            "", "+1", "-1", "1e5", "1E5", " 1", "1 ", "1.", ".5", "1,5", "0x10", "1.2.3", "NaN",
+            "inf", "１",
+        ] {
             assert_eq!(code(bad), "amount_format", "{bad:?}");
         }
     }
@@ -558,15 +642,30 @@ mod tests {
 
     #[test]
     fn destination_rules() {
-        assert!(matches!(Destination::parse(DEST), Ok(Destination::Account(_))));
-        let muxed = Destination::Muxed { account: AccountId::parse(DEST).unwrap(), id: 42 };
+        assert!(matches!(
+            Destination::parse(DEST),
+            Ok(Destination::Account(_))
+        ));
+        let muxed = Destination::Muxed {
+            account: AccountId::parse(DEST).unwrap(),
+            id: 42,
+        };
         let text = muxed.to_strkey();
         assert!(text.starts_with('M'));
         assert_eq!(Destination::parse(&text).unwrap(), muxed);
         let code = |s: &str| Destination::parse(s).unwrap_err().code;
-        assert_eq!(code("GBPXXOA5N4JYPESHAADMQKBPWZWQDQ64ZV6ZL2S3LAGW4SY7NTCMWIVT"), "destination_invalid");
-        assert_eq!(code("SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH"), "destination_is_secret");
-        assert_eq!(code("SBGWKM3CD4IL47QN6X54N6Y33T3JDNVI6AIJ6CD5IM47HG3IG4O36XCX"), "destination_is_secret");
+        assert_eq!(
+            code("GBPXXOA5N4JYPESHAADMQKBPWZWQDQ64ZV6ZL2S3LAGW4SY7NTCMWIVT"),
+            "destination_invalid"
+        );
+        assert_eq!(
+            code("SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH"),
+            "destination_is_secret"
+        );
+        assert_eq!(
+            code("SBGWKM3CD4IL47QN6X54N6Y33T3JDNVI6AIJ6CD5IM47HG3IG4O36XCX"),
+            "destination_is_secret"
+        );
         assert_eq!(code(""), "destination_invalid");
         assert_eq!(code(&DEST.to_lowercase()), "destination_invalid");
         assert_eq!(code(&DEST[..55]), "destination_invalid");
@@ -593,33 +692,69 @@ mod tests {
         assert_eq!(code(&format!(":{ISSUER}")), "asset_code");
         assert_eq!(code(&format!("ABCDEFGHIJKLM:{ISSUER}")), "asset_code");
         assert_eq!(code(&format!("US-D:{ISSUER}")), "asset_code");
-        assert_eq!(code("USDC:GBPXXOA5N4JYPESHAADMQKBPWZWQDQ64ZV6ZL2S3LAGW4SY7NTCMWIVT"), "asset_issuer");
+        assert_eq!(
+            code("USDC:GBPXXOA5N4JYPESHAADMQKBPWZWQDQ64ZV6ZL2S3LAGW4SY7NTCMWIVT"),
+            "asset_issuer"
+        );
     }
 
     #[test]
     fn memo_rules() {
-        let m = |kind: &str, value: Option<&str>| RawMemo { kind: kind.into(), value: value.map(Into::into) }.parse();
+        let m = |kind: &str, value: Option<&str>| {
+            RawMemo {
+                kind: kind.into(),
+                value: value.map(Into::into),
+            }
+            .parse()
+        };
         assert_eq!(m("none", None).unwrap(), Memo::None);
-        assert_eq!(m("text", Some("hello")).unwrap(), Memo::Text("hello".into()));
+        assert_eq!(
+            m("text", Some("hello")).unwrap(),
+            Memo::Text("hello".into())
+        );
         assert!(m("text", Some(&"a".repeat(28))).is_ok());
-        assert_eq!(m("text", Some(&"a".repeat(29))).unwrap_err().code, "memo_text_too_long");
-        assert_eq!(m("text", Some(&"é".repeat(15))).unwrap_err().code, "memo_text_too_long");
-        assert_eq!(m("id", Some("18446744073709551615")).unwrap(), Memo::Id(u64::MAX));
-        assert_eq!(m("id", Some("18446744073709551616")).unwrap_err().code, "memo_id_format");
+        assert_eq!(
+            m("text", Some(&"a".repeat(29))).unwrap_err().code,
+            "memo_text_too_long"
+        );
+        assert_eq!(
+            m("text", Some(&"é".repeat(15))).unwrap_err().code,
+            "memo_text_too_long"
+        );
+        assert_eq!(
+            m("id", Some("18446744073709551615")).unwrap(),
+            Memo::Id(u64::MAX)
+        );
+        assert_eq!(
+            m("id", Some("18446744073709551616")).unwrap_err().code,
+            "memo_id_format"
+        );
         assert_eq!(m("id", Some("-1")).unwrap_err().code, "memo_id_format");
         assert!(m("hash", Some(&"ab".repeat(32))).is_ok());
-        assert_eq!(m("hash", Some(&"ab".repeat(31))).unwrap_err().code, "memo_hash_format");
-        assert_eq!(m("hash", Some(&"zz".repeat(32))).unwrap_err().code, "memo_hash_format");
+        assert_eq!(
+            m("hash", Some(&"ab".repeat(31))).unwrap_err().code,
+            "memo_hash_format"
+        );
+        assert_eq!(
+            m("hash", Some(&"zz".repeat(32))).unwrap_err().code,
+            "memo_hash_format"
+        );
         assert_eq!(m("bogus", Some("x")).unwrap_err().code, "memo_type");
         assert_eq!(m("text", None).unwrap_err().code, "memo_value_missing");
     }
 
     #[test]
     fn unknown_json_fields_are_refused() {
-        let body = format!(r#"{{"payout_id":"a","destination":"{DEST}","asset":"native","amount":"1","extra":1}}"#);
+        let body = format!(
+            r#"{{"payout_id":"a","destination":"{DEST}","asset":"native","amount":"1","extra":1}}"#
+        );
         assert!(serde_json::from_str::<RawPayoutRequest>(&body).is_err());
-        let body = format!(r#"{{"payout_id":"a","destination":"{DEST}","asset":"native","amount":1}}"#);
-        assert!(serde_json::from_str::<RawPayoutRequest>(&body).is_err(), "numeric amount must be refused");
+        let body =
+            format!(r#"{{"payout_id":"a","destination":"{DEST}","asset":"native","amount":1}}"#);
+        assert!(
+            serde_json::from_str::<RawPayoutRequest>(&body).is_err(),
+            "numeric amount must be refused"
+        );
     }
 
     #[test]

@@ -7,13 +7,13 @@
 //! - [`ports`]: the `Journal` and `Ledger` traits and the records they exchange.
 #![forbid(unsafe_code)]
 
-pub mod domain;
-pub mod ports;
-pub mod strkey;
 pub mod actor;
+pub mod domain;
 pub mod memory;
 pub mod metrics;
+pub mod ports;
 pub mod service;
+pub mod strkey;
 pub mod supervisor;
 
 pub use actor::{Context, PayoutError, PayoutPolicy, SubmitAnswer};

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest};
 use crate::ports::{
-    Accepted, Change, Envelope, Inclusion, Journal, JournalError, Ledger, LedgerError, LedgerHead, Lookup,
-    PayoutEvent, PayoutRecord, PayoutState, SubmitOutcome, TxHash, TxSpec,
+    Accepted, Change, Envelope, Inclusion, Journal, JournalError, Ledger, LedgerError, LedgerHead,
+    Lookup, PayoutEvent, PayoutRecord, PayoutState, SubmitOutcome, TxHash, TxSpec,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -51,20 +51,33 @@ impl MemJournal {
         }
     }
 
-    fn event(inner: &mut JournalInner, record: &PayoutRecord, kind: &str, detail: serde_json::Value) {
-        inner.events.entry(record.id().clone()).or_default().push(PayoutEvent {
-            version: record.version,
-            kind: kind.to_owned(),
-            state: record.state,
-            detail,
-            at: String::new(),
-        });
+    fn event(
+        inner: &mut JournalInner,
+        record: &PayoutRecord,
+        kind: &str,
+        detail: serde_json::Value,
+    ) {
+        inner
+            .events
+            .entry(record.id().clone())
+            .or_default()
+            .push(PayoutEvent {
+                version: record.version,
+                kind: kind.to_owned(),
+                state: record.state,
+                detail,
+                at: String::new(),
+            });
     }
 }
 
 #[async_trait]
 impl Journal for MemJournal {
-    async fn accept(&self, request: &PayoutRequest, fingerprint: Fingerprint) -> Result<Accepted, JournalError> {
+    async fn accept(
+        &self,
+        request: &PayoutRequest,
+        fingerprint: Fingerprint,
+    ) -> Result<Accepted, JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
         if let Some(existing) = inner.payouts.get(request.payout_id()) {
@@ -82,7 +95,9 @@ impl Journal for MemJournal {
             inclusion: None,
             next_fee_stroops: None,
         };
-        inner.payouts.insert(request.payout_id().clone(), record.clone());
+        inner
+            .payouts
+            .insert(request.payout_id().clone(), record.clone());
         Self::event(&mut inner, &record, "accepted", serde_json::Value::Null);
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(Accepted::Created(record))
@@ -93,11 +108,18 @@ impl Journal for MemJournal {
         Ok(lock(&self.inner).payouts.get(id).cloned())
     }
 
-    async fn apply(&self, current: &PayoutRecord, change: &Change) -> Result<PayoutRecord, JournalError> {
+    async fn apply(
+        &self,
+        current: &PayoutRecord,
+        change: &Change,
+    ) -> Result<PayoutRecord, JournalError> {
         self.check()?;
         let (id, expected_version) = (current.id(), current.version);
         let mut inner = lock(&self.inner);
-        let record = inner.payouts.get_mut(id).ok_or_else(|| JournalError::NotFound(id.to_string()))?;
+        let record = inner
+            .payouts
+            .get_mut(id)
+            .ok_or_else(|| JournalError::NotFound(id.to_string()))?;
         if record.version != expected_version {
             return Err(JournalError::Stale(id.to_string()));
         }
@@ -109,7 +131,12 @@ impl Journal for MemJournal {
         {
             inner.leases.insert(c, None);
         }
-        Self::event(&mut inner, &record, change.event_kind(), serde_json::json!(format!("{change:?}")));
+        Self::event(
+            &mut inner,
+            &record,
+            change.event_kind(),
+            serde_json::json!(format!("{change:?}")),
+        );
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(record)
     }
@@ -117,8 +144,14 @@ impl Journal for MemJournal {
     async fn park(&self, id: &PayoutId, reason: &str) -> Result<(), JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
-        let record = inner.payouts.get_mut(id).ok_or_else(|| JournalError::NotFound(id.to_string()))?;
-        Change::Parked { reason: reason.to_owned() }.apply_to(record);
+        let record = inner
+            .payouts
+            .get_mut(id)
+            .ok_or_else(|| JournalError::NotFound(id.to_string()))?;
+        Change::Parked {
+            reason: reason.to_owned(),
+        }
+        .apply_to(record);
         let record = record.clone();
         Self::event(&mut inner, &record, "parked", serde_json::json!(reason));
         self.writes.fetch_add(1, Ordering::SeqCst);
@@ -128,17 +161,29 @@ impl Journal for MemJournal {
     async fn lease_channel(&self, id: &PayoutId) -> Result<Option<AccountId>, JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
-        if let Some((c, _)) = inner.leases.iter().find(|(_, holder)| holder.as_ref() == Some(id)) {
+        if let Some((c, _)) = inner
+            .leases
+            .iter()
+            .find(|(_, holder)| holder.as_ref() == Some(id))
+        {
             return Ok(Some(*c));
         }
-        let free = inner.leases.iter().find(|(_, h)| h.is_none()).map(|(c, _)| *c);
+        let free = inner
+            .leases
+            .iter()
+            .find(|(_, h)| h.is_none())
+            .map(|(c, _)| *c);
         if let Some(c) = free {
             inner.leases.insert(c, Some(id.clone()));
         }
         Ok(free)
     }
 
-    async fn active_ids(&self, after: Option<&PayoutId>, limit: u32) -> Result<Vec<PayoutId>, JournalError> {
+    async fn active_ids(
+        &self,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<PayoutId>, JournalError> {
         self.check()?;
         let inner = lock(&self.inner);
         Ok(inner
@@ -152,7 +197,11 @@ impl Journal for MemJournal {
 
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
         self.check()?;
-        Ok(lock(&self.inner).events.get(id).cloned().unwrap_or_default())
+        Ok(lock(&self.inner)
+            .events
+            .get(id)
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -192,7 +241,10 @@ impl MemLedger {
         let l = Self::default();
         {
             let mut inner = lock(&l.inner);
-            inner.head = Some(LedgerHead { sequence: 1, close_time: 1_000 });
+            inner.head = Some(LedgerHead {
+                sequence: 1,
+                close_time: 1_000,
+            });
             for a in accounts {
                 inner.sequences.insert(*a, 1 << 32);
             }
@@ -219,23 +271,44 @@ impl MemLedger {
         lock(&self.inner)
             .applied
             .values()
-            .filter(|(_, s)| s.memo == memo && s.destination == *request.destination() && s.amount == request.amount())
+            .filter(|(_, s)| {
+                s.memo == memo
+                    && s.destination == *request.destination()
+                    && s.amount == request.amount()
+            })
             .count()
     }
 
-    fn apply(inner: &mut LedgerInner, envelope: &Envelope, spec: TxSpec) -> Result<Inclusion, String> {
-        let head = inner.head.unwrap_or(LedgerHead { sequence: 1, close_time: 0 });
+    fn apply(
+        inner: &mut LedgerInner,
+        envelope: &Envelope,
+        spec: TxSpec,
+    ) -> Result<Inclusion, String> {
+        let head = inner.head.unwrap_or(LedgerHead {
+            sequence: 1,
+            close_time: 0,
+        });
         let next_close = head.close_time + 1;
         if next_close > envelope.max_time {
             return Err("tx_too_late".into());
         }
-        let current = inner.sequences.get(&envelope.source).copied().ok_or("tx_no_source_account")?;
+        let current = inner
+            .sequences
+            .get(&envelope.source)
+            .copied()
+            .ok_or("tx_no_source_account")?;
         if envelope.sequence != current + 1 {
             return Err("tx_bad_seq".into());
         }
         inner.sequences.insert(envelope.source, envelope.sequence);
-        let inclusion = Inclusion { ledger: head.sequence + 1, fee_charged: i64::from(envelope.fee_stroops) };
-        inner.head = Some(LedgerHead { sequence: head.sequence + 1, close_time: next_close });
+        let inclusion = Inclusion {
+            ledger: head.sequence + 1,
+            fee_charged: i64::from(envelope.fee_stroops),
+        };
+        inner.head = Some(LedgerHead {
+            sequence: head.sequence + 1,
+            close_time: next_close,
+        });
         inner.applied.insert(envelope.hash, (inclusion, spec));
         Ok(inclusion)
     }
@@ -272,7 +345,9 @@ impl Ledger for MemLedger {
             return SubmitOutcome::Applied(*inclusion);
         }
         let Some(spec) = inner.specs.get(&envelope.hash).cloned() else {
-            return SubmitOutcome::Rejected { code: "tx_malformed".into() };
+            return SubmitOutcome::Rejected {
+                code: "tx_malformed".into(),
+            };
         };
         match scripted {
             Some(Scripted::Panic) => {
@@ -282,7 +357,9 @@ impl Ledger for MemLedger {
             Some(Scripted::Answer(outcome)) => outcome,
             Some(Scripted::ApplyThenLose) => {
                 let _ = Self::apply(&mut inner, envelope, spec);
-                SubmitOutcome::Unknown { detail: "answer lost".into() }
+                SubmitOutcome::Unknown {
+                    detail: "answer lost".into(),
+                }
             }
             None => match Self::apply(&mut inner, envelope, spec) {
                 Ok(inclusion) => SubmitOutcome::Applied(inclusion),
@@ -303,7 +380,8 @@ impl Ledger for MemLedger {
     }
 
     async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
-        lock(&self.inner).head.ok_or_else(|| LedgerError::Unavailable("no ledger".into()))
+        lock(&self.inner)
+            .head
+            .ok_or_else(|| LedgerError::Unavailable("no ledger".into()))
     }
 }
-

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Upper bounds (milliseconds) of the submission latency histogram buckets.
-pub const SUBMIT_LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000, 30_000];
+pub const SUBMIT_LATENCY_BUCKETS_MS: [u64; 12] =
+    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000, 30_000];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -45,12 +46,18 @@ impl Metrics {
     pub fn ledger_outcome(&self, code: &str) {
         // A poisoned lock only means another thread panicked mid-increment; the map is
         // still a valid map, so keep counting.
-        let mut map = self.ledger_outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .ledger_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *map.entry(code.to_owned()).or_insert(0) += 1;
     }
 
     pub fn ledger_outcomes(&self) -> BTreeMap<String, u64> {
-        self.ledger_outcomes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.ledger_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn observe_submit_latency_ms(&self, ms: u64) {

@@ -7,7 +7,9 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AccountId, Asset, Destination, Fingerprint, Memo, PayoutId, PayoutRequest, Amount};
+use crate::domain::{
+    AccountId, Amount, Asset, Destination, Fingerprint, Memo, PayoutId, PayoutRequest,
+};
 
 /// Where a payout stands. `Confirmed`, `Failed` and `Cancelled` are terminal; `Parked`
 /// waits for an operator; the rest are driven by the payout's actor.
@@ -162,7 +164,11 @@ pub enum SubmitOutcome {
     /// In a ledger and successful: paid.
     Applied(Inclusion),
     /// In a ledger and failed: fee and sequence consumed, nothing paid.
-    Failed { inclusion: Inclusion, tx_code: String, op_codes: Vec<String> },
+    Failed {
+        inclusion: Inclusion,
+        tx_code: String,
+        op_codes: Vec<String>,
+    },
     /// Refused before inclusion (`tx_bad_seq`, `tx_insufficient_fee`, `tx_too_late`, …).
     /// Not applied *yet*: the envelope may still become valid.
     Rejected { code: String },
@@ -175,7 +181,11 @@ pub enum SubmitOutcome {
 pub enum Lookup {
     NotFound,
     Applied(Inclusion),
-    Failed { inclusion: Inclusion, tx_code: String, op_codes: Vec<String> },
+    Failed {
+        inclusion: Inclusion,
+        tx_code: String,
+        op_codes: Vec<String>,
+    },
 }
 
 /// The last closed ledger.
@@ -243,17 +253,26 @@ impl PayoutRecord {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A new envelope: persisted before its first submission. Leaves the channel leased.
-    Prepared { channel: AccountId, envelope: Envelope },
+    Prepared {
+        channel: AccountId,
+        envelope: Envelope,
+    },
     /// The envelope went out at least once and the answer did not settle it.
     Submitted { note: String },
     /// Applied on the ledger. Releases the channel.
     Confirmed { inclusion: Inclusion },
     /// Over for good. `inclusion` is set when a failed transaction consumed a fee.
     /// Releases the channel (the caller has proven no envelope can still land).
-    Failed { reason: String, inclusion: Option<Inclusion> },
+    Failed {
+        reason: String,
+        inclusion: Option<Inclusion>,
+    },
     /// The current envelope can never apply (BRIEF §2.4): back to `Accepted` for a new
     /// one. Keeps the channel. `next_fee_stroops` raises the fee for the next one.
-    EnvelopeDead { reason: String, next_fee_stroops: Option<u32> },
+    EnvelopeDead {
+        reason: String,
+        next_fee_stroops: Option<u32>,
+    },
     /// Waits for an operator; keeps the channel (an envelope may still be live).
     Parked { reason: String },
     /// Cancelled before any envelope existed.
@@ -313,20 +332,28 @@ impl Change {
                 record.channel = None;
                 record.reason = Some(reason.clone());
             }
-            Self::EnvelopeDead { reason, next_fee_stroops } => {
+            Self::EnvelopeDead {
+                reason,
+                next_fee_stroops,
+            } => {
                 record.envelope = None;
                 record.reason = Some(reason.clone());
                 if next_fee_stroops.is_some() {
                     record.next_fee_stroops = *next_fee_stroops;
                 }
             }
-            Self::Parked { reason } | Self::Cancelled { reason } => record.reason = Some(reason.clone()),
+            Self::Parked { reason } | Self::Cancelled { reason } => {
+                record.reason = Some(reason.clone())
+            }
         }
     }
 
     /// True when the change gives the channel back to the pool.
     pub fn releases_channel(&self) -> bool {
-        matches!(self, Self::Confirmed { .. } | Self::Failed { .. } | Self::Cancelled { .. })
+        matches!(
+            self,
+            Self::Confirmed { .. } | Self::Failed { .. } | Self::Cancelled { .. }
+        )
     }
 }
 
@@ -370,11 +397,19 @@ pub enum JournalError {
 pub trait Journal: Send + Sync + 'static {
     /// Stores a new payout (state `Accepted`, version 1, an "accepted" event) unless one with
     /// this id exists, in which case that one is returned untouched.
-    async fn accept(&self, request: &PayoutRequest, fingerprint: Fingerprint) -> Result<Accepted, JournalError>;
+    async fn accept(
+        &self,
+        request: &PayoutRequest,
+        fingerprint: Fingerprint,
+    ) -> Result<Accepted, JournalError>;
     async fn load(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, JournalError>;
     /// Applies `change` to `current` if the stored version is still `current.version`
     /// (fencing); returns the new record. `Stale` if someone wrote a newer version.
-    async fn apply(&self, current: &PayoutRecord, change: &Change) -> Result<PayoutRecord, JournalError>;
+    async fn apply(
+        &self,
+        current: &PayoutRecord,
+        change: &Change,
+    ) -> Result<PayoutRecord, JournalError>;
     /// Parks a payout whatever its version (the supervisor's last resort); bumps the version
     /// so that any stale actor is fenced out.
     async fn park(&self, id: &PayoutId, reason: &str) -> Result<(), JournalError>;
@@ -383,6 +418,10 @@ pub trait Journal: Send + Sync + 'static {
     async fn lease_channel(&self, id: &PayoutId) -> Result<Option<AccountId>, JournalError>;
     /// Ids of payouts the service must drive (accepted, prepared, submitted), in id order,
     /// after `after`, at most `limit`.
-    async fn active_ids(&self, after: Option<&PayoutId>, limit: u32) -> Result<Vec<PayoutId>, JournalError>;
+    async fn active_ids(
+        &self,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<PayoutId>, JournalError>;
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError>;
 }

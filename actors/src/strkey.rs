@@ -30,7 +30,11 @@ pub fn crc16_xmodem(data: &[u8]) -> u16 {
     for &byte in data {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -171,6 +175,9 @@ mod tests {
 
     #[test]
     fn lowercase_is_refused() {
-        assert_eq!(decode(&GOLDEN_ACCOUNT.to_lowercase()), Err(StrKeyError::Alphabet));
+        assert_eq!(
+            decode(&GOLDEN_ACCOUNT.to_lowercase()),
+            Err(StrKeyError::Alphabet)
+        );
     }
 }

@@ -29,7 +29,11 @@ pub struct SupervisorConfig {
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        Self { live_actors_max: 100_000, restart_intensity: 3, restart_period_ms: 60_000 }
+        Self {
+            live_actors_max: 100_000,
+            restart_intensity: 3,
+            restart_period_ms: 60_000,
+        }
     }
 }
 
@@ -81,7 +85,11 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(SupervisorState {
             ctx: args.ctx,
             config: args.config,
@@ -92,7 +100,12 @@ impl Actor for Supervisor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Route(id, msg) => state.route(&myself, id, msg).await,
             SupervisorMsg::Passivate(id, actor_id) => {
@@ -116,17 +129,27 @@ impl Actor for Supervisor {
                 state.start_deferred(&myself).await;
             }
             SupervisorMsg::Stats(reply) => {
-                let _ = reply.send(SupervisorStats { live_actors: state.by_actor.len(), deferred_drives: state.deferred.len() });
+                let _ = reply.send(SupervisorStats {
+                    live_actors: state.by_actor.len(),
+                    deferred_drives: state.deferred.len(),
+                });
             }
         }
         Ok(())
     }
 
     /// Overridden: the default would stop the supervisor when any child ends.
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                let Some(id) = state.forget(cell.get_id()) else { return Ok(()) };
+                let Some(id) = state.forget(cell.get_id()) else {
+                    return Ok(());
+                };
                 match state.children.remove(&id) {
                     Some(Child::Stopping(buffer)) if !buffer.is_empty() => {
                         state.spawn_with(&myself, id, buffer, false).await;
@@ -142,7 +165,9 @@ impl Actor for Supervisor {
                 state.start_deferred(&myself).await;
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(id) = state.forget(cell.get_id()) else { return Ok(()) };
+                let Some(id) = state.forget(cell.get_id()) else {
+                    return Ok(());
+                };
                 let buffer = match state.children.remove(&id) {
                     Some(Child::Stopping(buffer)) => buffer,
                     _ => Vec::new(),
@@ -167,7 +192,10 @@ impl Actor for Supervisor {
 impl SupervisorState {
     fn forget(&mut self, actor_id: ActorId) -> Option<PayoutId> {
         let id = self.by_actor.remove(&actor_id)?;
-        self.ctx.metrics.live_actors.store(self.by_actor.len() as i64, Ordering::Relaxed);
+        self.ctx
+            .metrics
+            .live_actors
+            .store(self.by_actor.len() as i64, Ordering::Relaxed);
         Some(id)
     }
 
@@ -196,13 +224,26 @@ impl SupervisorState {
     }
 
     /// Spawns the payout's actor and hands it `messages` (plus a drive after a restart).
-    async fn spawn_with(&mut self, myself: &ActorRef<SupervisorMsg>, id: PayoutId, messages: Vec<PayoutMsg>, drive: bool) {
-        let args = PayoutActorArgs { id: id.clone(), ctx: self.ctx.clone(), supervisor: myself.clone() };
+    async fn spawn_with(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: PayoutId,
+        messages: Vec<PayoutMsg>,
+        drive: bool,
+    ) {
+        let args = PayoutActorArgs {
+            id: id.clone(),
+            ctx: self.ctx.clone(),
+            supervisor: myself.clone(),
+        };
         match Actor::spawn_linked(None, PayoutActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 Metrics::inc(&self.ctx.metrics.actors_spawned);
                 self.by_actor.insert(actor.get_id(), id.clone());
-                self.ctx.metrics.live_actors.store(self.by_actor.len() as i64, Ordering::Relaxed);
+                self.ctx
+                    .metrics
+                    .live_actors
+                    .store(self.by_actor.len() as i64, Ordering::Relaxed);
                 if drive {
                     let _ = actor.send_message(PayoutMsg::Drive(None));
                 }
@@ -235,7 +276,13 @@ impl SupervisorState {
         log.len() <= self.config.restart_intensity
     }
 
-    fn park_in_background(&mut self, myself: &ActorRef<SupervisorMsg>, id: PayoutId, buffer: Vec<PayoutMsg>, reason: String) {
+    fn park_in_background(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: PayoutId,
+        buffer: Vec<PayoutMsg>,
+        reason: String,
+    ) {
         warn!(payout_id = %id, "restart budget spent; parking the payout");
         Metrics::inc(&self.ctx.metrics.parked);
         self.children.insert(id.clone(), Child::Parking(buffer));
@@ -244,7 +291,9 @@ impl SupervisorState {
         let myself = myself.clone();
         let intensity = self.config.restart_intensity;
         tokio::spawn(async move {
-            let reason = format!("actor failed more than {intensity} times within the restart period; last error: {reason}");
+            let reason = format!(
+                "actor failed more than {intensity} times within the restart period; last error: {reason}"
+            );
             // Keep trying: parking is how the failure becomes visible, it must not be lost.
             while let Err(e) = journal.park(&id, &reason).await {
                 warn!(payout_id = %id, error = %e, "cannot write the park; retrying");
@@ -256,13 +305,20 @@ impl SupervisorState {
 
     async fn start_deferred(&mut self, myself: &ActorRef<SupervisorMsg>) {
         while self.by_actor.len() < self.config.live_actors_max {
-            let Some(id) = self.deferred.pop_front() else { break };
+            let Some(id) = self.deferred.pop_front() else {
+                break;
+            };
             match self.children.get_mut(&id) {
                 Some(Child::Live(actor)) => {
                     let _ = actor.send_message(PayoutMsg::Drive(None));
                 }
-                Some(Child::Stopping(buffer) | Child::Parking(buffer)) => buffer.push(PayoutMsg::Drive(None)),
-                None => self.spawn_with(myself, id, vec![PayoutMsg::Drive(None)], false).await,
+                Some(Child::Stopping(buffer) | Child::Parking(buffer)) => {
+                    buffer.push(PayoutMsg::Drive(None))
+                }
+                None => {
+                    self.spawn_with(myself, id, vec![PayoutMsg::Drive(None)], false)
+                        .await
+                }
             }
         }
     }

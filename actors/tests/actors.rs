@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest};
+use payoutd_actors::domain::{
+    AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
+};
 use payoutd_actors::memory::{MemJournal, MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::{Journal, PayoutRecord, PayoutState, SubmitOutcome};
@@ -34,11 +36,26 @@ fn policy() -> PayoutPolicy {
     p
 }
 
-async fn world_with(journal: Arc<MemJournal>, ledger: Arc<MemLedger>, policy: PayoutPolicy, config: SupervisorConfig) -> World {
+async fn world_with(
+    journal: Arc<MemJournal>,
+    ledger: Arc<MemLedger>,
+    policy: PayoutPolicy,
+    config: SupervisorConfig,
+) -> World {
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context { journal: journal.clone(), ledger: ledger.clone(), policy, metrics: metrics.clone() });
+    let ctx = Arc::new(Context {
+        journal: journal.clone(),
+        ledger: ledger.clone(),
+        policy,
+        metrics: metrics.clone(),
+    });
     let (payouts, _) = Payouts::start(ctx, config, 5_000).await.unwrap();
-    World { journal, ledger, payouts, metrics }
+    World {
+        journal,
+        ledger,
+        payouts,
+        metrics,
+    }
 }
 
 async fn world() -> World {
@@ -73,7 +90,10 @@ async fn wait_state(journal: &MemJournal, id: &str, state: PayoutState) -> Payou
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("payout {id} never reached {state}: {:?}", journal.load(&id).await.unwrap().map(|r| r.state));
+    panic!(
+        "payout {id} never reached {state}: {:?}",
+        journal.load(&id).await.unwrap().map(|r| r.state)
+    );
 }
 
 async fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
@@ -108,16 +128,28 @@ async fn fifty_identical_requests_make_one_payout() {
         async move { payouts.submit(req).await }
     });
     let answers = futures_join_all(calls).await;
-    let created = answers.iter().filter(|a| matches!(a, Ok(SubmitAnswer::Created(_)))).count();
-    let dups = answers.iter().filter(|a| matches!(a, Ok(SubmitAnswer::Duplicate(_)))).count();
+    let created = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(SubmitAnswer::Created(_))))
+        .count();
+    let dups = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(SubmitAnswer::Duplicate(_))))
+        .count();
     assert_eq!((created, dups), (1, 49));
     wait_state(&w.journal, "p-50", PayoutState::Confirmed).await;
-    let events = w.journal.events(&PayoutId::parse("p-50").unwrap()).await.unwrap();
+    let events = w
+        .journal
+        .events(&PayoutId::parse("p-50").unwrap())
+        .await
+        .unwrap();
     assert_eq!(events.iter().filter(|e| e.kind == "accepted").count(), 1);
     assert_eq!(w.ledger.payments_for(&req), 1);
 }
 
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
 where
     F::Output: Send + 'static,
 {
@@ -148,7 +180,12 @@ async fn duplicates_of_a_live_payout_cost_no_write() {
 async fn different_content_is_a_conflict_and_changes_nothing() {
     let w = world().await;
     w.payouts.submit(request("p-c", "1")).await.unwrap();
-    let before = w.journal.load(&PayoutId::parse("p-c").unwrap()).await.unwrap().unwrap();
+    let before = w
+        .journal
+        .load(&PayoutId::parse("p-c").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let err = w.payouts.submit(request("p-c", "2")).await.unwrap_err();
     assert!(matches!(err, PayoutError::Conflict { .. }), "{err:?}");
     let after = wait_state(&w.journal, "p-c", PayoutState::Confirmed).await;
@@ -163,7 +200,10 @@ async fn panic_mid_step_restarts_from_the_journal_and_pays_once() {
     let req = request("p-panic", "7");
     w.payouts.submit(req.clone()).await.unwrap();
     let rec = wait_state(&w.journal, "p-panic", PayoutState::Confirmed).await;
-    assert_eq!(rec.attempt, 1, "the journaled envelope was reused, not rebuilt");
+    assert_eq!(
+        rec.attempt, 1,
+        "the journaled envelope was reused, not rebuilt"
+    );
     assert_eq!(w.metrics.actor_restarts.load(Ordering::Relaxed), 1);
     assert_eq!(w.ledger.payments_for(&req), 1);
 }
@@ -176,9 +216,21 @@ async fn restart_budget_exhausted_parks_the_payout() {
     }
     w.payouts.submit(request("p-park", "1")).await.unwrap();
     let rec = wait_state(&w.journal, "p-park", PayoutState::Parked).await;
-    assert!(rec.reason.as_deref().unwrap_or("").contains("restart period"), "{:?}", rec.reason);
+    assert!(
+        rec.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("restart period"),
+        "{:?}",
+        rec.reason
+    );
     // Visible, not lost: a read answers with the parked state.
-    let seen = w.payouts.get(&PayoutId::parse("p-park").unwrap()).await.unwrap().unwrap();
+    let seen = w
+        .payouts
+        .get(&PayoutId::parse("p-park").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(seen.state, PayoutState::Parked);
 }
 
@@ -197,15 +249,26 @@ async fn lost_answer_is_found_by_hash_and_not_paid_again() {
 async fn new_envelope_only_after_expiry_by_ledger_time() {
     let w = world().await;
     for _ in 0..3 {
-        w.ledger.script(Scripted::Answer(SubmitOutcome::Unknown { detail: "timeout".into() }));
+        w.ledger.script(Scripted::Answer(SubmitOutcome::Unknown {
+            detail: "timeout".into(),
+        }));
     }
     let req = request("p-exp", "2");
     w.payouts.submit(req.clone()).await.unwrap();
     let rec = wait_state(&w.journal, "p-exp", PayoutState::Submitted).await;
     let first = rec.envelope.clone().unwrap();
     // Not dead yet: still the same envelope.
-    wait_until(|| w.ledger.submissions.load(Ordering::SeqCst) >= 3, "three unknown answers").await;
-    let rec = w.journal.load(&PayoutId::parse("p-exp").unwrap()).await.unwrap().unwrap();
+    wait_until(
+        || w.ledger.submissions.load(Ordering::SeqCst) >= 3,
+        "three unknown answers",
+    )
+    .await;
+    let rec = w
+        .journal
+        .load(&PayoutId::parse("p-exp").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.envelope.as_ref().map(|e| e.hash), Some(first.hash));
     assert_eq!(rec.attempt, 1);
     // A ledger closes past max_time: now a new envelope may be built, and it pays.
@@ -220,7 +283,10 @@ async fn new_envelope_only_after_expiry_by_ledger_time() {
 async fn included_failure_is_terminal_with_reason() {
     let w = world().await;
     w.ledger.script(Scripted::Answer(SubmitOutcome::Failed {
-        inclusion: payoutd_actors::ports::Inclusion { ledger: 9, fee_charged: 100 },
+        inclusion: payoutd_actors::ports::Inclusion {
+            ledger: 9,
+            fee_charged: 100,
+        },
         tx_code: "tx_failed".into(),
         op_codes: vec!["op_no_destination".into()],
     }));
@@ -244,11 +310,23 @@ async fn passivated_actor_respawns_from_the_journal() {
     .await;
     w.payouts.submit(request("p-idle", "1")).await.unwrap();
     wait_state(&w.journal, "p-idle", PayoutState::Confirmed).await;
-    wait_until(|| w.metrics.live_actors.load(Ordering::Relaxed) == 0, "passivation").await;
+    wait_until(
+        || w.metrics.live_actors.load(Ordering::Relaxed) == 0,
+        "passivation",
+    )
+    .await;
     let spawned = w.metrics.actors_spawned.load(Ordering::Relaxed);
-    let rec = w.payouts.get(&PayoutId::parse("p-idle").unwrap()).await.unwrap().unwrap();
+    let rec = w
+        .payouts
+        .get(&PayoutId::parse("p-idle").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.state, PayoutState::Confirmed);
-    assert_eq!(w.metrics.actors_spawned.load(Ordering::Relaxed), spawned + 1);
+    assert_eq!(
+        w.metrics.actors_spawned.load(Ordering::Relaxed),
+        spawned + 1
+    );
 }
 
 #[tokio::test]
@@ -257,12 +335,24 @@ async fn recovery_drives_unfinished_payouts_after_a_restart() {
     let journal = Arc::new(MemJournal::with_channels(&channels));
     let ledger = Arc::new(MemLedger::new(&channels));
     // First "process": it dies right after the accept was journaled (written directly here).
-    let first = world_with(journal.clone(), ledger.clone(), policy(), SupervisorConfig::default()).await;
+    let first = world_with(
+        journal.clone(),
+        ledger.clone(),
+        policy(),
+        SupervisorConfig::default(),
+    )
+    .await;
     let req = request("p-rec", "4");
     journal.accept(&req, req.fingerprint()).await.unwrap();
     first.payouts.shutdown(1_000).await;
     // Second "process": recovery re-drives it.
-    let second = world_with(journal.clone(), ledger.clone(), policy(), SupervisorConfig::default()).await;
+    let second = world_with(
+        journal.clone(),
+        ledger.clone(),
+        policy(),
+        SupervisorConfig::default(),
+    )
+    .await;
     assert_eq!(second.payouts.recover().await.unwrap(), 1);
     wait_state(&journal, "p-rec", PayoutState::Confirmed).await;
     assert_eq!(ledger.payments_for(&req), 1);
@@ -273,8 +363,17 @@ async fn live_actor_bound_refuses_new_work_and_defers_drives() {
     let channels = [channel(1)];
     let mut p = policy();
     p.channel_wait_ms = 10_000; // the second payout waits for the channel: stays live
-    let config = SupervisorConfig { live_actors_max: 1, ..SupervisorConfig::default() };
-    let w = world_with(Arc::new(MemJournal::with_channels(&[])), Arc::new(MemLedger::new(&channels)), p, config).await;
+    let config = SupervisorConfig {
+        live_actors_max: 1,
+        ..SupervisorConfig::default()
+    };
+    let w = world_with(
+        Arc::new(MemJournal::with_channels(&[])),
+        Arc::new(MemLedger::new(&channels)),
+        p,
+        config,
+    )
+    .await;
     // No channel at all: the first payout stays live, waiting.
     w.payouts.submit(request("p-a", "1")).await.unwrap();
     let err = w.payouts.submit(request("p-b", "1")).await.unwrap_err();
