@@ -191,6 +191,12 @@ impl Journal for PgJournal {
              ), ev AS (
                 INSERT INTO payout_events (payout_id, version, kind, state, detail)
                 SELECT payout_id, 1, 'accepted', 'accepted', $4 FROM ins
+             ), ob AS (
+                INSERT INTO outbox (event_id, payout_id, kind, payload)
+                SELECT payout_id || ':1', payout_id, 'accepted', jsonb_build_object(
+                    'event_id', payout_id || ':1', 'payout_id', payout_id, 'kind', 'accepted',
+                    'state', 'accepted', 'version', 1, 'detail', $4::jsonb, 'at', now())
+                FROM ins
              )
              SELECT count(*) AS n FROM ins",
         )
@@ -247,6 +253,12 @@ impl Journal for PgJournal {
              ), ev AS (
                 INSERT INTO payout_events (payout_id, version, kind, state, detail)
                 SELECT payout_id, $4, $19, $3, $20 FROM u
+             ), ob AS (
+                INSERT INTO outbox (event_id, payout_id, kind, payload)
+                SELECT payout_id || ':' || $4::bigint, payout_id, $19, jsonb_build_object(
+                    'event_id', payout_id || ':' || $4::bigint, 'payout_id', payout_id, 'kind', $19::text,
+                    'state', $3::text, 'version', $4::bigint, 'detail', $20::jsonb, 'at', now())
+                FROM u WHERE $19 <> 'noted'
              ), env AS (
                 INSERT INTO envelopes (tx_hash, payout_id, attempt, source, sequence, max_time, envelope_xdr)
                 SELECT $9, payout_id, $5, $10, $11, $13, $8 FROM u WHERE $21
@@ -303,9 +315,15 @@ impl Journal for PgJournal {
                 UPDATE payouts SET state = 'parked', version = version + 1, reason = $2, updated_at = now()
                 WHERE payout_id = $1 AND state NOT IN ('confirmed', 'failed', 'cancelled')
                 RETURNING payout_id, version
+             ), ev AS (
+                INSERT INTO payout_events (payout_id, version, kind, state, detail)
+                SELECT payout_id, version, 'parked', 'parked', jsonb_build_object('reason', $2::text) FROM u
              )
-             INSERT INTO payout_events (payout_id, version, kind, state, detail)
-             SELECT payout_id, version, 'parked', 'parked', jsonb_build_object('reason', $2::text) FROM u",
+             INSERT INTO outbox (event_id, payout_id, kind, payload)
+             SELECT payout_id || ':' || version, payout_id, 'parked', jsonb_build_object(
+                 'event_id', payout_id || ':' || version, 'payout_id', payout_id, 'kind', 'parked',
+                 'state', 'parked', 'version', version, 'detail', jsonb_build_object('reason', $2::text), 'at', now())
+             FROM u",
         )
         .bind(id.as_str())
         .bind(reason)

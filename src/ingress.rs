@@ -1,0 +1,133 @@
+//! What every message-driven ingress (NATS, the Postgres inbox, CSV files) shares: parse a
+//! raw payout request, hand it to the payout core, and dead-letter what cannot be accepted
+//! — with its reason, its payload redacted of anything that looks like a secret seed.
+
+use payoutd_actors::domain::{PayoutRequest, RawPayoutRequest, ValidationError};
+use payoutd_actors::ports::PayoutState;
+use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
+use sqlx::{Executor, Postgres};
+
+/// Largest message accepted from a broker or the inbox, in bytes.
+pub const MESSAGE_BYTES_MAX: usize = 16 * 1024;
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// A new payout is durable.
+    Created(PayoutState),
+    /// Already known, same content: nothing written.
+    Duplicate(PayoutState),
+    /// Refused for good: dead-letter it with this code and reason.
+    Rejected { code: String, reason: String },
+    /// Not durable and not refused (database down, overloaded): do not acknowledge; the
+    /// message comes back.
+    Retry(String),
+}
+
+impl IngestOutcome {
+    /// True when the message may be acknowledged/removed (durable, or dead-lettered).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::Retry(_))
+    }
+}
+
+/// Parses a raw message: size, UTF-8, JSON shape (no unknown fields), every field.
+pub fn parse_message(bytes: &[u8]) -> Result<PayoutRequest, (String, String)> {
+    if bytes.len() > MESSAGE_BYTES_MAX {
+        return Err(("message_too_large".into(), format!("message is larger than {MESSAGE_BYTES_MAX} bytes")));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| ("invalid_utf8".to_owned(), "message is not valid UTF-8".to_owned()))?;
+    let raw: RawPayoutRequest = serde_json::from_str(text)
+        .map_err(|e| ("invalid_body".to_owned(), format!("not a valid payout request: {}", redact_secrets(&e.to_string()))))?;
+    raw.parse().map_err(|e: ValidationError| (e.code.to_owned(), format!("{}: {}", e.field, e.message)))
+}
+
+/// Hands one raw message to the core.
+pub async fn ingest(payouts: &Payouts, bytes: &[u8]) -> IngestOutcome {
+    let request = match parse_message(bytes) {
+        Ok(r) => r,
+        Err((code, reason)) => return IngestOutcome::Rejected { code, reason },
+    };
+    match payouts.submit(request).await {
+        Ok(SubmitAnswer::Created(r)) => IngestOutcome::Created(r.state),
+        Ok(SubmitAnswer::Duplicate(r)) => IngestOutcome::Duplicate(r.state),
+        Err(e @ PayoutError::Conflict { .. }) => IngestOutcome::Rejected { code: "payout_conflict".into(), reason: e.to_string() },
+        Err(e @ (PayoutError::Overloaded | PayoutError::Unavailable(_))) => IngestOutcome::Retry(e.to_string()),
+        Err(e @ (PayoutError::NotFound(_) | PayoutError::NotCancellable { .. })) => {
+            IngestOutcome::Rejected { code: "unexpected".into(), reason: e.to_string() }
+        }
+    }
+}
+
+/// Records a dead letter (in the caller's transaction if `executor` is one).
+pub async fn dead_letter<'e>(
+    executor: impl Executor<'e, Database = Postgres>,
+    source: &str,
+    source_ref: Option<&str>,
+    payload: &[u8],
+    code: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let text = redact_secrets(&String::from_utf8_lossy(&payload[..payload.len().min(MESSAGE_BYTES_MAX)]));
+    sqlx::query("INSERT INTO dead_letters (source, source_ref, payload, code, reason) VALUES ($1, $2, $3, $4, $5)")
+        .bind(source)
+        .bind(source_ref)
+        .bind(text)
+        .bind(code)
+        .bind(reason)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Replaces every run of 56 base32 characters starting with `S` (a Stellar secret seed's
+/// shape) with a marker, so a secret sent by mistake is never stored or echoed.
+pub fn redact_secrets(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let is_b32 = |b: u8| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b);
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'S' && (i == 0 || !is_b32(bytes[i - 1])) {
+            let run = bytes[i..].iter().take_while(|b| is_b32(**b)).count();
+            if run == 56 {
+                out.push_str("[redacted secret seed]");
+                i += run;
+                continue;
+            }
+        }
+        // Copy one UTF-8 character.
+        let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&text[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
+
+    #[test]
+    fn seeds_are_redacted() {
+        let text = format!(r#"{{"destination":"{SEED}","memo":"é"}}"#);
+        let red = redact_secrets(&text);
+        assert!(!red.contains(SEED));
+        assert!(red.contains("[redacted secret seed]"));
+        assert!(red.contains('é'));
+        // Account ids stay.
+        let g = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
+        assert_eq!(redact_secrets(g), g);
+    }
+
+    #[test]
+    fn parse_message_codes() {
+        assert_eq!(parse_message(b"\xff\xfe").unwrap_err().0, "invalid_utf8");
+        assert_eq!(parse_message(b"{").unwrap_err().0, "invalid_body");
+        assert_eq!(parse_message(&vec![b' '; MESSAGE_BYTES_MAX + 1]).unwrap_err().0, "message_too_large");
+        let bad_amount = br#"{"payout_id":"a","destination":"GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2","asset":"native","amount":"1e5"}"#;
+        assert_eq!(parse_message(bad_amount).unwrap_err().0, "amount_format");
+    }
+}
