@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
 use crate::metrics::Metrics;
@@ -223,32 +223,38 @@ impl Actor for PayoutActor {
         if !matches!(msg, PayoutMsg::IdleCheck | PayoutMsg::Drive(Some(_))) {
             state.last_activity = Instant::now();
         }
-        match msg {
-            PayoutMsg::Submit { request, reply } => {
-                let answer = state.submit(&request).await;
-                let created = matches!(answer, Ok(SubmitAnswer::Created(_)));
-                let _ = reply.send(answer);
-                if created {
+        // Every log line about this payout carries its id.
+        let span = tracing::info_span!("payout", payout_id = %state.id);
+        async {
+            match msg {
+                PayoutMsg::Submit { request, reply } => {
+                    let answer = state.submit(&request).await;
+                    let created = matches!(answer, Ok(SubmitAnswer::Created(_)));
+                    let _ = reply.send(answer);
+                    if created {
+                        state.run_step(&myself).await;
+                    }
+                }
+                PayoutMsg::Get { reply } => {
+                    let answer = state.ensure_loaded().await.map(|r| r.cloned());
+                    let _ = reply.send(answer);
+                }
+                PayoutMsg::Cancel { reason, reply } => {
+                    let answer = state.cancel(reason).await;
+                    let _ = reply.send(answer);
+                }
+                PayoutMsg::Drive(Some(generation)) if generation != state.timer_generation => {}
+                PayoutMsg::Drive(generation) => {
+                    if generation.is_some() {
+                        state.timer_pending = false;
+                    }
                     state.run_step(&myself).await;
                 }
+                PayoutMsg::IdleCheck => state.idle_check(&myself),
             }
-            PayoutMsg::Get { reply } => {
-                let answer = state.ensure_loaded().await.map(|r| r.cloned());
-                let _ = reply.send(answer);
-            }
-            PayoutMsg::Cancel { reason, reply } => {
-                let answer = state.cancel(reason).await;
-                let _ = reply.send(answer);
-            }
-            PayoutMsg::Drive(Some(generation)) if generation != state.timer_generation => {}
-            PayoutMsg::Drive(generation) => {
-                if generation.is_some() {
-                    state.timer_pending = false;
-                }
-                state.run_step(&myself).await;
-            }
-            PayoutMsg::IdleCheck => state.idle_check(&myself),
         }
+        .instrument(span)
+        .await;
         Ok(())
     }
 }

@@ -44,17 +44,37 @@ fn default_cluster_dir() -> PathBuf {
 
 /// A fresh, migrated database for one test.
 pub async fn fresh_db() -> PgPool {
+    fresh_db_with_url().await.0
+}
+
+/// A fresh, migrated database and its URL (for child processes).
+pub async fn fresh_db_with_url() -> (PgPool, String) {
     let base = cluster_base().await;
-    let admin = PgPoolOptions::new().max_connections(1).connect(&format!("{base}/postgres")).await.expect("connect to the test cluster");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{base}/postgres"))
+        .await
+        .expect("connect to the test cluster");
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let name = format!("t_{}_{n}_{nanos}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
     admin.close().await;
-    let pool = PgPoolOptions::new().max_connections(8).connect(&format!("{base}/{name}")).await.unwrap();
+    let url = format!("{base}/{name}");
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .unwrap();
     migrate(&pool).await.unwrap();
-    pool
+    (pool, url)
 }
 
 pub async fn pg_journal(channels: &[AccountId]) -> Arc<PgJournal> {
@@ -88,7 +108,11 @@ pub async fn wait_state(journal: &dyn Journal, id: &str, state: PayoutState) -> 
         {
             return r.clone();
         }
-        assert!(tokio::time::Instant::now() < deadline, "payout {id} never reached {state}; now {:?}", r.map(|r| (r.state, r.reason)));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "payout {id} never reached {state}; now {:?}",
+            r.map(|r| (r.state, r.reason))
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

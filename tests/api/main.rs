@@ -1,5 +1,7 @@
 //! Integration tests: one binary, real PostgreSQL (fresh database per test).
 
 mod helpers;
+mod http;
 mod journal;
+mod secrets;
 mod stellar;

@@ -1,0 +1,406 @@
+//! The HTTP API end to end: the whole application on port 0 (fresh database, the built-in
+//! simulator closing ledgers on a short cadence), driven with a real HTTP client.
+
+use std::time::Duration;
+
+use payoutd::app::{Application, DEMO_DESTINATION};
+use payoutd::config::Settings;
+use serde_json::{Value, json};
+
+use crate::helpers::fresh_db;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: sqlx::PgPool,
+    pub token: Option<String>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _state_dir: TempDir,
+}
+
+/// A temp folder removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("payoutd-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
+    let state_dir = TempDir::new("http");
+    let state_file = state_dir.0.join("sim.json").display().to_string();
+    let mut env: Vec<(String, String)> = [
+        ("PAYOUTD__SERVER__LISTEN", "127.0.0.1:0"),
+        ("PAYOUTD__LEDGER__SIMULATOR__LISTEN", "127.0.0.1:0"),
+        ("PAYOUTD__LEDGER__SIMULATOR__CLOSE_INTERVAL_MS", "50"),
+        (
+            "PAYOUTD__LEDGER__SIMULATOR__STATE_FILE",
+            state_file.as_str(),
+        ),
+        ("PAYOUTD__PAYOUTS__POLL_INTERVAL_MS", "20"),
+        ("PAYOUTD__PAYOUTS__CHANNEL_WAIT_MS", "20"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let token = extra_env
+        .iter()
+        .find(|(k, _)| *k == payoutd::config::ENV_API_TOKENS)
+        .map(|(_, v)| v.split(',').next().unwrap().to_string());
+    let settings = Settings::load(None, env).unwrap();
+    let pool = fresh_db().await;
+    let app = Application::build_with_pool(settings, pool.clone(), None)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        pool,
+        token,
+        _stop: stop,
+        _state_dir: state_dir,
+    }
+}
+
+impl TestApp {
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.post(format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.get(format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        let resp = self.post("/v1/payouts").json(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        for _ in 0..1_000 {
+            let v: Value = self
+                .get(&format!("/v1/payouts/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["state"] == state {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("payout {id} never reached {state}");
+    }
+
+    pub async fn payout_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM payouts")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+pub fn payout(id: &str, amount: &str) -> Value {
+    json!({ "payout_id": id, "destination": DEMO_DESTINATION, "asset": "native", "amount": amount })
+}
+
+#[tokio::test]
+async fn submit_confirm_duplicate_conflict_read_and_list() {
+    let app = spawn_app(&[]).await;
+    let (status, body) = app.submit(&payout("http-1", "12.5")).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "accepted");
+    let done = app.wait_state("http-1", "confirmed").await;
+    assert_eq!(done["amount_stroops"], 125_000_000);
+    assert!(done["tx_hash"].as_str().unwrap().len() == 64);
+    assert!(done["ledger"].as_u64().unwrap() > 0);
+    assert_eq!(done["fee_charged_stroops"], 100);
+    let kinds: Vec<&str> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["accepted", "prepared", "confirmed"]);
+
+    // Duplicate: 200 with the current state. Same content written differently is the same.
+    let (status, body) = app.submit(&json!({ "payout_id": "http-1", "destination": DEMO_DESTINATION, "asset": "XLM", "amount": "12.50" })).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("confirmed")));
+    // Conflict: 409, stored payout untouched.
+    let (status, body) = app.submit(&payout("http-1", "13")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("payout_conflict"))
+    );
+    assert_eq!(
+        app.wait_state("http-1", "confirmed").await["amount"],
+        "12.5"
+    );
+
+    // Unknown payout.
+    let resp = app.get("/v1/payouts/nope").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+
+    // List with a filter and a cursor.
+    for i in 2..=4 {
+        app.submit(&payout(&format!("http-{i}"), "1")).await;
+    }
+    for i in 2..=4 {
+        app.wait_state(&format!("http-{i}"), "confirmed").await;
+    }
+    let page: Value = app
+        .get("/v1/payouts?state=confirmed&limit=2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["payouts"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let page2: Value = app
+        .get(&format!(
+            "/v1/payouts?state=confirmed&limit=2&after={cursor}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["payouts"].as_array().unwrap().len(), 2);
+    assert!(page2["next_cursor"].is_string() || page2["next_cursor"].is_null());
+    let bad = app.get("/v1/payouts?state=bogus").send().await.unwrap();
+    assert_eq!(bad.status(), 422);
+
+    // Cancel after an envelope exists: 409 with the reason.
+    let resp = app.post("/v1/payouts/http-1/cancel").send().await.unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payout_not_cancellable");
+}
+
+#[tokio::test]
+async fn cancel_before_an_envelope_exists() {
+    // No channel accounts: payouts wait in `accepted`, so they can still be cancelled.
+    let app = spawn_app(&[("PAYOUTD__LEDGER__SIMULATOR__CHANNELS", "0")]).await;
+    app.submit(&payout("http-cancel", "1")).await;
+    let resp = app
+        .post("/v1/payouts/http-cancel/cancel")
+        .json(&json!({ "reason": "customer asked" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["state"], "cancelled");
+    assert_eq!(body["reason"], "customer asked");
+    // A duplicate afterwards answers with the cancelled state; nothing is paid.
+    let (status, body) = app.submit(&payout("http-cancel", "1")).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("cancelled")));
+}
+
+#[tokio::test]
+async fn bearer_tokens_guard_the_api_but_not_health() {
+    let app = spawn_app(&[(
+        payoutd::config::ENV_API_TOKENS,
+        "tok-first-0123456789,tok-second-0123456789",
+    )])
+    .await;
+    let url = format!("{}/v1/payouts", app.base);
+    let no_token = app
+        .client
+        .post(&url)
+        .json(&payout("auth-1", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    let body: Value = no_token.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    let wrong = app
+        .client
+        .post(&url)
+        .bearer_auth("tok-first-0123456788")
+        .json(&payout("auth-1", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let wrong_body = wrong.text().await.unwrap();
+    assert!(
+        !wrong_body.contains("tok-first"),
+        "a token must never be echoed"
+    );
+    let second = app
+        .client
+        .post(&url)
+        .bearer_auth("tok-second-0123456789")
+        .json(&payout("auth-1", "1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 202);
+    assert_eq!(
+        app.payout_rows().await,
+        1,
+        "refused requests stored nothing"
+    );
+    for open in ["/healthz", "/metrics", "/openapi.json", "/readyz"] {
+        let resp = app
+            .client
+            .get(format!("{}{open}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn transport_level_bad_input() {
+    let app = spawn_app(&[]).await;
+    let url = format!("{}/v1/payouts", app.base);
+    let good = serde_json::to_vec(&payout("t-1", "1")).unwrap();
+    // Wrong content type.
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // Missing content type.
+    let r = app
+        .client
+        .post(&url)
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // Broken UTF-8.
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(b"{\"payout_id\":\"\xff\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Oversized body.
+    let huge = format!(
+        r#"{{"payout_id":"t-2","destination":"{}","asset":"native","amount":"1","memo":{{"type":"text","value":"{}"}}}}"#,
+        DEMO_DESTINATION,
+        "a".repeat(40_000)
+    );
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Not JSON at all, and JSON of the wrong shape.
+    for body in ["not json", "[]", "null", "{}", r#"{"payout_id":"t-3"}"#] {
+        let r = app
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_body");
+    }
+    // Unknown route: JSON 404.
+    let r = app
+        .client
+        .get(format!("{}/v2/nothing", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"]["code"].is_string());
+    assert_eq!(app.payout_rows().await, 0);
+}
+
+#[tokio::test]
+async fn metrics_and_readiness() {
+    let app = spawn_app(&[]).await;
+    app.submit(&payout("m-1", "1")).await;
+    app.submit(&payout("m-1", "1")).await;
+    app.wait_state("m-1", "confirmed").await;
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "payoutd_payouts_accepted_total 1",
+        "payoutd_duplicates_total 1",
+        "payoutd_conflicts_total",
+        "payoutd_payouts_confirmed_total 1",
+        "payoutd_payouts_failed_total",
+        "payoutd_in_flight",
+        "payoutd_live_actors",
+        "payoutd_actor_restarts_total",
+        "payoutd_ledger_outcomes_total{code=\"applied\"}",
+        "payoutd_submit_latency_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+}
