@@ -34,12 +34,28 @@ impl IngestOutcome {
 /// Parses a raw message: size, UTF-8, JSON shape (no unknown fields), every field.
 pub fn parse_message(bytes: &[u8]) -> Result<PayoutRequest, (String, String)> {
     if bytes.len() > MESSAGE_BYTES_MAX {
-        return Err(("message_too_large".into(), format!("message is larger than {MESSAGE_BYTES_MAX} bytes")));
+        return Err((
+            "message_too_large".into(),
+            format!("message is larger than {MESSAGE_BYTES_MAX} bytes"),
+        ));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| ("invalid_utf8".to_owned(), "message is not valid UTF-8".to_owned()))?;
-    let raw: RawPayoutRequest = serde_json::from_str(text)
-        .map_err(|e| ("invalid_body".to_owned(), format!("not a valid payout request: {}", redact_secrets(&e.to_string()))))?;
-    raw.parse().map_err(|e: ValidationError| (e.code.to_owned(), format!("{}: {}", e.field, e.message)))
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        (
+            "invalid_utf8".to_owned(),
+            "message is not valid UTF-8".to_owned(),
+        )
+    })?;
+    let raw: RawPayoutRequest = serde_json::from_str(text).map_err(|e| {
+        (
+            "invalid_body".to_owned(),
+            format!(
+                "not a valid payout request: {}",
+                redact_secrets(&e.to_string())
+            ),
+        )
+    })?;
+    raw.parse()
+        .map_err(|e: ValidationError| (e.code.to_owned(), format!("{}: {}", e.field, e.message)))
 }
 
 /// Hands one raw message to the core.
@@ -51,10 +67,18 @@ pub async fn ingest(payouts: &Payouts, bytes: &[u8]) -> IngestOutcome {
     match payouts.submit(request).await {
         Ok(SubmitAnswer::Created(r)) => IngestOutcome::Created(r.state),
         Ok(SubmitAnswer::Duplicate(r)) => IngestOutcome::Duplicate(r.state),
-        Err(e @ PayoutError::Conflict { .. }) => IngestOutcome::Rejected { code: "payout_conflict".into(), reason: e.to_string() },
-        Err(e @ (PayoutError::Overloaded | PayoutError::Unavailable(_))) => IngestOutcome::Retry(e.to_string()),
+        Err(e @ PayoutError::Conflict { .. }) => IngestOutcome::Rejected {
+            code: "payout_conflict".into(),
+            reason: e.to_string(),
+        },
+        Err(e @ (PayoutError::Overloaded | PayoutError::Unavailable(_))) => {
+            IngestOutcome::Retry(e.to_string())
+        }
         Err(e @ (PayoutError::NotFound(_) | PayoutError::NotCancellable { .. })) => {
-            IngestOutcome::Rejected { code: "unexpected".into(), reason: e.to_string() }
+            IngestOutcome::Rejected {
+                code: "unexpected".into(),
+                reason: e.to_string(),
+            }
         }
     }
 }
@@ -68,7 +92,9 @@ pub async fn dead_letter<'e>(
     code: &str,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let text = redact_secrets(&String::from_utf8_lossy(&payload[..payload.len().min(MESSAGE_BYTES_MAX)]));
+    let text = redact_secrets(&String::from_utf8_lossy(
+        &payload[..payload.len().min(MESSAGE_BYTES_MAX)],
+    ));
     sqlx::query("INSERT INTO dead_letters (source, source_ref, payload, code, reason) VALUES ($1, $2, $3, $4, $5)")
         .bind(source)
         .bind(source_ref)
@@ -126,7 +152,12 @@ mod tests {
     fn parse_message_codes() {
         assert_eq!(parse_message(b"\xff\xfe").unwrap_err().0, "invalid_utf8");
         assert_eq!(parse_message(b"{").unwrap_err().0, "invalid_body");
-        assert_eq!(parse_message(&vec![b' '; MESSAGE_BYTES_MAX + 1]).unwrap_err().0, "message_too_large");
+        assert_eq!(
+            parse_message(&vec![b' '; MESSAGE_BYTES_MAX + 1])
+                .unwrap_err()
+                .0,
+            "message_too_large"
+        );
         let bad_amount = br#"{"payout_id":"a","destination":"GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2","asset":"native","amount":"1e5"}"#;
         assert_eq!(parse_message(bad_amount).unwrap_err().0, "amount_format");
     }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest};
+use payoutd_actors::domain::{
+    AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
+};
 use payoutd_actors::memory::{MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::{Change, Journal, JournalError, PayoutState};
@@ -28,13 +30,30 @@ fn policy() -> PayoutPolicy {
 }
 
 fn request(id: &str, amount: &str) -> PayoutRequest {
-    PayoutRequest::new(PayoutId::parse(id).unwrap(), Destination::parse(DEST).unwrap(), Asset::Native, Amount::parse(amount).unwrap(), Memo::None)
+    PayoutRequest::new(
+        PayoutId::parse(id).unwrap(),
+        Destination::parse(DEST).unwrap(),
+        Asset::Native,
+        Amount::parse(amount).unwrap(),
+        Memo::None,
+    )
 }
 
-async fn start(journal: Arc<dyn Journal>, ledger: Arc<MemLedger>, policy: PayoutPolicy) -> (Payouts, Arc<Metrics>) {
+async fn start(
+    journal: Arc<dyn Journal>,
+    ledger: Arc<MemLedger>,
+    policy: PayoutPolicy,
+) -> (Payouts, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context { journal, ledger, policy, metrics: metrics.clone() });
-    let (payouts, _) = Payouts::start(ctx, SupervisorConfig::default(), 10_000).await.unwrap();
+    let ctx = Arc::new(Context {
+        journal,
+        ledger,
+        policy,
+        metrics: metrics.clone(),
+    });
+    let (payouts, _) = Payouts::start(ctx, SupervisorConfig::default(), 10_000)
+        .await
+        .unwrap();
     (payouts, metrics)
 }
 
@@ -57,22 +76,38 @@ async fn fifty_identical_requests_one_payout_one_accepted_event() {
         }
     }
     assert_eq!(created, 1);
-    wait_state(journal.as_ref(), "reward-2026-11-0042", PayoutState::Confirmed).await;
+    wait_state(
+        journal.as_ref(),
+        "reward-2026-11-0042",
+        PayoutState::Confirmed,
+    )
+    .await;
     let events = journal.events(req.payout_id()).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.kind == "accepted").count(), 1);
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["accepted", "prepared", "confirmed"]);
     assert_eq!(ledger.payments_for(&req), 1);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payouts").fetch_one(journal.pool()).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM payouts")
+        .fetch_one(journal.pool())
+        .await
+        .unwrap();
     assert_eq!(rows, 1);
 }
 
 #[tokio::test]
 async fn conflicting_content_is_refused_and_stored_payout_untouched() {
     let journal = pg_journal(&channels()).await;
-    let (payouts, _) = start(journal.clone(), Arc::new(MemLedger::new(&channels())), policy()).await;
+    let (payouts, _) = start(
+        journal.clone(),
+        Arc::new(MemLedger::new(&channels())),
+        policy(),
+    )
+    .await;
     payouts.submit(request("p-conflict", "1")).await.unwrap();
-    let err = payouts.submit(request("p-conflict", "2")).await.unwrap_err();
+    let err = payouts
+        .submit(request("p-conflict", "2"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, PayoutError::Conflict { .. }));
     let rec = wait_state(journal.as_ref(), "p-conflict", PayoutState::Confirmed).await;
     assert_eq!(rec.request.amount().stroops(), 10_000_000);
@@ -103,7 +138,10 @@ async fn restart_budget_exhausted_parks_with_reason() {
     payouts.submit(request("p-parked", "3")).await.unwrap();
     let rec = wait_state(journal.as_ref(), "p-parked", PayoutState::Parked).await;
     assert!(rec.reason.unwrap().contains("restart period"));
-    let events = journal.events(&PayoutId::parse("p-parked").unwrap()).await.unwrap();
+    let events = journal
+        .events(&PayoutId::parse("p-parked").unwrap())
+        .await
+        .unwrap();
     assert_eq!(events.last().unwrap().kind, "parked");
 }
 
@@ -155,10 +193,26 @@ async fn stale_version_is_refused() {
     let req = request("p-stale", "1");
     journal.accept(&req, req.fingerprint()).await.unwrap();
     let v1 = journal.load(req.payout_id()).await.unwrap().unwrap();
-    let v2 = journal.apply(&v1, &Change::Noted { note: "first writer".into() }).await.unwrap();
+    let v2 = journal
+        .apply(
+            &v1,
+            &Change::Noted {
+                note: "first writer".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(v2.version, 2);
     // A second writer still holding version 1 is fenced out and changes nothing.
-    let err = journal.apply(&v1, &Change::Cancelled { reason: "stale writer".into() }).await.unwrap_err();
+    let err = journal
+        .apply(
+            &v1,
+            &Change::Cancelled {
+                reason: "stale writer".into(),
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, JournalError::Stale(_)));
     let now = journal.load(req.payout_id()).await.unwrap().unwrap();
     assert_eq!((now.state, now.version), (PayoutState::Accepted, 2));
@@ -175,6 +229,14 @@ async fn channel_leases_are_exclusive_and_sticky() {
     let a = PayoutId::parse("p-a").unwrap();
     let b = PayoutId::parse("p-b").unwrap();
     assert_eq!(journal.lease_channel(&a).await.unwrap(), Some(channel));
-    assert_eq!(journal.lease_channel(&a).await.unwrap(), Some(channel), "same payout gets its lease back");
-    assert_eq!(journal.lease_channel(&b).await.unwrap(), None, "one channel, one payout");
+    assert_eq!(
+        journal.lease_channel(&a).await.unwrap(),
+        Some(channel),
+        "same payout gets its lease back"
+    );
+    assert_eq!(
+        journal.lease_channel(&b).await.unwrap(),
+        None,
+        "one channel, one payout"
+    );
 }

@@ -8,11 +8,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use payoutd_actors::actor::payment_memo;
-use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest};
+use payoutd_actors::domain::{
+    AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
+};
 use payoutd_actors::metrics::Metrics;
-use payoutd_actors::ports::{Envelope, Journal, Ledger, LedgerError, LedgerHead, Lookup, PayoutRecord, PayoutState, SubmitOutcome, TxHash, TxSpec};
+use payoutd_actors::ports::{
+    Envelope, Journal, Ledger, LedgerError, LedgerHead, Lookup, PayoutRecord, PayoutState,
+    SubmitOutcome, TxHash, TxSpec,
+};
 use payoutd_actors::{Context, PayoutPolicy, Payouts, SupervisorConfig};
-use payoutd_simulator::{CloseMode, Faults, PaymentFilter, RejectNext, SimConfig, SimHandle, Simulator};
+use payoutd_simulator::{
+    CloseMode, Faults, PaymentFilter, RejectNext, SimConfig, SimHandle, Simulator,
+};
 use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, StellarLedger};
 use sha2::{Digest, Sha256};
 
@@ -23,7 +30,11 @@ const XLM: i64 = 10_000_000;
 
 fn keypair(label: &str) -> Keypair {
     let seed: [u8; 32] = Sha256::digest(format!("payoutd test key {label}").as_bytes()).into();
-    Keypair::from_seed(&payoutd_actors::strkey::encode(payoutd_actors::strkey::VERSION_SEED, &seed)).unwrap()
+    Keypair::from_seed(&payoutd_actors::strkey::encode(
+        payoutd_actors::strkey::VERSION_SEED,
+        &seed,
+    ))
+    .unwrap()
 }
 
 struct Stack {
@@ -43,12 +54,18 @@ struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { channels: 2, tx_validity_s: 60 }
+        Self {
+            channels: 2,
+            tx_validity_s: 60,
+        }
     }
 }
 
 fn timeouts() -> HorizonTimeouts {
-    HorizonTimeouts { request_timeout_ms: 5_000, connect_timeout_ms: 1_000 }
+    HorizonTimeouts {
+        request_timeout_ms: 5_000,
+        connect_timeout_ms: 1_000,
+    }
 }
 
 fn keyring(n_channels: usize) -> (Keyring, AccountId, Vec<AccountId>) {
@@ -76,15 +93,21 @@ async fn stack(opts: StackOptions) -> Stack {
         ..SimConfig::default()
     })
     .unwrap();
-    let handle = payoutd_simulator::spawn(sim.clone(), "127.0.0.1:0").await.unwrap();
+    let handle = payoutd_simulator::spawn(sim.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
     let (ring, distribution, channels) = keyring(opts.channels);
-    sim.create_account(&distribution.to_strkey(), 1_000_000 * XLM).unwrap();
+    sim.create_account(&distribution.to_strkey(), 1_000_000 * XLM)
+        .unwrap();
     for c in &channels {
         sim.create_account(&c.to_strkey(), 100 * XLM).unwrap();
     }
     let destination = keypair("destination").account();
-    sim.create_account(&destination.to_strkey(), 10 * XLM).unwrap();
-    let ledger = StellarLedger::connect(&handle.base_url, PASSPHRASE, ring, timeouts()).await.unwrap();
+    sim.create_account(&destination.to_strkey(), 10 * XLM)
+        .unwrap();
+    let ledger = StellarLedger::connect(&handle.base_url, PASSPHRASE, ring, timeouts())
+        .await
+        .unwrap();
     let journal = pg_journal(&channels).await;
     let mut policy = PayoutPolicy::new(distribution);
     policy.poll_interval_ms = 20;
@@ -92,12 +115,32 @@ async fn stack(opts: StackOptions) -> Stack {
     policy.channel_wait_ms = 20;
     policy.tx_validity_s = opts.tx_validity_s;
     let payouts = start_payouts(journal.clone(), Arc::new(ledger), policy.clone()).await;
-    Stack { sim: handle, journal, payouts, distribution, channels, destination, policy }
+    Stack {
+        sim: handle,
+        journal,
+        payouts,
+        distribution,
+        channels,
+        destination,
+        policy,
+    }
 }
 
-async fn start_payouts(journal: Arc<payoutd::journal::PgJournal>, ledger: Arc<dyn Ledger>, policy: PayoutPolicy) -> Payouts {
-    let ctx = Arc::new(Context { journal, ledger, policy, metrics: Arc::new(Metrics::default()) });
-    Payouts::start(ctx, SupervisorConfig::default(), 10_000).await.unwrap().0
+async fn start_payouts(
+    journal: Arc<payoutd::journal::PgJournal>,
+    ledger: Arc<dyn Ledger>,
+    policy: PayoutPolicy,
+) -> Payouts {
+    let ctx = Arc::new(Context {
+        journal,
+        ledger,
+        policy,
+        metrics: Arc::new(Metrics::default()),
+    });
+    Payouts::start(ctx, SupervisorConfig::default(), 10_000)
+        .await
+        .unwrap()
+        .0
 }
 
 impl Stack {
@@ -106,16 +149,31 @@ impl Stack {
     }
 
     fn request(&self, id: &str, amount: &str) -> PayoutRequest {
-        PayoutRequest::new(PayoutId::parse(id).unwrap(), Destination::Account(self.destination), Asset::Native, Amount::parse(amount).unwrap(), Memo::None)
+        PayoutRequest::new(
+            PayoutId::parse(id).unwrap(),
+            Destination::Account(self.destination),
+            Asset::Native,
+            Amount::parse(amount).unwrap(),
+            Memo::None,
+        )
     }
 
     /// Successful payments on the simulated ledger that carry this payout's memo.
     fn payments(&self, req: &PayoutRequest) -> usize {
-        self.sim().payments(&PaymentFilter { memo: Some(payment_memo(req).canonical()), destination: None }).len()
+        self.sim()
+            .payments(&PaymentFilter {
+                memo: Some(payment_memo(req).canonical()),
+                destination: None,
+            })
+            .len()
     }
 
     async fn record(&self, id: &str) -> PayoutRecord {
-        self.journal.load(&PayoutId::parse(id).unwrap()).await.unwrap().unwrap()
+        self.journal
+            .load(&PayoutId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     /// Closes a ledger whenever a transaction is pending until the payout reaches `state`.
@@ -130,7 +188,10 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("payout {id} never reached {state}: {:?}", self.record(id).await);
+        panic!(
+            "payout {id} never reached {state}: {:?}",
+            self.record(id).await
+        );
     }
 
     /// Closes ledgers until one closes past `max_time`.
@@ -159,9 +220,18 @@ async fn pays_once_with_a_channel_account_and_journals_the_real_hash() {
     let rec = s.run_until("sim-happy", PayoutState::Confirmed).await;
     assert_eq!(s.payments(&req), 1);
     let env = rec.envelope.unwrap();
-    assert!(s.sim().transaction(&env.hash.to_hex()).is_some(), "the journaled hash is the ledger's hash");
-    assert!(s.channels.contains(&env.source), "sourced from a channel account");
-    assert_eq!(s.sim().balance(&s.destination.to_strkey(), None), Some(10 * XLM + 125_000_000));
+    assert!(
+        s.sim().transaction(&env.hash.to_hex()).is_some(),
+        "the journaled hash is the ledger's hash"
+    );
+    assert!(
+        s.channels.contains(&env.source),
+        "sourced from a channel account"
+    );
+    assert_eq!(
+        s.sim().balance(&s.destination.to_strkey(), None),
+        Some(10 * XLM + 125_000_000)
+    );
     assert_eq!(rec.inclusion.unwrap().fee_charged, 100);
     // A duplicate after confirmation pays nothing.
     s.payouts.submit(req.clone()).await.unwrap();
@@ -173,14 +243,33 @@ async fn pays_once_with_a_channel_account_and_journals_the_real_hash() {
 async fn credit_asset_to_a_muxed_destination_with_a_memo() {
     let s = stack(StackOptions::default()).await;
     let issuer = keypair("issuer").account();
-    s.sim().create_account(&issuer.to_strkey(), 10 * XLM).unwrap();
+    s.sim()
+        .create_account(&issuer.to_strkey(), 10 * XLM)
+        .unwrap();
     for acct in [s.distribution, s.destination] {
-        s.sim().add_trustline(&acct.to_strkey(), "USDC", &issuer.to_strkey(), 1_000_000 * XLM).unwrap();
+        s.sim()
+            .add_trustline(
+                &acct.to_strkey(),
+                "USDC",
+                &issuer.to_strkey(),
+                1_000_000 * XLM,
+            )
+            .unwrap();
     }
-    s.sim().credit(&s.distribution.to_strkey(), "USDC", &issuer.to_strkey(), 1_000 * XLM).unwrap();
+    s.sim()
+        .credit(
+            &s.distribution.to_strkey(),
+            "USDC",
+            &issuer.to_strkey(),
+            1_000 * XLM,
+        )
+        .unwrap();
     let req = PayoutRequest::new(
         PayoutId::parse("sim-usdc").unwrap(),
-        Destination::Muxed { account: s.destination, id: 42 },
+        Destination::Muxed {
+            account: s.destination,
+            id: 42,
+        },
         Asset::parse(&format!("USDC:{issuer}")).unwrap(),
         Amount::parse("12.5").unwrap(),
         Memo::Text("invoice 7".into()),
@@ -188,16 +277,28 @@ async fn credit_asset_to_a_muxed_destination_with_a_memo() {
     s.payouts.submit(req.clone()).await.unwrap();
     s.run_until("sim-usdc", PayoutState::Confirmed).await;
     assert_eq!(s.payments(&req), 1);
-    assert_eq!(s.sim().balance(&s.destination.to_strkey(), Some(("USDC", &issuer.to_strkey()))), Some(125_000_000));
+    assert_eq!(
+        s.sim().balance(
+            &s.destination.to_strkey(),
+            Some(("USDC", &issuer.to_strkey()))
+        ),
+        Some(125_000_000)
+    );
 }
 
 #[tokio::test]
 async fn server_errors_before_apply_are_retried_and_pay_once() {
     let s = stack(StackOptions::default()).await;
-    s.sim().set_faults(Faults { p_5xx_before_apply: 1.0, ..Faults::default() });
+    s.sim().set_faults(Faults {
+        p_5xx_before_apply: 1.0,
+        ..Faults::default()
+    });
     let req = s.request("sim-5xx", "1");
     s.payouts.submit(req.clone()).await.unwrap();
-    wait_for("three 5xx answers", || s.sim().fault_counts().server_errors_before_apply >= 3).await;
+    wait_for("three 5xx answers", || {
+        s.sim().fault_counts().server_errors_before_apply >= 3
+    })
+    .await;
     assert_eq!(s.payments(&req), 0);
     s.sim().set_faults(Faults::default());
     let rec = s.run_until("sim-5xx", PayoutState::Confirmed).await;
@@ -208,13 +309,21 @@ async fn server_errors_before_apply_are_retried_and_pay_once() {
 #[tokio::test]
 async fn lost_answers_after_apply_never_pay_twice() {
     let s = stack(StackOptions::default()).await;
-    s.sim().set_faults(Faults { p_lose_answer_after_apply: 1.0, latency_ms: 5, ..Faults::default() });
-    let reqs: Vec<_> = (0..4).map(|i| s.request(&format!("sim-lost-{i}"), "2")).collect();
+    s.sim().set_faults(Faults {
+        p_lose_answer_after_apply: 1.0,
+        latency_ms: 5,
+        ..Faults::default()
+    });
+    let reqs: Vec<_> = (0..4)
+        .map(|i| s.request(&format!("sim-lost-{i}"), "2"))
+        .collect();
     for r in &reqs {
         s.payouts.submit(r.clone()).await.unwrap();
     }
     for r in &reqs {
-        let rec = s.run_until(r.payout_id().as_str(), PayoutState::Confirmed).await;
+        let rec = s
+            .run_until(r.payout_id().as_str(), PayoutState::Confirmed)
+            .await;
         assert_eq!(rec.attempt, 1);
         assert_eq!(s.payments(r), 1);
     }
@@ -249,18 +358,37 @@ impl Ledger for DiesAfterSubmit {
 async fn answer_lost_then_killed_and_restarted_recovers_without_a_second_payment() {
     let s = stack(StackOptions::default()).await;
     let (ring, _, _) = keyring(2);
-    let real = Arc::new(StellarLedger::connect(&s.sim.base_url, PASSPHRASE, ring, timeouts()).await.unwrap());
+    let real = Arc::new(
+        StellarLedger::connect(&s.sim.base_url, PASSPHRASE, ring, timeouts())
+            .await
+            .unwrap(),
+    );
     // The first "process" applies the payment and dies before recording the answer.
-    let doomed = start_payouts(s.journal.clone(), Arc::new(DiesAfterSubmit(real.clone())), s.policy.clone()).await;
-    s.sim().set_faults(Faults { p_lose_answer_after_apply: 1.0, ..Faults::default() });
+    let doomed = start_payouts(
+        s.journal.clone(),
+        Arc::new(DiesAfterSubmit(real.clone())),
+        s.policy.clone(),
+    )
+    .await;
+    s.sim().set_faults(Faults {
+        p_lose_answer_after_apply: 1.0,
+        ..Faults::default()
+    });
     let req = s.request("sim-crash", "3");
     doomed.submit(req.clone()).await.unwrap();
-    wait_for("the transaction to be pending", || s.sim().pending_count() > 0).await;
+    wait_for("the transaction to be pending", || {
+        s.sim().pending_count() > 0
+    })
+    .await;
     s.sim().close_ledger();
     wait_for("the payment to be applied", || s.payments(&req) == 1).await;
     doomed.shutdown(1_000).await;
     let rec = s.record("sim-crash").await;
-    assert!(rec.state.has_live_envelope(), "the journal does not know the answer: {:?}", rec.state);
+    assert!(
+        rec.state.has_live_envelope(),
+        "the journal does not know the answer: {:?}",
+        rec.state
+    );
     // The second "process" recovers: same envelope, found applied, paid once.
     s.sim().set_faults(Faults::default());
     let second = start_payouts(s.journal.clone(), real, s.policy.clone()).await;
@@ -272,11 +400,18 @@ async fn answer_lost_then_killed_and_restarted_recovers_without_a_second_payment
 
 #[tokio::test]
 async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
-    let s = stack(StackOptions { channels: 1, tx_validity_s: 20 }).await;
+    let s = stack(StackOptions {
+        channels: 1,
+        tx_validity_s: 20,
+    })
+    .await;
     let channel = s.channels[0].to_strkey();
     let req = s.request("sim-badseq", "1");
     s.payouts.submit(req.clone()).await.unwrap();
-    wait_for("the transaction to be pending", || s.sim().pending_count() > 0).await;
+    wait_for("the transaction to be pending", || {
+        s.sim().pending_count() > 0
+    })
+    .await;
     // The channel's sequence drops below the envelope's: the envelope's number is now too
     // high. It may become valid again, so it must not be replaced before it is dead.
     let seq = s.sim().account_sequence(&channel).unwrap();
@@ -291,7 +426,11 @@ async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    assert_eq!(rec.envelope.as_ref().map(|e| e.hash), Some(env.hash), "not rebuilt while it could still apply");
+    assert_eq!(
+        rec.envelope.as_ref().map(|e| e.hash),
+        Some(env.hash),
+        "not rebuilt while it could still apply"
+    );
     assert_eq!(rec.attempt, 1);
     s.close_past(env.max_time);
     let rec = s.run_until("sim-badseq", PayoutState::Confirmed).await;
@@ -301,20 +440,36 @@ async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
 
 #[tokio::test]
 async fn expiry_new_envelope_only_after_a_ledger_past_max_time() {
-    let s = stack(StackOptions { channels: 1, tx_validity_s: 30 }).await;
-    s.sim().set_faults(Faults { p_5xx_before_apply: 1.0, ..Faults::default() });
+    let s = stack(StackOptions {
+        channels: 1,
+        tx_validity_s: 30,
+    })
+    .await;
+    s.sim().set_faults(Faults {
+        p_5xx_before_apply: 1.0,
+        ..Faults::default()
+    });
     let req = s.request("sim-expiry", "1");
     s.payouts.submit(req.clone()).await.unwrap();
-    wait_for("a 5xx", || s.sim().fault_counts().server_errors_before_apply >= 1).await;
+    wait_for("a 5xx", || {
+        s.sim().fault_counts().server_errors_before_apply >= 1
+    })
+    .await;
     let env = s.record("sim-expiry").await.envelope.unwrap();
     // Close ledgers up to max_time, never past it: still the same envelope.
     while s.sim().latest_ledger().close_time + 5 <= env.max_time {
         s.sim().close_ledger();
     }
     let before = s.sim().fault_counts().server_errors_before_apply;
-    wait_for("more resubmissions", || s.sim().fault_counts().server_errors_before_apply >= before + 3).await;
+    wait_for("more resubmissions", || {
+        s.sim().fault_counts().server_errors_before_apply >= before + 3
+    })
+    .await;
     let rec = s.record("sim-expiry").await;
-    assert_eq!((rec.attempt, rec.envelope.map(|e| e.hash)), (1, Some(env.hash)));
+    assert_eq!(
+        (rec.attempt, rec.envelope.map(|e| e.hash)),
+        (1, Some(env.hash))
+    );
     // One ledger past max_time: now, and only now, a second envelope.
     s.sim().close_ledger();
     assert!(s.sim().latest_ledger().close_time > env.max_time);
@@ -329,10 +484,20 @@ async fn expiry_new_envelope_only_after_a_ledger_past_max_time() {
 async fn op_no_destination_fails_for_good_with_the_reason() {
     let s = stack(StackOptions::default()).await;
     let nowhere = keypair("nobody").account();
-    let req = PayoutRequest::new(PayoutId::parse("sim-nodest").unwrap(), Destination::Account(nowhere), Asset::Native, Amount::parse("1").unwrap(), Memo::None);
+    let req = PayoutRequest::new(
+        PayoutId::parse("sim-nodest").unwrap(),
+        Destination::Account(nowhere),
+        Asset::Native,
+        Amount::parse("1").unwrap(),
+        Memo::None,
+    );
     s.payouts.submit(req.clone()).await.unwrap();
     let rec = s.run_until("sim-nodest", PayoutState::Failed).await;
-    assert!(rec.reason.as_deref().unwrap().contains("op_no_destination"), "{:?}", rec.reason);
+    assert!(
+        rec.reason.as_deref().unwrap().contains("op_no_destination"),
+        "{:?}",
+        rec.reason
+    );
     assert!(rec.inclusion.is_some(), "the fee was consumed in a ledger");
     assert!(rec.channel.is_none(), "channel released");
     assert_eq!(s.payments(&req), 0);
@@ -340,7 +505,11 @@ async fn op_no_destination_fails_for_good_with_the_reason() {
 
 #[tokio::test]
 async fn insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee() {
-    let s = stack(StackOptions { channels: 1, tx_validity_s: 20 }).await;
+    let s = stack(StackOptions {
+        channels: 1,
+        tx_validity_s: 20,
+    })
+    .await;
     s.sim().set_base_fee(200);
     let req = s.request("sim-fee", "1");
     s.payouts.submit(req.clone()).await.unwrap();
@@ -363,7 +532,13 @@ async fn insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee() {
 #[tokio::test]
 async fn chosen_rejections_are_retried_with_the_same_bytes() {
     let s = stack(StackOptions::default()).await;
-    s.sim().set_faults(Faults { reject_next: Some(RejectNext { code: "tx_too_early".into(), count: 2 }), ..Faults::default() });
+    s.sim().set_faults(Faults {
+        reject_next: Some(RejectNext {
+            code: "tx_too_early".into(),
+            count: 2,
+        }),
+        ..Faults::default()
+    });
     let req = s.request("sim-reject", "1");
     s.payouts.submit(req.clone()).await.unwrap();
     let rec = s.run_until("sim-reject", PayoutState::Confirmed).await;
@@ -374,7 +549,11 @@ async fn chosen_rejections_are_retried_with_the_same_bytes() {
 
 #[tokio::test]
 async fn two_payouts_racing_for_one_channel_each_pay_once() {
-    let s = stack(StackOptions { channels: 1, tx_validity_s: 60 }).await;
+    let s = stack(StackOptions {
+        channels: 1,
+        tx_validity_s: 60,
+    })
+    .await;
     let a = s.request("sim-race-a", "1");
     let b = s.request("sim-race-b", "2");
     let (ra, rb) = tokio::join!(s.payouts.submit(a.clone()), s.payouts.submit(b.clone()));
@@ -385,5 +564,8 @@ async fn two_payouts_racing_for_one_channel_each_pay_once() {
     assert_eq!((s.payments(&a), s.payments(&b)), (1, 1));
     let (ea, eb) = (rec_a.envelope.unwrap(), rec_b.envelope.unwrap());
     assert_eq!(ea.source, eb.source);
-    assert_ne!(ea.sequence, eb.sequence, "one channel, two sequence numbers, one after the other");
+    assert_ne!(
+        ea.sequence, eb.sequence,
+        "one channel, two sequence numbers, one after the other"
+    );
 }
