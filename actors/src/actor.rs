@@ -255,6 +255,11 @@ impl Actor for PayoutActor {
         }
         .instrument(span)
         .await;
+        // Liveness: whoever holds an unfinished payout drives it. (A duplicate can be the
+        // first message a fresh actor sees, e.g. before recovery reached this payout.)
+        if !state.timer_pending && state.record().is_some_and(|r| r.state.is_active()) {
+            state.schedule(&myself, 0);
+        }
         Ok(())
     }
 }
