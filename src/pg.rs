@@ -164,6 +164,23 @@ impl LocalPostgres {
         }
     }
 
+    /// Stops the server (fast shutdown) and starts it again on the same port and data
+    /// folder, with the options it was first started with (`pg_ctl restart` reads them back
+    /// from `postmaster.opts`). Clients lose their connections; committed data stays. The
+    /// crash harness uses it to check that payoutd rides through a database restart.
+    pub fn restart(&mut self) -> Result<(), PgError> {
+        let data = self.data_dir.display().to_string();
+        let logs = self.data_dir.join("server.log").display().to_string();
+        self.run(
+            "pg_ctl restart",
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &logs, "-m", "fast", "-w", "-t", "60", "restart",
+            ],
+        )?;
+        Ok(())
+    }
+
     fn chown_to_postgres(&self, path: &Path) -> Result<(), PgError> {
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
