@@ -1,0 +1,305 @@
+//! The crash harness: evidence for "never twice, never lost" (docs/guarantees.md).
+//!
+//! payoutd runs as a child process (`payoutd serve`, Horizon mode) against the ledger
+//! simulator in a process of its own (`payoutd simulator`) and a PostgreSQL cluster (fsync
+//! on) that the harness starts. Payouts arrive over HTTP, most of them more than once, some
+//! concurrently, while the harness kills payoutd with SIGKILL at seeded moments, switches
+//! the simulator's faults and restarts PostgreSQL. At the end every accepted payout must be
+//! terminal and the ledger must agree with the journal: no payout paid twice, none lost.
+//!
+//! Short by default (CI); longer with `PAYOUTD_CRASH_PAYOUTS`, `PAYOUTD_CRASH_KILLS`,
+//! `PAYOUTD_CRASH_SEED` (see config.rs). A failing run prints its seed and the command that
+//! reruns the same schedule.
+
+mod chaos;
+mod config;
+mod feeder;
+mod keys;
+mod procs;
+mod simadmin;
+mod verify;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::chaos::{Chaos, ChaosStats};
+use crate::config::{CHANNELS, CLOSE_INTERVAL_MS, RunConfig, TX_VALIDITY_S};
+use crate::feeder::{FeedStats, Ingress};
+use crate::keys::Accounts;
+use crate::procs::{Database, Service, SimulatorProcess, free_port};
+use crate::simadmin::SimAdmin;
+use crate::verify::Verdict;
+
+/// payoutd's environment: Horizon mode against the simulator, the harness's database, the
+/// seeds (only here, never on a command line), and short timers so the run is fast.
+fn service_env(
+    port: u16,
+    database_url: &str,
+    horizon_url: &str,
+    passphrase: &str,
+    accounts: &Accounts,
+) -> Vec<(String, String)> {
+    let pairs: [(&str, String); 19] = [
+        ("PAYOUTD__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+        ("PAYOUTD__SERVER__REQUEST_TIMEOUT_MS", "5000".into()),
+        ("PAYOUTD__DATABASE__URL", database_url.into()),
+        ("PAYOUTD__DATABASE__CONNECT_TIMEOUT_MS", "2000".into()),
+        ("PAYOUTD__LEDGER__MODE", "horizon".into()),
+        ("PAYOUTD__LEDGER__HORIZON_URL", horizon_url.into()),
+        ("PAYOUTD__LEDGER__NETWORK_PASSPHRASE", passphrase.into()),
+        ("PAYOUTD__LEDGER__REQUEST_TIMEOUT_MS", "4000".into()),
+        (
+            "PAYOUTD__LEDGER__DISTRIBUTION_SEED",
+            accounts.distribution.seed.clone(),
+        ),
+        ("PAYOUTD__LEDGER__CHANNEL_SEEDS", accounts.channel_seeds()),
+        ("PAYOUTD__PAYOUTS__TX_VALIDITY_S", TX_VALIDITY_S.to_string()),
+        ("PAYOUTD__PAYOUTS__POLL_INTERVAL_MS", "100".into()),
+        ("PAYOUTD__PAYOUTS__IO_RETRY_MS", "100".into()),
+        ("PAYOUTD__PAYOUTS__CHANNEL_WAIT_MS", "25".into()),
+        ("PAYOUTD__PAYOUTS__UNDERFUNDED_RETRY_MS", "1000".into()),
+        // Expiry under faults rebuilds often; parking is not what this run is about.
+        ("PAYOUTD__PAYOUTS__ATTEMPTS_MAX", "1000".into()),
+        ("PAYOUTD__PAYOUTS__CALL_TIMEOUT_MS", "5000".into()),
+        ("PAYOUTD__TELEMETRY__LOG_LEVEL", "info".into()),
+        // Plain text in the log file.
+        ("NO_COLOR", "1".into()),
+    ];
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// Under the temp dir, which the `postgres` user can reach when tests run as root.
+fn run_dir(seed: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("payoutd-crash-{seed}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
+    let cfg = RunConfig::from_env();
+    let started = Instant::now();
+    println!(
+        "crash harness: seed {} ({} mode): {} payouts, {} kills, {} PostgreSQL restarts\n  rerun: {}",
+        cfg.seed,
+        if cfg.long { "long" } else { "short" },
+        cfg.payouts,
+        cfg.kills,
+        cfg.pg_restarts,
+        cfg.rerun_command()
+    );
+    let dir = run_dir(cfg.seed);
+    let mut db = tokio::task::block_in_place(|| Database::start(&dir.join("postgres")));
+    let passphrase = format!("payoutd crash harness ; seed {}", cfg.seed);
+    let simulator = SimulatorProcess::start(&dir, &passphrase, cfg.stream("simulator faults"));
+    let sim = SimAdmin::new(&simulator.base_url);
+    let accounts = Accounts::derive(cfg.seed);
+    sim.fund(&accounts).await;
+
+    let port = free_port();
+    let env = service_env(port, &db.url(), &simulator.base_url, &passphrase, &accounts);
+    let mut service = Service::new(env, port, dir.join("payoutd.log"));
+    let http = reqwest::Client::new();
+    service.start();
+    assert!(
+        service.wait_ready(&http).await,
+        "payoutd did not start; see {}",
+        service.log_path().display()
+    );
+
+    let mut rng = StdRng::seed_from_u64(cfg.stream("workload"));
+    let specs = workload::generate(
+        cfg.payouts,
+        cfg.seed,
+        &accounts,
+        cfg.mean_feed_gap_ms(),
+        &mut rng,
+    );
+    let ingress = Arc::new(Ingress::http(&service.base_url()));
+    let feeding = tokio::spawn(feeder::run(specs.clone(), ingress));
+
+    let chaos = Chaos {
+        service: &mut service,
+        db: &mut db,
+        sim: &sim,
+        http: http.clone(),
+        rng: StdRng::seed_from_u64(cfg.stream("chaos")),
+        stats: ChaosStats::default(),
+    };
+    let mut chaos = chaos.run(&cfg).await;
+    let chaos_done = started.elapsed();
+    if !service.wait_ready(&http).await {
+        chaos.service_failures.push(format!(
+            "payoutd did not come back after the last restart; see {}",
+            service.log_path().display()
+        ));
+    }
+    let feed = feeding.await.expect("the feeder does not panic");
+
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url())
+        .await
+        .expect("the harness connects to its database");
+    let settle_started = Instant::now();
+    let unsettled = verify::settle(&pool, cfg.settle_timeout_ms()).await.err();
+    let settle_time = settle_started.elapsed();
+    let faults = sim.fault_counts().await;
+    let mut verdict = verify::check(&pool, &sim, &specs, &feed, &accounts.distribution.id()).await;
+    if let Some(n) = unsettled {
+        verdict.violations.insert(
+            0,
+            format!(
+                "{n} payouts still active {} ms after the last restart",
+                cfg.settle_timeout_ms()
+            ),
+        );
+    }
+    for failure in &chaos.service_failures {
+        verdict.violations.push(failure.clone());
+    }
+    service.kill();
+    pool.close().await;
+
+    let report = Report {
+        cfg: &cfg,
+        feed: &feed,
+        chaos: &chaos,
+        verdict: &verdict,
+        faults,
+        lives: service.lives,
+        chaos_time: chaos_done,
+        settle_time,
+        total_time: started.elapsed(),
+    };
+    println!("{report}");
+    drop(simulator);
+    drop(db);
+    finish(&cfg, &dir, &verdict);
+}
+
+/// Removes the run folder after a clean run (unless asked to keep it); on a violation keeps
+/// it and fails with the evidence and the rerun command.
+fn finish(cfg: &RunConfig, dir: &Path, verdict: &Verdict) {
+    if verdict.violations.is_empty() {
+        if cfg.keep_dir {
+            println!("  run folder kept: {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return;
+    }
+    let shown: Vec<&str> = verdict
+        .violations
+        .iter()
+        .take(50)
+        .map(String::as_str)
+        .collect();
+    panic!(
+        "{} violations (first {} below); seed {}; logs, journal and ledger state kept in {}\n  rerun: {}\n  - {}",
+        verdict.violations.len(),
+        shown.len(),
+        cfg.seed,
+        dir.display(),
+        cfg.rerun_command(),
+        shown.join("\n  - ")
+    );
+}
+
+/// The printout of a run.
+struct Report<'a> {
+    cfg: &'a RunConfig,
+    feed: &'a FeedStats,
+    chaos: &'a ChaosStats,
+    verdict: &'a Verdict,
+    faults: payoutd_simulator::FaultCounts,
+    lives: u32,
+    chaos_time: Duration,
+    settle_time: Duration,
+    total_time: Duration,
+}
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (c, fd, v, fc) = (self.cfg, self.feed, self.verdict, &self.faults);
+        writeln!(f, "crash harness report")?;
+        writeln!(f, "  seed                 {}", c.seed)?;
+        writeln!(
+            f,
+            "  setup                {CHANNELS} channels, ledger close every {CLOSE_INTERVAL_MS} ms, tx validity {TX_VALIDITY_S} ledger-s"
+        )?;
+        writeln!(
+            f,
+            "  payouts              {} sent, {} accepted, {} stored: {} confirmed, {} failed ({} were meant to fail)",
+            c.payouts,
+            fd.accepted.len(),
+            v.stored,
+            v.confirmed,
+            v.failed,
+            v.expected_failures
+        )?;
+        writeln!(
+            f,
+            "  deliveries           {} ({} duplicates sent; answered 202 x{}, 200 x{}; {} retried tries)",
+            fd.deliveries,
+            fd.duplicates_sent,
+            fd.answered_created,
+            fd.answered_duplicate,
+            fd.retries
+        )?;
+        writeln!(
+            f,
+            "  kills (SIGKILL)      {} ({} before payoutd answered /healthz); {} lives",
+            self.chaos.kills, self.chaos.kills_before_ready, self.lives
+        )?;
+        writeln!(f, "  postgres restarts    {}", self.chaos.pg_restarts)?;
+        writeln!(
+            f,
+            "  faults injected      {} (latency {}, 5xx before apply {}, answers lost after apply {}, rejected by code {}); {} profile switches, {} fee surges",
+            fc.latency
+                + fc.server_errors_before_apply
+                + fc.answers_lost_after_apply
+                + fc.rejected_by_code,
+            fc.latency,
+            fc.server_errors_before_apply,
+            fc.answers_lost_after_apply,
+            fc.rejected_by_code,
+            self.chaos.fault_switches,
+            self.chaos.fee_surges
+        )?;
+        writeln!(
+            f,
+            "  envelopes            {} built, {} provably dead, {} payouts rebuilt",
+            v.envelopes, v.envelopes_dead, v.rebuilt
+        )?;
+        writeln!(
+            f,
+            "  ledger payments      {} from the distribution account",
+            v.ledger_payments
+        )?;
+        writeln!(f, "  double payments      {}", v.double_payments)?;
+        writeln!(f, "  lost payouts         {}", v.lost_payouts)?;
+        writeln!(
+            f,
+            "  other violations     {} (wrong outcomes {}, unknown payments {}, mismatches {})",
+            v.violations
+                .len()
+                .saturating_sub(v.double_payments + v.lost_payouts),
+            v.wrong_outcomes,
+            v.unknown_payments,
+            v.mismatches
+        )?;
+        write!(
+            f,
+            "  time                 {:.0?} chaos, {:.1?} to settle, {:.0?} total",
+            self.chaos_time, self.settle_time, self.total_time
+        )
+    }
+}

@@ -1,0 +1,223 @@
+//! The processes of a run: PostgreSQL (a private cluster, fsync on), the ledger simulator
+//! (`payoutd simulator`) and payoutd itself (`payoutd serve`), each a separate process that
+//! the harness starts, kills with SIGKILL and restarts.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use payoutd::pg::{DATABASE, LocalPostgres};
+
+use crate::config::{CLOSE_INTERVAL_MS, READY_TIMEOUT_MS, SUBMIT_WAIT_MS};
+
+/// The payoutd binary under test.
+pub const PAYOUTD: &str = env!("CARGO_BIN_EXE_payoutd");
+
+/// A private PostgreSQL cluster with fsync on.
+pub struct Database {
+    pg: LocalPostgres,
+}
+
+impl Database {
+    /// Starts a fresh cluster in `dir`. Fails (never skips) when the server binaries are
+    /// missing, with the install hint.
+    pub fn start(dir: &Path) -> Self {
+        match LocalPostgres::start(dir, true) {
+            Ok(pg) => Self { pg },
+            Err(e) => panic!(
+                "the crash harness needs a real PostgreSQL and could not start one: {e}\n\
+                 Install the server binaries (e.g. `apt-get install -y postgresql`; scripts/test does it)."
+            ),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.pg.url(DATABASE)
+    }
+
+    /// Stops the server and starts it again on the same port and data folder.
+    pub fn restart(&mut self) {
+        if let Err(e) = self.pg.restart() {
+            panic!("restarting PostgreSQL failed: {e}");
+        }
+    }
+}
+
+/// The ledger simulator, a process of its own for the whole run.
+pub struct SimulatorProcess {
+    child: Child,
+    pub base_url: String,
+}
+
+impl SimulatorProcess {
+    pub fn start(run_dir: &Path, passphrase: &str, fault_seed: u64) -> Self {
+        let log_path = run_dir.join("simulator.log");
+        let mut child = Command::new(PAYOUTD)
+            .arg("simulator")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--passphrase", passphrase])
+            .args(["--close-interval-ms", &CLOSE_INTERVAL_MS.to_string()])
+            .args(["--submit-wait-ms", &SUBMIT_WAIT_MS.to_string()])
+            .arg("--state-file")
+            .arg(run_dir.join("simulator.json"))
+            .args(["--seed", &fault_seed.to_string()])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(open_log(&log_path)))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {PAYOUTD} simulator: {e}"));
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let (tx, rx) = mpsc::channel();
+        // Copies the simulator's stdout (its logs) to the log file, and reports the line
+        // that names the URL it listens on.
+        std::thread::spawn(move || {
+            let mut log = open_log(&log_path);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+                let _ = writeln!(log, "{line}");
+            }
+        });
+        let base_url = rx
+            .recv_timeout(Duration::from_millis(READY_TIMEOUT_MS))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("the simulator did not say where it listens; see simulator.log")
+            });
+        Self { child, base_url }
+    }
+}
+
+impl Drop for SimulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_log(path: &Path) -> File {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+}
+
+/// A loopback port that was free a moment ago; payoutd listens on it in every life.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// payoutd as a child process: started, killed and restarted with the same environment,
+/// on the same port, its output appended to one log file with a marker per life.
+pub struct Service {
+    env: Vec<(String, String)>,
+    log_path: PathBuf,
+    child: Option<Child>,
+    pub port: u16,
+    /// Lives started so far.
+    pub lives: u32,
+}
+
+impl Service {
+    pub fn new(env: Vec<(String, String)>, port: u16, log_path: PathBuf) -> Self {
+        Self {
+            env,
+            log_path,
+            child: None,
+            port,
+            lives: 0,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "payoutd is already running");
+        self.lives += 1;
+        let mut log = open_log(&self.log_path);
+        let _ = writeln!(log, "===== crash harness: life {} =====", self.lives);
+        let mut command = Command::new(PAYOUTD);
+        command.arg("serve");
+        // Only what the harness sets: nothing from the caller's shell leaks in.
+        for (key, _) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            if name.starts_with("PAYOUTD") || name == "RUST_LOG" {
+                command.env_remove(&key);
+            }
+        }
+        let child = command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(open_log(&self.log_path)))
+            .stderr(Stdio::from(open_log(&self.log_path)))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {PAYOUTD} serve: {e}"));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `Some(status)` if payoutd ended on its own (it is then reaped and forgotten).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Waits until `/healthz` answers 200; false if payoutd exited or the time ran out.
+    pub async fn wait_ready(&mut self, http: &reqwest::Client) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+        while Instant::now() < deadline {
+            if self.exited().is_some() || self.child.is_none() {
+                return false;
+            }
+            if self.is_ready(http).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// One quick `/healthz` probe.
+    pub async fn is_ready(&self, http: &reqwest::Client) -> bool {
+        let url = format!("{}/healthz", self.base_url());
+        matches!(
+            http.get(url).timeout(Duration::from_millis(50)).send().await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

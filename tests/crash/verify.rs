@@ -1,0 +1,376 @@
+//! The verdict of a run: waits (bounded) until every stored payout is terminal, then holds
+//! the journal against the simulated ledger. Never twice: no payout has two payments, and
+//! every payment from the distribution account is an envelope the journal knows. Never
+//! lost: every accepted payout is in the journal, terminal, and a confirmed one is on the
+//! ledger with the journaled hash, amount and destination.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use payoutd_simulator::AppliedPayment;
+use serde::Deserialize;
+use sqlx::PgPool;
+use sqlx::Row;
+
+use crate::feeder::FeedStats;
+use crate::workload::{self, Expect, PayoutSpec};
+
+/// Waits until no stored payout is active; `Err` with the count left when time runs out.
+pub async fn settle(pool: &PgPool, timeout_ms: u64) -> Result<(), i64> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let active: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM payouts WHERE state IN ('accepted','prepared','submitted')",
+        )
+        .fetch_one(pool)
+        .await;
+        match active {
+            Ok(0) => return Ok(()),
+            Ok(n) if Instant::now() >= deadline => return Err(n),
+            Err(e) if Instant::now() >= deadline => panic!("cannot read the journal: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// A payout row as the journal holds it.
+struct JournalRow {
+    state: String,
+    reason: Option<String>,
+    attempt: i32,
+    tx_hash: Option<String>,
+    ledger: Option<i32>,
+    request: RawRequest,
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    destination: String,
+    asset: String,
+    amount: String,
+    memo: Option<RawMemo>,
+}
+
+#[derive(Deserialize)]
+struct RawMemo {
+    #[serde(rename = "type")]
+    kind: String,
+    value: Option<String>,
+}
+
+struct EnvelopeRow {
+    payout_id: String,
+    status: String,
+}
+
+async fn load_journal(
+    pool: &PgPool,
+) -> (BTreeMap<String, JournalRow>, HashMap<String, EnvelopeRow>) {
+    let rows = sqlx::query(
+        "SELECT payout_id, state, reason, attempt, tx_hash, ledger, request::text AS request FROM payouts",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read payouts");
+    let mut payouts = BTreeMap::new();
+    for row in rows {
+        let id: String = row.get("payout_id");
+        let request: String = row.get("request");
+        let request: RawRequest = serde_json::from_str(&request)
+            .unwrap_or_else(|e| panic!("journaled request of {id} does not parse: {e}"));
+        payouts.insert(
+            id,
+            JournalRow {
+                state: row.get("state"),
+                reason: row.get("reason"),
+                attempt: row.get("attempt"),
+                tx_hash: row.get("tx_hash"),
+                ledger: row.get("ledger"),
+                request,
+            },
+        );
+    }
+    let rows = sqlx::query("SELECT tx_hash, payout_id, status FROM envelopes")
+        .fetch_all(pool)
+        .await
+        .expect("read envelopes");
+    let envelopes = rows
+        .into_iter()
+        .map(|row| {
+            (
+                row.get::<String, _>("tx_hash"),
+                EnvelopeRow {
+                    payout_id: row.get("payout_id"),
+                    status: row.get("status"),
+                },
+            )
+        })
+        .collect();
+    (payouts, envelopes)
+}
+
+/// Counts and violations of one run.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub stored: usize,
+    pub confirmed: usize,
+    pub failed: usize,
+    /// Payouts the ledger had to refuse (no such account, no trustline).
+    pub expected_failures: usize,
+    pub envelopes: usize,
+    pub envelopes_dead: usize,
+    /// Payouts that needed more than one envelope.
+    pub rebuilt: usize,
+    pub ledger_payments: usize,
+    /// Payouts paid more than once on the ledger.
+    pub double_payments: usize,
+    /// Accepted payouts missing from the journal, not terminal, or confirmed but unpaid.
+    pub lost_payouts: usize,
+    /// Terminal state contrary to what the ledger had to do (a payable payout failed, an
+    /// unpayable one confirmed).
+    pub wrong_outcomes: usize,
+    /// Payments from the distribution account the journal does not account for.
+    pub unknown_payments: usize,
+    /// Journal and ledger disagree on hash, amount, asset, destination or ledger.
+    pub mismatches: usize,
+    pub violations: Vec<String>,
+}
+
+impl Verdict {
+    fn violation(&mut self, text: String) {
+        self.violations.push(text);
+    }
+}
+
+fn memo_of(raw: &Option<RawMemo>) -> Option<(String, String)> {
+    raw.as_ref()
+        .filter(|m| m.kind != "none")
+        .map(|m| (m.kind.clone(), m.value.clone().unwrap_or_default()))
+}
+
+fn asset_matches(expected: &str, journaled: &str) -> bool {
+    expected == journaled || (expected == "native" && journaled.eq_ignore_ascii_case("xlm"))
+}
+
+/// Holds journal, ledger and what was sent against each other.
+pub async fn check(
+    pool: &PgPool,
+    sim: &crate::simadmin::SimAdmin,
+    specs: &[PayoutSpec],
+    feed: &FeedStats,
+    distribution: &str,
+) -> Verdict {
+    let (journal, envelopes) = load_journal(pool).await;
+    let mut v = Verdict {
+        stored: journal.len(),
+        envelopes: envelopes.len(),
+        envelopes_dead: envelopes.values().filter(|e| e.status == "dead").count(),
+        expected_failures: specs.iter().filter(|s| s.expect == Expect::Fails).count(),
+        ..Verdict::default()
+    };
+    for refused in &feed.refused {
+        v.violation(format!("payoutd refused a valid request: {refused}"));
+    }
+    for gave_up in &feed.gave_up {
+        v.violation(format!("a delivery was never answered: {gave_up}"));
+    }
+    let by_memo: HashMap<&str, &PayoutSpec> =
+        specs.iter().map(|s| (s.ledger_memo.as_str(), s)).collect();
+    for spec in specs {
+        let accepted = feed.accepted.contains(&spec.id);
+        let paid = sim.payments(Some(&spec.ledger_memo)).await;
+        if paid.len() > 1 {
+            v.double_payments += 1;
+            let hashes: Vec<&str> = paid.iter().map(|p| p.tx_hash.as_str()).collect();
+            v.violation(format!(
+                "DOUBLE PAYMENT: {} paid {} times on the ledger (tx {hashes:?}; journal: {:?})",
+                spec.id,
+                paid.len(),
+                journal
+                    .get(&spec.id)
+                    .map(|j| (&j.state, &j.tx_hash, j.attempt))
+            ));
+        }
+        let Some(row) = journal.get(&spec.id) else {
+            if accepted {
+                v.lost_payouts += 1;
+                v.violation(format!(
+                    "LOST: {} was accepted but is not in the journal",
+                    spec.id
+                ));
+            }
+            if !paid.is_empty() {
+                v.unknown_payments += paid.len();
+                v.violation(format!(
+                    "{} is not in the journal but was paid on the ledger",
+                    spec.id
+                ));
+            }
+            continue;
+        };
+        check_request(&mut v, spec, row);
+        if row.attempt > 1 {
+            v.rebuilt += 1;
+        }
+        match row.state.as_str() {
+            "confirmed" => {
+                v.confirmed += 1;
+                if spec.expect != Expect::Paid {
+                    v.wrong_outcomes += 1;
+                    v.violation(format!(
+                        "{} is confirmed but the ledger had to refuse it",
+                        spec.id
+                    ));
+                }
+                match paid.as_slice() {
+                    [] => {
+                        v.lost_payouts += 1;
+                        v.violation(format!(
+                            "LOST: {} is confirmed (tx {:?}) but no payment carries its memo {}",
+                            spec.id, row.tx_hash, spec.ledger_memo
+                        ));
+                    }
+                    [payment] => check_payment(&mut v, spec, row, payment, distribution),
+                    _ => {}
+                }
+            }
+            "failed" => {
+                v.failed += 1;
+                if spec.expect != Expect::Fails {
+                    v.wrong_outcomes += 1;
+                    v.violation(format!(
+                        "{} failed ({:?}) but the ledger would have paid it",
+                        spec.id, row.reason
+                    ));
+                }
+                if !paid.is_empty() {
+                    v.wrong_outcomes += 1;
+                    v.violation(format!(
+                        "{} is failed in the journal but was paid on the ledger",
+                        spec.id
+                    ));
+                }
+            }
+            other => {
+                v.lost_payouts += 1;
+                v.violation(format!(
+                    "LOST: {} is still {other} at the end ({:?}; accepted by the harness: {accepted})",
+                    spec.id, row.reason
+                ));
+            }
+        }
+    }
+    let sent: std::collections::HashSet<&str> = specs.iter().map(|s| s.id.as_str()).collect();
+    for id in journal.keys() {
+        if !sent.contains(id.as_str()) {
+            v.violation(format!("the journal holds a payout nobody sent: {id}"));
+        }
+    }
+    let all = sim.payments(None).await;
+    for p in all.iter().filter(|p| p.source == distribution) {
+        v.ledger_payments += 1;
+        let owner = p.memo.as_deref().and_then(|m| by_memo.get(m));
+        match (envelopes.get(&p.tx_hash), owner) {
+            (None, _) => {
+                v.unknown_payments += 1;
+                v.violation(format!(
+                    "payment in tx {} (memo {:?}, ledger {}) is not an envelope in the journal",
+                    p.tx_hash, p.memo, p.ledger
+                ));
+            }
+            (Some(env), _) if env.status == "dead" => {
+                v.violation(format!(
+                    "tx {} of {} was applied in ledger {} but is journaled dead",
+                    p.tx_hash, env.payout_id, p.ledger
+                ));
+            }
+            (Some(env), Some(spec)) if env.payout_id != spec.id => {
+                v.mismatches += 1;
+                v.violation(format!(
+                    "tx {} is journaled for {} but carries the memo of {}",
+                    p.tx_hash, env.payout_id, spec.id
+                ));
+            }
+            (Some(env), None) => {
+                v.unknown_payments += 1;
+                v.violation(format!(
+                    "tx {} of {} carries a memo no payout has: {:?}",
+                    p.tx_hash, env.payout_id, p.memo
+                ));
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+/// The journaled request is the one that was sent.
+fn check_request(v: &mut Verdict, spec: &PayoutSpec, row: &JournalRow) {
+    let r = &row.request;
+    let memo = spec
+        .memo
+        .as_ref()
+        .map(|(k, val)| (k.to_string(), val.clone()));
+    let same = r.destination == spec.destination
+        && asset_matches(&spec.asset, &r.asset)
+        && workload::stroops(&r.amount) == Some(spec.stroops)
+        && memo_of(&r.memo) == memo;
+    if !same {
+        v.mismatches += 1;
+        v.violation(format!(
+            "{}: journaled request ({} {} {} {:?}) is not the one sent ({} {} {} {:?})",
+            spec.id,
+            r.destination,
+            r.asset,
+            r.amount,
+            memo_of(&r.memo),
+            spec.destination,
+            spec.asset,
+            spec.stroops,
+            memo
+        ));
+    }
+}
+
+/// The one payment of a confirmed payout is the journaled one, for the requested amount.
+fn check_payment(
+    v: &mut Verdict,
+    spec: &PayoutSpec,
+    row: &JournalRow,
+    p: &AppliedPayment,
+    distribution: &str,
+) {
+    let mut wrong = Vec::new();
+    if row.tx_hash.as_deref() != Some(p.tx_hash.as_str()) {
+        wrong.push(format!("hash {:?} vs ledger {}", row.tx_hash, p.tx_hash));
+    }
+    if row.ledger != i32::try_from(p.ledger).ok() {
+        wrong.push(format!("ledger {:?} vs ledger {}", row.ledger, p.ledger));
+    }
+    if p.destination != spec.destination {
+        wrong.push(format!(
+            "destination {} vs {}",
+            p.destination, spec.destination
+        ));
+    }
+    if p.asset != spec.asset {
+        wrong.push(format!("asset {} vs {}", p.asset, spec.asset));
+    }
+    if p.amount_stroops != spec.stroops {
+        wrong.push(format!("amount {} vs {}", p.amount_stroops, spec.stroops));
+    }
+    if p.source != distribution {
+        wrong.push(format!(
+            "paid from {} not the distribution account",
+            p.source
+        ));
+    }
+    if !wrong.is_empty() {
+        v.mismatches += 1;
+        v.violation(format!(
+            "{}: journal and ledger disagree: {}",
+            spec.id,
+            wrong.join("; ")
+        ));
+    }
+}

@@ -1,0 +1,205 @@
+//! The payouts of a run, drawn from the seed: destination (plain or muxed), asset, amount,
+//! memo, whether the ledger will refuse it, how many times it is sent and how.
+
+use payoutd_actors::domain::Destination;
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::keys::Accounts;
+
+/// Stroops per XLM (and per unit of any asset).
+const STROOPS_PER_UNIT: i64 = 10_000_000;
+/// Largest amount a payout asks for, in stroops (1,000 units).
+const AMOUNT_MAX_STROOPS: i64 = 1_000 * STROOPS_PER_UNIT;
+
+/// What the ledger should end up doing with a payout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Paid exactly once.
+    Paid,
+    /// Included and failed (no such destination, no trustline): never paid.
+    Fails,
+}
+
+/// One payout as the feeder sends it and the verifier checks it.
+#[derive(Debug, Clone)]
+pub struct PayoutSpec {
+    pub id: String,
+    /// `G…` or `M…`.
+    pub destination: String,
+    /// `native` or `CODE:ISSUER`.
+    pub asset: String,
+    pub stroops: i64,
+    /// `(type, value)` of the request memo, if any.
+    pub memo: Option<(&'static str, String)>,
+    /// The transaction memo in the simulator's `type:value` form.
+    pub ledger_memo: String,
+    pub expect: Expect,
+    /// How many times the request is sent (1–3).
+    pub sends: usize,
+    /// All sends at once, or one after another with `gaps_ms` between them.
+    pub concurrent: bool,
+    pub gaps_ms: Vec<u64>,
+    /// Pause before this payout's first send, after the previous payout's start.
+    pub start_gap_ms: u64,
+}
+
+/// `hash:` + hex(sha256("payoutd:" + id)): the memo payoutd puts on a payout that has none.
+/// Computed here independently of payoutd's own code.
+pub fn default_memo(id: &str) -> String {
+    let digest = Sha256::digest(format!("payoutd:{id}").as_bytes());
+    format!("hash:{}", hex::encode(digest))
+}
+
+/// Stroops as a decimal string with no trailing zeros (`12.5`), or padded to seven
+/// decimals (`12.5000000`): the same amount, written differently.
+pub fn decimal(stroops: i64, padded: bool) -> String {
+    let whole = stroops / STROOPS_PER_UNIT;
+    let frac = stroops % STROOPS_PER_UNIT;
+    if padded {
+        return format!("{whole}.{frac:07}");
+    }
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let frac = format!("{frac:07}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+/// Decimal string to stroops (journal amounts); `None` if it is not one.
+pub fn stroops(decimal: &str) -> Option<i64> {
+    let (whole, frac) = decimal.split_once('.').unwrap_or((decimal, ""));
+    if frac.len() > 7 || whole.is_empty() {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let frac: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<7}").parse().ok()?
+    };
+    whole.checked_mul(STROOPS_PER_UNIT)?.checked_add(frac)
+}
+
+impl PayoutSpec {
+    /// The request body. Variant 0 is the plain form; other variants write the amount
+    /// padded and XLM as `XLM`, which payoutd must treat as the same request.
+    pub fn body(&self, variant: usize) -> Value {
+        let alternate = variant % 2 == 1;
+        let asset = if alternate && self.asset == "native" {
+            "XLM".to_owned()
+        } else {
+            self.asset.clone()
+        };
+        let mut body = json!({
+            "payout_id": self.id,
+            "destination": self.destination,
+            "asset": asset,
+            "amount": decimal(self.stroops, alternate),
+        });
+        if let Some((kind, value)) = &self.memo {
+            body["memo"] = json!({ "type": kind, "value": value });
+        }
+        body
+    }
+}
+
+/// Draws `count` payouts for the run `run_seed`.
+pub fn generate(
+    count: usize,
+    run_seed: u64,
+    accounts: &Accounts,
+    mean_gap_ms: u64,
+    rng: &mut StdRng,
+) -> Vec<PayoutSpec> {
+    let asset = accounts.asset();
+    let trusting: Vec<_> = accounts
+        .destinations
+        .iter()
+        .filter(|d| d.trusts_asset)
+        .collect();
+    let not_trusting: Vec<_> = accounts
+        .destinations
+        .iter()
+        .filter(|d| !d.trusts_asset)
+        .collect();
+    (0..count)
+        .map(|i| {
+            let id = format!("crash-{:08x}-{i:06}", run_seed as u32);
+            let roll = rng.random_range(0..100);
+            // 2% to an account that does not exist, 2% of the asset without a trustline,
+            // 24% of the asset, the rest XLM; a fifth of them to a muxed address.
+            let (account, asset, expect) = match roll {
+                0..2 => {
+                    let g = &accounts.ghosts[rng.random_range(0..accounts.ghosts.len())];
+                    (g.account, "native".to_owned(), Expect::Fails)
+                }
+                2..4 => {
+                    let d = not_trusting[rng.random_range(0..not_trusting.len())];
+                    (d.key.account, asset.clone(), Expect::Fails)
+                }
+                4..28 => {
+                    let d = trusting[rng.random_range(0..trusting.len())];
+                    (d.key.account, asset.clone(), Expect::Paid)
+                }
+                _ => {
+                    let all = &accounts.destinations;
+                    let d = &all[rng.random_range(0..all.len())];
+                    (d.key.account, "native".to_owned(), Expect::Paid)
+                }
+            };
+            let destination = if rng.random_bool(0.2) {
+                Destination::Muxed {
+                    account,
+                    id: rng.random(),
+                }
+                .to_strkey()
+            } else {
+                account.to_strkey()
+            };
+            let (memo, ledger_memo) = match rng.random_range(0..100) {
+                0..15 => {
+                    let v = 1_000_000_000u64 + i as u64;
+                    (Some(("id", v.to_string())), format!("id:{v}"))
+                }
+                15..30 => {
+                    let v = format!("crash {i}");
+                    (Some(("text", v.clone())), format!("text:{v}"))
+                }
+                _ => (None, default_memo(&id)),
+            };
+            let sends = rng.random_range(1..=3);
+            PayoutSpec {
+                id,
+                destination,
+                asset,
+                stroops: rng.random_range(1..=AMOUNT_MAX_STROOPS),
+                memo,
+                ledger_memo,
+                expect,
+                sends,
+                concurrent: sends > 1 && rng.random_bool(0.4),
+                gaps_ms: (1..sends).map(|_| rng.random_range(0..3_000)).collect(),
+                start_gap_ms: rng.random_range(0..=2 * mean_gap_ms),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_round_trip() {
+        for s in [1, 10, 125_000_000, 10_000_000, 123_456_789_012] {
+            assert_eq!(stroops(&decimal(s, false)), Some(s));
+            assert_eq!(stroops(&decimal(s, true)), Some(s));
+        }
+        assert_eq!(decimal(125_000_000, false), "12.5");
+        assert_eq!(decimal(125_000_000, true), "12.5000000");
+        assert_eq!(decimal(1, false), "0.0000001");
+    }
+}
