@@ -16,6 +16,7 @@ pub mod app;
 pub mod bench;
 pub mod config;
 pub mod http;
+pub mod inbox;
 pub mod ingress;
 pub mod journal;
 pub mod metrics;
