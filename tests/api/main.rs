@@ -2,6 +2,7 @@
 
 mod helpers;
 mod http;
+mod inbox;
 mod journal;
 mod secrets;
 mod stellar;
