@@ -15,6 +15,7 @@
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod csv_submit;
 pub mod http;
 pub mod inbox;
 pub mod ingress;

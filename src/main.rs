@@ -37,6 +37,8 @@ enum Command {
     },
     /// Run the Horizon-compatible ledger simulator on its own.
     Simulator(payoutd_simulator::StandaloneArgs),
+    /// Submit every row of a CSV file to a running payoutd over its HTTP API.
+    Submit(payoutd::csv_submit::SubmitArgs),
     /// Print performance figures (in-process; see src/bench.rs).
     #[command(subcommand)]
     Bench(Bench),
@@ -130,6 +132,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Bench(bench)) => run_bench(bench).await,
+        Some(Command::Submit(args)) => Ok(payoutd::csv_submit::run_cli(args).await),
         Some(Command::Serve) | None => serve(&cli).await,
     }
 }
