@@ -92,8 +92,28 @@ fn request(id: &str, amount: &str, memo: Option<(&str, &str)>) -> PayoutRequest 
     .unwrap()
 }
 
-/// Writes `text` to a fresh temp file.
-fn temp_csv(name: &str, text: &str) -> PathBuf {
+/// A CSV file in a fresh temp folder, removed when dropped.
+struct TempCsv(PathBuf);
+
+impl TempCsv {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn as_arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempCsv {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn temp_csv(name: &str, text: &str) -> TempCsv {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "payoutd-csv-test-{}-{}",
@@ -103,7 +123,7 @@ fn temp_csv(name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    path
+    TempCsv(path)
 }
 
 /// Good rows, a duplicate within the file, invalid rows, conflicts (within the file and
@@ -170,9 +190,9 @@ async fn a_mixed_file_reports_every_row_and_a_rerun_pays_nothing_twice() {
         .submit(request("csv-pre", "8", None))
         .await
         .unwrap();
-    let path = temp_csv("mixed.csv", &mixed_csv());
+    let csv = temp_csv("mixed.csv", &mixed_csv());
 
-    let report = csv_submit::submit_file(&path, &options(&api.url))
+    let report = csv_submit::submit_file(csv.path(), &options(&api.url))
         .await
         .unwrap();
     let c = report.counts();
@@ -224,7 +244,7 @@ async fn a_mixed_file_reports_every_row_and_a_rerun_pays_nothing_twice() {
     }
 
     // The same file again: the good rows are all duplicates; nothing is paid twice.
-    let again = csv_submit::submit_file(&path, &options(&api.url))
+    let again = csv_submit::submit_file(csv.path(), &options(&api.url))
         .await
         .unwrap();
     let c = again.counts();
@@ -239,8 +259,7 @@ async fn a_mixed_file_reports_every_row_and_a_rerun_pays_nothing_twice() {
     }
 
     // The binary says the same with its exit status.
-    let (code, stdout, stderr) =
-        run_binary(&["--url", &api.url, path.to_str().unwrap()], None).await;
+    let (code, stdout, stderr) = run_binary(&["--url", &api.url, csv.as_arg()], None).await;
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stdout.contains(&summary("duplicate", 4)), "{stdout}");
     assert!(stderr.contains("payoutd submit: 9 rows"), "{stderr}");
@@ -258,8 +277,8 @@ async fn the_binary_exits_0_for_a_clean_file_twice_and_1_when_the_service_is_unr
         rows.join("\n"),
         rows[0]
     );
-    let path = temp_csv("clean.csv", &text);
-    let file = path.to_str().unwrap();
+    let csv = temp_csv("clean.csv", &text);
+    let file = csv.as_arg();
 
     let (code, stdout, stderr) =
         run_binary(&["--url", &api.url, "--concurrency", "4", file], None).await;
@@ -296,30 +315,30 @@ async fn the_token_is_sent_and_never_shown() {
     let text = format!(
         "payout_id,destination,asset,amount\ncsv-auth-1,{DEST},native,1\ncsv-auth-2,{DEST},native,2\n"
     );
-    let path = temp_csv("auth.csv", &text);
+    let csv = temp_csv("auth.csv", &text);
 
     let mut with_token = options(&api.url);
     with_token.token = Some(SecretString::from(TOKEN.to_owned()));
     assert!(!format!("{with_token:?}").contains(TOKEN));
-    let report = csv_submit::submit_file(&path, &with_token).await.unwrap();
+    let report = csv_submit::submit_file(csv.path(), &with_token)
+        .await
+        .unwrap();
     assert_eq!(report.counts().created, 2, "{report}");
     assert!(!report.to_string().contains(TOKEN));
 
     // Without the token (or with a wrong one) the service refuses: reported, not shown.
-    let report = csv_submit::submit_file(&path, &options(&api.url))
+    let report = csv_submit::submit_file(csv.path(), &options(&api.url))
         .await
         .unwrap();
     assert_eq!(report.counts().failed, 2, "{report}");
     assert_eq!(report.exit_code(), 1);
     let wrong = "wrong-token-5e3a";
-    let (code, stdout, stderr) =
-        run_binary(&["--url", &api.url, path.to_str().unwrap()], Some(wrong)).await;
+    let (code, stdout, stderr) = run_binary(&["--url", &api.url, csv.as_arg()], Some(wrong)).await;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("unauthenticated"), "{stdout}");
     assert!(!stdout.contains(wrong) && !stderr.contains(wrong));
 
-    let (code, stdout, stderr) =
-        run_binary(&["--url", &api.url, path.to_str().unwrap()], Some(TOKEN)).await;
+    let (code, stdout, stderr) = run_binary(&["--url", &api.url, csv.as_arg()], Some(TOKEN)).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains(&summary("duplicate", 2)), "{stdout}");
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
@@ -351,7 +370,7 @@ async fn flaky_service(calls: Arc<AtomicUsize>) -> String {
 
 #[tokio::test]
 async fn unavailable_and_timeouts_are_retried_a_bounded_number_of_times() {
-    let path = temp_csv(
+    let csv = temp_csv(
         "one.csv",
         &format!("payout_id,destination,asset,amount\ncsv-retry,{DEST},native,1\n"),
     );
@@ -359,7 +378,7 @@ async fn unavailable_and_timeouts_are_retried_a_bounded_number_of_times() {
     let url = flaky_service(calls.clone()).await;
     let mut o = options(&url);
     o.request_timeout_ms = 300;
-    let report = csv_submit::submit_file(&path, &o).await.unwrap();
+    let report = csv_submit::submit_file(csv.path(), &o).await.unwrap();
     assert_eq!(report.rows[0].outcome, Outcome::Created, "{report}");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 
@@ -367,7 +386,7 @@ async fn unavailable_and_timeouts_are_retried_a_bounded_number_of_times() {
     let url = flaky_service(calls.clone()).await;
     let mut o = options(&url);
     o.retries = 1;
-    let report = csv_submit::submit_file(&path, &o).await.unwrap();
+    let report = csv_submit::submit_file(csv.path(), &o).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one try and one retry");
     match &report.rows[0].outcome {
         Outcome::Failed { reason } => {
