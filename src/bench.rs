@@ -219,13 +219,49 @@ pub async fn payouts(
     Ok(())
 }
 
+/// The commit rate plain PostgreSQL reaches here with one commit per write: `count` single-
+/// row INSERTs, each its own transaction, from `connections` concurrent connections.
+pub async fn naive_commit_rate(
+    pool: &sqlx::PgPool,
+    count: u64,
+    connections: u64,
+) -> Result<f64, String> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_naive (id bigserial PRIMARY KEY, payload text NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let per = count / connections;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    sqlx::query("INSERT INTO bench_naive (payload) VALUES ('x')")
+                        .execute(&pool)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok((per * connections) as f64 / started.elapsed().as_secs_f64())
+}
+
 /// The in-memory journal with `n` channels, for `payouts`.
 pub fn memory_journal(chans: &[AccountId]) -> Arc<MemJournal> {
     Arc::new(MemJournal::with_channels(chans))
 }
 
 /// Starts a private PostgreSQL (fsync on) in a temp folder and returns it with a migrated pool.
-pub async fn bench_postgres() -> Result<(crate::pg::LocalPostgres, sqlx::PgPool, std::path::PathBuf), String> {
+pub async fn bench_postgres()
+-> Result<(crate::pg::LocalPostgres, sqlx::PgPool, std::path::PathBuf), String> {
     let dir = std::env::temp_dir().join(format!("payoutd-bench-pg-{}", std::process::id()));
     let pg = tokio::task::spawn_blocking({
         let dir = dir.clone();
@@ -239,7 +275,9 @@ pub async fn bench_postgres() -> Result<(crate::pg::LocalPostgres, sqlx::PgPool,
         .connect(&pg.url(crate::pg::DATABASE))
         .await
         .map_err(|e| e.to_string())?;
-    crate::journal::migrate(&pool).await.map_err(|e| e.to_string())?;
+    crate::journal::migrate(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((pg, pool, dir))
 }
 
@@ -250,38 +288,71 @@ pub async fn pipeline(count: u64, concurrency: u64, channels: u32) -> Result<(),
     use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, StellarLedger};
     let (pg, pool, dir) = bench_postgres().await?;
     let passphrase = "payoutd bench network";
-    let sim = Simulator::new(SimConfig { network_passphrase: passphrase.into(), close_mode: CloseMode::Instant, base_reserve_stroops: 0, ..SimConfig::default() })
+    let sim = Simulator::new(SimConfig {
+        network_passphrase: passphrase.into(),
+        close_mode: CloseMode::Instant,
+        base_reserve_stroops: 0,
+        ..SimConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let handle = payoutd_simulator::spawn(sim.clone(), "127.0.0.1:0")
+        .await
         .map_err(|e| e.to_string())?;
-    let handle = payoutd_simulator::spawn(sim.clone(), "127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let key = |label: String| {
         use sha2::{Digest, Sha256};
         let raw: [u8; 32] = Sha256::digest(label.as_bytes()).into();
-        Keypair::from_seed(&payoutd_actors::strkey::encode(payoutd_actors::strkey::VERSION_SEED, &raw)).map_err(|e| e.to_string())
+        Keypair::from_seed(&payoutd_actors::strkey::encode(
+            payoutd_actors::strkey::VERSION_SEED,
+            &raw,
+        ))
+        .map_err(|e| e.to_string())
     };
     let mut ring = Keyring::new();
     let dist = key("bench distribution".into())?;
     let payer = dist.account();
-    sim.create_account(&payer.to_strkey(), i64::MAX / 4).map_err(|e| e.to_string())?;
+    sim.create_account(&payer.to_strkey(), i64::MAX / 4)
+        .map_err(|e| e.to_string())?;
     ring.insert(dist);
     let mut chans = Vec::new();
     for i in 0..channels {
         let c = key(format!("bench channel {i}"))?;
-        sim.create_account(&c.account().to_strkey(), 1_000_000 * 10_000_000).map_err(|e| e.to_string())?;
+        sim.create_account(&c.account().to_strkey(), 1_000_000 * 10_000_000)
+            .map_err(|e| e.to_string())?;
         chans.push(c.account());
         ring.insert(c);
     }
-    sim.create_account(DEST, 10_000_000).map_err(|e| e.to_string())?;
-    let ledger = StellarLedger::connect(&handle.base_url, passphrase, ring, HorizonTimeouts { request_timeout_ms: 30_000, connect_timeout_ms: 2_000 })
-        .await
+    sim.create_account(DEST, 10_000_000)
         .map_err(|e| e.to_string())?;
-    let journal = Arc::new(crate::journal::PgJournal::new(pool, &chans).await.map_err(|e| e.to_string())?);
+    let ledger = StellarLedger::connect(
+        &handle.base_url,
+        passphrase,
+        ring,
+        HorizonTimeouts {
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 2_000,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let journal = Arc::new(
+        crate::journal::PgJournal::new(pool, &chans)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let metrics = Arc::new(Metrics::default());
     let mut policy = PayoutPolicy::new(payer);
     policy.idle_passivate_ms = 200;
     policy.channel_wait_ms = 2;
     policy.poll_interval_ms = 50;
-    let ctx = Arc::new(Context { journal, ledger: Arc::new(ledger), policy, metrics: metrics.clone() });
-    let (payouts, _) = Payouts::start(ctx, SupervisorConfig::default(), 120_000).await.map_err(|e| e.to_string())?;
+    let ctx = Arc::new(Context {
+        journal,
+        ledger: Arc::new(ledger),
+        policy,
+        metrics: metrics.clone(),
+    });
+    let (payouts, _) = Payouts::start(ctx, SupervisorConfig::default(), 120_000)
+        .await
+        .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let per_task = count / concurrency;
     let tasks: Vec<_> = (0..concurrency)
@@ -289,7 +360,9 @@ pub async fn pipeline(count: u64, concurrency: u64, channels: u32) -> Result<(),
             let p = payouts.clone();
             tokio::spawn(async move {
                 for i in 0..per_task {
-                    p.submit(request(&format!("pipe-{t}-{i}"))).await.map_err(|e| e.to_string())?;
+                    p.submit(request(&format!("pipe-{t}-{i}")))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok::<(), String>(())
             })
@@ -299,14 +372,29 @@ pub async fn pipeline(count: u64, concurrency: u64, channels: u32) -> Result<(),
         t.await.map_err(|e| e.to_string())??;
     }
     let total = per_task * concurrency;
-    while metrics.confirmed.load(Ordering::Relaxed) + metrics.failed.load(Ordering::Relaxed) < total {
+    while metrics.confirmed.load(Ordering::Relaxed) + metrics.failed.load(Ordering::Relaxed) < total
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    let payments = sim.payments(&payoutd_simulator::PaymentFilter { memo: None, destination: Some(DEST.into()) }).len();
-    println!("bench pipeline: {total} payouts over HTTP to the simulator (instant close), PostgreSQL journal (fsync on), {channels} channels, {concurrency} callers");
-    println!("  {:.0} payouts/s confirmed end to end ({secs:.2} s)", total as f64 / secs);
-    println!("  confirmed {}, failed {}, payments on the ledger {payments}", metrics.confirmed.load(Ordering::Relaxed), metrics.failed.load(Ordering::Relaxed));
+    let payments = sim
+        .payments(&payoutd_simulator::PaymentFilter {
+            memo: None,
+            destination: Some(DEST.into()),
+        })
+        .len();
+    println!(
+        "bench pipeline: {total} payouts over HTTP to the simulator (instant close), PostgreSQL journal (fsync on), {channels} channels, {concurrency} callers"
+    );
+    println!(
+        "  {:.0} payouts/s confirmed end to end ({secs:.2} s)",
+        total as f64 / secs
+    );
+    println!(
+        "  confirmed {}, failed {}, payments on the ledger {payments}",
+        metrics.confirmed.load(Ordering::Relaxed),
+        metrics.failed.load(Ordering::Relaxed)
+    );
     payouts.shutdown(5_000).await;
     handle.shutdown().await;
     drop(pg);
@@ -331,13 +419,18 @@ pub async fn http(count: u64, concurrency: u64) -> Result<(), String> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect::<Vec<_>>();
     let settings = crate::config::Settings::load(None, env).map_err(|e| e.to_string())?;
-    let app = crate::app::Application::build_with_pool(settings, pool, None).await.map_err(|e| e.to_string())?;
+    let app = crate::app::Application::build_with_pool(settings, pool, None)
+        .await
+        .map_err(|e| e.to_string())?;
     let base = format!("http://127.0.0.1:{}/v1/payouts", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency as usize).build().map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency as usize)
+        .build()
+        .map_err(|e| e.to_string())?;
     for (label, expect) in [("new payouts", 202u16), ("duplicates", 200u16)] {
         let started = Instant::now();
         let per_task = count / concurrency;
@@ -361,7 +454,10 @@ pub async fn http(count: u64, concurrency: u64) -> Result<(), String> {
         }
         let secs = started.elapsed().as_secs_f64();
         let total = per_task * concurrency;
-        println!("bench http {label}: {total} POST /v1/payouts, {concurrency} connections: {:.0} requests/s ({secs:.2} s)", total as f64 / secs);
+        println!(
+            "bench http {label}: {total} POST /v1/payouts, {concurrency} connections: {:.0} requests/s ({secs:.2} s)",
+            total as f64 / secs
+        );
     }
     let _ = stop.send(());
     let _ = server.await;

@@ -10,12 +10,130 @@ use payoutd_actors::ports::{
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Row};
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Embedded migrations (`migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Builds a statement; called again if its batch must be replayed one by one.
+type BuildQuery = Box<dyn Fn() -> PgQuery + Send + Sync>;
+
+/// A write waiting for its batch.
+struct Job {
+    build: BuildQuery,
+    reply: oneshot::Sender<Result<PgRow, JobError>>,
+}
+
+#[derive(Debug)]
+struct JobError {
+    unique_violation: bool,
+    message: String,
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> Self {
+        let unique_violation = matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation());
+        Self {
+            unique_violation,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Group commit: journal writes from many actors are queued and written by a few writer
+/// tasks, each committing a batch in one transaction — one WAL flush for many steps. Every
+/// statement keeps its own version check, so batching changes no outcome: a failing batch
+/// is rolled back and replayed statement by statement, and an ambiguous commit is reported
+/// as `Unavailable`, after which the actor re-reads the journal.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit {
+    /// Writer tasks, each with its own connection.
+    pub writers: usize,
+    /// Statements per transaction at most.
+    pub batch_max: usize,
+    /// Writes queued at most; past it writers push back on the actors.
+    pub queue_max: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            writers: 4,
+            batch_max: 256,
+            queue_max: 8_192,
+        }
+    }
+}
+
+async fn writer(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max: usize) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut queue = queue.lock().await;
+            match queue.recv().await {
+                Some(job) => batch.push(job),
+                None => return,
+            }
+            while batch.len() < batch_max {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        run_batch(&pool, batch).await;
+    }
+}
+
+async fn run_batch(pool: &PgPool, batch: Vec<Job>) {
+    if batch.len() > 1 {
+        let attempt = async {
+            let mut tx = pool.begin().await?;
+            let mut rows = Vec::with_capacity(batch.len());
+            for job in &batch {
+                rows.push((job.build)().fetch_one(&mut *tx).await?);
+            }
+            Ok::<_, sqlx::Error>((tx, rows))
+        };
+        match attempt.await {
+            Ok((tx, rows)) => {
+                match tx.commit().await {
+                    Ok(()) => {
+                        for (job, row) in batch.into_iter().zip(rows) {
+                            let _ = job.reply.send(Ok(row));
+                        }
+                    }
+                    Err(e) => {
+                        // The commit may or may not have happened: say so, never guess.
+                        let message = format!("commit outcome unknown: {e}");
+                        for job in batch {
+                            let _ = job.reply.send(Err(JobError {
+                                unique_violation: false,
+                                message: message.clone(),
+                            }));
+                        }
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, size = batch.len(), "batch failed; replaying its statements one by one")
+            }
+        }
+    }
+    for job in batch {
+        let result = (job.build)().fetch_one(pool).await.map_err(JobError::from);
+        let _ = job.reply.send(result);
+    }
+}
+
 pub struct PgJournal {
     pool: PgPool,
+    /// Queue of the group-commit writers; `None` writes each statement in its own commit.
+    queue: Option<mpsc::Sender<Job>>,
     /// The channel accounts this instance may lease (public keys only). Several instances
     /// sharing one database split the channels by configuring disjoint lists.
     channels: Vec<String>,
@@ -25,18 +143,126 @@ fn unavailable(e: sqlx::Error) -> JournalError {
     JournalError::Unavailable(e.to_string())
 }
 
+const ACCEPT_SQL: &str = "WITH ins AS (
+                INSERT INTO payouts (payout_id, fingerprint, request, state, version)
+                VALUES ($1, $2, $3, 'accepted', 1)
+                ON CONFLICT (payout_id) DO NOTHING
+                RETURNING payout_id
+             ), ev AS (
+                INSERT INTO payout_events (payout_id, version, kind, state, detail)
+                SELECT payout_id, 1, 'accepted', 'accepted', $4 FROM ins
+             ), ob AS (
+                INSERT INTO outbox (event_id, payout_id, kind, payload)
+                SELECT payout_id || ':1', payout_id, 'accepted', jsonb_build_object(
+                    'event_id', payout_id || ':1', 'payout_id', payout_id, 'kind', 'accepted',
+                    'state', 'accepted', 'version', 1, 'detail', $4::jsonb, 'at', now())
+                FROM ins
+             )
+             SELECT count(*) AS n FROM ins";
+
+const APPLY_SQL: &str = "WITH u AS (
+                UPDATE payouts SET state = $3, version = $4, attempt = $5, reason = $6, channel = $7,
+                    envelope_xdr = $8, tx_hash = $9, tx_source = $10, tx_sequence = $11, tx_fee = $12,
+                    max_time = $13, min_ledger = $14, max_ledger = $15, ledger = $16, fee_charged = $17,
+                    next_fee = $18, updated_at = now()
+                WHERE payout_id = $1 AND version = $2
+                RETURNING payout_id
+             ), ev AS (
+                INSERT INTO payout_events (payout_id, version, kind, state, detail)
+                SELECT payout_id, $4, $19, $3, $20 FROM u
+             ), ob AS (
+                INSERT INTO outbox (event_id, payout_id, kind, payload)
+                SELECT payout_id || ':' || $4::bigint, payout_id, $19, jsonb_build_object(
+                    'event_id', payout_id || ':' || $4::bigint, 'payout_id', payout_id, 'kind', $19::text,
+                    'state', $3::text, 'version', $4::bigint, 'detail', $20::jsonb, 'at', now())
+                FROM u WHERE $19 <> 'noted'
+             ), env AS (
+                INSERT INTO envelopes (tx_hash, payout_id, attempt, source, sequence, max_time, envelope_xdr)
+                SELECT $9, payout_id, $5, $10, $11, $13, $8 FROM u WHERE $21
+             ), old AS (
+                UPDATE envelopes SET status = $22
+                WHERE tx_hash = $23 AND $22 IS NOT NULL AND EXISTS (SELECT 1 FROM u)
+             ), rel AS (
+                UPDATE channel_accounts SET leased_to = NULL, leased_at = NULL
+                WHERE leased_to = $1 AND $24 AND EXISTS (SELECT 1 FROM u)
+             )
+             SELECT count(*) AS n FROM u";
+
+/// One row; `account` is NULL when every channel is busy.
+const LEASE_SQL: &str = "WITH held AS (
+                    SELECT account FROM channel_accounts WHERE leased_to = $1
+                 ), pick AS (
+                    SELECT account FROM channel_accounts
+                    WHERE leased_to IS NULL AND account = ANY($2) AND NOT EXISTS (SELECT 1 FROM held)
+                    ORDER BY lease_epoch, account LIMIT 1
+                    FOR UPDATE SKIP LOCKED
+                 ), upd AS (
+                    UPDATE channel_accounts c SET leased_to = $1, lease_epoch = c.lease_epoch + 1, leased_at = now()
+                    FROM pick WHERE c.account = pick.account
+                    RETURNING c.account
+                 )
+                 SELECT (SELECT account FROM held UNION ALL SELECT account FROM upd LIMIT 1) AS account";
+
 const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, channel, envelope_xdr, tx_hash, tx_source, tx_sequence, tx_fee, max_time, min_ledger, max_ledger, ledger, fee_charged, next_fee";
 
 impl PgJournal {
-    /// Registers the channel accounts (idempotent) and returns the journal.
+    /// Registers the channel accounts (idempotent) and returns the journal, with group
+    /// commit on (the default).
     pub async fn new(pool: PgPool, channels: &[AccountId]) -> Result<Self, JournalError> {
+        Self::with_group_commit(pool, channels, Some(GroupCommit::default())).await
+    }
+
+    /// As `new`; `None` commits every statement on its own (the naive baseline).
+    pub async fn with_group_commit(
+        pool: PgPool,
+        channels: &[AccountId],
+        group: Option<GroupCommit>,
+    ) -> Result<Self, JournalError> {
+        let mut journal = Self::register(pool, channels).await?;
+        if let Some(g) = group {
+            let (tx, rx) = mpsc::channel(g.queue_max.max(1));
+            let rx = Arc::new(Mutex::new(rx));
+            for _ in 0..g.writers.max(1) {
+                tokio::spawn(writer(journal.pool.clone(), rx.clone(), g.batch_max.max(1)));
+            }
+            journal.queue = Some(tx);
+        }
+        Ok(journal)
+    }
+
+    /// Runs one write statement that returns one row: batched when group commit is on.
+    async fn write(&self, build: BuildQuery) -> Result<PgRow, JobError> {
+        match &self.queue {
+            None => build().fetch_one(&self.pool).await.map_err(JobError::from),
+            Some(queue) => {
+                let (reply, answer) = oneshot::channel();
+                queue
+                    .send(Job { build, reply })
+                    .await
+                    .map_err(|_| JobError {
+                        unique_violation: false,
+                        message: "journal writers stopped".into(),
+                    })?;
+                answer.await.map_err(|_| JobError {
+                    unique_violation: false,
+                    message: "journal writer dropped the write".into(),
+                })?
+            }
+        }
+    }
+
+    async fn register(pool: PgPool, channels: &[AccountId]) -> Result<Self, JournalError> {
         let channels: Vec<String> = channels.iter().map(AccountId::to_strkey).collect();
         sqlx::query("INSERT INTO channel_accounts (account) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING")
             .bind(&channels)
             .execute(&pool)
             .await
             .map_err(unavailable)?;
-        Ok(Self { pool, channels })
+        Ok(Self {
+            pool,
+            queue: None,
+            channels,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -182,41 +408,40 @@ impl Journal for PgJournal {
     ) -> Result<Accepted, JournalError> {
         let raw = serde_json::to_value(request.raw())
             .map_err(|e| JournalError::Unavailable(e.to_string()))?;
-        let inserted = sqlx::query(
-            "WITH ins AS (
-                INSERT INTO payouts (payout_id, fingerprint, request, state, version)
-                VALUES ($1, $2, $3, 'accepted', 1)
-                ON CONFLICT (payout_id) DO NOTHING
-                RETURNING payout_id
-             ), ev AS (
-                INSERT INTO payout_events (payout_id, version, kind, state, detail)
-                SELECT payout_id, 1, 'accepted', 'accepted', $4 FROM ins
-             ), ob AS (
-                INSERT INTO outbox (event_id, payout_id, kind, payload)
-                SELECT payout_id || ':1', payout_id, 'accepted', jsonb_build_object(
-                    'event_id', payout_id || ':1', 'payout_id', payout_id, 'kind', 'accepted',
-                    'state', 'accepted', 'version', 1, 'detail', $4::jsonb, 'at', now())
-                FROM ins
-             )
-             SELECT count(*) AS n FROM ins",
-        )
-        .bind(request.payout_id().as_str())
-        .bind(&fingerprint.0[..])
-        .bind(&raw)
-        .bind(serde_json::json!({ "fingerprint": fingerprint.to_hex() }))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let n: i64 = inserted.try_get("n").map_err(unavailable)?;
+        let id = request.payout_id().to_string();
+        let detail = serde_json::json!({ "fingerprint": fingerprint.to_hex() });
+        let fp = fingerprint.0.to_vec();
+        let row = self
+            .write(Box::new(move || {
+                sqlx::query(ACCEPT_SQL)
+                    .bind(id.clone())
+                    .bind(fp.clone())
+                    .bind(raw.clone())
+                    .bind(detail.clone())
+            }))
+            .await
+            .map_err(|e| JournalError::Unavailable(e.message))?;
+        let n: i64 = row.try_get("n").map_err(unavailable)?;
+        if n == 1 {
+            // Exactly what was inserted: no need to read it back.
+            return Ok(Accepted::Created(PayoutRecord {
+                request: request.clone(),
+                fingerprint,
+                state: PayoutState::Accepted,
+                version: 1,
+                attempt: 0,
+                reason: None,
+                channel: None,
+                envelope: None,
+                inclusion: None,
+                next_fee_stroops: None,
+            }));
+        }
         let record = self
             .load(request.payout_id())
             .await?
             .ok_or_else(|| JournalError::NotFound(request.payout_id().to_string()))?;
-        Ok(if n == 1 {
-            Accepted::Created(record)
-        } else {
-            Accepted::Existing(record)
-        })
+        Ok(Accepted::Existing(record))
     }
 
     async fn load(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, JournalError> {
@@ -238,67 +463,53 @@ impl Journal for PgJournal {
     ) -> Result<PayoutRecord, JournalError> {
         let mut next = current.clone();
         change.apply_to(&mut next);
-        let env = next.envelope.as_ref();
+        let id = current.id().to_string();
+        let expected = current.version;
+        let env = next.envelope.clone();
         let new_envelope = matches!(change, Change::Prepared { .. });
         let old_hash = current.envelope.as_ref().map(|e| e.hash.to_hex());
         let status = envelope_status(change);
-        let updated = sqlx::query(
-            "WITH u AS (
-                UPDATE payouts SET state = $3, version = $4, attempt = $5, reason = $6, channel = $7,
-                    envelope_xdr = $8, tx_hash = $9, tx_source = $10, tx_sequence = $11, tx_fee = $12,
-                    max_time = $13, min_ledger = $14, max_ledger = $15, ledger = $16, fee_charged = $17,
-                    next_fee = $18, updated_at = now()
-                WHERE payout_id = $1 AND version = $2
-                RETURNING payout_id
-             ), ev AS (
-                INSERT INTO payout_events (payout_id, version, kind, state, detail)
-                SELECT payout_id, $4, $19, $3, $20 FROM u
-             ), ob AS (
-                INSERT INTO outbox (event_id, payout_id, kind, payload)
-                SELECT payout_id || ':' || $4::bigint, payout_id, $19, jsonb_build_object(
-                    'event_id', payout_id || ':' || $4::bigint, 'payout_id', payout_id, 'kind', $19::text,
-                    'state', $3::text, 'version', $4::bigint, 'detail', $20::jsonb, 'at', now())
-                FROM u WHERE $19 <> 'noted'
-             ), env AS (
-                INSERT INTO envelopes (tx_hash, payout_id, attempt, source, sequence, max_time, envelope_xdr)
-                SELECT $9, payout_id, $5, $10, $11, $13, $8 FROM u WHERE $21
-             ), old AS (
-                UPDATE envelopes SET status = $22
-                WHERE tx_hash = $23 AND $22 IS NOT NULL AND EXISTS (SELECT 1 FROM u)
-             ), rel AS (
-                UPDATE channel_accounts SET leased_to = NULL, leased_at = NULL
-                WHERE leased_to = $1 AND $24 AND EXISTS (SELECT 1 FROM u)
-             )
-             SELECT count(*) AS n FROM u",
-        )
-        .bind(current.id().as_str())
-        .bind(current.version)
-        .bind(next.state.as_str())
-        .bind(next.version)
-        .bind(next.attempt as i32)
-        .bind(next.reason.as_deref())
-        .bind(next.channel.map(|c| c.to_strkey()))
-        .bind(env.map(|e| e.xdr.as_str()))
-        .bind(env.map(|e| e.hash.to_hex()))
-        .bind(env.map(|e| e.source.to_strkey()))
-        .bind(env.map(|e| e.sequence))
-        .bind(env.map(|e| e.fee_stroops as i32))
-        .bind(env.map(|e| e.max_time as i64))
-        .bind(env.and_then(|e| e.ledger_bounds).map(|b| b.0 as i32))
-        .bind(env.and_then(|e| e.ledger_bounds).map(|b| b.1 as i32))
-        .bind(next.inclusion.map(|i| i.ledger as i32))
-        .bind(next.inclusion.map(|i| i.fee_charged))
-        .bind(next.next_fee_stroops.map(|f| f as i32))
-        .bind(change.event_kind())
-        .bind(event_detail(change))
-        .bind(new_envelope)
-        .bind(status)
-        .bind(old_hash)
-        .bind(change.releases_channel())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let n: i64 = updated.try_get("n").map_err(unavailable)?;
+        let kind = change.event_kind();
+        let detail = event_detail(change);
+        let releases = change.releases_channel();
+        let state = next.state.as_str();
+        let (version, attempt, reason) = (next.version, next.attempt as i32, next.reason.clone());
+        let channel = next.channel.map(|c| c.to_strkey());
+        let inclusion = next.inclusion;
+        let next_fee = next.next_fee_stroops.map(|f| f as i32);
+        let build = move || {
+            let env = env.as_ref();
+            sqlx::query(APPLY_SQL)
+                .bind(id.clone())
+                .bind(expected)
+                .bind(state)
+                .bind(version)
+                .bind(attempt)
+                .bind(reason.clone())
+                .bind(channel.clone())
+                .bind(env.map(|e| e.xdr.clone()))
+                .bind(env.map(|e| e.hash.to_hex()))
+                .bind(env.map(|e| e.source.to_strkey()))
+                .bind(env.map(|e| e.sequence))
+                .bind(env.map(|e| e.fee_stroops as i32))
+                .bind(env.map(|e| e.max_time as i64))
+                .bind(env.and_then(|e| e.ledger_bounds).map(|b| b.0 as i32))
+                .bind(env.and_then(|e| e.ledger_bounds).map(|b| b.1 as i32))
+                .bind(inclusion.map(|i| i.ledger as i32))
+                .bind(inclusion.map(|i| i.fee_charged))
+                .bind(next_fee)
+                .bind(kind)
+                .bind(detail.clone())
+                .bind(new_envelope)
+                .bind(status)
+                .bind(old_hash.clone())
+                .bind(releases)
+        };
+        let row = self
+            .write(Box::new(build))
+            .await
+            .map_err(|e| JournalError::Unavailable(e.message))?;
+        let n: i64 = row.try_get("n").map_err(unavailable)?;
         if n == 1 {
             Ok(next)
         } else {
@@ -337,37 +548,30 @@ impl Journal for PgJournal {
         // Two instances may race to lease for the same payout; the loser hits the unique
         // `leased_to` constraint and simply reads the winner's lease on the second pass.
         for _ in 0..2 {
-            let result = sqlx::query(
-                "WITH held AS (
-                    SELECT account FROM channel_accounts WHERE leased_to = $1
-                 ), pick AS (
-                    SELECT account FROM channel_accounts
-                    WHERE leased_to IS NULL AND account = ANY($2) AND NOT EXISTS (SELECT 1 FROM held)
-                    ORDER BY lease_epoch, account LIMIT 1
-                    FOR UPDATE SKIP LOCKED
-                 ), upd AS (
-                    UPDATE channel_accounts c SET leased_to = $1, lease_epoch = c.lease_epoch + 1, leased_at = now()
-                    FROM pick WHERE c.account = pick.account
-                    RETURNING c.account
-                 )
-                 SELECT account FROM held UNION ALL SELECT account FROM upd",
-            )
-            .bind(id.as_str())
-            .bind(&self.channels)
-            .fetch_optional(&self.pool)
-            .await;
+            let (payout, channels) = (id.to_string(), self.channels.clone());
+            let result = self
+                .write(Box::new(move || {
+                    sqlx::query(LEASE_SQL)
+                        .bind(payout.clone())
+                        .bind(channels.clone())
+                }))
+                .await;
             match result {
-                Ok(Some(row)) => {
-                    let text: String = row.try_get("account").map_err(unavailable)?;
+                Ok(row) => {
+                    let Some(text) = row
+                        .try_get::<Option<String>, _>("account")
+                        .map_err(unavailable)?
+                    else {
+                        return Ok(None);
+                    };
                     let account = AccountId::parse(&text).map_err(|e| JournalError::Corrupt {
                         id: id.to_string(),
                         detail: format!("channel {e}"),
                     })?;
                     return Ok(Some(account));
                 }
-                Ok(None) => return Ok(None),
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => continue,
-                Err(e) => return Err(unavailable(e)),
+                Err(e) if e.unique_violation => continue,
+                Err(e) => return Err(JournalError::Unavailable(e.message)),
             }
         }
         Err(JournalError::Unavailable("channel lease contention".into()))

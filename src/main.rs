@@ -67,6 +67,25 @@ enum Bench {
         /// "memory" or "postgres" (a private cluster with fsync on, in a temp folder).
         #[arg(long, default_value = "postgres")]
         journal: String,
+        /// Commit every journal step on its own (the naive baseline).
+        #[arg(long)]
+        no_group_commit: bool,
+    },
+    /// The simulator-backed pipeline: PostgreSQL, the Stellar adapter over HTTP, the simulator.
+    Pipeline {
+        #[arg(long, default_value_t = 5_000)]
+        count: u64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: u64,
+        #[arg(long, default_value_t = 64)]
+        channels: u32,
+    },
+    /// HTTP requests per second for new payouts and for duplicates (the whole application).
+    Http {
+        #[arg(long, default_value_t = 5_000)]
+        count: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: u64,
     },
 }
 
@@ -144,12 +163,21 @@ async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
             messages,
             concurrency,
         } => payoutd::bench::dups(*messages, (*concurrency).max(1)).await?,
+        Bench::Pipeline {
+            count,
+            concurrency,
+            channels,
+        } => payoutd::bench::pipeline(*count, (*concurrency).max(1), *channels).await?,
+        Bench::Http { count, concurrency } => {
+            payoutd::bench::http(*count, (*concurrency).max(1)).await?
+        }
         Bench::Payouts {
             count,
             concurrency,
             channels,
             idle_ms,
             journal,
+            no_group_commit,
         } => {
             let chans = payoutd::bench::channels(*channels);
             match journal.as_str() {
@@ -166,31 +194,25 @@ async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
                     .await?
                 }
                 "postgres" => {
-                    let dir = std::env::temp_dir()
-                        .join(format!("payoutd-bench-pg-{}", std::process::id()));
-                    let pg = tokio::task::spawn_blocking({
-                        let dir = dir.clone();
-                        move || payoutd::pg::LocalPostgres::start(&dir, true)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                    let pool = sqlx::postgres::PgPoolOptions::new()
-                        .max_connections(16)
-                        .connect(&pg.url(payoutd::pg::DATABASE))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    payoutd::journal::migrate(&pool)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let (pg, pool, dir) = payoutd::bench::bench_postgres().await?;
+                    let naive = payoutd::bench::naive_commit_rate(&pool, 20_000, 16).await?;
+                    println!(
+                        "plain PostgreSQL here, one commit per write (16 connections, fsync on): {naive:.0} commits/s"
+                    );
+                    let group = (!*no_group_commit).then(payoutd::journal::GroupCommit::default);
                     let j = std::sync::Arc::new(
-                        payoutd::journal::PgJournal::new(pool, &chans)
+                        payoutd::journal::PgJournal::with_group_commit(pool, &chans, group)
                             .await
                             .map_err(|e| e.to_string())?,
                     );
+                    let label = if group.is_some() {
+                        "PostgreSQL, fsync on, group commit"
+                    } else {
+                        "PostgreSQL, fsync on, one commit per step"
+                    };
                     let result = payoutd::bench::payouts(
                         j,
-                        "PostgreSQL (fsync on)",
+                        label,
                         *count,
                         (*concurrency).max(1),
                         *idle_ms,
