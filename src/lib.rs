@@ -21,6 +21,8 @@ pub mod inbox;
 pub mod ingress;
 pub mod journal;
 pub mod metrics;
+pub mod nats;
 pub mod openapi;
+pub mod outbox;
 pub mod pg;
 pub mod telemetry;

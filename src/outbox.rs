@@ -1,0 +1,345 @@
+//! The outbox publisher: copies the journal's `outbox` rows (payout state changes, written
+//! in the same statement as the change) to JetStream, at least once, and marks them
+//! published.
+//!
+//! One round: in a transaction, claim up to `batch_max` unpublished rows in id order with
+//! `FOR UPDATE SKIP LOCKED` (several instances can run side by side, each taking other
+//! rows), publish each row's `payload` to `<subject_prefix>.<payout id>` with the header
+//! `Nats-Msg-Id: <event_id>`, await the stream's acknowledgements, set `published_at` on the
+//! acknowledged rows and commit. A crash between the publish and the commit republishes the
+//! same event id: the stream drops it if it arrives within `duplicate_window_ms`, and
+//! consumers deduplicate on `event_id` (or `payout_id` + `version`) beyond that.
+//!
+//! Order: events of one batch are sent in id order on one connection; across batches,
+//! retries and instances, a later event of a payout may land before an earlier one, so
+//! consumers order by `version`.
+//!
+//! Subjects: a payout id (`[A-Za-z0-9._:-]`, 1–64 characters) becomes one subject token.
+//! `:`, `-` and `_` are legal inside a NATS token and stay; `.` separates tokens, and ids
+//! like `a..b`, `.a` or `a.` would make empty tokens (a subject nobody can subscribe to),
+//! so every `.` is written `%2E` (`%` never occurs in a payout id, so the mapping is
+//! one-to-one and reversible): payout `reward.2026:7` → `payouts.events.reward%2E2026:7`.
+//! `payouts.events.>` and `payouts.events.*` both see every payout's events; the exact
+//! subject of one payout sees only that payout's.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
+};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sqlx::{PgPool, Row};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::nats::{
+    Backoff, InvalidSetting, NatsError, NatsSettings, check_name, connect, ensure_stream,
+    filters_overlap, is_stopped, is_valid_subject, jetstream as jetstream_context, redacted_url,
+    sleep_or_stop,
+};
+
+/// Largest batch one round may claim (a sanity bound on `batch_max`).
+pub const BATCH_MAX_LIMIT: u32 = 10_000;
+
+/// The `[nats.outbox]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSettings {
+    /// Publish state changes (when `nats.enabled`).
+    pub enabled: bool,
+    /// The events stream; created when missing (its subjects: `<subject_prefix>.>`), left
+    /// as it is when it exists.
+    pub events_stream: String,
+    /// Events go to `<subject_prefix>.<payout id token>`.
+    pub subject_prefix: String,
+    /// How long the events stream keeps an event when created by payoutd, in milliseconds.
+    pub events_max_age_ms: u64,
+    /// JetStream's deduplication window on `Nats-Msg-Id` when payoutd creates the stream,
+    /// in milliseconds.
+    pub duplicate_window_ms: u64,
+    /// Wait between rounds when the last one found less than a full batch, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Rows claimed and published per round, at most.
+    pub batch_max: u32,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            events_stream: "PAYOUT_EVENTS".into(),
+            subject_prefix: "payouts.events".into(),
+            events_max_age_ms: 7 * 24 * 3_600 * 1_000,
+            duplicate_window_ms: 120_000,
+            poll_interval_ms: 500,
+            batch_max: 256,
+        }
+    }
+}
+
+impl OutboxSettings {
+    /// Checks bounds and names; the events stream must not overlap the request stream.
+    pub fn validate(
+        &self,
+        request_stream: &str,
+        request_subjects: &[String],
+    ) -> Result<(), InvalidSetting> {
+        let bad = |key, detail: &str| {
+            Err(InvalidSetting {
+                key,
+                detail: detail.into(),
+            })
+        };
+        check_name("outbox.events_stream", &self.events_stream)?;
+        if self.events_stream == request_stream {
+            return bad("outbox.events_stream", "must differ from nats.stream");
+        }
+        if !is_valid_subject(&self.subject_prefix, false) {
+            return bad(
+                "outbox.subject_prefix",
+                "not a valid subject (no wildcards)",
+            );
+        }
+        let events = self.events_filter();
+        if request_subjects.iter().any(|r| filters_overlap(r, &events)) {
+            return bad(
+                "outbox.subject_prefix",
+                "overlaps nats.subjects: the consumer would read the events",
+            );
+        }
+        if self.poll_interval_ms == 0 {
+            return bad("outbox.poll_interval_ms", "must be greater than 0");
+        }
+        if self.duplicate_window_ms == 0 || self.duplicate_window_ms > self.events_max_age_ms {
+            return bad(
+                "outbox.duplicate_window_ms",
+                "must be 1..=events_max_age_ms",
+            );
+        }
+        if !(1..=BATCH_MAX_LIMIT).contains(&self.batch_max) {
+            return bad("outbox.batch_max", "out of range 1..=10000");
+        }
+        Ok(())
+    }
+
+    /// `<subject_prefix>.>`: every payout's events.
+    pub fn events_filter(&self) -> String {
+        format!("{}.>", self.subject_prefix)
+    }
+
+    /// The events stream as payoutd creates it when missing.
+    pub fn stream_config(&self) -> StreamConfig {
+        StreamConfig {
+            name: self.events_stream.clone(),
+            description: Some("payoutd: payout state changes".into()),
+            subjects: vec![self.events_filter()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            storage: StorageType::File,
+            max_age: Duration::from_millis(self.events_max_age_ms),
+            duplicate_window: Duration::from_millis(self.duplicate_window_ms),
+            ..Default::default()
+        }
+    }
+}
+
+/// The subject of a payout's events (see the module doc for the mapping).
+pub fn event_subject(subject_prefix: &str, payout_id: &str) -> String {
+    format!("{subject_prefix}.{}", payout_id.replace('.', "%2E"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("publishing event {event_id}: {detail}")]
+    Publish { event_id: String, detail: String },
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+}
+
+/// Ensures the events stream (created from `settings` when missing, never reconfigured).
+pub async fn ensure_events_stream(
+    js: &jetstream::Context,
+    settings: &OutboxSettings,
+) -> Result<(), NatsError> {
+    ensure_stream(js, settings.stream_config())
+        .await
+        .map(|_| ())
+}
+
+/// One round: claims, publishes and marks up to `batch_max` rows. Returns how many were
+/// published. On a publish failure the rows acknowledged before it are still marked (and
+/// committed), the rest stay for the next round, and the error is returned.
+pub async fn publish_batch(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    settings: &OutboxSettings,
+) -> Result<usize, OutboxError> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT id, event_id, payout_id, payload::text AS payload FROM outbox
+         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(i64::from(settings.batch_max))
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Send every publish first, then await the acks: one round trip per batch, not per row.
+    let mut sent = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = row.try_get("id")?;
+        let event_id: String = row.try_get("event_id")?;
+        let payout_id: String = row.try_get("payout_id")?;
+        let payload: String = row.try_get("payload")?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
+        let subject = event_subject(&settings.subject_prefix, &payout_id);
+        let ack = js
+            .publish_with_headers(subject, headers, payload.into())
+            .await;
+        sent.push((id, event_id, ack));
+    }
+    let mut published = Vec::with_capacity(sent.len());
+    let mut failure = None;
+    for (id, event_id, ack) in sent {
+        let result = match ack {
+            Ok(pending) => pending.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(ack) => {
+                debug!(event_id = %event_id, stream_seq = ack.sequence, duplicate = ack.duplicate, "event published");
+                published.push(id);
+            }
+            Err(detail) => {
+                failure.get_or_insert(OutboxError::Publish { event_id, detail });
+            }
+        }
+    }
+    if !published.is_empty() {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(published.len()),
+    }
+}
+
+/// Starts the publisher on its own task (see [`run_publisher`]).
+pub fn spawn_publisher(
+    settings: NatsSettings,
+    pool: PgPool,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run_publisher(settings, pool, shutdown))
+}
+
+/// Publishes the outbox until `shutdown` turns `true` (the round under way finishes first).
+/// Broker and database errors are logged and retried with backoff; it never panics.
+pub async fn run_publisher(
+    settings: NatsSettings,
+    pool: PgPool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(
+        settings.reconnect_delay_min_ms,
+        settings.reconnect_delay_max_ms,
+    );
+    info!(server = %redacted_url(settings.url.expose_secret()), stream = %settings.outbox.events_stream, "outbox publisher starting");
+    while !is_stopped(&shutdown) {
+        match publish_session(&settings, &pool, &mut shutdown, &mut backoff).await {
+            Ok(()) => break,
+            Err(e) => {
+                let delay_ms = backoff.next_ms();
+                warn!(error = %e, retry_in_ms = delay_ms, "outbox publisher: error; starting over");
+                if sleep_or_stop(delay_ms, &mut shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    info!("outbox publisher stopped");
+}
+
+async fn publish_session(
+    settings: &NatsSettings,
+    pool: &PgPool,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Result<(), OutboxError> {
+    let outbox = &settings.outbox;
+    let client = tokio::select! {
+        c = connect(settings) => c?,
+        () = crate::nats::stopped(shutdown) => return Ok(()),
+    };
+    let js = jetstream_context(client, settings);
+    ensure_events_stream(&js, outbox).await?;
+    info!(stream = %outbox.events_stream, "outbox publisher ready");
+    loop {
+        // A round is not interrupted: it is bounded by the publish-ack timeout.
+        let n = publish_batch(&js, pool, outbox).await?;
+        backoff.reset();
+        if is_stopped(shutdown) {
+            return Ok(());
+        }
+        // A full batch: there may be more right away.
+        if n < outbox.batch_max as usize && sleep_or_stop(outbox.poll_interval_ms, shutdown).await {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payout_ids_become_one_token() {
+        assert_eq!(
+            event_subject("payouts.events", "reward-2026-11-0042"),
+            "payouts.events.reward-2026-11-0042"
+        );
+        assert_eq!(
+            event_subject("payouts.events", "reward.2026:7"),
+            "payouts.events.reward%2E2026:7"
+        );
+        assert_eq!(event_subject("p", "a..b"), "p.a%2E%2Eb");
+        assert_eq!(event_subject("p", ".a."), "p.%2Ea%2E");
+    }
+
+    #[test]
+    fn events_must_not_overlap_requests() {
+        let o = OutboxSettings {
+            subject_prefix: "payouts.requests.events".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            o.validate("PAYOUTS", &["payouts.requests.>".into()])
+                .unwrap_err()
+                .key,
+            "outbox.subject_prefix"
+        );
+        let o = OutboxSettings {
+            events_stream: "PAYOUTS".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            o.validate("PAYOUTS", &["payouts.requests.>".into()])
+                .unwrap_err()
+                .key,
+            "outbox.events_stream"
+        );
+        OutboxSettings::default()
+            .validate("PAYOUTS", &["payouts.requests.>".into()])
+            .unwrap();
+    }
+}
