@@ -287,6 +287,9 @@ pub struct Application {
     pub journal: Arc<PgJournal>,
     pub simulator: Option<SimHandle>,
     local_pg: Option<LocalPostgres>,
+    /// Tells the background ingress workers (inbox, broker) to stop after their current batch.
+    workers_stop: tokio::sync::watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -345,6 +348,16 @@ impl Application {
                 addr: settings.server.listen.clone(),
                 source,
             })?;
+        let (workers_stop, workers_stopped) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        if settings.inbox.enabled {
+            let (pool, payouts, inbox) = (journal.pool().clone(), payouts.clone(), settings.inbox.clone());
+            let stopped = workers_stopped.clone();
+            workers.push(tokio::spawn(async move {
+                let totals = crate::inbox::run(pool, payouts, inbox, stopped).await;
+                info!(?totals, "inbox worker stopped");
+            }));
+        }
         Ok(Self {
             listener,
             router,
@@ -352,6 +365,8 @@ impl Application {
             journal,
             simulator: setup.simulator,
             local_pg,
+            workers_stop,
+            workers,
         })
     }
 
@@ -371,12 +386,20 @@ impl Application {
             payouts,
             simulator,
             mut local_pg,
+            workers_stop,
+            workers,
             ..
         } = self;
         info!(addr = %listener.local_addr()?, "payoutd listening");
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        // Stop intake from the other ingresses too; each finishes its current batch, so
+        // nothing acknowledged is left half-done.
+        let _ = workers_stop.send(true);
+        for worker in workers {
+            let _ = worker.await;
+        }
         info!("intake stopped; stopping payout actors");
         payouts.shutdown(5_000).await;
         if let Some(sim) = simulator {

@@ -37,6 +37,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub ledger: LedgerSettings,
     pub payouts: PayoutSettings,
+    #[serde(default)]
+    pub inbox: crate::inbox::InboxSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -269,6 +271,9 @@ impl Settings {
                 "payouts.fee_per_op_max_stroops",
                 "must be >= fee_per_op_stroops",
             );
+        }
+        if let Err(detail) = self.inbox.validate() {
+            return Err(ConfigError::Invalid { key: "inbox".into(), detail });
         }
         if self.payouts.live_actors_max == 0 {
             return invalid("payouts.live_actors_max", "must be at least 1");
