@@ -5,5 +5,6 @@ mod helpers;
 mod http;
 mod inbox;
 mod journal;
+mod nats;
 mod secrets;
 mod stellar;
