@@ -501,21 +501,34 @@ pub async fn run_consumer(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let settings = Arc::new(settings);
-    let limiter = Arc::new(Semaphore::new(settings.in_flight_max));
-    let mut tasks = JoinSet::new();
     let mut backoff = Backoff::new(
         settings.reconnect_delay_min_ms,
         settings.reconnect_delay_max_ms,
     );
     info!(server = %redacted_url(settings.url.expose_secret()), stream = %settings.stream, durable = %settings.durable, "NATS consumer starting");
+    // One client for the consumer's life: it reconnects by itself, and the acks of the last
+    // messages are flushed through it before it is dropped.
+    let Some(client) = connect_until_stopped(&settings, &mut shutdown, &mut backoff).await else {
+        info!("NATS consumer stopped before it connected");
+        return;
+    };
+    let js = jetstream(client.clone(), &settings);
+    let handler = Arc::new(Handler {
+        settings: settings.clone(),
+        payouts,
+        pool,
+        client: client.clone(),
+    });
+    let consumer = Consume {
+        handler,
+        limiter: Arc::new(Semaphore::new(settings.in_flight_max)),
+    };
+    let mut tasks = JoinSet::new();
     while !is_stopped(&shutdown) {
-        let session = Session {
-            settings: settings.clone(),
-            payouts: payouts.clone(),
-            pool: pool.clone(),
-            limiter: limiter.clone(),
-        };
-        match session.run(&mut tasks, &mut shutdown, &mut backoff).await {
+        match consumer
+            .run(&js, &mut tasks, &mut shutdown, &mut backoff)
+            .await
+        {
             Ok(()) => break,
             Err(e) => {
                 let delay_ms = backoff.next_ms();
@@ -535,43 +548,72 @@ pub async fn run_consumer(
             error!(error = %e, "a NATS message task failed");
         }
     }
+    // Acks are queued in the client; send them before the connection goes away.
+    let flush = tokio::time::timeout(
+        Duration::from_millis(settings.request_timeout_ms),
+        client.flush(),
+    );
+    if !matches!(flush.await, Ok(Ok(()))) {
+        warn!(
+            "the last acknowledgements may not have reached the server; those messages come back as duplicates"
+        );
+    }
     info!("NATS consumer stopped");
 }
 
-/// One connection's worth of consuming.
-struct Session {
-    settings: Arc<NatsSettings>,
-    payouts: Payouts,
-    pool: PgPool,
+/// Connects, retrying with backoff; None when shutdown came first.
+pub(crate) async fn connect_until_stopped(
+    settings: &NatsSettings,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Option<async_nats::Client> {
+    while !is_stopped(shutdown) {
+        let attempt = tokio::select! {
+            c = connect(settings) => c,
+            () = stopped(shutdown) => return None,
+        };
+        match attempt {
+            Ok(client) => {
+                backoff.reset();
+                return Some(client);
+            }
+            Err(e) => {
+                let delay_ms = backoff.next_ms();
+                warn!(error = %e, retry_in_ms = delay_ms, "cannot connect to NATS; retrying");
+                if sleep_or_stop(delay_ms, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The pulling side of the consumer.
+struct Consume {
+    handler: Arc<Handler>,
+    /// One permit per message in flight (`in_flight_max`).
     limiter: Arc<Semaphore>,
 }
 
-impl Session {
-    /// Ok when shutdown was asked for; Err on a broker error (the caller backs off).
+impl Consume {
+    /// Ensures stream and consumer, then pulls until shutdown (Ok) or a broker error (Err;
+    /// the caller backs off and calls again).
     async fn run(
-        self,
+        &self,
+        js: &jetstream::Context,
         tasks: &mut JoinSet<()>,
         shutdown: &mut watch::Receiver<bool>,
         backoff: &mut Backoff,
     ) -> Result<(), NatsError> {
-        let client = tokio::select! {
-            c = connect(&self.settings) => c?,
-            () = stopped(shutdown) => return Ok(()),
-        };
-        let js = jetstream(client.clone(), &self.settings);
+        let settings = &self.handler.settings;
         let consumer = tokio::select! {
-            c = ensure_consumer(&js, &self.settings) => c?,
+            c = ensure_consumer(js, settings) => c?,
             () = stopped(shutdown) => return Ok(()),
         };
         backoff.reset();
-        info!(stream = %self.settings.stream, durable = %self.settings.durable, "NATS consumer ready");
-        let handler = Arc::new(Handler {
-            settings: self.settings.clone(),
-            payouts: self.payouts.clone(),
-            pool: self.pool.clone(),
-            client,
-        });
-        let fetch_wait = Duration::from_millis(self.settings.fetch_wait_ms);
+        info!(stream = %settings.stream, durable = %settings.durable, "NATS consumer ready");
+        let fetch_wait = Duration::from_millis(settings.fetch_wait_ms);
         loop {
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {
@@ -581,8 +623,8 @@ impl Session {
             // While the client reconnects, a pull request would wait in its buffer and reach
             // the server later for an inbox nobody reads any more (its messages would then
             // come back only after ack_wait): wait for the connection instead.
-            if handler.client.connection_state() != async_nats::connection::State::Connected {
-                if sleep_or_stop(self.settings.reconnect_delay_min_ms, shutdown).await {
+            if self.handler.client.connection_state() != async_nats::connection::State::Connected {
+                if sleep_or_stop(settings.reconnect_delay_min_ms, shutdown).await {
                     return Ok(());
                 }
                 continue;
@@ -590,7 +632,7 @@ impl Session {
             // Ask for no more than can be processed now, so that fetched messages do not sit
             // here while their ack deadline runs.
             let free = self.limiter.available_permits().max(1);
-            let want = self.settings.fetch_batch_max.min(free);
+            let want = settings.fetch_batch_max.min(free);
             let mut batch = tokio::select! {
                 b = consumer.batch().max_messages(want).expires(fetch_wait).messages() => {
                     b.map_err(|e| NatsError::Fetch(e.to_string()))?
@@ -621,7 +663,7 @@ impl Session {
                 };
                 // The semaphore is never closed; if it were, stop like on shutdown.
                 let Ok(permit) = permit else { return Ok(()) };
-                let handler = handler.clone();
+                let handler = self.handler.clone();
                 let stop = shutdown.clone();
                 tasks.spawn(async move {
                     handler.handle(message, stop).await;

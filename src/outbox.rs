@@ -35,9 +35,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::nats::{
-    Backoff, InvalidSetting, NatsError, NatsSettings, check_name, connect, ensure_stream,
-    filters_overlap, is_stopped, is_valid_subject, jetstream as jetstream_context, redacted_url,
-    sleep_or_stop,
+    Backoff, InvalidSetting, NatsError, NatsSettings, check_name, connect_until_stopped,
+    ensure_stream, filters_overlap, is_stopped, is_valid_subject, jetstream as jetstream_context,
+    redacted_url, sleep_or_stop,
 };
 
 /// Largest batch one round may claim (a sanity bound on `batch_max`).
@@ -255,8 +255,15 @@ pub async fn run_publisher(
         settings.reconnect_delay_max_ms,
     );
     info!(server = %redacted_url(settings.url.expose_secret()), stream = %settings.outbox.events_stream, "outbox publisher starting");
+    // One client for the publisher's life: it reconnects by itself.
+    let Some(client) = connect_until_stopped(&settings, &mut shutdown, &mut backoff).await else {
+        info!("outbox publisher stopped before it connected");
+        return;
+    };
+    let js = jetstream_context(client, &settings);
     while !is_stopped(&shutdown) {
-        match publish_session(&settings, &pool, &mut shutdown, &mut backoff).await {
+        match publish_until_stopped(&js, &settings.outbox, &pool, &mut shutdown, &mut backoff).await
+        {
             Ok(()) => break,
             Err(e) => {
                 let delay_ms = backoff.next_ms();
@@ -270,23 +277,20 @@ pub async fn run_publisher(
     info!("outbox publisher stopped");
 }
 
-async fn publish_session(
-    settings: &NatsSettings,
+/// Ensures the events stream, then publishes round after round until shutdown (Ok) or an
+/// error (Err; the caller backs off and calls again).
+async fn publish_until_stopped(
+    js: &jetstream::Context,
+    outbox: &OutboxSettings,
     pool: &PgPool,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> Result<(), OutboxError> {
-    let outbox = &settings.outbox;
-    let client = tokio::select! {
-        c = connect(settings) => c?,
-        () = crate::nats::stopped(shutdown) => return Ok(()),
-    };
-    let js = jetstream_context(client, settings);
-    ensure_events_stream(&js, outbox).await?;
+    ensure_events_stream(js, outbox).await?;
     info!(stream = %outbox.events_stream, "outbox publisher ready");
     loop {
         // A round is not interrupted: it is bounded by the publish-ack timeout.
-        let n = publish_batch(&js, pool, outbox).await?;
+        let n = publish_batch(js, pool, outbox).await?;
         backoff.reset();
         if is_stopped(shutdown) {
             return Ok(());

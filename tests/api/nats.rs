@@ -210,11 +210,12 @@ impl Drop for NatsServer {
 // The payout core over Postgres, with a journal that can fail on demand.
 
 /// Delegates to the Postgres journal; `accept` fails while `failing_accepts` > 0 (the
-/// database "down"), and counts its calls.
+/// database "down"), waits while `gate` is closed (`false`), and counts its calls.
 struct FlakyJournal {
     inner: Arc<PgJournal>,
     failing_accepts: AtomicU32,
     accept_calls: AtomicU32,
+    gate: watch::Sender<bool>,
 }
 
 #[async_trait]
@@ -225,6 +226,7 @@ impl Journal for FlakyJournal {
         fingerprint: Fingerprint,
     ) -> Result<Accepted, JournalError> {
         self.accept_calls.fetch_add(1, Ordering::SeqCst);
+        let _ = self.gate.subscribe().wait_for(|open| *open).await;
         let failing = self
             .failing_accepts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
@@ -306,6 +308,7 @@ impl Fixture {
             inner: pg_journal(&channels()).await,
             failing_accepts: AtomicU32::new(0),
             accept_calls: AtomicU32::new(0),
+            gate: watch::Sender::new(true),
         });
         let ledger = Arc::new(MemLedger::new(&channels()));
         let ctx = Arc::new(Context {
@@ -493,6 +496,46 @@ async fn not_acked_until_durable_redelivered_after_nak() {
     assert_eq!(fx.count("SELECT count(*) FROM payouts").await, 1);
     assert_eq!(fx.count("SELECT count(*) FROM dead_letters").await, 0);
     consumer.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_message_in_flight() {
+    let fx = Fixture::new().await;
+    fx.journal.gate.send_replace(false);
+    let consumer = fx.consumer();
+    let js = fx.js().await;
+    eventually(WAIT_MS, "the request stream exists", || {
+        let js = js.clone();
+        async move { js.get_stream("PAYOUTS").await.is_ok() }
+    })
+    .await;
+    fx.publish(&js, body("p-nats-inflight", "2")).await;
+    let journal = fx.journal.clone();
+    eventually(WAIT_MS, "the message is being ingested", move || {
+        let j = journal.clone();
+        async move { j.accept_calls.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    // Shutdown asked while the message is in flight: the consumer waits for it.
+    consumer.stop.send(true).unwrap();
+    assert!(
+        !consumer.task.is_finished(),
+        "stopped with a message in flight"
+    );
+    fx.journal.gate.send_replace(true);
+    tokio::time::timeout(Duration::from_millis(WAIT_MS), consumer.task)
+        .await
+        .expect("stops once the message is done")
+        .unwrap();
+    // The message was made durable and acknowledged, not abandoned.
+    wait_state(
+        fx.journal.as_ref(),
+        "p-nats-inflight",
+        PayoutState::Confirmed,
+    )
+    .await;
+    fx.wait_all_acked(1).await;
+    assert_eq!(fx.consumer_info().await.delivered.consumer_sequence, 1);
 }
 
 #[tokio::test]
