@@ -499,6 +499,30 @@ async fn not_acked_until_durable_redelivered_after_nak() {
 }
 
 #[tokio::test]
+async fn last_delivery_is_kept_and_retried_in_process() {
+    let mut fx = Fixture::new().await;
+    // One delivery only: a nak would make the server give up on the message, so the
+    // consumer keeps it and retries while the database is "down".
+    fx.settings.max_deliver = 1;
+    fx.journal.failing_accepts.store(2, Ordering::SeqCst);
+    let consumer = fx.consumer();
+    let js = fx.js().await;
+    eventually(WAIT_MS, "the request stream exists", || {
+        let js = js.clone();
+        async move { js.get_stream("PAYOUTS").await.is_ok() }
+    })
+    .await;
+    fx.publish(&js, body("p-nats-last", "4")).await;
+    wait_state(fx.journal.as_ref(), "p-nats-last", PayoutState::Confirmed).await;
+    fx.wait_all_acked(1).await;
+    assert!(fx.journal.accept_calls.load(Ordering::SeqCst) >= 3);
+    let info = fx.consumer_info().await;
+    assert_eq!(info.config.max_deliver, 1);
+    assert_eq!(info.delivered.consumer_sequence, 1, "never redelivered");
+    consumer.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_finishes_the_message_in_flight() {
     let fx = Fixture::new().await;
     fx.journal.gate.send_replace(false);
