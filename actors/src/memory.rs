@@ -43,6 +43,15 @@ impl MemJournal {
         j
     }
 
+    /// The channel leased to this payout, if any (ignores outages: for tests' checks).
+    pub fn lease_of(&self, id: &PayoutId) -> Option<AccountId> {
+        lock(&self.inner)
+            .leases
+            .iter()
+            .find(|(_, holder)| holder.as_ref() == Some(id))
+            .map(|(channel, _)| *channel)
+    }
+
     fn check(&self) -> Result<(), JournalError> {
         if self.unavailable.load(Ordering::SeqCst) {
             Err(JournalError::Unavailable("simulated outage".into()))
@@ -214,6 +223,11 @@ pub enum Scripted {
     Answer(SubmitOutcome),
     /// Panic inside `submit` (tests supervision).
     Panic,
+    /// Include the transaction in a ledger as failed with these operation codes: its
+    /// sequence number and fee are consumed and nothing is paid; resubmitting it or looking
+    /// it up reports the same failure (the duplicate rule). An envelope that the ledger
+    /// would refuse anyway (bad sequence, too late) gets that refusal instead.
+    IncludeFailed { op_codes: Vec<String> },
 }
 
 #[derive(Default)]
@@ -225,6 +239,8 @@ struct LedgerInner {
     script: VecDeque<Scripted>,
     /// What each built envelope pays, by hash.
     specs: HashMap<TxHash, TxSpec>,
+    /// Transactions included in a ledger as failed (`Scripted::IncludeFailed`), by hash.
+    failed: HashMap<TxHash, (Inclusion, Vec<String>)>,
 }
 
 /// A ledger with just enough rules for the actor tests: sequence numbers, expiry against
@@ -262,6 +278,14 @@ impl MemLedger {
         if let Some(h) = inner.head.as_mut() {
             h.sequence += 1;
             h.close_time += seconds;
+        }
+    }
+
+    /// Another transaction from `account`, not built by payoutd, consumed `count` sequence
+    /// numbers (an operator used a channel account by hand, say).
+    pub fn bump_sequence(&self, account: &AccountId, count: i64) {
+        if let Some(s) = lock(&self.inner).sequences.get_mut(account) {
+            *s += count;
         }
     }
 
@@ -312,6 +336,50 @@ impl MemLedger {
         inner.applied.insert(envelope.hash, (inclusion, spec));
         Ok(inclusion)
     }
+
+    /// Includes the envelope in a new ledger as failed, under the same validity rules as
+    /// `apply`: the sequence number and the fee are consumed, nothing is paid.
+    fn include_failed(
+        inner: &mut LedgerInner,
+        envelope: &Envelope,
+        op_codes: Vec<String>,
+    ) -> SubmitOutcome {
+        let head = inner.head.unwrap_or(LedgerHead {
+            sequence: 1,
+            close_time: 0,
+        });
+        let next_close = head.close_time + 1;
+        let current = inner.sequences.get(&envelope.source).copied();
+        let refusal = if next_close > envelope.max_time {
+            Some("tx_too_late")
+        } else if current.is_none() {
+            Some("tx_no_source_account")
+        } else if current.is_some_and(|c| envelope.sequence != c + 1) {
+            Some("tx_bad_seq")
+        } else {
+            None
+        };
+        if let Some(code) = refusal {
+            return SubmitOutcome::Rejected { code: code.into() };
+        }
+        inner.sequences.insert(envelope.source, envelope.sequence);
+        let inclusion = Inclusion {
+            ledger: head.sequence + 1,
+            fee_charged: i64::from(envelope.fee_stroops),
+        };
+        inner.head = Some(LedgerHead {
+            sequence: head.sequence + 1,
+            close_time: next_close,
+        });
+        inner
+            .failed
+            .insert(envelope.hash, (inclusion, op_codes.clone()));
+        SubmitOutcome::Failed {
+            inclusion,
+            tx_code: "tx_failed".into(),
+            op_codes,
+        }
+    }
 }
 
 #[async_trait]
@@ -344,6 +412,13 @@ impl Ledger for MemLedger {
         if let Some((inclusion, _)) = inner.applied.get(&envelope.hash) {
             return SubmitOutcome::Applied(*inclusion);
         }
+        if let Some((inclusion, op_codes)) = inner.failed.get(&envelope.hash) {
+            return SubmitOutcome::Failed {
+                inclusion: *inclusion,
+                tx_code: "tx_failed".into(),
+                op_codes: op_codes.clone(),
+            };
+        }
         let Some(spec) = inner.specs.get(&envelope.hash).cloned() else {
             return SubmitOutcome::Rejected {
                 code: "tx_malformed".into(),
@@ -355,6 +430,9 @@ impl Ledger for MemLedger {
                 panic!("scripted panic inside submit");
             }
             Some(Scripted::Answer(outcome)) => outcome,
+            Some(Scripted::IncludeFailed { op_codes }) => {
+                Self::include_failed(&mut inner, envelope, op_codes)
+            }
             Some(Scripted::ApplyThenLose) => {
                 let _ = Self::apply(&mut inner, envelope, spec);
                 SubmitOutcome::Unknown {
@@ -369,7 +447,15 @@ impl Ledger for MemLedger {
     }
 
     async fn lookup(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
-        Ok(match lock(&self.inner).applied.get(hash) {
+        let inner = lock(&self.inner);
+        if let Some((inclusion, op_codes)) = inner.failed.get(hash) {
+            return Ok(Lookup::Failed {
+                inclusion: *inclusion,
+                tx_code: "tx_failed".into(),
+                op_codes: op_codes.clone(),
+            });
+        }
+        Ok(match inner.applied.get(hash) {
             Some((inclusion, _)) => Lookup::Applied(*inclusion),
             None => Lookup::NotFound,
         })
