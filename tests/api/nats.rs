@@ -93,6 +93,8 @@ fn scratch_dir(what: &str) -> PathBuf {
 impl NatsServer {
     /// On a port the server picks itself (`-p -1`), read back from its ports file.
     async fn start() -> Self {
+        // Find the binary before making a directory that a failure would leave behind.
+        nats_server_binary();
         Self::start_in(scratch_dir("nats"), None).await
     }
 
