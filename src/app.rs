@@ -358,6 +358,13 @@ impl Application {
                 info!(?totals, "inbox worker stopped");
             }));
         }
+        if settings.nats.enabled {
+            let pool = journal.pool().clone();
+            workers.push(crate::nats::spawn_consumer(settings.nats.clone(), payouts.clone(), pool.clone(), workers_stopped.clone()));
+            if settings.nats.outbox.enabled {
+                workers.push(crate::outbox::spawn_publisher(settings.nats.clone(), pool, workers_stopped.clone()));
+            }
+        }
         Ok(Self {
             listener,
             router,

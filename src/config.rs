@@ -39,6 +39,8 @@ pub struct Settings {
     pub payouts: PayoutSettings,
     #[serde(default)]
     pub inbox: crate::inbox::InboxSettings,
+    #[serde(default)]
+    pub nats: crate::nats::NatsSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -271,6 +273,11 @@ impl Settings {
                 "payouts.fee_per_op_max_stroops",
                 "must be >= fee_per_op_stroops",
             );
+        }
+        if self.nats.enabled
+            && let Err(e) = self.nats.validate()
+        {
+            return Err(ConfigError::Invalid { key: format!("nats.{}", e.key), detail: e.detail });
         }
         if let Err(detail) = self.inbox.validate() {
             return Err(ConfigError::Invalid { key: "inbox".into(), detail });
