@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real PostgreSQL (fresh database per test).
 
+mod catalogue;
 mod csv;
 mod helpers;
 mod http;

@@ -41,10 +41,10 @@ const WAIT_MS: u64 = 30_000;
 
 /// A `nats-server -js` on a port of its own, with a store under the temp dir; killed and
 /// removed on drop.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
     dir: PathBuf,
-    url: String,
+    pub(crate) url: String,
 }
 
 /// The server binary: `PAYOUTD_NATS_SERVER`, else `nats-server` on the PATH. Missing = the
@@ -92,7 +92,7 @@ fn scratch_dir(what: &str) -> PathBuf {
 
 impl NatsServer {
     /// On a port the server picks itself (`-p -1`), read back from its ports file.
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         // Find the binary before making a directory that a failure would leave behind.
         nats_server_binary();
         Self::start_in(scratch_dir("nats"), None).await
