@@ -351,7 +351,11 @@ impl Application {
         let (workers_stop, workers_stopped) = tokio::sync::watch::channel(false);
         let mut workers = Vec::new();
         if settings.inbox.enabled {
-            let (pool, payouts, inbox) = (journal.pool().clone(), payouts.clone(), settings.inbox.clone());
+            let (pool, payouts, inbox) = (
+                journal.pool().clone(),
+                payouts.clone(),
+                settings.inbox.clone(),
+            );
             let stopped = workers_stopped.clone();
             workers.push(tokio::spawn(async move {
                 let totals = crate::inbox::run(pool, payouts, inbox, stopped).await;
@@ -360,9 +364,18 @@ impl Application {
         }
         if settings.nats.enabled {
             let pool = journal.pool().clone();
-            workers.push(crate::nats::spawn_consumer(settings.nats.clone(), payouts.clone(), pool.clone(), workers_stopped.clone()));
+            workers.push(crate::nats::spawn_consumer(
+                settings.nats.clone(),
+                payouts.clone(),
+                pool.clone(),
+                workers_stopped.clone(),
+            ));
             if settings.nats.outbox.enabled {
-                workers.push(crate::outbox::spawn_publisher(settings.nats.clone(), pool, workers_stopped.clone()));
+                workers.push(crate::outbox::spawn_publisher(
+                    settings.nats.clone(),
+                    pool,
+                    workers_stopped.clone(),
+                ));
             }
         }
         Ok(Self {

@@ -277,10 +277,16 @@ impl Settings {
         if self.nats.enabled
             && let Err(e) = self.nats.validate()
         {
-            return Err(ConfigError::Invalid { key: format!("nats.{}", e.key), detail: e.detail });
+            return Err(ConfigError::Invalid {
+                key: format!("nats.{}", e.key),
+                detail: e.detail,
+            });
         }
         if let Err(detail) = self.inbox.validate() {
-            return Err(ConfigError::Invalid { key: "inbox".into(), detail });
+            return Err(ConfigError::Invalid {
+                key: "inbox".into(),
+                detail,
+            });
         }
         if self.payouts.live_actors_max == 0 {
             return invalid("payouts.live_actors_max", "must be at least 1");
