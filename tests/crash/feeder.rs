@@ -2,8 +2,10 @@
 //! times, some sends concurrent, each delivery retried until payoutd answers it (it may be
 //! dead at that moment). A payout counts as accepted once any delivery got 200 or 202.
 //!
-//! Ingresses are an enum so that a second one (the NATS consumer) can take part of the
-//! payouts once it is wired into `payoutd serve`; see docs/guarantees.md.
+//! Two ingresses: HTTP (`POST /v1/payouts`; accepted = 200/202) and NATS JetStream (a
+//! publish on the request stream; accepted = the server's publish acknowledgement, after
+//! which the broker holds the message and payoutd must not lose it). A payout may arrive
+//! over both.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::{FEED_CONCURRENCY_MAX, SEND_DEADLINE_MS};
-use crate::workload::PayoutSpec;
+use crate::workload::{PayoutSpec, Via};
 
 /// Pause between two tries of one delivery, in milliseconds.
 const RETRY_PAUSE_MS: u64 = 50;
@@ -25,37 +27,57 @@ const REQUEST_TIMEOUT_MS: u64 = 10_000;
 enum Try {
     /// 202: stored now; 200: a duplicate of a stored payout.
     Accepted { created: bool },
+    /// The broker acknowledged the publish: the message is durable in the stream.
+    Published,
     /// No answer, or an answer that says "try again" (503, 504, 500, 502).
     Again,
     /// Any other answer: the harness sent something payoutd refuses, or payoutd is wrong.
     Refused(String),
 }
 
-/// An ingress payoutd consumes payouts from.
-pub enum Ingress {
-    /// `POST /v1/payouts`.
-    Http {
-        url: String,
-        client: reqwest::Client,
-    },
+/// The ingresses payoutd consumes payouts from.
+pub struct Ingresses {
+    /// `POST {base}/v1/payouts`.
+    http_url: String,
+    http: reqwest::Client,
+    /// JetStream on the server payoutd consumes from, and the subject to publish on.
+    nats: async_nats::jetstream::Context,
+    subject: String,
 }
 
-impl Ingress {
-    pub fn http(base_url: &str) -> Self {
-        let client = reqwest::Client::builder()
+impl Ingresses {
+    pub fn new(base_url: &str, nats: async_nats::jetstream::Context, subject: &str) -> Self {
+        let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
             .connect_timeout(Duration::from_millis(1_000))
             .build()
             .expect("an HTTP client with timeouts builds");
-        Self::Http {
-            url: format!("{base_url}/v1/payouts"),
-            client,
+        Self {
+            http_url: format!("{base_url}/v1/payouts"),
+            http,
+            nats,
+            subject: subject.to_owned(),
         }
     }
 
-    async fn try_once(&self, body: &Value) -> Try {
-        match self {
-            Self::Http { url, client } => {
+    async fn try_once(&self, via: Via, body: &Value) -> Try {
+        match via {
+            Via::Nats => {
+                let payload = body.to_string().into_bytes();
+                match self
+                    .nats
+                    .publish(self.subject.clone(), payload.into())
+                    .await
+                {
+                    Ok(ack) => match ack.await {
+                        Ok(_) => Try::Published,
+                        Err(_) => Try::Again,
+                    },
+                    Err(_) => Try::Again,
+                }
+            }
+            Via::Http => {
+                let (url, client) = (&self.http_url, &self.http);
                 let response = match client.post(url).json(body).send().await {
                     Ok(r) => r,
                     Err(_) => return Try::Again,
@@ -84,9 +106,11 @@ pub struct FeedStats {
     pub deliveries: u64,
     /// Deliveries beyond the first of each payout.
     pub duplicates_sent: u64,
-    /// Deliveries answered 202 (stored now) and 200 (already stored).
+    /// HTTP deliveries answered 202 (stored now) and 200 (already stored).
     pub answered_created: u64,
     pub answered_duplicate: u64,
+    /// NATS deliveries acknowledged by the broker.
+    pub published: u64,
     /// Tries that got no answer or a "try again" answer.
     pub retries: u64,
     /// Deliveries payoutd refused (409, 422, …): each is a violation.
@@ -102,12 +126,20 @@ fn with<R>(stats: &Shared, f: impl FnOnce(&mut FeedStats) -> R) -> R {
 }
 
 /// Delivers one message: tries until it is answered, refused, or the deadline passes.
-async fn deliver(ingress: &Ingress, spec: &PayoutSpec, variant: usize, stats: &Shared) {
+async fn deliver(ingress: &Ingresses, spec: &PayoutSpec, variant: usize, stats: &Shared) {
     let body = spec.body(variant);
+    let via = spec.via[variant];
     let deadline = Instant::now() + Duration::from_millis(SEND_DEADLINE_MS);
     with(stats, |s| s.deliveries += 1);
     loop {
-        match ingress.try_once(&body).await {
+        match ingress.try_once(via, &body).await {
+            Try::Published => {
+                with(stats, |s| {
+                    s.accepted.insert(spec.id.clone());
+                    s.published += 1;
+                });
+                return;
+            }
             Try::Accepted { created } => {
                 with(stats, |s| {
                     s.accepted.insert(spec.id.clone());
@@ -120,7 +152,9 @@ async fn deliver(ingress: &Ingress, spec: &PayoutSpec, variant: usize, stats: &S
                 return;
             }
             Try::Refused(why) => {
-                with(stats, |s| s.refused.push(format!("{}: {why}", spec.id)));
+                with(stats, |s| {
+                    s.refused.push(format!("{} ({via:?}): {why}", spec.id))
+                });
                 return;
             }
             Try::Again => {
@@ -141,7 +175,7 @@ async fn deliver(ingress: &Ingress, spec: &PayoutSpec, variant: usize, stats: &S
 }
 
 /// Sends every send of one payout: all at once, or one after another with pauses.
-async fn feed_one(ingress: Arc<Ingress>, spec: Arc<PayoutSpec>, stats: Shared) {
+async fn feed_one(ingress: Arc<Ingresses>, spec: Arc<PayoutSpec>, stats: Shared) {
     if spec.concurrent {
         let mut all = JoinSet::new();
         for variant in 0..spec.sends {
@@ -161,7 +195,7 @@ async fn feed_one(ingress: Arc<Ingress>, spec: Arc<PayoutSpec>, stats: Shared) {
 
 /// Feeds every payout, pacing their first sends by `start_gap_ms`; returns once every
 /// delivery has ended.
-pub async fn run(specs: Vec<PayoutSpec>, ingress: Arc<Ingress>) -> FeedStats {
+pub async fn run(specs: Vec<PayoutSpec>, ingress: Arc<Ingresses>) -> FeedStats {
     let stats: Shared = Arc::default();
     let slots = Arc::new(Semaphore::new(FEED_CONCURRENCY_MAX));
     let mut tasks = JoinSet::new();

@@ -30,11 +30,14 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::chaos::{Chaos, ChaosStats};
 use crate::config::{CHANNELS, CLOSE_INTERVAL_MS, RunConfig, TX_VALIDITY_S};
-use crate::feeder::{FeedStats, Ingress};
+use crate::feeder::{FeedStats, Ingresses};
 use crate::keys::Accounts;
-use crate::procs::{Database, Service, SimulatorProcess, free_port};
+use crate::procs::{
+    Database, NatsProcess, Service, SimulatorProcess, binary_under_test, free_port,
+};
 use crate::simadmin::SimAdmin;
 use crate::verify::Verdict;
+use crate::workload::{PayoutSpec, Via};
 
 /// payoutd's environment: Horizon mode against the simulator, the harness's database, the
 /// seeds (only here, never on a command line), and short timers so the run is fast.
@@ -42,10 +45,11 @@ fn service_env(
     port: u16,
     database_url: &str,
     horizon_url: &str,
+    nats_url: &str,
     passphrase: &str,
     accounts: &Accounts,
 ) -> Vec<(String, String)> {
-    let pairs: [(&str, String); 19] = [
+    let pairs: [(&str, String); 25] = [
         ("PAYOUTD__SERVER__LISTEN", format!("127.0.0.1:{port}")),
         ("PAYOUTD__SERVER__REQUEST_TIMEOUT_MS", "5000".into()),
         ("PAYOUTD__DATABASE__URL", database_url.into()),
@@ -67,11 +71,36 @@ fn service_env(
         // Expiry under faults rebuilds often; parking is not what this run is about.
         ("PAYOUTD__PAYOUTS__ATTEMPTS_MAX", "1000".into()),
         ("PAYOUTD__PAYOUTS__CALL_TIMEOUT_MS", "5000".into()),
+        ("PAYOUTD__NATS__ENABLED", "true".into()),
+        ("PAYOUTD__NATS__URL", nats_url.into()),
+        // A message a killed payoutd held unacknowledged comes back this soon.
+        ("PAYOUTD__NATS__ACK_WAIT_MS", "2000".into()),
+        ("PAYOUTD__NATS__FETCH_WAIT_MS", "500".into()),
+        ("PAYOUTD__NATS__RETRY_DELAY_MS", "200".into()),
+        ("PAYOUTD__NATS__RECONNECT_DELAY_MAX_MS", "1000".into()),
         ("PAYOUTD__TELEMETRY__LOG_LEVEL", "info".into()),
         // Plain text in the log file.
         ("NO_COLOR", "1".into()),
     ];
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The subject the harness publishes payout requests on (inside `nats.subjects`).
+const NATS_SUBJECT: &str = "payouts.requests.crash";
+
+/// Creates the request stream exactly as payoutd would (from the same settings), so that
+/// publishing can start before payoutd's consumer is up, and returns a JetStream context.
+async fn request_stream(env: &[(String, String)]) -> async_nats::jetstream::Context {
+    let settings = payoutd::config::Settings::load(None, env.iter().cloned())
+        .expect("the harness's settings for payoutd are valid");
+    let client = payoutd::nats::connect(&settings.nats)
+        .await
+        .expect("connect to the harness's nats-server");
+    let js = payoutd::nats::jetstream(client, &settings.nats);
+    payoutd::nats::ensure_stream(&js, payoutd::nats::request_stream_config(&settings.nats))
+        .await
+        .expect("create the request stream");
+    js
 }
 
 /// Under the temp dir, which the `postgres` user can reach when tests run as root.
@@ -98,14 +127,25 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
     let dir = run_dir(cfg.seed);
     let mut db = tokio::task::block_in_place(|| Database::start(&dir.join("postgres")));
     let passphrase = format!("payoutd crash harness ; seed {}", cfg.seed);
-    let simulator = SimulatorProcess::start(&dir, &passphrase, cfg.stream("simulator faults"));
+    let bin = binary_under_test(&dir);
+    let simulator =
+        SimulatorProcess::start(&bin, &dir, &passphrase, cfg.stream("simulator faults"));
     let sim = SimAdmin::new(&simulator.base_url);
     let accounts = Accounts::derive(cfg.seed);
     sim.fund(&accounts).await;
 
+    let nats = NatsProcess::start(&dir);
     let port = free_port();
-    let env = service_env(port, &db.url(), &simulator.base_url, &passphrase, &accounts);
-    let mut service = Service::new(env, port, dir.join("payoutd.log"));
+    let env = service_env(
+        port,
+        &db.url(),
+        &simulator.base_url,
+        &nats.url,
+        &passphrase,
+        &accounts,
+    );
+    let js = request_stream(&env).await;
+    let mut service = Service::new(&bin, env, port, dir.join("payoutd.log"));
     let http = reqwest::Client::new();
     service.start();
     assert!(
@@ -122,7 +162,7 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
         cfg.mean_feed_gap_ms(),
         &mut rng,
     );
-    let ingress = Arc::new(Ingress::http(&service.base_url()));
+    let ingress = Arc::new(Ingresses::new(&service.base_url(), js, NATS_SUBJECT));
     let feeding = tokio::spawn(feeder::run(specs.clone(), ingress));
 
     let chaos = Chaos {
@@ -149,15 +189,18 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
         .await
         .expect("the harness connects to its database");
     let settle_started = Instant::now();
-    let unsettled = verify::settle(&pool, cfg.settle_timeout_ms()).await.err();
+    let accepted: Vec<String> = feed.accepted.iter().cloned().collect();
+    let unsettled = verify::settle(&pool, &accepted, cfg.settle_timeout_ms())
+        .await
+        .err();
     let settle_time = settle_started.elapsed();
     let faults = sim.fault_counts().await;
     let mut verdict = verify::check(&pool, &sim, &specs, &feed, &accounts.distribution.id()).await;
-    if let Some(n) = unsettled {
+    if let Some(left) = unsettled {
         verdict.violations.insert(
             0,
             format!(
-                "{n} payouts still active {} ms after the last restart",
+                "{left} {} ms after the last restart",
                 cfg.settle_timeout_ms()
             ),
         );
@@ -170,6 +213,7 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
 
     let report = Report {
         cfg: &cfg,
+        specs: &specs,
         feed: &feed,
         chaos: &chaos,
         verdict: &verdict,
@@ -181,6 +225,7 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
     };
     println!("{report}");
     drop(simulator);
+    drop(nats);
     drop(db);
     finish(&cfg, &dir, &verdict);
 }
@@ -216,6 +261,7 @@ fn finish(cfg: &RunConfig, dir: &Path, verdict: &Verdict) {
 /// The printout of a run.
 struct Report<'a> {
     cfg: &'a RunConfig,
+    specs: &'a [PayoutSpec],
     feed: &'a FeedStats,
     chaos: &'a ChaosStats,
     verdict: &'a Verdict,
@@ -247,12 +293,25 @@ impl std::fmt::Display for Report<'_> {
         )?;
         writeln!(
             f,
-            "  deliveries           {} ({} duplicates sent; answered 202 x{}, 200 x{}; {} retried tries)",
+            "  deliveries           {} ({} duplicates sent; HTTP answered 202 x{}, 200 x{}; NATS publishes acked x{}; {} tries retried)",
             fd.deliveries,
             fd.duplicates_sent,
             fd.answered_created,
             fd.answered_duplicate,
+            fd.published,
             fd.retries
+        )?;
+        let only = |via: Via| {
+            self.specs
+                .iter()
+                .filter(|s| s.via.iter().all(|v| *v == via))
+                .count()
+        };
+        let (http, nats) = (only(Via::Http), only(Via::Nats));
+        writeln!(
+            f,
+            "  ingress              {http} payouts over HTTP only, {nats} over NATS only, {} over both",
+            self.specs.len() - http - nats
         )?;
         writeln!(
             f,

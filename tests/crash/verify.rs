@@ -15,18 +15,34 @@ use sqlx::Row;
 use crate::feeder::FeedStats;
 use crate::workload::{self, Expect, PayoutSpec};
 
-/// Waits until no stored payout is active; `Err` with the count left when time runs out.
-pub async fn settle(pool: &PgPool, timeout_ms: u64) -> Result<(), i64> {
+/// Waits until every accepted payout is stored (a NATS message may still be on its way
+/// through the broker) and no stored payout is active; `Err` with what is left when the
+/// time runs out.
+pub async fn settle(pool: &PgPool, accepted: &[String], timeout_ms: u64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     loop {
-        let active: Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(*) FROM payouts WHERE state IN ('accepted','prepared','submitted')",
-        )
-        .fetch_one(pool)
+        let counts: Result<(i64, i64), sqlx::Error> = async {
+            let active = sqlx::query_scalar(
+                "SELECT count(*) FROM payouts WHERE state IN ('accepted','prepared','submitted')",
+            )
+            .fetch_one(pool)
+            .await?;
+            let stored =
+                sqlx::query_scalar("SELECT count(*) FROM payouts WHERE payout_id = ANY($1)")
+                    .bind(accepted)
+                    .fetch_one(pool)
+                    .await?;
+            Ok((active, stored))
+        }
         .await;
-        match active {
-            Ok(0) => return Ok(()),
-            Ok(n) if Instant::now() >= deadline => return Err(n),
+        match counts {
+            Ok((0, stored)) if stored as usize == accepted.len() => return Ok(()),
+            Ok((active, stored)) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "{active} payouts still active and {} accepted payouts not stored",
+                    accepted.len() - stored as usize
+                ));
+            }
             Err(e) if Instant::now() >= deadline => panic!("cannot read the journal: {e}"),
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
@@ -168,6 +184,16 @@ pub async fn check(
         expected_failures: specs.iter().filter(|s| s.expect == Expect::Fails).count(),
         ..Verdict::default()
     };
+    let dead_letters: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT source, code, reason FROM dead_letters ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("read dead letters");
+    for (source, code, reason) in dead_letters {
+        v.violation(format!(
+            "a valid request was dead-lettered ({source}): {code}: {reason}"
+        ));
+    }
     for refused in &feed.refused {
         v.violation(format!("payoutd refused a valid request: {refused}"));
     }

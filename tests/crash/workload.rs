@@ -23,6 +23,15 @@ pub enum Expect {
     Fails,
 }
 
+/// The ingress one delivery goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `POST /v1/payouts`.
+    Http,
+    /// A JetStream publish on the request stream.
+    Nats,
+}
+
 /// One payout as the feeder sends it and the verifier checks it.
 #[derive(Debug, Clone)]
 pub struct PayoutSpec {
@@ -39,6 +48,9 @@ pub struct PayoutSpec {
     pub expect: Expect,
     /// How many times the request is sent (1–3).
     pub sends: usize,
+    /// The ingress of each send: HTTP only, NATS only, or both (the same payout arriving
+    /// over two ingresses).
+    pub via: Vec<Via>,
     /// All sends at once, or one after another with `gaps_ms` between them.
     pub concurrent: bool,
     pub gaps_ms: Vec<u64>,
@@ -171,6 +183,22 @@ pub fn generate(
                 _ => (None, default_memo(&id)),
             };
             let sends = rng.random_range(1..=3);
+            let via = match rng.random_range(0..100) {
+                0..60 => vec![Via::Http; sends],
+                60..85 => vec![Via::Nats; sends],
+                _ => {
+                    let first_nats = rng.random_bool(0.5);
+                    (0..sends)
+                        .map(|k| {
+                            if (k % 2 == 0) == first_nats {
+                                Via::Nats
+                            } else {
+                                Via::Http
+                            }
+                        })
+                        .collect()
+                }
+            };
             PayoutSpec {
                 id,
                 destination,
@@ -180,6 +208,7 @@ pub fn generate(
                 ledger_memo,
                 expect,
                 sends,
+                via,
                 concurrent: sends > 1 && rng.random_bool(0.4),
                 gaps_ms: (1..sends).map(|_| rng.random_range(0..3_000)).collect(),
                 start_gap_ms: rng.random_range(0..=2 * mean_gap_ms),
