@@ -58,7 +58,7 @@ pub fn channels(n: u32) -> Vec<AccountId> {
 fn policy(idle_passivate_ms: u64) -> PayoutPolicy {
     let mut p = PayoutPolicy::new(AccountId::from_bytes([1; 32]));
     p.idle_passivate_ms = idle_passivate_ms;
-    p.channel_wait_ms = 1;
+    p.channel_wait_ms = 1_000;
     p.poll_interval_ms = 10;
     p.io_retry_ms = 10;
     p

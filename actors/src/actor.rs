@@ -54,7 +54,7 @@ impl PayoutPolicy {
             tx_validity_s: 60,
             attempts_max: 10,
             poll_interval_ms: 1_000,
-            channel_wait_ms: 100,
+            channel_wait_ms: 1_000,
             io_retry_ms: 500,
             underfunded_retry_ms: 30_000,
             idle_passivate_ms: 30_000,
@@ -153,12 +153,49 @@ pub struct PayoutActorArgs {
     pub id: PayoutId,
     pub ctx: Arc<Context>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    pub waiters: Arc<ChannelWaiters>,
+}
+
+/// Payouts waiting for a channel account, first come first served. A payout that releases a
+/// channel wakes the next one, so waiting costs no polling; `channel_wait_ms` is only the
+/// fallback for channels released by another instance.
+#[derive(Default)]
+pub struct ChannelWaiters(std::sync::Mutex<std::collections::VecDeque<ActorRef<PayoutMsg>>>);
+
+impl ChannelWaiters {
+    fn wait(&self, actor: ActorRef<PayoutMsg>) {
+        // A poisoned lock only means a panic elsewhere mid-push; the queue is still valid.
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(actor);
+    }
+
+    fn wake_one(&self) {
+        let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(actor) = queue.pop_front() {
+            if actor.send_message(PayoutMsg::Drive(None)).is_ok() {
+                return;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub struct PayoutActorState {
     id: PayoutId,
     ctx: Arc<Context>,
     supervisor: ActorRef<SupervisorMsg>,
+    waiters: Arc<ChannelWaiters>,
+    /// In the channel waiting queue right now.
+    queued_for_channel: bool,
     /// `None` until the journal was read once; then `Some(None)` if no such payout exists.
     record: Option<Option<PayoutRecord>>,
     /// Generation of the one live drive timer; older timers are ignored.
@@ -196,6 +233,8 @@ impl Actor for PayoutActor {
             id: args.id,
             ctx: args.ctx,
             supervisor: args.supervisor,
+            waiters: args.waiters,
+            queued_for_channel: false,
             record: None,
             timer_generation: 0,
             timer_pending: false,
@@ -247,6 +286,9 @@ impl Actor for PayoutActor {
                 PayoutMsg::Drive(generation) => {
                     if generation.is_some() {
                         state.timer_pending = false;
+                    } else {
+                        // Possibly woken from the channel queue: it is no longer in it.
+                        state.queued_for_channel = false;
                     }
                     state.run_step(&myself).await;
                 }
@@ -379,6 +421,9 @@ impl PayoutActorState {
     async fn write(&mut self, record: &PayoutRecord, change: Change) -> Result<(), JournalError> {
         match self.ctx.journal.apply(record, &change).await {
             Ok(updated) => {
+                if change.releases_channel() && record.channel.is_some() {
+                    self.waiters.wake_one();
+                }
                 debug!(payout_id = %self.id, event = change.event_kind(), state = %updated.state, "journaled");
                 self.record = Some(Some(updated));
                 self.refresh_in_flight();
@@ -397,7 +442,7 @@ impl PayoutActorState {
 
     /// Runs one step and schedules the next one.
     async fn run_step(&mut self, myself: &ActorRef<PayoutMsg>) {
-        let next = self.step().await;
+        let next = self.step(myself).await;
         match next {
             Next::Now => self.schedule(myself, 0),
             Next::After(ms) => self.schedule(myself, ms),
@@ -437,7 +482,7 @@ impl PayoutActorState {
     }
 
     /// One step of the state machine.
-    async fn step(&mut self) -> Next {
+    async fn step(&mut self, myself: &ActorRef<PayoutMsg>) -> Next {
         let record = match self.ensure_loaded().await {
             Ok(Some(r)) => r.clone(),
             Ok(None) => return Next::Idle,
@@ -447,7 +492,7 @@ impl PayoutActorState {
             }
         };
         match record.state {
-            PayoutState::Accepted => self.prepare(record).await,
+            PayoutState::Accepted => self.prepare(record, myself).await,
             PayoutState::Prepared | PayoutState::Submitted => self.submit_envelope(record).await,
             PayoutState::Confirmed
             | PayoutState::Failed
@@ -478,7 +523,7 @@ impl PayoutActorState {
     }
 
     /// `Accepted` → lease a source account, build and sign, journal the envelope.
-    async fn prepare(&mut self, record: PayoutRecord) -> Next {
+    async fn prepare(&mut self, record: PayoutRecord, myself: &ActorRef<PayoutMsg>) -> Next {
         let policy = &self.ctx.policy;
         // Negative space: a payout with a live envelope never reaches here.
         assert!(
@@ -492,7 +537,13 @@ impl PayoutActorState {
         }
         let channel = match self.ctx.journal.lease_channel(&self.id).await {
             Ok(Some(c)) => c,
-            Ok(None) => return Next::After(policy.channel_wait_ms),
+            Ok(None) => {
+                if !self.queued_for_channel {
+                    self.waiters.wait(myself.clone());
+                    self.queued_for_channel = true;
+                }
+                return Next::After(policy.channel_wait_ms);
+            }
             Err(e) => {
                 warn!(payout_id = %self.id, error = %e, "channel lease failed; retrying");
                 return Next::After(policy.io_retry_ms);

@@ -78,6 +78,7 @@ pub struct SupervisorState {
     restarts: HashMap<PayoutId, VecDeque<Instant>>,
     /// Drives that found no room under `live_actors_max`; started as actors stop.
     deferred: VecDeque<PayoutId>,
+    waiters: Arc<crate::actor::ChannelWaiters>,
 }
 
 impl Actor for Supervisor {
@@ -97,6 +98,7 @@ impl Actor for Supervisor {
             by_actor: HashMap::new(),
             restarts: HashMap::new(),
             deferred: VecDeque::new(),
+            waiters: Arc::default(),
         })
     }
 
@@ -235,6 +237,7 @@ impl SupervisorState {
             id: id.clone(),
             ctx: self.ctx.clone(),
             supervisor: myself.clone(),
+            waiters: self.waiters.clone(),
         };
         match Actor::spawn_linked(None, PayoutActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
