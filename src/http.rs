@@ -77,6 +77,9 @@ impl From<PayoutError> for ApiError {
                 "payout_not_cancellable",
                 e.to_string(),
             ),
+            PayoutError::NotResumable { .. } => {
+                Self::new(StatusCode::CONFLICT, "payout_not_parked", e.to_string())
+            }
             PayoutError::Overloaded => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
             }
@@ -138,6 +141,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/payouts", post(create_payout).get(list_payouts))
         .route("/v1/payouts/{id}", get(get_payout))
         .route("/v1/payouts/{id}/cancel", post(cancel_payout))
+        .route("/v1/payouts/{id}/resume", post(resume_payout))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
@@ -369,6 +373,32 @@ async fn cancel_payout(
         ));
     }
     let record = state.payouts.cancel(&id, reason).await?;
+    Ok(Json(PayoutView::from_record(&record)))
+}
+
+/// Resumes a parked payout: an operator has fixed what parked it.
+async fn resume_payout(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<PayoutView>, ApiError> {
+    let id = path_id(&id)?;
+    let reason = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<CancelBody>(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
+            .reason
+    };
+    let reason = reason.unwrap_or_else(|| "resumed by API request".to_owned());
+    if reason.len() > 500 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_too_long",
+            "reason is longer than 500 bytes",
+        ));
+    }
+    let record = state.payouts.resume(&id, reason).await?;
     Ok(Json(PayoutView::from_record(&record)))
 }
 

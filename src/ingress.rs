@@ -74,12 +74,14 @@ pub async fn ingest(payouts: &Payouts, bytes: &[u8]) -> IngestOutcome {
         Err(e @ (PayoutError::Overloaded | PayoutError::Unavailable(_))) => {
             IngestOutcome::Retry(e.to_string())
         }
-        Err(e @ (PayoutError::NotFound(_) | PayoutError::NotCancellable { .. })) => {
-            IngestOutcome::Rejected {
-                code: "unexpected".into(),
-                reason: e.to_string(),
-            }
-        }
+        Err(
+            e @ (PayoutError::NotFound(_)
+            | PayoutError::NotCancellable { .. }
+            | PayoutError::NotResumable { .. }),
+        ) => IngestOutcome::Rejected {
+            code: "unexpected".into(),
+            reason: e.to_string(),
+        },
     }
 }
 

@@ -383,7 +383,9 @@ fn event_detail(change: &Change) -> serde_json::Value {
             reason,
             next_fee_stroops,
         } => json!({ "reason": reason, "next_fee": next_fee_stroops }),
-        Change::Parked { reason } | Change::Cancelled { reason } => json!({ "reason": reason }),
+        Change::Parked { reason } | Change::Cancelled { reason } | Change::Resumed { reason } => {
+            json!({ "reason": reason })
+        }
     }
 }
 

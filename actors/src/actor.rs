@@ -84,6 +84,8 @@ pub enum PayoutError {
         state: PayoutState,
         why: &'static str,
     },
+    #[error("payout {id} is {state}, not parked: nothing to resume")]
+    NotResumable { id: String, state: PayoutState },
     /// The live-actor bound is reached: try again shortly.
     #[error("too many payouts in flight; retry later")]
     Overloaded,
@@ -123,6 +125,11 @@ pub enum PayoutMsg {
         reason: String,
         reply: RpcReplyPort<Result<PayoutRecord, PayoutError>>,
     },
+    /// An operator resumes a parked payout.
+    Resume {
+        reason: String,
+        reply: RpcReplyPort<Result<PayoutRecord, PayoutError>>,
+    },
     /// Advance the state machine. `None` from outside (submit, recovery); `Some(generation)`
     /// from the actor's own timer, ignored if a newer timer replaced it.
     Drive(Option<u64>),
@@ -137,7 +144,7 @@ impl PayoutMsg {
         match self {
             Self::Submit { reply, .. } => drop(reply.send(Err(err))),
             Self::Get { reply } => drop(reply.send(Err(err))),
-            Self::Cancel { reply, .. } => drop(reply.send(Err(err))),
+            Self::Cancel { reply, .. } | Self::Resume { reply, .. } => drop(reply.send(Err(err))),
             Self::Drive(_) | Self::IdleCheck => {}
         }
     }
@@ -282,6 +289,10 @@ impl Actor for PayoutActor {
                     let answer = state.cancel(reason).await;
                     let _ = reply.send(answer);
                 }
+                PayoutMsg::Resume { reason, reply } => {
+                    let answer = state.resume(reason).await;
+                    let _ = reply.send(answer);
+                }
                 PayoutMsg::Drive(Some(generation)) if generation != state.timer_generation => {}
                 PayoutMsg::Drive(generation) => {
                     if generation.is_some() {
@@ -412,6 +423,26 @@ impl PayoutActorState {
                     .cloned()
                     .ok_or_else(|| PayoutError::Unavailable("record vanished".into()))
             }
+            Err(e) => Err(PayoutError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn resume(&mut self, reason: String) -> Result<PayoutRecord, PayoutError> {
+        let Some(record) = self.ensure_loaded().await?.cloned() else {
+            return Err(PayoutError::NotFound(self.id.to_string()));
+        };
+        if record.state != PayoutState::Parked {
+            return Err(PayoutError::NotResumable {
+                id: self.id.to_string(),
+                state: record.state,
+            });
+        }
+        info!(payout_id = %self.id, %reason, "payout resumed by an operator");
+        match self.write(&record, Change::Resumed { reason }).await {
+            Ok(()) => self
+                .record()
+                .cloned()
+                .ok_or_else(|| PayoutError::Unavailable("record vanished".into())),
             Err(e) => Err(PayoutError::Unavailable(e.to_string())),
         }
     }

@@ -277,6 +277,10 @@ pub enum Change {
     Parked { reason: String },
     /// Cancelled before any envelope existed.
     Cancelled { reason: String },
+    /// An operator resumes a parked payout: back to `Submitted` if it holds an envelope
+    /// (which is resubmitted and looked up, never replaced before it is dead), else to
+    /// `Accepted`.
+    Resumed { reason: String },
     /// A note in the audit trail with no state change (e.g. a rejection code).
     Noted { note: String },
 }
@@ -292,6 +296,7 @@ impl Change {
             Self::EnvelopeDead { .. } => "envelope_dead",
             Self::Parked { .. } => "parked",
             Self::Cancelled { .. } => "cancelled",
+            Self::Resumed { .. } => "resumed",
             Self::Noted { .. } => "noted",
         }
     }
@@ -306,15 +311,21 @@ impl Change {
             Self::EnvelopeDead { .. } => PayoutState::Accepted,
             Self::Parked { .. } => PayoutState::Parked,
             Self::Cancelled { .. } => PayoutState::Cancelled,
-            Self::Noted { .. } => current,
+            // Decided in `apply_to`, which sees the envelope.
+            Self::Resumed { .. } | Self::Noted { .. } => current,
         }
     }
 
     /// Applies the change to a record in memory (the journal does the same in SQL).
     pub fn apply_to(&self, record: &mut PayoutRecord) {
-        record.state = self.next_state(record.state);
+        record.state = match self {
+            Self::Resumed { .. } if record.envelope.is_some() => PayoutState::Submitted,
+            Self::Resumed { .. } => PayoutState::Accepted,
+            _ => self.next_state(record.state),
+        };
         record.version += 1;
         match self {
+            Self::Resumed { .. } => record.reason = None,
             Self::Prepared { channel, envelope } => {
                 record.channel = Some(*channel);
                 record.envelope = Some(envelope.clone());

@@ -101,6 +101,12 @@ impl Payouts {
             .await
     }
 
+    /// Resumes a parked payout (an operator's decision).
+    pub async fn resume(&self, id: &PayoutId, reason: String) -> Result<PayoutRecord, PayoutError> {
+        self.call(id, |reply| PayoutMsg::Resume { reason, reply })
+            .await
+    }
+
     /// Asks the payout's actor to take its next step (fire and forget).
     pub fn drive(&self, id: PayoutId) {
         // A send error means the supervisor is gone (shutdown); recovery covers it next start.

@@ -392,3 +392,33 @@ async fn journal_outage_is_an_error_not_a_loss() {
     assert!(matches!(a, SubmitAnswer::Created(_)));
     wait_state(&w.journal, "p-down", PayoutState::Confirmed).await;
 }
+
+#[tokio::test]
+async fn a_parked_payout_resumes_with_its_envelope_and_pays_once() {
+    let w = world().await;
+    // Four failures: past the budget of three restarts, so the payout is parked.
+    for _ in 0..4 {
+        w.ledger.script(Scripted::Panic);
+    }
+    let req = request("p-resume", "1");
+    w.payouts.submit(req.clone()).await.unwrap();
+    let parked = wait_state(&w.journal, "p-resume", PayoutState::Parked).await;
+    let envelope = parked.envelope.clone().expect("parked with its envelope");
+    let id = PayoutId::parse("p-resume").unwrap();
+    let resumed = w
+        .payouts
+        .resume(&id, "operator checked".into())
+        .await
+        .unwrap();
+    assert_eq!(resumed.state, PayoutState::Submitted);
+    let done = wait_state(&w.journal, "p-resume", PayoutState::Confirmed).await;
+    assert_eq!(
+        done.envelope.unwrap().hash,
+        envelope.hash,
+        "the same envelope, not a new one"
+    );
+    assert_eq!(w.ledger.payments_for(&req), 1);
+    // Resuming a payout that is not parked is refused.
+    let err = w.payouts.resume(&id, "again".into()).await.unwrap_err();
+    assert!(matches!(err, PayoutError::NotResumable { .. }));
+}
