@@ -1,6 +1,8 @@
 //! The chaos schedule: SIGKILL payoutd at seeded moments and start it again, switch the
 //! simulator's faults (latency, 5xx before apply, answers lost after apply, rejections with
-//! chosen codes, fee surges), and restart PostgreSQL under a running payoutd.
+//! chosen codes, fee surges), restart PostgreSQL under a running payoutd, and now and then
+//! run a second payoutd (the "twin") on the same database and keys beside the first, so
+//! that two processes drive the same payouts (fencing).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -30,6 +32,9 @@ const DOWN_MAX_MS: u64 = 300;
 /// After a PostgreSQL restart payoutd must report ready (`/readyz`, which reads the
 /// database) within this time, in milliseconds.
 const DB_RECOVERY_MAX_MS: u64 = 15_000;
+/// Chance per cycle that a stopped twin starts, and that a running twin is killed.
+const TWIN_START_PROBABILITY: f64 = 0.25;
+const TWIN_KILL_PROBABILITY: f64 = 0.4;
 /// Base fee of the network outside fee surges, in stroops.
 pub const BASE_FEE_STROOPS: i64 = 100;
 /// Rejection codes `reject_next` uses: all "not applied (yet)", none an operator problem.
@@ -50,6 +55,9 @@ pub struct ChaosStats {
     /// Times the fault profile was switched, and how many were fee surges.
     pub fault_switches: u64,
     pub fee_surges: u64,
+    /// Lives of the second instance, and how many of them ended by SIGKILL.
+    pub twin_lives: u64,
+    pub twin_kills: u64,
     /// payoutd ended without being killed, or did not recover from a database restart:
     /// each is a violation.
     pub service_failures: Vec<String>,
@@ -106,6 +114,10 @@ fn draw_faults(profile: Profile, rng: &mut StdRng) -> (Faults, Option<i64>) {
 
 pub struct Chaos<'a> {
     pub service: &'a mut Service,
+    /// A second instance, started and killed on its own schedule (`twin_rng`, a stream of
+    /// its own so the main schedule of a seed does not depend on it).
+    pub twin: &'a mut Service,
+    pub twin_rng: StdRng,
     pub db: &'a mut Database,
     pub sim: &'a SimAdmin,
     pub http: reqwest::Client,
@@ -149,6 +161,11 @@ impl Chaos<'_> {
             }
             tokio::time::sleep_until(down.into()).await;
             self.service.start();
+            self.step_twin();
+        }
+        if self.twin.is_running() {
+            self.twin.kill();
+            self.stats.twin_kills += 1;
         }
         self.sim.set_faults(&Faults::default()).await;
         self.sim.set_base_fee(BASE_FEE_STROOPS).await;
@@ -167,6 +184,31 @@ impl Chaos<'_> {
         self.stats.fee_surges += u64::from(*surge);
     }
 
+    /// Starts or kills the twin, each with its chance.
+    fn step_twin(&mut self) {
+        self.check_twin();
+        if self.twin.is_running() {
+            if self.twin_rng.random_bool(TWIN_KILL_PROBABILITY) {
+                self.twin.kill();
+                self.stats.twin_kills += 1;
+            }
+        } else if self.twin_rng.random_bool(TWIN_START_PROBABILITY) {
+            self.twin.start();
+            self.stats.twin_lives += 1;
+        }
+    }
+
+    /// A twin that ended by itself is a failure (it is not restarted).
+    fn check_twin(&mut self) {
+        if let Some(status) = self.twin.exited() {
+            self.stats.service_failures.push(format!(
+                "the second payoutd (twin life {}) ended by itself ({status}); see {}",
+                self.twin.lives,
+                self.twin.log_path().display()
+            ));
+        }
+    }
+
     /// Lets the current life run for `ms` (counted from now), restarting payoutd if it
     /// ends by itself, which is recorded as a failure.
     async fn live_for(&mut self, ms: u64) {
@@ -180,6 +222,7 @@ impl Chaos<'_> {
                 ));
                 self.service.start();
             }
+            self.check_twin();
             let left = until.saturating_duration_since(Instant::now());
             tokio::time::sleep(left.min(Duration::from_millis(20))).await;
         }

@@ -2,9 +2,10 @@
 //!
 //! payoutd runs as a child process (`payoutd serve`, Horizon mode) against the ledger
 //! simulator in a process of its own (`payoutd simulator`) and a PostgreSQL cluster (fsync
-//! on) that the harness starts. Payouts arrive over HTTP, most of them more than once, some
+//! on) that the harness starts. Payouts arrive over HTTP and NATS, most more than once, some
 //! concurrently, while the harness kills payoutd with SIGKILL at seeded moments, switches
-//! the simulator's faults and restarts PostgreSQL. At the end every accepted payout must be
+//! the simulator's faults, restarts PostgreSQL, and now and then runs a second payoutd
+//! beside the first on the same database. At the end every accepted payout must be
 //! terminal and the ledger must agree with the journal: no payout paid twice, none lost.
 //!
 //! Short by default (CI); longer with `PAYOUTD_CRASH_PAYOUTS`, `PAYOUTD_CRASH_KILLS`,
@@ -145,6 +146,16 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
         &accounts,
     );
     let js = request_stream(&env).await;
+    // The second instance: same database, keys and broker, its own port.
+    let twin_port = free_port();
+    let twin_env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "PAYOUTD__SERVER__LISTEN" => (k.clone(), format!("127.0.0.1:{twin_port}")),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let mut twin = Service::new(&bin, twin_env, twin_port, dir.join("payoutd-twin.log"));
     let mut service = Service::new(&bin, env, port, dir.join("payoutd.log"));
     let http = reqwest::Client::new();
     service.start();
@@ -167,6 +178,8 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
 
     let chaos = Chaos {
         service: &mut service,
+        twin: &mut twin,
+        twin_rng: StdRng::seed_from_u64(cfg.stream("twin")),
         db: &mut db,
         sim: &sim,
         http: http.clone(),
@@ -317,6 +330,11 @@ impl std::fmt::Display for Report<'_> {
             f,
             "  kills (SIGKILL)      {} ({} before payoutd answered /healthz); {} lives",
             self.chaos.kills, self.chaos.kills_before_ready, self.lives
+        )?;
+        writeln!(
+            f,
+            "  second instance      {} lives beside the first, {} ended by SIGKILL",
+            self.chaos.twin_lives, self.chaos.twin_kills
         )?;
         writeln!(f, "  postgres restarts    {}", self.chaos.pg_restarts)?;
         writeln!(
