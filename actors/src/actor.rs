@@ -257,6 +257,16 @@ impl Actor for PayoutActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.set_in_flight(false);
+        // Stopping with work left (a message routed just before a passivation drain made the
+        // payout active, and the drain then refused our own next-step message): hand the
+        // payout back to the supervisor, which drives it in a fresh actor once this one has
+        // stopped. During shutdown the supervisor is gone and recovery covers it.
+        if state.record().is_some_and(|r| r.state.is_active()) {
+            let _ = state.supervisor.cast(SupervisorMsg::Route(
+                state.id.clone(),
+                PayoutMsg::Drive(None),
+            ));
+        }
         Ok(())
     }
 

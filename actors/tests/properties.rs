@@ -1107,12 +1107,13 @@ async fn scripted_failure_of_an_invalid_envelope_is_a_rejection() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known bug, found by the property above: a payout created (or driven) while its actor is
+// A bug found by the property above (now fixed): a payout created (or driven) while its actor is
 // draining for passivation is never driven again. The actor's idle check asks to passivate;
 // a `Submit` routed before the supervisor starts the drain is still handled, creates the
 // payout and schedules its next step on the actor's own mailbox, which the drain has
 // closed: the step is dropped, the actor stops, and the payout stays `accepted` or
-// `prepared` until the next process start recovers it. Un-ignore once fixed.
+// `prepared` until the next process start recovers it. Fixed: an actor that stops with an
+// unfinished payout hands it back to the supervisor (`post_stop`).
 // ---------------------------------------------------------------------------------------
 
 /// Payouts in this reproducer (one channel each: a stuck `prepared` payout keeps its lease,
@@ -1121,7 +1122,6 @@ async fn scripted_failure_of_an_invalid_envelope_is_a_rejection() {
 const RACE_PAYOUTS: u32 = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a submit racing passivation leaves the payout undriven (see above)"]
 async fn submit_racing_passivation_is_still_driven() {
     let channels: Vec<AccountId> = (0..RACE_PAYOUTS as usize).map(channel).collect();
     let journal = Arc::new(MemJournal::with_channels(&channels));
