@@ -110,8 +110,9 @@ impl LocalPostgres {
             pg.initdb()?;
         }
         if let Some(port) = pg.running_port() {
+            // Left running by a payoutd that was killed: the folder is ours, so is the
+            // server (stopped on drop unless `detach`ed, as the shared test cluster is).
             pg.port = port;
-            pg.owned = false;
             return Ok(pg);
         }
         pg.port = free_port().map_err(io(&pg.data_dir))?;
