@@ -192,10 +192,17 @@ const APPLY_SQL: &str = "WITH u AS (
 const LEASE_SQL: &str = "WITH held AS (
                     SELECT account FROM channel_accounts WHERE leased_to = $1
                  ), pick AS (
-                    SELECT account FROM channel_accounts
-                    WHERE leased_to IS NULL AND account = ANY($2) AND NOT EXISTS (SELECT 1 FROM held)
-                    ORDER BY lease_epoch, account LIMIT 1
-                    FOR UPDATE SKIP LOCKED
+                    -- Free: not leased, or leased to a finished payout (a confirmed, failed or
+                    -- cancelled payout never needs its channel again; this heals a lease
+                    -- taken by a stale instance after the payout finished elsewhere).
+                    SELECT c.account FROM channel_accounts c
+                    LEFT JOIN payouts h ON h.payout_id = c.leased_to
+                    WHERE (c.leased_to IS NULL OR h.state IN ('confirmed', 'failed', 'cancelled'))
+                      AND c.account = ANY($2) AND NOT EXISTS (SELECT 1 FROM held)
+                      -- Only a payout that is waiting for an envelope gets a channel.
+                      AND EXISTS (SELECT 1 FROM payouts p WHERE p.payout_id = $1 AND p.state = 'accepted')
+                    ORDER BY c.lease_epoch, c.account LIMIT 1
+                    FOR UPDATE OF c SKIP LOCKED
                  ), upd AS (
                     UPDATE channel_accounts c SET leased_to = $1, lease_epoch = c.lease_epoch + 1, leased_at = now()
                     FROM pick WHERE c.account = pick.account

@@ -177,10 +177,25 @@ impl Journal for MemJournal {
         {
             return Ok(Some(*c));
         }
+        // Same rules as the Postgres journal: only a payout waiting for an envelope gets a
+        // channel, and a channel held by a finished payout counts as free.
+        let waiting = inner
+            .payouts
+            .get(id)
+            .is_some_and(|r| r.state == PayoutState::Accepted);
+        if !waiting {
+            return Ok(None);
+        }
+        let finished = |holder: &PayoutId| {
+            inner
+                .payouts
+                .get(holder)
+                .is_some_and(|r| r.state.is_terminal())
+        };
         let free = inner
             .leases
             .iter()
-            .find(|(_, h)| h.is_none())
+            .find(|(_, h)| h.as_ref().is_none_or(|h| finished(h)))
             .map(|(c, _)| *c);
         if let Some(c) = free {
             inner.leases.insert(c, Some(id.clone()));

@@ -1183,17 +1183,17 @@ async fn submit_racing_passivation_is_still_driven() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known bug, found by the property above: with two instances, an actor holding a stale
+// A bug found by the property above (now fixed): with two instances, an actor holding a stale
 // `accepted` record asks for a channel lease after the other instance confirmed the payout
 // (which released its channel). `lease_channel` does not look at the payout's state, so the
 // channel is leased again — to a confirmed payout, for good: the actor's next write is
 // fenced out (stale), it reloads, sees `confirmed` and stops, and nothing releases the
-// lease. Each such race takes one channel out of the pool. PgJournal's lease statement has
-// the same shape. Un-ignore once fixed.
+// lease. Each such race took one channel out of the pool. Fixed: a lease is only granted to
+// an `accepted` payout, and a channel held by a finished payout counts as free (both
+// journals).
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a stale instance leases a channel for a confirmed payout (see above)"]
 async fn a_stale_instance_does_not_lease_for_a_finished_payout() {
     let scenario = Scenario {
         payouts: 1,
