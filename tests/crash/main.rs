@@ -353,8 +353,8 @@ impl std::fmt::Display for Report<'_> {
         )?;
         writeln!(
             f,
-            "  envelopes            {} built, {} provably dead, {} payouts rebuilt",
-            v.envelopes, v.envelopes_dead, v.rebuilt
+            "  envelopes            {} built, {} provably dead, {} payouts rebuilt; {} channel leases left on finished payouts (free by the lease rule)",
+            v.envelopes, v.envelopes_dead, v.rebuilt, v.stale_leases
         )?;
         writeln!(
             f,

@@ -149,6 +149,11 @@ pub struct Verdict {
     pub unknown_payments: usize,
     /// Journal and ledger disagree on hash, amount, asset, destination or ledger.
     pub mismatches: usize,
+    /// Channel accounts still marked as leased to a finished payout (a lease a stale
+    /// instance took after the payout finished elsewhere). Not a violation: such a channel
+    /// counts as free for the next lease (the lease rule since commit ac64338); before that
+    /// rule these channels were lost for good. Reported so a regression shows.
+    pub stale_leases: usize,
     pub violations: Vec<String>,
 }
 
@@ -193,6 +198,18 @@ pub async fn check(
         v.violation(format!(
             "a valid request was dead-lettered ({source}): {code}: {reason}"
         ));
+    }
+    let leaked: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.account, c.leased_to, p.state FROM channel_accounts c
+         JOIN payouts p ON p.payout_id = c.leased_to
+         WHERE p.state IN ('confirmed','failed','cancelled') ORDER BY c.account",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read channel leases");
+    for (account, payout, state) in leaked {
+        v.stale_leases += 1;
+        println!("  note: channel {account} is still marked leased to {payout} ({state})");
     }
     for refused in &feed.refused {
         v.violation(format!("payoutd refused a valid request: {refused}"));
