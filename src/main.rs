@@ -67,9 +67,9 @@ enum Bench {
         /// "memory" or "postgres" (a private cluster with fsync on, in a temp folder).
         #[arg(long, default_value = "postgres")]
         journal: String,
-        /// Commit every journal step on its own (the naive baseline).
+        /// Batch journal writes per transaction (experimental; off by default).
         #[arg(long)]
-        no_group_commit: bool,
+        group_commit: bool,
     },
     /// The simulator-backed pipeline: PostgreSQL, the Stellar adapter over HTTP, the simulator.
     Pipeline {
@@ -177,7 +177,7 @@ async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
             channels,
             idle_ms,
             journal,
-            no_group_commit,
+            group_commit,
         } => {
             let chans = payoutd::bench::channels(*channels);
             match journal.as_str() {
@@ -199,7 +199,7 @@ async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
                     println!(
                         "plain PostgreSQL here, one commit per write (16 connections, fsync on): {naive:.0} commits/s"
                     );
-                    let group = (!*no_group_commit).then(payoutd::journal::GroupCommit::default);
+                    let group = group_commit.then(payoutd::journal::GroupCommit::default);
                     let j = std::sync::Arc::new(
                         payoutd::journal::PgJournal::with_group_commit(pool, &chans, group)
                             .await
