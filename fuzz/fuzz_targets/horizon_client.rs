@@ -373,15 +373,23 @@ fn resource(status: u16, body: &[u8]) -> Option<(bool, Lookup)> {
 /// `Err` when the document does not read.
 type Codes = Option<(String, Vec<String>)>;
 
+/// One `result_codes` object: the transaction's code, its operations' codes, and the inner
+/// transaction's operations' codes (fee bumps).
+struct ResultCodes {
+    transaction: String,
+    operations: Vec<String>,
+    inner_operations: Option<Vec<String>>,
+}
+
 fn problem_codes(v: &Value) -> Result<Codes, ()> {
-    fn codes(v: &Value) -> Result<(String, Vec<String>, Option<Vec<String>>), ()> {
+    fn codes(v: &Value) -> Result<ResultCodes, ()> {
         let o = v.as_object().ok_or(())?;
-        let tx = o
+        let transaction = o
             .get("transaction")
             .and_then(Value::as_str)
             .ok_or(())?
             .to_owned();
-        let ops = match o.get("operations") {
+        let operations = match o.get("operations") {
             None => Vec::new(),
             Some(Value::Array(a)) => a
                 .iter()
@@ -389,11 +397,15 @@ fn problem_codes(v: &Value) -> Result<Codes, ()> {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(()),
         };
-        let inner = match o.get("inner_transaction") {
+        let inner_operations = match o.get("inner_transaction") {
             None | Some(Value::Null) => None,
-            Some(i) => Some(codes(i)?.1),
+            Some(i) => Some(codes(i)?.operations),
         };
-        Ok((tx, ops, inner))
+        Ok(ResultCodes {
+            transaction,
+            operations,
+            inner_operations,
+        })
     }
     let o = v.as_object().ok_or(())?;
     o.get("type").and_then(Value::as_str).ok_or(())?;
@@ -405,12 +417,12 @@ fn problem_codes(v: &Value) -> Result<Codes, ()> {
         None | Some(Value::Null) => return Ok(None),
         Some(c) => c,
     };
-    let (tx, ops, inner) = codes(result_codes)?;
-    let ops = match inner {
-        Some(inner) if ops.is_empty() => inner,
-        _ => ops,
+    let codes = codes(result_codes)?;
+    let ops = match codes.inner_operations {
+        Some(inner) if codes.operations.is_empty() => inner,
+        _ => codes.operations,
     };
-    Ok(Some((tx, ops)))
+    Ok(Some((codes.transaction, ops)))
 }
 
 /// What the submission must give for a structured input (the client's rules, restated).
