@@ -283,20 +283,7 @@ pub fn parse_body(
 
 /// serde_json errors quote input; a secret pasted into a field must not come back.
 fn redact(message: &str) -> String {
-    message
-        .split_whitespace()
-        .map(|w| {
-            if w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-                .starts_with('S')
-                && w.len() >= 56
-            {
-                "[redacted]"
-            } else {
-                w
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::ingress::redact_secrets(message)
 }
 
 async fn create_payout(

@@ -108,21 +108,42 @@ pub async fn dead_letter<'e>(
     Ok(())
 }
 
-/// Replaces every run of 56 base32 characters starting with `S` (a Stellar secret seed's
-/// shape) with a marker, so a secret sent by mistake is never stored or echoed.
+/// Replaces every 56-character window that decodes as a Stellar secret seed (`S…` with a
+/// valid checksum), whatever surrounds it, and every other run of 56 or more base32
+/// characters that starts with `S`, so a secret sent by mistake is never stored or echoed.
 pub fn redact_secrets(text: &str) -> String {
+    const MARK: &str = "[redacted secret seed]";
     let bytes = text.as_bytes();
     let is_b32 = |b: u8| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b);
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'S' && (i == 0 || !is_b32(bytes[i - 1])) {
+        if bytes[i] == b'S' {
             let run = bytes[i..].iter().take_while(|b| is_b32(**b)).count();
-            if run == 56 {
-                out.push_str("[redacted secret seed]");
+            // A valid seed anywhere inside the run (the run may carry extra characters).
+            if run >= 56 {
+                out.push_str(MARK);
                 i += run;
                 continue;
             }
+        }
+        if is_b32(bytes[i]) {
+            // A seed may start inside a longer base32 run: check each window.
+            let run = bytes[i..].iter().take_while(|b| is_b32(**b)).count();
+            if run >= 56 {
+                let window_hits = (0..=run - 56).any(|k| {
+                    bytes[i + k] == b'S'
+                        && payoutd_actors::strkey::decode_seed(&text[i + k..i + k + 56]).is_ok()
+                });
+                if window_hits {
+                    out.push_str(MARK);
+                    i += run;
+                    continue;
+                }
+            }
+            out.push_str(&text[i..i + run.max(1)]);
+            i += run.max(1);
+            continue;
         }
         // Copy one UTF-8 character.
         let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
@@ -148,6 +169,23 @@ mod tests {
         // Account ids stay.
         let g = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
         assert_eq!(redact_secrets(g), g);
+    }
+
+    #[test]
+    fn seeds_inside_longer_runs_are_redacted() {
+        for text in [
+            format!("X{SEED}"),
+            format!("{SEED}2"),
+            format!("AB{SEED}CD"),
+            format!("\"memo\": \"{SEED}2\""),
+        ] {
+            let red = redact_secrets(&text);
+            assert!(!red.contains(&SEED[1..40]), "{red}");
+        }
+        let reason = parse_message(format!(r#"{{"payout_id":"a","destination":"G","asset":"native","amount":"1","memo":"{SEED}2"}}"#).as_bytes())
+            .unwrap_err()
+            .1;
+        assert!(!reason.contains(&SEED[1..40]), "{reason}");
     }
 
     #[test]

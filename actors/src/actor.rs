@@ -579,6 +579,9 @@ impl PayoutActorState {
         let channel = match self.ctx.journal.lease_channel(&self.id).await {
             Ok(Some(c)) => c,
             Ok(None) => {
+                // Refused: every channel is busy, or the payout is no longer `accepted`
+                // (another instance moved it on). Re-read it before the next step.
+                self.record = None;
                 if !self.queued_for_channel {
                     self.waiters.wait(myself.clone());
                     self.queued_for_channel = true;

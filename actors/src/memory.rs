@@ -157,6 +157,10 @@ impl Journal for MemJournal {
             .payouts
             .get_mut(id)
             .ok_or_else(|| JournalError::NotFound(id.to_string()))?;
+        // As the Postgres journal: a finished payout stays finished.
+        if record.state.is_terminal() {
+            return Ok(());
+        }
         Change::Parked {
             reason: reason.to_owned(),
         }

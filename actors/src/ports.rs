@@ -353,8 +353,10 @@ impl Change {
                     record.next_fee_stroops = *next_fee_stroops;
                 }
             }
-            Self::Parked { reason } | Self::Cancelled { reason } => {
-                record.reason = Some(reason.clone())
+            Self::Parked { reason } => record.reason = Some(reason.clone()),
+            Self::Cancelled { reason } => {
+                record.channel = None;
+                record.reason = Some(reason.clone());
             }
         }
     }

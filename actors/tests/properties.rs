@@ -703,7 +703,9 @@ fn settled(record: &PayoutRecord) -> bool {
 /// (see `a_stale_instance_learns_that_the_payout_is_finished`). It is printed on stderr
 /// instead. `PAYOUTD_PROPS_STRICT=1` makes it fail.
 fn strict() -> bool {
-    std::env::var_os("PAYOUTD_PROPS_STRICT").is_some_and(|v| v != "0")
+    // The bug above is fixed (a refused lease re-reads the record), so stalls fail by
+    // default; `PAYOUTD_PROPS_STRICT=0` only prints them.
+    std::env::var_os("PAYOUTD_PROPS_STRICT").is_none_or(|v| v != "0")
 }
 
 /// Waits, by condition and within `SETTLE_TIMEOUT_MS`, until every stored payout is
@@ -1339,16 +1341,15 @@ async fn a_stale_instance_does_not_lease_for_a_finished_payout() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known bug, found by the property above once the lease fix was in: the slow instance's
+// A bug found by the property above once the lease fix was in (now fixed): the slow instance's
 // actor, holding its stale `accepted` record, is now refused a channel (the payout is not
 // `accepted` any more) and takes that for "every channel is busy": it waits for one, asks
 // again, for ever, without reloading the record — so it never learns the payout is
 // finished, never passivates, and asks the journal for a lease every `channel_wait_ms` (or
-// on every wake-up) until the process stops. Un-ignore once fixed.
+// on every wake-up) until the process stops. Fixed: a refused lease re-reads the record.
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a stale actor refused a lease waits for a channel for ever (see above)"]
 async fn a_stale_instance_learns_that_the_payout_is_finished() {
     let (slow, _journal, _id, _processes) = stale_beside_finished().await;
     assert_eq!(quiet(&slow).await, None);

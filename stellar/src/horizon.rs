@@ -101,11 +101,19 @@ impl Reply {
         snippet(&String::from_utf8_lossy(&self.body))
     }
 
+    /// Horizon answers with JSON objects only; anything else (an array would satisfy serde's
+    /// positional struct form) is not a Horizon answer.
     fn json<T: for<'de> Deserialize<'de>>(&self) -> Result<T, HorizonError> {
-        serde_json::from_slice(&self.body).map_err(|e| HorizonError::Decode {
+        let decode = |detail: String| HorizonError::Decode {
             status: self.status,
-            detail: snippet(&e.to_string()),
-        })
+            detail: snippet(&detail),
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&self.body).map_err(|e| decode(e.to_string()))?;
+        if !value.is_object() {
+            return Err(decode("the answer is not a JSON object".into()));
+        }
+        serde_json::from_value(value).map_err(|e| decode(e.to_string()))
     }
 }
 

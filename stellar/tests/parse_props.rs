@@ -432,9 +432,8 @@ fn nobody_listening_is_unknown() {
 /// Found while writing these properties: serde reads a struct from a JSON array too, so a
 /// positional array `[hash, ledger, successful, fee_charged]` passes for a transaction
 /// resource and a submission reads it as applied. Horizon never sends one; a proxy or a
-/// broken server could. Un-ignore once the client reads only JSON objects.
+/// broken server could. Fixed: the client reads only JSON objects.
 #[test]
-#[ignore = "known finding: a positional JSON array is read as a transaction resource"]
 fn a_positional_array_is_not_a_resource() {
     let world = World::new(REQUEST_TIMEOUT_MS);
     let array = format!(r#"["{HASH}", 7, true, "100"]"#).into_bytes();
