@@ -3,12 +3,7 @@
 //! `RawPayoutRequest` → `parse()`). What parses round-trips through its canonical raw form
 //! with the same fingerprint; what is refused says why without repeating a secret seed;
 //! and `redact_secrets` leaves no valid seed behind.
-//!
-//! `PAYOUTD_FUZZ_MUTE=seed-redaction` skips the two seed checks (a known finding, see
-//! docs/fuzzing.md) so that a run can look for anything else.
 #![no_main]
-
-use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use payoutd::ingress::{MESSAGE_BYTES_MAX, parse_message, redact_secrets};
@@ -17,14 +12,6 @@ use payoutd_actors::strkey;
 
 /// Length of a StrKey of a 32-byte key (`G…`, `S…`).
 const STRKEY_LEN: usize = 56;
-
-fn mute_seed_checks() -> bool {
-    static MUTED: OnceLock<bool> = OnceLock::new();
-    *MUTED.get_or_init(|| {
-        std::env::var("PAYOUTD_FUZZ_MUTE")
-            .is_ok_and(|v| v.split(',').any(|m| m == "seed-redaction"))
-    })
-}
 
 /// Every valid secret seed that appears anywhere in `text`.
 fn seeds_in(text: &str) -> Vec<String> {
@@ -72,19 +59,15 @@ fuzz_target!(|data: &[u8]| {
         }
         Err((code, reason)) => {
             assert!(!code.is_empty());
-            if !mute_seed_checks() {
-                let leaked = seeds_in(reason);
-                assert!(
-                    leaked.is_empty(),
-                    "the refusal repeats a secret seed: {reason:?}"
-                );
-            }
+            let leaked = seeds_in(reason);
+            assert!(
+                leaked.is_empty(),
+                "the refusal repeats a secret seed: {reason:?}"
+            );
         }
     }
 
-    if !mute_seed_checks()
-        && let Ok(text) = std::str::from_utf8(data)
-    {
+    if let Ok(text) = std::str::from_utf8(data) {
         let redacted = redact_secrets(text);
         let leaked = seeds_in(&redacted);
         assert!(leaked.is_empty(), "a seed survives redaction: {redacted:?}");
