@@ -199,7 +199,7 @@ impl Journal for MemJournal {
         let free = inner
             .leases
             .iter()
-            .find(|(_, h)| h.as_ref().is_none_or(|h| finished(h)))
+            .find(|(_, h)| h.as_ref().is_none_or(finished))
             .map(|(c, _)| *c);
         if let Some(c) = free {
             inner.leases.insert(c, Some(id.clone()));
