@@ -228,8 +228,9 @@ impl Chaos<'_> {
         }
     }
 
-    /// Restarts PostgreSQL under a running, ready payoutd, then requires payoutd to be
-    /// alive and ready (database reachable again) within `DB_RECOVERY_MAX_MS`.
+    /// Restarts PostgreSQL under a running, ready payoutd (and twin, if one runs), then
+    /// requires payoutd to be alive and ready (database reachable again) within
+    /// `DB_RECOVERY_MAX_MS`.
     async fn restart_database(&mut self) {
         if !self.service.wait_ready(&self.http).await {
             self.stats.service_failures.push(format!(
@@ -241,6 +242,16 @@ impl Chaos<'_> {
                 self.service.start();
             }
             return;
+        }
+        // A payoutd that is still starting cannot start without its database (it exits,
+        // and a supervisor would start it again): the restart is for running instances.
+        if self.twin.is_running() && !self.twin.wait_ready(&self.http).await {
+            self.stats.service_failures.push(format!(
+                "the second payoutd (twin life {}) did not become ready; see {}",
+                self.twin.lives,
+                self.twin.log_path().display()
+            ));
+            self.twin.kill();
         }
         tokio::task::block_in_place(|| self.db.restart());
         self.stats.pg_restarts += 1;
