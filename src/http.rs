@@ -331,11 +331,35 @@ async fn get_payout(
     Ok(Json(view))
 }
 
+/// The optional body of an operator action: `{"reason": "..."}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CancelBody {
+struct ReasonBody {
     #[serde(default)]
     reason: Option<String>,
+}
+
+/// Longest operator reason accepted, in bytes.
+const REASON_BYTES_MAX: usize = 500;
+
+/// The reason an operator action carries: from the body if any, else `default`.
+fn operator_reason(body: &[u8], default: &str) -> Result<String, ApiError> {
+    let reason = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<ReasonBody>(body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
+            .reason
+    };
+    let reason = reason.unwrap_or_else(|| default.to_owned());
+    if reason.len() > REASON_BYTES_MAX {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_too_long",
+            format!("reason is longer than {REASON_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(reason)
 }
 
 async fn cancel_payout(
@@ -344,21 +368,7 @@ async fn cancel_payout(
     body: Bytes,
 ) -> Result<Json<PayoutView>, ApiError> {
     let id = path_id(&id)?;
-    let reason = if body.is_empty() {
-        None
-    } else {
-        serde_json::from_slice::<CancelBody>(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
-            .reason
-    };
-    let reason = reason.unwrap_or_else(|| "cancelled by API request".to_owned());
-    if reason.len() > 500 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reason_too_long",
-            "reason is longer than 500 bytes",
-        ));
-    }
+    let reason = operator_reason(&body, "cancelled by API request")?;
     let record = state.payouts.cancel(&id, reason).await?;
     Ok(Json(PayoutView::from_record(&record)))
 }
@@ -370,21 +380,7 @@ async fn resume_payout(
     body: Bytes,
 ) -> Result<Json<PayoutView>, ApiError> {
     let id = path_id(&id)?;
-    let reason = if body.is_empty() {
-        None
-    } else {
-        serde_json::from_slice::<CancelBody>(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
-            .reason
-    };
-    let reason = reason.unwrap_or_else(|| "resumed by API request".to_owned());
-    if reason.len() > 500 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reason_too_long",
-            "reason is longer than 500 bytes",
-        ));
-    }
+    let reason = operator_reason(&body, "resumed by API request")?;
     let record = state.payouts.resume(&id, reason).await?;
     Ok(Json(PayoutView::from_record(&record)))
 }
