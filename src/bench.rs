@@ -87,6 +87,30 @@ async fn start(
     Ok((payouts, metrics))
 }
 
+/// Runs `tasks` concurrent callers, each awaiting `job(task, i)` for `i` in `0..per_task` one
+/// after another; the first error stops the bench. Returns how many jobs ran.
+async fn fan_out<F, Fut>(tasks: u64, per_task: u64, job: F) -> Result<u64, String>
+where
+    F: Fn(u64, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let job = job.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    job(t, i).await?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.map_err(|e| e.to_string())??;
+    }
+    Ok(tasks * per_task)
+}
+
 /// Duplicate messages per second absorbed by one live actor.
 pub async fn dups(messages: u64, concurrency: u64) -> Result<(), String> {
     let chans = channels(1);
@@ -108,26 +132,17 @@ pub async fn dups(messages: u64, concurrency: u64) -> Result<(), String> {
     }
     let writes_before = journal.writes.load(Ordering::SeqCst);
     let started = Instant::now();
-    let per_task = messages / concurrency;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (p, r) = (payouts.clone(), req.clone());
-            tokio::spawn(async move {
-                for _ in 0..per_task {
-                    match p.submit(r.clone()).await {
-                        Ok(SubmitAnswer::Duplicate(_)) => {}
-                        other => return Err(format!("unexpected answer: {other:?}")),
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
+    let total = fan_out(concurrency, messages / concurrency, move |_, _| {
+        let (p, r) = (payouts.clone(), req.clone());
+        async move {
+            match p.submit(r).await {
+                Ok(SubmitAnswer::Duplicate(_)) => Ok(()),
+                other => Err(format!("unexpected answer: {other:?}")),
+            }
+        }
+    })
+    .await?;
     let secs = started.elapsed().as_secs_f64();
-    let total = per_task * concurrency;
     println!(
         "bench dups: {total} duplicate submissions to one live actor, {concurrency} concurrent callers"
     );
@@ -152,31 +167,23 @@ pub async fn payouts(
     let (payouts, metrics) = start(journal, ledger.clone(), idle_ms, 100_000).await?;
     let rss_start = rss_kib().unwrap_or(0);
     let started = Instant::now();
-    let per_task = count / concurrency;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let p = payouts.clone();
-            tokio::spawn(async move {
-                for i in 0..per_task {
-                    let id = format!("bench-{t}-{i}");
-                    loop {
-                        match p.submit(request(&id)).await {
-                            Ok(_) => break,
-                            Err(payoutd_actors::PayoutError::Overloaded) => {
-                                tokio::time::sleep(Duration::from_millis(5)).await
-                            }
-                            Err(e) => return Err(e.to_string()),
-                        }
+    let submitter = payouts.clone();
+    let total = fan_out(concurrency, count / concurrency, move |t, i| {
+        let p = submitter.clone();
+        async move {
+            let id = format!("bench-{t}-{i}");
+            loop {
+                match p.submit(request(&id)).await {
+                    Ok(_) => return Ok(()),
+                    Err(payoutd_actors::PayoutError::Overloaded) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
                     }
+                    Err(e) => return Err(e.to_string()),
                 }
-                Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
-    let total = per_task * concurrency;
+            }
+        }
+    })
+    .await?;
     let accepted_secs = started.elapsed().as_secs_f64();
     let mut last_report = Instant::now();
     while metrics.confirmed.load(Ordering::Relaxed) < total {
@@ -233,25 +240,19 @@ pub async fn naive_commit_rate(
     .await
     .map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let per = count / connections;
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                for _ in 0..per {
-                    sqlx::query("INSERT INTO bench_naive (payload) VALUES ('x')")
-                        .execute(&pool)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
-    Ok((per * connections) as f64 / started.elapsed().as_secs_f64())
+    let pool = pool.clone();
+    let total = fan_out(connections, count / connections, move |_, _| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("INSERT INTO bench_naive (payload) VALUES ('x')")
+                .execute(&pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await?;
+    Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
 /// The in-memory journal with `n` channels, for `payouts`.
@@ -354,24 +355,17 @@ pub async fn pipeline(count: u64, concurrency: u64, channels: u32) -> Result<(),
         .await
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let per_task = count / concurrency;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let p = payouts.clone();
-            tokio::spawn(async move {
-                for i in 0..per_task {
-                    p.submit(request(&format!("pipe-{t}-{i}")))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
-    let total = per_task * concurrency;
+    let submitter = payouts.clone();
+    let total = fan_out(concurrency, count / concurrency, move |t, i| {
+        let p = submitter.clone();
+        async move {
+            p.submit(request(&format!("pipe-{t}-{i}")))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await?;
     while metrics.confirmed.load(Ordering::Relaxed) + metrics.failed.load(Ordering::Relaxed) < total
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -433,27 +427,20 @@ pub async fn http(count: u64, concurrency: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for (label, expect) in [("new payouts", 202u16), ("duplicates", 200u16)] {
         let started = Instant::now();
-        let per_task = count / concurrency;
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|t| {
-                let (client, base) = (client.clone(), base.clone());
-                tokio::spawn(async move {
-                    for i in 0..per_task {
-                        let body = serde_json::json!({ "payout_id": format!("http-{t}-{i}"), "destination": DEST, "asset": "native", "amount": "1" });
-                        let resp = client.post(&base).json(&body).send().await.map_err(|e| e.to_string())?;
-                        if resp.status().as_u16() != expect {
-                            return Err(format!("status {} (expected {expect})", resp.status()));
-                        }
-                    }
-                    Ok::<(), String>(())
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.map_err(|e| e.to_string())??;
-        }
+        let (client, base) = (client.clone(), base.clone());
+        let total = fan_out(concurrency, count / concurrency, move |t, i| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let body = serde_json::json!({ "payout_id": format!("http-{t}-{i}"), "destination": DEST, "asset": "native", "amount": "1" });
+                let resp = client.post(&base).json(&body).send().await.map_err(|e| e.to_string())?;
+                if resp.status().as_u16() != expect {
+                    return Err(format!("status {} (expected {expect})", resp.status()));
+                }
+                Ok(())
+            }
+        })
+        .await?;
         let secs = started.elapsed().as_secs_f64();
-        let total = per_task * concurrency;
         println!(
             "bench http {label}: {total} POST /v1/payouts, {concurrency} connections: {:.0} requests/s ({secs:.2} s)",
             total as f64 / secs
