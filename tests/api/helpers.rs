@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use payoutd::journal::{PgJournal, migrate};
 use payoutd::pg::LocalPostgres;
-use payoutd_actors::domain::{AccountId, PayoutId};
+use payoutd_actors::PayoutPolicy;
+use payoutd_actors::domain::{
+    AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
+};
 use payoutd_actors::ports::{Journal, PayoutRecord, PayoutState};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -115,4 +118,34 @@ pub async fn wait_state(journal: &dyn Journal, id: &str, state: PayoutState) -> 
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The destination most tests pay (an account that exists on the simulated ledgers).
+pub const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
+/// The distribution account of the in-memory ledger tests.
+pub const PAYER: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
+
+/// Four channel accounts for the in-memory ledger.
+pub fn channels() -> Vec<AccountId> {
+    (1..=4).map(|n| AccountId::from_bytes([n; 32])).collect()
+}
+
+/// The payout policy with short timers, for tests.
+pub fn policy() -> PayoutPolicy {
+    let mut p = PayoutPolicy::new(AccountId::parse(PAYER).unwrap());
+    p.poll_interval_ms = 10;
+    p.io_retry_ms = 10;
+    p.channel_wait_ms = 10;
+    p
+}
+
+/// A native payout to `DEST`.
+pub fn request(id: &str, amount: &str) -> PayoutRequest {
+    PayoutRequest::new(
+        PayoutId::parse(id).unwrap(),
+        Destination::parse(DEST).unwrap(),
+        Asset::Native,
+        Amount::parse(amount).unwrap(),
+        Memo::None,
+    )
 }

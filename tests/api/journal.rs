@@ -4,40 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use payoutd_actors::domain::{
-    AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
-};
+use payoutd_actors::domain::{AccountId, PayoutId};
 use payoutd_actors::memory::{MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::{Change, Journal, JournalError, PayoutState};
 use payoutd_actors::{Context, PayoutError, PayoutPolicy, Payouts, SubmitAnswer, SupervisorConfig};
 
-use crate::helpers::{eventually, pg_journal, wait_state};
-
-const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
-const PAYER: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
-
-fn channels() -> Vec<AccountId> {
-    (1..=4).map(|n| AccountId::from_bytes([n; 32])).collect()
-}
-
-fn policy() -> PayoutPolicy {
-    let mut p = PayoutPolicy::new(AccountId::parse(PAYER).unwrap());
-    p.poll_interval_ms = 10;
-    p.io_retry_ms = 10;
-    p.channel_wait_ms = 10;
-    p
-}
-
-fn request(id: &str, amount: &str) -> PayoutRequest {
-    PayoutRequest::new(
-        PayoutId::parse(id).unwrap(),
-        Destination::parse(DEST).unwrap(),
-        Asset::Native,
-        Amount::parse(amount).unwrap(),
-        Memo::None,
-    )
-}
+use crate::helpers::{channels, eventually, pg_journal, policy, request, wait_state};
 
 async fn start(
     journal: Arc<dyn Journal>,

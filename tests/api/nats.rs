@@ -14,24 +14,20 @@ use futures_util::StreamExt;
 use payoutd::journal::PgJournal;
 use payoutd::nats::{NatsSettings, ensure_consumer, jetstream};
 use payoutd::outbox::{ensure_events_stream, event_subject, publish_batch};
-use payoutd_actors::domain::{
-    AccountId, Amount, Asset, Destination, Fingerprint, Memo, PayoutId, PayoutRequest,
-};
+use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest};
 use payoutd_actors::memory::MemLedger;
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::{
     Accepted, Change, Journal, JournalError, PayoutEvent, PayoutRecord, PayoutState,
 };
-use payoutd_actors::{Context, PayoutPolicy, Payouts, SupervisorConfig};
+use payoutd_actors::{Context, Payouts, SupervisorConfig};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{eventually, pg_journal, wait_state};
+use crate::helpers::{DEST, channels, eventually, pg_journal, policy, request, wait_state};
 
-const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
-const PAYER: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
 const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
 /// Bound on every wait in these tests, in milliseconds.
 const WAIT_MS: u64 = 30_000;
@@ -263,28 +259,6 @@ impl Journal for FlakyJournal {
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
         self.inner.events(id).await
     }
-}
-
-fn channels() -> Vec<AccountId> {
-    (1..=4).map(|n| AccountId::from_bytes([n; 32])).collect()
-}
-
-fn policy() -> PayoutPolicy {
-    let mut p = PayoutPolicy::new(AccountId::parse(PAYER).unwrap());
-    p.poll_interval_ms = 10;
-    p.io_retry_ms = 10;
-    p.channel_wait_ms = 10;
-    p
-}
-
-fn request(id: &str, amount: &str) -> PayoutRequest {
-    PayoutRequest::new(
-        PayoutId::parse(id).unwrap(),
-        Destination::parse(DEST).unwrap(),
-        Asset::Native,
-        Amount::parse(amount).unwrap(),
-        Memo::None,
-    )
 }
 
 fn body(id: &str, amount: &str) -> String {
