@@ -1,7 +1,8 @@
 //! Admin endpoints under `/sim/` (not Horizon) and a testnet-like `/friendbot`.
 //!
 //! They set up accounts and trustlines, close ledgers by hand, switch faults and base fee,
-//! and list the payments applied, for tests, benchmarks and reconciliation in the demo.
+//! show the simulator's status, and list the payments applied, for tests, benchmarks and
+//! reconciliation in the demo.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::config::Faults;
 use crate::format::format_stroops;
 use crate::horizon::{hal, problem, sim_error_status};
 use crate::keys::AccountKey;
-use crate::sim::{PaymentFilter, SimError, Simulator};
+use crate::sim::{Node, PaymentFilter, SimError, Simulator};
 
 /// What friendbot gives a new account: 10,000 XLM, like testnet's.
 pub const FRIENDBOT_STROOPS: i64 = 10_000 * crate::STROOPS_PER_XLM;
@@ -33,6 +34,7 @@ pub fn routes() -> Router<Arc<Simulator>> {
         .route("/sim/sequence", put(set_sequence))
         .route("/sim/faults", put(set_faults).get(fault_counts))
         .route("/sim/base_fee", put(set_base_fee))
+        .route("/sim/status", get(status))
         .route("/sim/payments", get(payments))
         .route("/friendbot", get(friendbot).post(friendbot))
 }
@@ -170,6 +172,22 @@ async fn set_faults(
 
 async fn fault_counts(State(sim): State<Arc<Simulator>>) -> Response {
     ok(json!(sim.fault_counts()))
+}
+
+/// The ledger and what waits for it, what each Horizon node holds, and the faults with their
+/// counts.
+async fn status(State(sim): State<Arc<Simulator>>) -> Response {
+    let h = sim.latest_ledger();
+    ok(json!({
+        "latest_ledger": h.sequence,
+        "latest_ledger_close_time": h.close_time,
+        "base_fee_stroops": sim.base_fee(),
+        "pending_transactions": sim.pending_count(),
+        "head_node": sim.node_view(Node::Head),
+        "lagging_node": sim.node_view(Node::Lagging),
+        "faults": sim.faults(),
+        "fault_counts": sim.fault_counts(),
+    }))
 }
 
 async fn set_base_fee(

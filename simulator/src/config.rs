@@ -63,22 +63,48 @@ impl Default for SimConfig {
 }
 
 /// Faults injected into the Horizon answers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// In JSON (`PUT /sim/faults`) every field may be left out; it then takes the value of
+/// [`Faults::default`] (everything off, `p_lookup_lagging` 1.0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Faults {
     /// Added to every Horizon answer (not to `/sim/*` admin answers).
-    #[serde(default)]
     pub latency_ms: u64,
     /// Probability that a submission answers 503 or 500 without accepting the transaction.
-    #[serde(default)]
     pub p_5xx_before_apply: f64,
     /// Probability that a submission is accepted and applied normally, but answered with a
     /// 504 timeout instead of its result (the "lost answer" that causes double payments).
-    #[serde(default)]
     pub p_lose_answer_after_apply: f64,
     /// The next `count` submissions are rejected with `code` before inclusion.
-    #[serde(default)]
     pub reject_next: Option<RejectNext>,
+    /// How many ledgers the lagging Horizon node is behind the head (0 = no lagging node).
+    /// It has ingested `max(genesis, head - lookup_lag_ledgers)`; `GET /transactions/{hash}`
+    /// and re-posts it serves do not see transactions in later ledgers.
+    pub lookup_lag_ledgers: u32,
+    /// Probability that a lookup by hash or a submission is served by the lagging node
+    /// (drawn per request from the seeded RNG). Only matters while `lookup_lag_ledgers > 0`.
+    pub p_lookup_lagging: f64,
+    /// How many ledgers of history a node keeps (0 = all): its elder ledger is
+    /// `max(genesis, latest - history_retention_ledgers + 1)`, and transactions in older
+    /// ledgers are invisible to lookups and re-posts. History is hidden, never deleted:
+    /// the state file and `/sim/payments` keep all of it.
+    pub history_retention_ledgers: u32,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            p_5xx_before_apply: 0.0,
+            p_lose_answer_after_apply: 0.0,
+            reject_next: None,
+            lookup_lag_ledgers: 0,
+            // A lag, once set, applies to every request unless a probability says otherwise.
+            p_lookup_lagging: 1.0,
+            history_retention_ledgers: 0,
+        }
+    }
 }
 
 /// Reject the next `count` submissions with a transaction result code such as
@@ -101,4 +127,15 @@ pub struct FaultCounts {
     pub answers_lost_after_apply: u64,
     /// Submissions rejected by `reject_next`.
     pub rejected_by_code: u64,
+    /// Lookups by hash and submissions served by the lagging node (while a lag is set).
+    #[serde(default)]
+    pub answers_from_lagging_node: u64,
+    /// Lookups answered 404 and re-posts answered by core (`tx_bad_seq`) because the
+    /// transaction is in a ledger the lagging node has not ingested yet.
+    #[serde(default)]
+    pub transactions_hidden_by_lag: u64,
+    /// Lookups answered 404 and re-posts answered by core because the transaction is in a
+    /// ledger older than the answering node's elder ledger.
+    #[serde(default)]
+    pub transactions_hidden_by_pruning: u64,
 }

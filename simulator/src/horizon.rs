@@ -1,5 +1,10 @@
 //! The Horizon HTTP subset: root, accounts, transaction submission (sync and async) and
 //! transaction lookup, with Horizon's field names, status codes and problem documents.
+//!
+//! Every answer carries Horizon's `Latest-Ledger` header: the last ledger the answering node
+//! has ingested. Lookups by hash and submissions say which node served them ([`Node`]); a
+//! layer over these routes gives every other answer (root, accounts, refused requests) the
+//! head node's.
 
 use std::sync::Arc;
 
@@ -7,7 +12,7 @@ use axum::Form;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -15,7 +20,9 @@ use serde_json::{Map, Value, json};
 
 use crate::format::{format_stroops, rfc3339};
 use crate::keys::{AccountKey, credit_asset_type};
-use crate::sim::{Outcome, Rejection, SimError, Simulator, Submission, SubmitKind, Waiter};
+use crate::sim::{
+    Node, Outcome, Rejection, SimError, Simulator, Submission, SubmitKind, Submitted, Waiter,
+};
 use crate::state::TxRecord;
 
 /// The protocol version the simulator reports (classic payments behave the same in all
@@ -24,14 +31,37 @@ const PROTOCOL_VERSION: u32 = 23;
 const HAL_JSON: &str = "application/hal+json; charset=utf-8";
 const PROBLEM_JSON: &str = "application/problem+json; charset=utf-8";
 const PROBLEM_BASE: &str = "https://stellar.org/horizon-errors/";
+/// Horizon's header naming the last ledger the answering node has ingested.
+pub const LATEST_LEDGER: HeaderName = HeaderName::from_static("latest-ledger");
 
-pub fn routes() -> Router<Arc<Simulator>> {
+pub fn routes(sim: &Arc<Simulator>) -> Router<Arc<Simulator>> {
     Router::new()
         .route("/", get(root))
         .route("/accounts/{account_id}", get(account))
         .route("/transactions", post(submit_sync))
         .route("/transactions_async", post(submit_async))
         .route("/transactions/{hash}", get(transaction))
+        .layer(axum::middleware::map_response_with_state(
+            Arc::clone(sim),
+            head_latest_ledger,
+        ))
+}
+
+/// Sets `Latest-Ledger` on an answer.
+fn with_latest_ledger(mut resp: Response, ledger: u32) -> Response {
+    resp.headers_mut()
+        .insert(LATEST_LEDGER, HeaderValue::from(ledger));
+    resp
+}
+
+/// Gives an answer that no node marked (root, accounts, refused requests, axum's own 405s)
+/// the head node's `Latest-Ledger`, read when the answer leaves.
+async fn head_latest_ledger(State(sim): State<Arc<Simulator>>, resp: Response) -> Response {
+    if resp.headers().contains_key(LATEST_LEDGER) {
+        return resp;
+    }
+    let head = sim.latest_ledger().sequence;
+    with_latest_ledger(resp, head)
 }
 
 /// A HAL JSON answer.
@@ -92,6 +122,7 @@ fn bad_request(field: &str, reason: &str) -> Response {
 async fn root(State(sim): State<Arc<Simulator>>) -> Response {
     sim.inject_latency().await;
     let h = sim.latest_ledger();
+    let elder = sim.node_view(Node::Head).elder;
     hal(
         StatusCode::OK,
         &json!({
@@ -106,7 +137,7 @@ async fn root(State(sim): State<Arc<Simulator>>) -> Response {
             "ingest_latest_ledger": h.sequence,
             "history_latest_ledger": h.sequence,
             "history_latest_ledger_closed_at": rfc3339(h.close_time),
-            "history_elder_ledger": 1,
+            "history_elder_ledger": elder,
             "core_latest_ledger": h.sequence,
             "network_passphrase": sim.network_passphrase(),
             "current_protocol_version": PROTOCOL_VERSION,
@@ -178,10 +209,12 @@ async fn transaction(State(sim): State<Arc<Simulator>>, Path(hash): Path<String>
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return bad_request("tx_id", "a transaction hash is 64 hexadecimal characters");
     }
-    match sim.transaction(&hash) {
-        Some(rec) => hal(StatusCode::OK, &tx_resource(&rec)),
+    let lookup = sim.lookup_transaction(&hash);
+    let resp = match &lookup.record {
+        Some(rec) => hal(StatusCode::OK, &tx_resource(rec)),
         None => not_found(),
-    }
+    };
+    with_latest_ledger(resp, lookup.latest_ledger)
 }
 
 /// The transaction resource, as `GET /transactions/{hash}` and a successful submission show it.
@@ -359,7 +392,9 @@ async fn submit_sync(
         Ok(tx) => tx,
         Err(resp) => return *resp,
     };
-    match sim.submit(&tx, SubmitKind::Sync) {
+    let deadline = tokio::time::Instant::now() + sim.submit_wait();
+    let Submitted { node, submission } = sim.submit(&tx, SubmitKind::Sync);
+    let resp = match submission {
         Submission::Malformed(why) => malformed(&why),
         Submission::ServerError(status) => server_error(status),
         Submission::Rejected(r) => rejected(&r),
@@ -373,7 +408,7 @@ async fn submit_sync(
         } => {
             let outcome = match waiter {
                 Waiter::Ready(o) => Some(o),
-                Waiter::Wait(rx) => tokio::time::timeout(sim.submit_wait(), rx)
+                Waiter::Wait(rx) => tokio::time::timeout_at(deadline, rx)
                     .await
                     .ok()
                     .and_then(Result::ok),
@@ -385,10 +420,19 @@ async fn submit_sync(
                     sim.count_lost_answer();
                     timeout(&hash, &envelope_xdr)
                 }
+                // Horizon answers a submission once its own database has the ledger: the
+                // lagging node only when it has ingested it, within the same wait.
+                Some(Outcome::Included(rec))
+                    if node == Node::Lagging
+                        && !sim.wait_lagging_ingested(rec.ledger, deadline).await =>
+                {
+                    timeout(&hash, &envelope_xdr)
+                }
                 Some(Outcome::Included(rec)) => included(&rec),
             }
         }
-    }
+    };
+    with_latest_ledger(resp, sim.node_view(node).latest)
 }
 
 fn async_status(status: StatusCode, tx_status: &str, hash: &str) -> Response {
@@ -410,7 +454,8 @@ async fn submit_async(
         Ok(tx) => tx,
         Err(resp) => return *resp,
     };
-    match sim.submit(&tx, SubmitKind::Async) {
+    let Submitted { node, submission } = sim.submit(&tx, SubmitKind::Async);
+    let resp = match submission {
         Submission::Malformed(why) => malformed(&why),
         Submission::ServerError(status) => server_error(status),
         Submission::Rejected(r) => {
@@ -444,7 +489,8 @@ async fn submit_async(
             hash, fresh: true, ..
         } => async_status(StatusCode::CREATED, "PENDING", &hash),
         Submission::Accepted { hash, .. } => async_status(StatusCode::CONFLICT, "DUPLICATE", &hash),
-    }
+    };
+    with_latest_ledger(resp, sim.node_view(node).latest)
 }
 
 /// The status code an admin error maps to.

@@ -23,6 +23,24 @@
 //!   `op_bad_auth`); a sequence number above the next one is `tx_bad_seq` at once.
 //! - `POST /transactions_async` answers from the current state as core does: an envelope
 //!   already in a ledger gets `ERROR` with `tx_bad_seq`, a pending one `DUPLICATE`.
+//! - Horizon is two nodes over one ledger, as behind a load balancer. Every Horizon answer
+//!   (errors too) carries `Latest-Ledger: N`, the last ledger the answering node ingested.
+//!   The head node has the latest closed ledger; `GET /` and `GET /accounts/{id}` always come
+//!   from it. With [`Faults::lookup_lag_ledgers`] = K > 0, a lookup by hash or a submission is
+//!   served by a lagging node with probability [`Faults::p_lookup_lagging`] (default 1.0),
+//!   which holds ledgers up to `max(1, head - K)`: a transaction in a later ledger is a 404
+//!   there, and a re-post of it goes to core as if new, which answers as core does for a
+//!   used sequence number (`tx_bad_seq`; an earlier check such as expired time bounds wins,
+//!   as in core). A fresh sync submission it serves is answered once it has ingested the
+//!   transaction's ledger (else the usual 504 after the submit wait).
+//! - Which node serves is drawn from a second RNG seeded from [`SimConfig::seed`], one draw
+//!   per lookup by hash of a well-formed hash and per decodable submission whatever the
+//!   faults; the submission faults keep their own stream of three draws per submission, so
+//!   how often a client polls never changes which submissions fail.
+//! - [`Faults::history_retention_ledgers`] = N > 0 makes each node keep its last N ledgers:
+//!   `history_elder_ledger` (in `GET /`) is `max(1, latest - N + 1)`, and lookups and
+//!   re-posts treat older transactions like ones not ingested. History is only hidden: the
+//!   state file, [`Simulator::transaction`] and `/sim/payments` keep all of it.
 //!
 //! Layout:
 //! - [`config`]: [`SimConfig`], [`CloseMode`], [`Faults`] and the fault counters.
@@ -34,7 +52,8 @@
 //! - `validate`: envelope decoding, signature checks and the validity rules.
 //! - `apply`: applying payment operations at ledger close.
 //! - [`sim`]: [`Simulator`], the shared state behind a mutex, ledger closing, faults.
-//! - `horizon` / `admin`: the HTTP routes (Horizon subset, `/sim/*` admin, friendbot).
+//! - `horizon` / `admin`: the HTTP routes (Horizon subset with its `Latest-Ledger` header,
+//!   `/sim/*` admin including `GET /sim/status`, friendbot).
 //! - [`server`]: [`router`], [`serve`], [`spawn`] and the interval closer.
 //! - [`standalone`]: the command line of the `payoutd-simulator` binary.
 #![forbid(unsafe_code)]
@@ -56,7 +75,7 @@ mod validate;
 pub use config::{CloseMode, FaultCounts, Faults, RejectNext, SimConfig};
 pub use format::{format_stroops, rfc3339};
 pub use server::{SimHandle, router, serve, spawn, spawn_closer};
-pub use sim::{PaymentFilter, SimError, Simulator};
+pub use sim::{GENESIS_LEDGER, Node, NodeView, PaymentFilter, SimError, Simulator};
 pub use standalone::{StandaloneArgs, run_standalone};
 pub use state::{AppliedPayment, LedgerHeader, TxRecord};
 

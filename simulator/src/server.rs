@@ -16,7 +16,7 @@ use crate::sim::Simulator;
 
 /// Every route: the Horizon subset, `/friendbot` and the `/sim/*` admin endpoints.
 pub fn router(sim: Arc<Simulator>) -> Router {
-    crate::horizon::routes()
+    crate::horizon::routes(&sim)
         .merge(crate::admin::routes())
         .with_state(sim)
 }

@@ -3,6 +3,10 @@
 //! Submissions are decoded and their signatures verified outside the lock; everything that
 //! reads or changes the ledger happens under it. A closed ledger is written to the state file
 //! before any waiting submission is answered, so an answer never gets ahead of durable state.
+//!
+//! Horizon is modelled as two nodes over one ledger: the head node, up to date, and a lagging
+//! node ([`Faults::lookup_lag_ledgers`] behind). Both show only the ledgers they hold
+//! ([`NodeView`]); nothing is copied, a node's view is a window onto the one ledger history.
 
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
@@ -16,7 +20,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use stellar_xdr::{Memo, MuxedAccount, Preconditions, Transaction, TransactionResultResult};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::apply::{self, Applied};
 use crate::codes;
@@ -94,6 +98,66 @@ pub enum SubmitKind {
     Async,
 }
 
+/// The first ledger of every simulated network; no node's history starts before it.
+pub const GENESIS_LEDGER: u32 = 1;
+
+/// Which Horizon node answers a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// Has ingested the latest closed ledger.
+    Head,
+    /// [`Faults::lookup_lag_ledgers`] behind the head (never before the genesis ledger).
+    Lagging,
+}
+
+/// The ledgers a Horizon node holds: `elder..=latest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    /// The last ledger the node has ingested: its `Latest-Ledger` header.
+    pub latest: u32,
+    /// The oldest ledger it still holds: `history_elder_ledger`.
+    pub elder: u32,
+}
+
+impl NodeView {
+    pub fn holds(&self, ledger: u32) -> bool {
+        self.elder <= ledger && ledger <= self.latest
+    }
+}
+
+/// What `node` holds while the head is at ledger `head` under `faults`.
+fn node_view(head: u32, faults: &Faults, node: Node) -> NodeView {
+    let latest = match node {
+        Node::Head => head,
+        Node::Lagging => head
+            .saturating_sub(faults.lookup_lag_ledgers)
+            .max(GENESIS_LEDGER),
+    };
+    let elder = match faults.history_retention_ledgers {
+        0 => GENESIS_LEDGER,
+        // The last n ledgers are latest - n + 1 ..= latest; n >= 1 in this arm.
+        n => latest.saturating_sub(n - 1).max(GENESIS_LEDGER),
+    };
+    NodeView { latest, elder }
+}
+
+/// What a node answers to a lookup by hash.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    pub node: Node,
+    /// The last ledger the answering node has ingested.
+    pub latest_ledger: u32,
+    /// The transaction, if it is in a ledger that node holds.
+    pub record: Option<Arc<TxRecord>>,
+}
+
+/// A submission's answer and the node that gives it.
+#[derive(Debug)]
+pub struct Submitted {
+    pub node: Node,
+    pub submission: Submission,
+}
+
 /// The answer to a submission, before the HTTP layer renders it.
 #[derive(Debug)]
 pub enum Submission {
@@ -131,6 +195,9 @@ pub struct Simulator {
     submit_wait: Duration,
     close_time_step_s: u64,
     base_reserve: i64,
+    /// The last ledger the lagging node has ingested, for sync submissions it serves, which
+    /// wait until it has ingested their ledger. Updated under the state lock; read without it.
+    lagging_latest: watch::Sender<u32>,
     inner: Mutex<Inner>,
 }
 
@@ -152,9 +219,43 @@ struct Inner {
     pending_by_source: HashMap<AccountKey, [u8; 32]>,
     faults: Faults,
     counts: FaultCounts,
+    /// Submission faults: three draws per decodable submission.
     rng: StdRng,
+    /// Which node serves a request: one draw per lookup by hash and per decodable
+    /// submission. A stream of its own, so lookups (whose number depends on how often a
+    /// client polls) never shift the submission faults a seed replays.
+    node_rng: StdRng,
     journal: Option<Journal>,
 }
+
+impl Inner {
+    /// Draws which node serves this request; one draw whatever the faults, so a seed replays.
+    fn pick_node(&mut self) -> Node {
+        let roll: f64 = self.node_rng.random();
+        if self.faults.lookup_lag_ledgers > 0 && roll < self.faults.p_lookup_lagging {
+            self.counts.answers_from_lagging_node += 1;
+            Node::Lagging
+        } else {
+            Node::Head
+        }
+    }
+
+    fn view(&self, node: Node) -> NodeView {
+        node_view(self.state.header.sequence, &self.faults, node)
+    }
+
+    /// Counts a transaction of ledger `ledger` that a node with `view` does not show.
+    fn count_hidden(&mut self, ledger: u32, view: NodeView) {
+        if ledger > view.latest {
+            self.counts.transactions_hidden_by_lag += 1;
+        } else if ledger < view.elder {
+            self.counts.transactions_hidden_by_pruning += 1;
+        }
+    }
+}
+
+/// Salt between the seed and the node RNG's seed, so the two streams differ.
+const NODE_RNG_SALT: u64 = 0x6c61_6767_696e_6721;
 
 struct Pending {
     tx: Box<Transaction>,
@@ -167,13 +268,21 @@ struct Pending {
 
 type Notifications = Vec<(Vec<oneshot::Sender<Outcome>>, Outcome)>;
 
+/// The submission faults drawn for one submission.
+#[derive(Clone, Copy, Debug)]
+struct Rolls {
+    fail_5xx: bool,
+    lose_answer: bool,
+    pick_503: bool,
+}
+
 impl Simulator {
     /// Starts a simulator: from the state file if `cfg.state_file` names an existing one,
     /// else from a genesis ledger 1 with no accounts.
     pub fn new(cfg: SimConfig) -> Result<Arc<Self>, SimError> {
         let network_id: [u8; 32] = Sha256::digest(cfg.network_passphrase.as_bytes()).into();
         let genesis = LedgerHeader {
-            sequence: 1,
+            sequence: GENESIS_LEDGER,
             close_time: cfg.genesis_close_time.unwrap_or_else(now_unix_s),
         };
         let loaded = match &cfg.state_file {
@@ -204,6 +313,8 @@ impl Simulator {
             None => None,
         };
         let state = LedgerState::from_snapshot(snapshot).map_err(SimError::StateFile)?;
+        let lagging_latest =
+            watch::Sender::new(node_view(state.header.sequence, &cfg.faults, Node::Lagging).latest);
         Ok(Arc::new(Self {
             network_passphrase: cfg.network_passphrase,
             network_id,
@@ -211,6 +322,7 @@ impl Simulator {
             submit_wait: Duration::from_millis(cfg.submit_wait_ms),
             close_time_step_s: cfg.close_time_step_s,
             base_reserve: cfg.base_reserve_stroops,
+            lagging_latest,
             inner: Mutex::new(Inner {
                 state,
                 pending: HashMap::new(),
@@ -219,6 +331,7 @@ impl Simulator {
                 faults: cfg.faults,
                 counts: FaultCounts::default(),
                 rng: StdRng::seed_from_u64(cfg.seed),
+                node_rng: StdRng::seed_from_u64(cfg.seed ^ NODE_RNG_SALT),
                 journal,
             }),
         }))
@@ -245,6 +358,29 @@ impl Simulator {
     /// How long `POST /transactions` waits for inclusion.
     pub fn submit_wait(&self) -> Duration {
         self.submit_wait
+    }
+
+    /// What `node` holds now.
+    pub fn node_view(&self, node: Node) -> NodeView {
+        self.lock().view(node)
+    }
+
+    /// Waits until the lagging node has ingested `ledger`, at most until `deadline`;
+    /// whether it did.
+    pub async fn wait_lagging_ingested(&self, ledger: u32, deadline: tokio::time::Instant) -> bool {
+        let mut rx = self.lagging_latest.subscribe();
+        // The sender lives in `self`, so `wait_for` can only end by the predicate holding.
+        matches!(
+            tokio::time::timeout_at(deadline, rx.wait_for(|latest| *latest >= ledger)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Publishes what the lagging node has ingested; call under the state lock after the
+    /// head or the faults changed.
+    fn publish_lagging(&self, inner: &Inner) {
+        self.lagging_latest
+            .send_replace(inner.view(Node::Lagging).latest);
     }
 
     /// Closes a ledger now: applies the pending transactions in arrival order.
@@ -418,7 +554,9 @@ impl Simulator {
     /// Replaces the faults. An unknown `reject_next` code is answered as `tx_internal_error`
     /// in the result XDR; use [`Simulator::try_set_faults`] to refuse it instead.
     pub fn set_faults(&self, f: Faults) {
-        self.lock().faults = f;
+        let mut inner = self.lock();
+        inner.faults = f;
+        self.publish_lagging(&inner);
     }
 
     /// Replaces the faults after checking that a `reject_next` code is a known result code.
@@ -501,11 +639,38 @@ impl Simulator {
         self.lock().order.len()
     }
 
-    /// A transaction in a closed ledger, by lowercase or uppercase hex hash.
+    /// A transaction in a closed ledger, by lowercase or uppercase hex hash, whatever the
+    /// faults (the ground truth; Horizon lookups go through [`Simulator::lookup_transaction`]).
     pub fn transaction(&self, hash_hex: &str) -> Option<Arc<TxRecord>> {
         let mut hash = [0u8; 32];
         hex::decode_to_slice(hash_hex, &mut hash).ok()?;
         self.lock().state.txs.get(&hash).cloned()
+    }
+
+    /// `GET /transactions/{hash}`: draws the node that serves it, and answers what that
+    /// node holds (nothing for a transaction after its latest or before its elder ledger).
+    pub fn lookup_transaction(&self, hash_hex: &str) -> Lookup {
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let view = inner.view(node);
+        let mut hash = [0u8; 32];
+        let found = match hex::decode_to_slice(hash_hex, &mut hash) {
+            Ok(()) => inner.state.txs.get(&hash).cloned(),
+            Err(_) => None,
+        };
+        let record = match found {
+            Some(rec) if view.holds(rec.ledger) => Some(rec),
+            Some(rec) => {
+                inner.count_hidden(rec.ledger, view);
+                None
+            }
+            None => None,
+        };
+        Lookup {
+            node,
+            latest_ledger: view.latest,
+            record,
+        }
     }
 
     /// Sleeps for the configured latency fault, counting it.
@@ -528,135 +693,173 @@ impl Simulator {
         self.lock().counts.answers_lost_after_apply += 1;
     }
 
-    /// Submits a base64 envelope. See [`Submission`] for the answers.
-    pub fn submit(&self, tx_b64: &str, kind: SubmitKind) -> Submission {
+    /// Submits a base64 envelope. See [`Submission`] for the answers and [`Submitted`] for
+    /// the node that gives them.
+    pub fn submit(&self, tx_b64: &str, kind: SubmitKind) -> Submitted {
         let decoded = match validate::decode(tx_b64, self.network_id) {
             Ok(d) => d,
-            Err(why) => return Submission::Malformed(why),
+            // Horizon refuses it before asking core or its database: no node is involved.
+            Err(why) => {
+                return Submitted {
+                    node: Node::Head,
+                    submission: Submission::Malformed(why),
+                };
+            }
         };
-        let hash = hex::encode(decoded.hash);
-        let (submission, notes) = {
+        let (submitted, notes) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
-
-            // Three draws per submission whatever happens, so a seed replays the same faults.
+            // Three draws per submission whatever happens, so a seed replays the same faults;
+            // the node draw comes from its own stream (see `Inner::node_rng`).
             let roll_5xx: f64 = inner.rng.random();
             let roll_lose: f64 = inner.rng.random();
             let pick_503: bool = inner.rng.random();
-            if roll_5xx < inner.faults.p_5xx_before_apply {
-                inner.counts.server_errors_before_apply += 1;
-                return Submission::ServerError(if pick_503 { 503 } else { 500 });
-            }
-            let min_fee = match &decoded.body {
-                Body::V1 { tx, .. } => validate::min_fee(tx, inner.state.base_fee),
-                Body::Unsupported => inner.state.base_fee,
+            let node = inner.pick_node();
+            let rolls = Rolls {
+                fail_5xx: roll_5xx < inner.faults.p_5xx_before_apply,
+                lose_answer: roll_lose < inner.faults.p_lose_answer_after_apply,
+                pick_503,
             };
-            if let Some(rn) = inner.faults.reject_next.as_mut().filter(|rn| rn.count > 0) {
-                rn.count -= 1;
-                let code = rn.code.clone();
-                if rn.count == 0 {
-                    inner.faults.reject_next = None;
-                }
-                inner.counts.rejected_by_code += 1;
-                let result = codes::tx_code_from_name(&code)
-                    .unwrap_or(TransactionResultResult::TxInternalError);
-                return Submission::Rejected(Arc::new(Rejection {
-                    hash,
-                    envelope_xdr: decoded.envelope_xdr,
-                    code,
-                    op_codes: Vec::new(),
-                    result_xdr: codes::result_xdr(min_fee, result),
-                }));
-            }
-            let lose_answer = roll_lose < inner.faults.p_lose_answer_after_apply;
+            let (submission, notes) = self.submit_locked(inner, decoded, kind, node, rolls);
+            (Submitted { node, submission }, notes)
+        };
+        notify(notes);
+        submitted
+    }
 
-            let already_included = match kind {
-                SubmitKind::Sync => inner.state.txs.get(&decoded.hash),
-                SubmitKind::Async => None,
+    /// The body of [`Simulator::submit`], under the lock, after the draws.
+    fn submit_locked(
+        &self,
+        inner: &mut Inner,
+        decoded: validate::Decoded,
+        kind: SubmitKind,
+        node: Node,
+        rolls: Rolls,
+    ) -> (Submission, Notifications) {
+        let no_notes = Vec::new();
+        let hash = hex::encode(decoded.hash);
+        if rolls.fail_5xx {
+            inner.counts.server_errors_before_apply += 1;
+            let status = if rolls.pick_503 { 503 } else { 500 };
+            return (Submission::ServerError(status), no_notes);
+        }
+        let min_fee = match &decoded.body {
+            Body::V1 { tx, .. } => validate::min_fee(tx, inner.state.base_fee),
+            Body::Unsupported => inner.state.base_fee,
+        };
+        if let Some(rn) = inner.faults.reject_next.as_mut().filter(|rn| rn.count > 0) {
+            rn.count -= 1;
+            let code = rn.code.clone();
+            if rn.count == 0 {
+                inner.faults.reject_next = None;
+            }
+            inner.counts.rejected_by_code += 1;
+            let result =
+                codes::tx_code_from_name(&code).unwrap_or(TransactionResultResult::TxInternalError);
+            let rej = Rejection {
+                hash,
+                envelope_xdr: decoded.envelope_xdr,
+                code,
+                op_codes: Vec::new(),
+                result_xdr: codes::result_xdr(min_fee, result),
             };
-            if let Some(rec) = already_included {
-                let outcome = Outcome::Included(Arc::clone(rec));
-                return Submission::Accepted {
+            return (Submission::Rejected(Arc::new(rej)), no_notes);
+        }
+        let lose_answer = rolls.lose_answer;
+
+        // Sync: Horizon first looks the hash up in its own database, and answers a
+        // transaction it holds with the original result. One it does not hold (not ingested
+        // yet, or pruned) goes to core like any other; async always goes to core.
+        let in_ledger = inner.state.txs.get(&decoded.hash).cloned();
+        if let (SubmitKind::Sync, Some(rec)) = (kind, &in_ledger) {
+            let view = inner.view(node);
+            if view.holds(rec.ledger) {
+                let submission = Submission::Accepted {
                     hash,
                     envelope_xdr: decoded.envelope_xdr,
                     fresh: false,
-                    waiter: Waiter::Ready(outcome),
+                    waiter: Waiter::Ready(Outcome::Included(Arc::clone(rec))),
                     lose_answer,
                 };
+                return (submission, no_notes);
             }
-            if let Some(p) = inner.pending.get_mut(&decoded.hash) {
-                let (tx, rx) = oneshot::channel();
-                p.waiters.push(tx);
-                return Submission::Accepted {
-                    hash,
-                    envelope_xdr: decoded.envelope_xdr,
-                    fresh: false,
-                    waiter: Waiter::Wait(rx),
-                    lose_answer,
-                };
-            }
-            let Body::V1 {
-                tx,
-                signatures,
-                auth,
-            } = decoded.body
-            else {
-                let result_xdr = codes::result_xdr(min_fee, TransactionResultResult::TxMalformed);
-                return Submission::Rejected(Arc::new(Rejection {
-                    hash,
-                    envelope_xdr: decoded.envelope_xdr,
-                    code: "tx_malformed".to_owned(),
-                    op_codes: Vec::new(),
-                    result_xdr,
-                }));
-            };
-            let ctx = self.next_ctx(&inner.state);
-            let valid = match validate::check_valid(&inner.state.accounts, &tx, auth, &ctx) {
-                Ok(v) => v,
-                Err(invalid) => {
-                    return Submission::Rejected(Arc::new(rejection(
-                        hash,
-                        decoded.envelope_xdr,
-                        invalid,
-                    )));
-                }
-            };
-            if inner.pending_by_source.contains_key(&valid.source) {
-                return Submission::TryAgainLater { hash };
-            }
-            let (waiter_tx, waiter_rx) = oneshot::channel();
-            inner.pending_by_source.insert(valid.source, decoded.hash);
-            inner.order.push(decoded.hash);
-            inner.pending.insert(
-                decoded.hash,
-                Pending {
-                    tx,
-                    auth,
-                    envelope_xdr: decoded.envelope_xdr.clone(),
-                    signatures: signatures
-                        .iter()
-                        .map(|s| BASE64.encode(s.signature.0.as_slice()))
-                        .collect(),
-                    source: valid.source,
-                    waiters: vec![waiter_tx],
-                },
-            );
-            let notes = if self.close_mode == CloseMode::Instant {
-                self.close_locked(inner).1
-            } else {
-                Vec::new()
-            };
+            inner.count_hidden(rec.ledger, view);
+        }
+        if let Some(p) = inner.pending.get_mut(&decoded.hash) {
+            let (tx, rx) = oneshot::channel();
+            p.waiters.push(tx);
             let submission = Submission::Accepted {
                 hash,
                 envelope_xdr: decoded.envelope_xdr,
-                fresh: true,
-                waiter: Waiter::Wait(waiter_rx),
+                fresh: false,
+                waiter: Waiter::Wait(rx),
                 lose_answer,
             };
-            (submission, notes)
+            return (submission, no_notes);
+        }
+        let reject = |hash: String, envelope_xdr: String, invalid: Invalid| {
+            Submission::Rejected(Arc::new(rejection(hash, envelope_xdr, invalid)))
         };
-        notify(notes);
-        submission
+        let Body::V1 {
+            tx,
+            signatures,
+            auth,
+        } = decoded.body
+        else {
+            let invalid = Invalid {
+                result: TransactionResultResult::TxMalformed,
+                fee: min_fee,
+            };
+            return (reject(hash, decoded.envelope_xdr, invalid), no_notes);
+        };
+        let ctx = self.next_ctx(&inner.state);
+        let valid = match validate::check_valid(&inner.state.accounts, &tx, auth, &ctx) {
+            Err(invalid) => return (reject(hash, decoded.envelope_xdr, invalid), no_notes),
+            // Core answers an envelope already in a ledger from the state: its sequence
+            // number is used (the check above says so unless `set_account_sequence` rewound
+            // the account, and even then applying one hash twice is not possible).
+            Ok(_) if in_ledger.is_some() => {
+                let invalid = Invalid {
+                    result: TransactionResultResult::TxBadSeq,
+                    fee: min_fee,
+                };
+                return (reject(hash, decoded.envelope_xdr, invalid), no_notes);
+            }
+            Ok(v) => v,
+        };
+        if inner.pending_by_source.contains_key(&valid.source) {
+            return (Submission::TryAgainLater { hash }, no_notes);
+        }
+        let (waiter_tx, waiter_rx) = oneshot::channel();
+        inner.pending_by_source.insert(valid.source, decoded.hash);
+        inner.order.push(decoded.hash);
+        inner.pending.insert(
+            decoded.hash,
+            Pending {
+                tx,
+                auth,
+                envelope_xdr: decoded.envelope_xdr.clone(),
+                signatures: signatures
+                    .iter()
+                    .map(|s| BASE64.encode(s.signature.0.as_slice()))
+                    .collect(),
+                source: valid.source,
+                waiters: vec![waiter_tx],
+            },
+        );
+        let notes = if self.close_mode == CloseMode::Instant {
+            self.close_locked(inner).1
+        } else {
+            Vec::new()
+        };
+        let submission = Submission::Accepted {
+            hash,
+            envelope_xdr: decoded.envelope_xdr,
+            fresh: true,
+            waiter: Waiter::Wait(waiter_rx),
+            lose_answer,
+        };
+        (submission, notes)
     }
 
     /// The close time the next ledger gets after one that closed at `prev`.
@@ -746,6 +949,7 @@ impl Simulator {
             notes.push((p.waiters, Outcome::Included(record)));
         }
         inner.state.header = header;
+        self.publish_lagging(inner);
         delta.accounts = touched
             .into_iter()
             .filter_map(|k| inner.state.accounts.get(&k).map(|a| (k, a.clone())))

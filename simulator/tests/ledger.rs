@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use stellar_xdr::{
     Asset, Limits, Memo, OperationBody, OperationResult, OperationResultTr, PaymentResult,
-    Preconditions, ReadXdr as _, TransactionEnvelope, TransactionResult, TransactionResultResult,
+    Preconditions, ReadXdr as _, TransactionEnvelope, TransactionResultResult,
 };
 use support::*;
 
@@ -22,23 +22,6 @@ const GOLDEN_HASH: &str = "40a1855a9afaa19fbef064c833132096ba0cd5283138c0013f615
 const GOLDEN_SECRET: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
 const GOLDEN_SOURCE: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
 const GOLDEN_DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
-
-fn decode_result(b64: &str) -> TransactionResult {
-    TransactionResult::from_xdr_base64(b64, Limits::none())
-        .expect("result_xdr is a TransactionResult")
-}
-
-/// Funds `keys` with `xlm` each.
-fn fund(sim: &Simulator, keys: &[&Key], xlm: i64) {
-    for k in keys {
-        sim.create_account(&k.g(), xlm * XLM)
-            .expect("create account");
-    }
-}
-
-fn seq(sim: &Simulator, k: &Key) -> i64 {
-    sim.account_sequence(&k.g()).expect("account exists")
-}
 
 #[tokio::test]
 async fn golden_vector_decodes_verifies_hashes_and_applies() {

@@ -193,12 +193,14 @@ pub fn manual_sim() -> (Arc<Simulator>, Router) {
     (sim, app)
 }
 
-/// An HTTP answer: status, raw body, and the body as JSON.
+/// An HTTP answer: status, raw body, the body as JSON, and its `Latest-Ledger` header.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: StatusCode,
     pub body: String,
     pub json: Value,
+    /// `None` if the header is missing or not a number.
+    pub latest_ledger: Option<u32>,
 }
 
 pub async fn call(app: &Router, req: Request<Body>) -> Answer {
@@ -209,10 +211,20 @@ pub async fn call(app: &Router, req: Request<Body>) -> Answer {
         .await
         .expect("router is infallible");
     let status = resp.status();
+    let latest_ledger = resp
+        .headers()
+        .get("latest-ledger")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let body = String::from_utf8(bytes.to_vec()).expect("utf-8 body");
     let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-    Answer { status, body, json }
+    Answer {
+        status,
+        body,
+        json,
+        latest_ledger,
+    }
 }
 
 pub async fn get(app: &Router, path: &str) -> Answer {
@@ -288,6 +300,42 @@ pub fn result_codes(a: &Answer) -> (String, Option<Vec<String>>) {
             .collect()
     });
     (tx, ops)
+}
+
+/// Funds `keys` with `xlm` each.
+pub fn fund(sim: &Simulator, keys: &[&Key], xlm: i64) {
+    for k in keys {
+        sim.create_account(&k.g(), xlm * XLM)
+            .expect("create account");
+    }
+}
+
+pub fn seq(sim: &Simulator, k: &Key) -> i64 {
+    sim.account_sequence(&k.g()).expect("account exists")
+}
+
+/// Waits (yielding to the tasks posting) until `n` transactions are pending.
+pub async fn until_pending(sim: &Simulator, n: usize) {
+    for _ in 0..5_000 {
+        if sim.pending_count() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("{n} transactions never became pending");
+}
+
+/// Posts `envelope` to `POST /transactions` in a task, to be answered once it leaves the
+/// pending set (or the submit wait runs out).
+pub fn post_in_task(app: &Router, envelope: &str) -> tokio::task::JoinHandle<Answer> {
+    let (app, envelope) = (app.clone(), envelope.to_owned());
+    tokio::spawn(async move { post_tx(&app, "/transactions", &envelope).await })
+}
+
+pub fn decode_result(b64: &str) -> stellar_xdr::TransactionResult {
+    use stellar_xdr::ReadXdr as _;
+    stellar_xdr::TransactionResult::from_xdr_base64(b64, Limits::none())
+        .expect("result_xdr is a TransactionResult")
 }
 
 pub fn muxed_str(m: &MuxedAccount) -> String {
