@@ -174,15 +174,17 @@ async fn fault_counts(State(sim): State<Arc<Simulator>>) -> Response {
     ok(json!(sim.fault_counts()))
 }
 
-/// The ledger and what waits for it, what each Horizon node holds, and the faults with their
-/// counts.
+/// The ledger, capacity and what waits for it, what each Horizon node holds, and the faults
+/// with their counts.
 async fn status(State(sim): State<Arc<Simulator>>) -> Response {
     let h = sim.latest_ledger();
     ok(json!({
         "latest_ledger": h.sequence,
         "latest_ledger_close_time": h.close_time,
         "base_fee_stroops": sim.base_fee(),
+        "ops_per_ledger_max": sim.ops_per_ledger_max(),
         "pending_transactions": sim.pending_count(),
+        "pending_operations": sim.pending_operations(),
         "head_node": sim.node_view(Node::Head),
         "lagging_node": sim.node_view(Node::Lagging),
         "faults": sim.faults(),

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Default ledger capacity in operations (the public network's classic limit).
+pub const DEFAULT_OPS_PER_LEDGER_MAX: u32 = 1_000;
+
 /// When ledgers close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CloseMode {
@@ -43,6 +46,10 @@ pub struct SimConfig {
     /// of XLM that neither fees nor payments may spend (the real network's rule, 0.5 XLM).
     /// Set 0 to let accounts spend down to zero.
     pub base_reserve_stroops: i64,
+    /// Ledger capacity in operations (at least 1). When the open ledger holds more, the
+    /// transactions with the highest fee per operation go first and the rest wait for a
+    /// later ledger (surge pricing). The public network's classic limit is 1000.
+    pub ops_per_ledger_max: u32,
 }
 
 impl Default for SimConfig {
@@ -58,6 +65,7 @@ impl Default for SimConfig {
             close_time_step_s: 5,
             base_fee_stroops: 100,
             base_reserve_stroops: 5_000_000,
+            ops_per_ledger_max: DEFAULT_OPS_PER_LEDGER_MAX,
         }
     }
 }

@@ -502,7 +502,8 @@ pub fn sim_error_status(e: &SimError) -> StatusCode {
         | SimError::InvalidAmount(_)
         | SimError::LineFull { .. }
         | SimError::SelfTrust
-        | SimError::UnknownCode(_) => StatusCode::BAD_REQUEST,
+        | SimError::UnknownCode(_)
+        | SimError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
         SimError::StateFile(_) | SimError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

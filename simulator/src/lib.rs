@@ -9,8 +9,12 @@
 //! Run it on its own: `cargo run -p payoutd-simulator -- --listen 127.0.0.1:8000
 //! --close-interval-ms 5000 --state-file sim.jsonl --fund G…=100000000000` (`--help` lists the
 //! rest; `--close-interval-ms 0` closes ledgers only on `POST /sim/close_ledger`, `--instant`
-//! at every accepted submission). In tests, start it with [`Simulator::new`] and either
-//! [`router`] (no port, `tower::ServiceExt::oneshot`) or [`spawn`] (a real loopback port).
+//! at every accepted submission, `--ops-per-ledger-max` sets the ledger capacity). Faults have
+//! no flags: set them with `PUT /sim/faults` (a JSON [`Faults`]; a field left out is off,
+//! `p_lookup_lagging` 1.0) and read their counts with `GET /sim/faults`; `GET /sim/status`
+//! shows the ledger, its capacity, what is pending, both Horizon nodes and the faults. In
+//! tests, start it with [`Simulator::new`] and either [`router`] (no port,
+//! `tower::ServiceExt::oneshot`) or [`spawn`] (a real loopback port).
 //!
 //! Choices worth knowing:
 //! - Reserves are kept: an account must hold `(2 + trustlines) * 0.5 XLM`
@@ -41,6 +45,21 @@
 //!   `history_elder_ledger` (in `GET /`) is `max(1, latest - N + 1)`, and lookups and
 //!   re-posts treat older transactions like ones not ingested. History is only hidden: the
 //!   state file, [`Simulator::transaction`] and `/sim/payments` keep all of it.
+//! - A ledger holds at most [`SimConfig::ops_per_ledger_max`] operations (default 1000,
+//!   `--ops-per-ledger-max`). At each close the pending transactions are taken by fee bid
+//!   per operation, highest first (compared by cross-multiplication, no rounding), equal
+//!   rates in arrival order, and applied in that order; one that does not fit waits for a
+//!   later ledger, keeping its source's slot (others from that source get TRY_AGAIN_LATER)
+//!   and its waiting submissions (a sync one answers 504 after the submit wait). A waiting
+//!   one that is too late for the ledger being closed (max time before its close time, or
+//!   max ledger reached) is dropped with `tx_too_late`, as core drops expired transactions.
+//! - Surge pricing: when some transaction had to wait, every included one is charged the
+//!   lowest included bid per operation (rounded down) times its operation count, as core
+//!   does; otherwise the base fee times its operation count. A surge fee above the source's
+//!   balance takes the balance (core's rule; the checks only cover the base fee).
+//! - A transaction with more operations than a ledger holds could never be included: it is
+//!   refused at submission with `tx_malformed`, a permanent rejection (nothing consumed)
+//!   rather than a TRY_AGAIN_LATER that would invite retries for ever.
 //!
 //! Layout:
 //! - [`config`]: [`SimConfig`], [`CloseMode`], [`Faults`] and the fault counters.

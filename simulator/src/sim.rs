@@ -54,6 +54,8 @@ pub enum SimError {
     UnknownCode(String),
     #[error("state file: {0}")]
     StateFile(String),
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -195,6 +197,7 @@ pub struct Simulator {
     submit_wait: Duration,
     close_time_step_s: u64,
     base_reserve: i64,
+    ops_per_ledger_max: u32,
     /// The last ledger the lagging node has ingested, for sync submissions it serves, which
     /// wait until it has ingested their ledger. Updated under the state lock; read without it.
     lagging_latest: watch::Sender<u32>,
@@ -258,6 +261,7 @@ impl Inner {
 const NODE_RNG_SALT: u64 = 0x6c61_6767_696e_6721;
 
 struct Pending {
+    hash: [u8; 32],
     tx: Box<Transaction>,
     auth: Auth,
     envelope_xdr: String,
@@ -276,10 +280,20 @@ struct Rolls {
     pick_503: bool,
 }
 
+/// A transaction's operation count (at least 1, as fees count it).
+fn op_count(tx: &Transaction) -> u64 {
+    u64::try_from(tx.operations.len().max(1)).unwrap_or(u64::MAX)
+}
+
 impl Simulator {
     /// Starts a simulator: from the state file if `cfg.state_file` names an existing one,
     /// else from a genesis ledger 1 with no accounts.
     pub fn new(cfg: SimConfig) -> Result<Arc<Self>, SimError> {
+        if cfg.ops_per_ledger_max == 0 {
+            return Err(SimError::InvalidConfig(
+                "ops_per_ledger_max must be at least 1".to_owned(),
+            ));
+        }
         let network_id: [u8; 32] = Sha256::digest(cfg.network_passphrase.as_bytes()).into();
         let genesis = LedgerHeader {
             sequence: GENESIS_LEDGER,
@@ -322,6 +336,7 @@ impl Simulator {
             submit_wait: Duration::from_millis(cfg.submit_wait_ms),
             close_time_step_s: cfg.close_time_step_s,
             base_reserve: cfg.base_reserve_stroops,
+            ops_per_ledger_max: cfg.ops_per_ledger_max,
             lagging_latest,
             inner: Mutex::new(Inner {
                 state,
@@ -360,6 +375,11 @@ impl Simulator {
         self.submit_wait
     }
 
+    /// Ledger capacity in operations.
+    pub fn ops_per_ledger_max(&self) -> u32 {
+        self.ops_per_ledger_max
+    }
+
     /// What `node` holds now.
     pub fn node_view(&self, node: Node) -> NodeView {
         self.lock().view(node)
@@ -383,7 +403,8 @@ impl Simulator {
             .send_replace(inner.view(Node::Lagging).latest);
     }
 
-    /// Closes a ledger now: applies the pending transactions in arrival order.
+    /// Closes a ledger now: includes pending transactions by fee per operation, up to the
+    /// ledger's capacity (see [`SimConfig::ops_per_ledger_max`]).
     pub fn close_ledger(&self) -> LedgerHeader {
         let (header, notes) = {
             let mut inner = self.lock();
@@ -639,6 +660,12 @@ impl Simulator {
         self.lock().order.len()
     }
 
+    /// How many operations the pending transactions have together.
+    pub fn pending_operations(&self) -> u64 {
+        let inner = self.lock();
+        inner.pending.values().map(|p| op_count(&p.tx)).sum()
+    }
+
     /// A transaction in a closed ledger, by lowercase or uppercase hex hash, whatever the
     /// faults (the ground truth; Horizon lookups go through [`Simulator::lookup_transaction`]).
     pub fn transaction(&self, hash_hex: &str) -> Option<Arc<TxRecord>> {
@@ -812,6 +839,16 @@ impl Simulator {
             };
             return (reject(hash, decoded.envelope_xdr, invalid), no_notes);
         };
+        // A transaction with more operations than a ledger holds could never be included;
+        // waiting for it would only end in a 504. Refused like an envelope that is invalid
+        // on its own, before anything is consumed.
+        if op_count(&tx) > u64::from(self.ops_per_ledger_max) {
+            let invalid = Invalid {
+                result: TransactionResultResult::TxMalformed,
+                fee: min_fee,
+            };
+            return (reject(hash, decoded.envelope_xdr, invalid), no_notes);
+        }
         let ctx = self.next_ctx(&inner.state);
         let valid = match validate::check_valid(&inner.state.accounts, &tx, auth, &ctx) {
             Err(invalid) => return (reject(hash, decoded.envelope_xdr, invalid), no_notes),
@@ -836,6 +873,7 @@ impl Simulator {
         inner.pending.insert(
             decoded.hash,
             Pending {
+                hash: decoded.hash,
                 tx,
                 auth,
                 envelope_xdr: decoded.envelope_xdr.clone(),
@@ -881,6 +919,13 @@ impl Simulator {
         }
     }
 
+    /// Closes the next ledger. The open ledger's transactions are taken by fee per operation
+    /// (their fee bid over their operation count), highest first, equal rates in arrival
+    /// order; each is included if its operations still fit the capacity, else it waits for a
+    /// later ledger. One that is too late for this ledger (max time before its close time,
+    /// or max ledger reached) is dropped with `tx_too_late`, fitting or not. The included
+    /// ones are applied in that order; if any had to wait, every included transaction pays
+    /// the lowest included fee per operation (surge pricing), else the base fee.
     fn close_locked(&self, inner: &mut Inner) -> (LedgerHeader, Notifications) {
         let ctx = self.next_ctx(&inner.state);
         let header = LedgerHeader {
@@ -888,6 +933,80 @@ impl Simulator {
             close_time: ctx.close_time,
         };
         let mut notes: Notifications = Vec::with_capacity(inner.order.len());
+
+        // The candidates with their fee bid and operation count, best fee per operation
+        // first. `sort_by` is stable, so equal rates keep their arrival order. The rates
+        // compare by cross-multiplication: bids fit in u32 and counts in 0..=100, so the
+        // products fit in u64 and no rounding is involved.
+        let arrival = std::mem::take(&mut inner.order);
+        let mut queue: Vec<([u8; 32], u64, u64)> = arrival
+            .iter()
+            .filter_map(|h| {
+                let p = inner.pending.get(h)?;
+                Some((*h, u64::from(p.tx.fee), op_count(&p.tx)))
+            })
+            .collect();
+        queue.sort_by(|(_, fee_a, ops_a), (_, fee_b, ops_b)| (fee_b * ops_a).cmp(&(fee_a * ops_b)));
+
+        // Which transactions go into this ledger. Validity is checked against the state
+        // before the ledger here (so an invalid one takes no capacity) and again below,
+        // against the state the transactions applied before it leave.
+        let capacity = u64::from(self.ops_per_ledger_max);
+        let mut used = 0u64;
+        let mut some_waited = false;
+        let mut selected: Vec<(Pending, u64, u64)> = Vec::with_capacity(queue.len());
+        for (hash, fee, ops) in queue {
+            let Some(p) = inner.pending.get(&hash) else {
+                continue;
+            };
+            let fits = used.saturating_add(ops) <= capacity;
+            let verdict = if fits {
+                validate::check_valid(&inner.state.accounts, &p.tx, p.auth, &ctx).err()
+            } else if validate::too_late(&p.tx.cond, &ctx) {
+                // It could only be included in a later ledger, where it is invalid too.
+                Some(Invalid {
+                    result: TransactionResultResult::TxTooLate,
+                    fee: validate::min_fee(&p.tx, ctx.base_fee),
+                })
+            } else {
+                some_waited = true;
+                continue;
+            };
+            let Some(p) = inner.pending.remove(&hash) else {
+                continue;
+            };
+            inner.pending_by_source.remove(&p.source);
+            match verdict {
+                Some(invalid) => {
+                    let hash_hex = hex::encode(hash);
+                    tracing::debug!(hash = %hash_hex, "dropped from the pending set at close");
+                    let rej = rejection(hash_hex, p.envelope_xdr, invalid);
+                    notes.push((p.waiters, Outcome::Dropped(Arc::new(rej))));
+                }
+                None => {
+                    used += ops;
+                    selected.push((p, fee, ops));
+                }
+            }
+        }
+        // The waiting ones stay pending, in arrival order, with their waiters.
+        inner.order = arrival
+            .into_iter()
+            .filter(|h| inner.pending.contains_key(h))
+            .collect();
+        // Surge pricing: when some transaction waited, the ledger's fee per operation is the
+        // lowest bid per operation it included (rounded down; every bid covers the base fee,
+        // so this is never below it).
+        let surge_fee_per_op = if some_waited {
+            selected
+                .iter()
+                .map(|(_, fee, ops)| fee / ops)
+                .min()
+                .map(|f| i64::try_from(f).unwrap_or(i64::MAX))
+        } else {
+            None
+        };
+
         // Without a state file there is no delta to write: skip collecting it.
         let persisting = inner.journal.is_some();
         let mut touched = BTreeSet::new();
@@ -896,14 +1015,10 @@ impl Simulator {
             ..Delta::default()
         };
         let mut application_order = 0u32;
-
-        for hash in std::mem::take(&mut inner.order) {
-            let Some(p) = inner.pending.remove(&hash) else {
-                continue;
-            };
-            inner.pending_by_source.remove(&p.source);
-            let hash_hex = hex::encode(hash);
-            let valid = match validate::check_valid(&inner.state.accounts, &p.tx, p.auth, &ctx) {
+        for (p, fee_bid, ops) in selected {
+            let hash_hex = hex::encode(p.hash);
+            let mut valid = match validate::check_valid(&inner.state.accounts, &p.tx, p.auth, &ctx)
+            {
                 Ok(v) => v,
                 Err(invalid) => {
                     tracing::debug!(hash = %hash_hex, "dropped from the pending set at apply");
@@ -912,6 +1027,20 @@ impl Simulator {
                     continue;
                 }
             };
+            if let Some(per_op) = surge_fee_per_op {
+                let ops = i64::try_from(ops).unwrap_or(i64::MAX);
+                let bid = i64::try_from(fee_bid).unwrap_or(i64::MAX);
+                let surge = per_op.saturating_mul(ops).min(bid).max(valid.fee);
+                // The checks made sure the account can pay the base fee above its reserve;
+                // a surge fee beyond its balance takes the balance, as core charges it, so
+                // the balance never goes below zero (it may go below the reserve).
+                let balance = inner
+                    .state
+                    .accounts
+                    .get(&valid.source)
+                    .map_or(0, |a| a.balance);
+                valid.fee = surge.min(balance).max(valid.fee);
+            }
             let applied = apply::apply_tx(&mut inner.state.accounts, &p.tx, &valid, &ctx);
             application_order += 1;
             if persisting {
@@ -945,7 +1074,7 @@ impl Simulator {
             if persisting {
                 delta.transactions.push(TxRecord::clone(&record));
             }
-            inner.state.add_tx(hash, Arc::clone(&record));
+            inner.state.add_tx(p.hash, Arc::clone(&record));
             notes.push((p.waiters, Outcome::Included(record)));
         }
         inner.state.header = header;

@@ -10,7 +10,13 @@ use crate::sim::{SimError, Simulator};
 #[command(
     name = "payoutd-simulator",
     version,
-    about = "A Horizon-compatible Stellar ledger simulator"
+    about = "A Horizon-compatible Stellar ledger simulator",
+    after_help = "Faults are set at runtime: PUT /sim/faults with a JSON object (latency_ms, \
+p_5xx_before_apply, p_lose_answer_after_apply, reject_next, lookup_lag_ledgers, \
+p_lookup_lagging, history_retention_ledgers; a field left out is off, p_lookup_lagging 1.0), \
+counted by GET /sim/faults. GET /sim/status shows the ledger, its capacity, what is pending, \
+the head and lagging Horizon nodes, and the faults. Ledgers close by hand with \
+POST /sim/close_ledger."
 )]
 pub struct StandaloneArgs {
     /// Address to listen on.
@@ -46,6 +52,12 @@ pub struct StandaloneArgs {
     /// Close time step between ledgers in manual mode, in seconds.
     #[arg(long, default_value_t = 5)]
     pub close_time_step_s: u64,
+    /// Ledger capacity in operations: beyond it, the highest fee per operation goes first and
+    /// the rest wait for a later ledger (surge pricing). A transaction with more operations
+    /// is refused as tx_malformed.
+    #[arg(long, default_value_t = crate::config::DEFAULT_OPS_PER_LEDGER_MAX,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ops_per_ledger_max: u32,
 }
 
 fn parse_fund(s: &str) -> Result<(String, i64), String> {
@@ -79,6 +91,7 @@ impl StandaloneArgs {
             close_time_step_s: self.close_time_step_s,
             base_fee_stroops: self.base_fee,
             base_reserve_stroops: self.base_reserve,
+            ops_per_ledger_max: self.ops_per_ledger_max,
             ..SimConfig::default()
         }
     }

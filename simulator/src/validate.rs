@@ -253,6 +253,12 @@ fn seq_ok(tx: &Transaction, account: &Account) -> bool {
     }
 }
 
+/// Whether a transaction's time or ledger bounds end before the ledger `ctx` describes:
+/// it can never be included in that ledger or a later one.
+pub fn too_late(cond: &Preconditions, ctx: &Ctx) -> bool {
+    check_bounds(cond, ctx) == Some(TransactionResultResult::TxTooLate)
+}
+
 /// Time bounds against the close time, ledger bounds against the ledger sequence.
 fn check_bounds(cond: &Preconditions, ctx: &Ctx) -> Option<TransactionResultResult> {
     let (time, ledgers): (Option<&TimeBounds>, Option<&LedgerBounds>) = match cond {
