@@ -23,6 +23,10 @@
 //! - Every account's only signer is its master key (weight 1, thresholds 0).
 //! - Only V1 envelopes with payment operations are applied; V0 and fee-bump envelopes are
 //!   `tx_malformed`, other operations `op_not_supported` (both rejected before inclusion).
+//! - A transaction of many payments (up to 100) needs `operations * base fee`. If any
+//!   operation fails, the transaction is in the ledger as `tx_failed`: fee charged, sequence
+//!   number used, no balance moved, no payment recorded, and its result holds one result per
+//!   operation in order (those that would have succeeded say `op_success`, as in core).
 //! - A missing signature of an operation source is `tx_bad_auth` (core says `tx_failed` with
 //!   `op_bad_auth`); a sequence number above the next one is `tx_bad_seq` at once.
 //! - `POST /transactions_async` answers from the current state as core does: an envelope
