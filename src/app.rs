@@ -9,7 +9,10 @@ use std::time::Duration;
 use payoutd_actors::domain::AccountId;
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::Ledger;
-use payoutd_actors::{Context, PayoutPolicy, Payouts, SupervisorConfig};
+use payoutd_actors::queue::ReadyQueue;
+use payoutd_actors::{
+    ClusterConfig, Context, PayoutPolicy, Payouts, ServiceConfig, SupervisorConfig,
+};
 use payoutd_simulator::{CloseMode, SimConfig, SimHandle, Simulator};
 use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, StellarLedger};
 use secrecy::ExposeSecret;
@@ -20,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::{LedgerMode, Settings};
 use crate::http::{ApiState, router, with_body_limit};
-use crate::journal::{PgJournal, migrate};
+use crate::journal::{AcceptBatching, PgJournal, migrate};
 use crate::pg::LocalPostgres;
 
 /// XLM given to the demo distribution account on a fresh simulator, in stroops.
@@ -263,19 +266,33 @@ pub fn policy(settings: &Settings, payer: AccountId) -> PayoutPolicy {
         fee_per_op_max_stroops: p.fee_per_op_max_stroops,
         tx_validity_s: p.tx_validity_s,
         attempts_max: p.attempts_max,
+        payments_per_tx_max: p.payments_per_tx_max,
+        batch_linger_ms: p.batch_linger_ms,
         poll_interval_ms: p.poll_interval_ms,
-        channel_wait_ms: p.channel_wait_ms,
         io_retry_ms: p.io_retry_ms,
         underfunded_retry_ms: p.underfunded_retry_ms,
         idle_passivate_ms: p.idle_passivate_ms,
     }
 }
 
-pub fn supervisor_config(settings: &Settings) -> SupervisorConfig {
-    SupervisorConfig {
-        live_actors_max: settings.payouts.live_actors_max,
-        restart_intensity: settings.payouts.restart_intensity,
-        restart_period_ms: settings.payouts.restart_period_ms,
+pub fn service_config(settings: &Settings, channels: Vec<AccountId>) -> ServiceConfig {
+    let c = &settings.cluster;
+    ServiceConfig {
+        supervisor: SupervisorConfig {
+            live_actors_max: settings.payouts.live_actors_max,
+            restart_intensity: settings.payouts.restart_intensity,
+            restart_period_ms: settings.payouts.restart_period_ms,
+        },
+        cluster: ClusterConfig {
+            heartbeat_interval_ms: c.heartbeat_interval_ms,
+            instance_ttl_ms: c.instance_ttl_ms,
+            orphan_sweep_interval_ms: c.orphan_sweep_interval_ms,
+            adopt_page_max: c.adopt_page_max,
+            pool_full_warn_ms: c.pool_full_warn_ms,
+            ..ClusterConfig::default()
+        },
+        call_timeout_ms: settings.payouts.call_timeout_ms,
+        channels,
     }
 }
 
@@ -305,31 +322,25 @@ impl Application {
         local_pg: Option<LocalPostgres>,
     ) -> Result<Self, StartupError> {
         let setup = ledger(&settings).await?;
-        let journal = Arc::new(
-            PgJournal::new(pool, &setup.channels)
-                .await
-                .map_err(|e| StartupError::Database(e.to_string()))?,
-        );
-        let ctx = Arc::new(Context {
-            journal: journal.clone(),
-            ledger: setup.ledger.clone(),
-            policy: policy(&settings, setup.payer),
-            metrics: Arc::new(Metrics::default()),
-        });
-        let (payouts, _) = Payouts::start(
-            ctx,
-            supervisor_config(&settings),
-            settings.payouts.call_timeout_ms,
-        )
-        .await
-        .map_err(|e| StartupError::Supervisor(e.to_string()))?;
-        let recovered = payouts
-            .recover()
+        let outbox = settings.nats.enabled && settings.nats.outbox.enabled;
+        let journal = Arc::new(PgJournal::with_options(
+            pool,
+            outbox,
+            AcceptBatching::default(),
+        ));
+        let instance = settings.instance_id();
+        let ctx = Arc::new(Context::new(
+            journal.clone(),
+            setup.ledger.clone(),
+            policy(&settings, setup.payer),
+            Arc::new(Metrics::default()),
+            instance.clone(),
+            Arc::new(ReadyQueue::new(settings.payouts.ready_queue_max)),
+        ));
+        let payouts = Payouts::start(ctx, service_config(&settings, setup.channels.clone()))
             .await
-            .map_err(|e| StartupError::Database(e.to_string()))?;
-        if recovered > 0 {
-            info!(payouts = recovered, "recovering unfinished payouts");
-        }
+            .map_err(|e| StartupError::Supervisor(e.to_string()))?;
+        info!(%instance, recovered = payouts.recovered(), "payout core running");
         if settings.server.api_tokens.is_empty() {
             warn!(
                 "no API tokens configured (PAYOUTD__SERVER__API_TOKENS): the HTTP API is open to anyone who can reach it"

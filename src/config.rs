@@ -37,6 +37,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub ledger: LedgerSettings,
     pub payouts: PayoutSettings,
+    pub cluster: ClusterSettings,
     #[serde(default)]
     pub inbox: crate::inbox::InboxSettings,
     #[serde(default)]
@@ -113,8 +114,9 @@ pub struct PayoutSettings {
     pub fee_per_op_max_stroops: u32,
     pub tx_validity_s: u64,
     pub attempts_max: u32,
+    pub payments_per_tx_max: usize,
+    pub batch_linger_ms: u64,
     pub poll_interval_ms: u64,
-    pub channel_wait_ms: u64,
     pub io_retry_ms: u64,
     pub underfunded_retry_ms: u64,
     pub idle_passivate_ms: u64,
@@ -122,6 +124,18 @@ pub struct PayoutSettings {
     pub restart_intensity: usize,
     pub restart_period_ms: u64,
     pub call_timeout_ms: u64,
+    pub ready_queue_max: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub instance_id: String,
+    pub heartbeat_interval_ms: u64,
+    pub instance_ttl_ms: u64,
+    pub orphan_sweep_interval_ms: u64,
+    pub adopt_page_max: u32,
+    pub pool_full_warn_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +305,39 @@ impl Settings {
         if self.payouts.live_actors_max == 0 {
             return invalid("payouts.live_actors_max", "must be at least 1");
         }
+        if !(1..=payoutd_actors::policy::OPERATIONS_PER_TX_MAX)
+            .contains(&self.payouts.payments_per_tx_max)
+        {
+            return invalid(
+                "payouts.payments_per_tx_max",
+                "must be 1 to 100 (a Stellar transaction holds at most 100 operations)",
+            );
+        }
+        if self.payouts.ready_queue_max == 0 {
+            return invalid("payouts.ready_queue_max", "must be at least 1");
+        }
+        if self.payouts.attempts_max == 0 {
+            return invalid("payouts.attempts_max", "must be at least 1");
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval_ms == 0 || c.orphan_sweep_interval_ms == 0 {
+            return invalid(
+                "cluster.heartbeat_interval_ms",
+                "heartbeat and sweep intervals must be at least 1 ms",
+            );
+        }
+        if c.instance_ttl_ms < 2 * c.heartbeat_interval_ms {
+            return invalid(
+                "cluster.instance_ttl_ms",
+                "must be at least twice cluster.heartbeat_interval_ms (one late heartbeat must not look like a death)",
+            );
+        }
+        if c.adopt_page_max == 0 {
+            return invalid("cluster.adopt_page_max", "must be at least 1");
+        }
+        if c.instance_id.len() > 200 {
+            return invalid("cluster.instance_id", "must be at most 200 bytes");
+        }
         if self.ledger.mode == LedgerMode::Horizon {
             if self.ledger.horizon_url.is_empty() {
                 return invalid(
@@ -306,6 +353,27 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// This instance's name in the cluster: `cluster.instance_id`, or the host name and the
+    /// port of `server.listen`.
+    pub fn instance_id(&self) -> String {
+        if !self.cluster.instance_id.trim().is_empty() {
+            return self.cluster.instance_id.trim().to_owned();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let port = self
+            .server
+            .listen
+            .rsplit_once(':')
+            .map(|(_, p)| p)
+            .unwrap_or("0");
+        format!("{host}:{port}")
     }
 
     /// True when no database URL is configured and a private cluster must be started.

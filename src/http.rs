@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use payoutd_actors::domain::{PayoutId, RawPayoutRequest};
-use payoutd_actors::ports::{PayoutEvent, PayoutRecord, PayoutState};
+use payoutd_actors::state::{PayoutEvent, PayoutRecord, PayoutState};
 use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -108,8 +108,12 @@ pub struct PayoutView {
     pub memo: Option<payoutd_actors::domain::RawMemo>,
     pub attempts: u32,
     pub reason: Option<String>,
+    /// The transaction the payout is in (or was settled by).
     pub tx_hash: Option<String>,
+    /// Its operation's index in that transaction.
+    pub op_index: Option<u32>,
     pub ledger: Option<u32>,
+    /// The whole transaction's fee (shared by every payout in it), in stroops.
     pub fee_charged_stroops: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<PayoutEvent>>,
@@ -128,7 +132,8 @@ impl PayoutView {
             memo: raw.memo,
             attempts: r.attempt,
             reason: r.reason.clone(),
-            tx_hash: r.envelope.as_ref().map(|e| e.hash.to_hex()),
+            tx_hash: r.envelope.map(|e| e.hash.to_hex()),
+            op_index: r.envelope.map(|e| e.op_index),
             ledger: r.inclusion.map(|i| i.ledger),
             fee_charged_stroops: r.inclusion.map(|i| i.fee_charged),
             events: None,
@@ -320,14 +325,7 @@ async fn get_payout(
         .await?
         .ok_or_else(|| ApiError::from(PayoutError::NotFound(id.to_string())))?;
     let mut view = PayoutView::from_record(&record);
-    use payoutd_actors::ports::Journal;
-    view.events = Some(
-        state
-            .journal
-            .events(&id)
-            .await
-            .map_err(|e| ApiError::from(PayoutError::Unavailable(e.to_string())))?,
-    );
+    view.events = Some(state.payouts.events(&id).await?);
     Ok(Json(view))
 }
 

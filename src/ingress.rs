@@ -3,7 +3,7 @@
 //! — with its reason, its payload redacted of anything that looks like a secret seed.
 
 use payoutd_actors::domain::{PayoutRequest, RawPayoutRequest, ValidationError};
-use payoutd_actors::ports::PayoutState;
+use payoutd_actors::state::PayoutState;
 use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
 use sqlx::{Executor, Postgres};
 

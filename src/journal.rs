@@ -1,277 +1,236 @@
-//! The Postgres journal: the `Journal` port over sqlx. Each step is one statement (data-
-//! modifying CTEs), so the state change, its event, the envelope log and the channel
-//! release commit together or not at all, in one round trip.
+//! The Postgres journal: the core's `Journal` port over sqlx.
+//!
+//! - A single payout's step is one statement (data-modifying CTEs): the state change, its
+//!   event and its outbox row commit together, fenced by `version`.
+//! - Accepts are group-committed: concurrent accepts from every ingress queue up and a
+//!   writer task inserts them with one multi-row statement and one commit; each caller is
+//!   answered once its own row is durable.
+//! - A batch is prepared in one transaction (the channel lease checked and locked, the
+//!   envelope inserted, every member moved from `accepted` at the version it names, all or
+//!   nothing) and settled in one statement.
+//! - The cluster tables (`instances`, `channel_accounts`) fence channel leases by epoch.
+//!
+//! Outbox rows (for the NATS publisher) are written only when the journal is built with the
+//! outbox on; they point at their event, whose row holds the payload.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest, RawPayoutRequest};
 use payoutd_actors::ports::{
-    Accepted, Change, Envelope, Inclusion, Journal, JournalError, PayoutEvent, PayoutRecord,
-    PayoutState, TxHash,
+    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, Envelope, Inclusion,
+    JournalError, Member, PayoutStore, PrepareError, Ready, Settlement, TxHash,
 };
+use payoutd_actors::state::{EnvelopeRef, PayoutEvent, PayoutRecord, PayoutState, Step};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Row};
-use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Embedded migrations (`migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-/// Builds a statement; called again if its batch must be replayed one by one.
-type BuildQuery = Box<dyn Fn() -> PgQuery + Send + Sync>;
-
-/// A write waiting for its batch.
-struct Job {
-    build: BuildQuery,
-    reply: oneshot::Sender<Result<PgRow, JobError>>,
-}
-
-#[derive(Debug)]
-struct JobError {
-    unique_violation: bool,
-    message: String,
-}
-
-impl From<sqlx::Error> for JobError {
-    fn from(e: sqlx::Error) -> Self {
-        let unique_violation = matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation());
-        Self {
-            unique_violation,
-            message: e.to_string(),
-        }
-    }
-}
-
-/// Group commit: journal writes from many actors are queued and written by a few writer
-/// tasks, each committing a batch in one transaction — one WAL flush for many steps. Every
-/// statement keeps its own version check, so batching changes no outcome: a failing batch
-/// is rolled back and replayed statement by statement, and an ambiguous commit is reported
-/// as `Unavailable`, after which the actor re-reads the journal.
+/// Group commit of accepts: how many writer tasks (each one connection at a time), how
+/// many accepts one statement carries at most, and how many may wait.
 #[derive(Debug, Clone, Copy)]
-pub struct GroupCommit {
-    /// Writer tasks, each with its own connection.
+pub struct AcceptBatching {
     pub writers: usize,
-    /// Statements per transaction at most.
-    pub batch_max: usize,
-    /// Writes queued at most; past it writers push back on the actors.
+    /// Rows per statement at most.
+    pub rows_max: usize,
+    /// Accepts waiting at most; past it callers wait for room (back-pressure).
     pub queue_max: usize,
 }
 
-impl Default for GroupCommit {
+impl Default for AcceptBatching {
     fn default() -> Self {
         Self {
-            writers: 4,
-            batch_max: 256,
-            queue_max: 8_192,
+            writers: 2,
+            rows_max: 1_000,
+            queue_max: 20_000,
         }
     }
 }
 
-async fn writer(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, batch_max: usize) {
-    loop {
-        let mut batch = Vec::new();
-        {
-            let mut queue = queue.lock().await;
-            match queue.recv().await {
-                Some(job) => batch.push(job),
-                None => return,
-            }
-            while batch.len() < batch_max {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        run_batch(&pool, batch).await;
-    }
-}
-
-async fn run_batch(pool: &PgPool, batch: Vec<Job>) {
-    if batch.len() > 1 {
-        let attempt = async {
-            let mut tx = pool.begin().await?;
-            let mut rows = Vec::with_capacity(batch.len());
-            for job in &batch {
-                rows.push((job.build)().fetch_one(&mut *tx).await?);
-            }
-            Ok::<_, sqlx::Error>((tx, rows))
-        };
-        match attempt.await {
-            Ok((tx, rows)) => {
-                match tx.commit().await {
-                    Ok(()) => {
-                        for (job, row) in batch.into_iter().zip(rows) {
-                            let _ = job.reply.send(Ok(row));
-                        }
-                    }
-                    Err(e) => {
-                        // The commit may or may not have happened: say so, never guess.
-                        let message = format!("commit outcome unknown: {e}");
-                        for job in batch {
-                            let _ = job.reply.send(Err(JobError {
-                                unique_violation: false,
-                                message: message.clone(),
-                            }));
-                        }
-                    }
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, size = batch.len(), "batch failed; replaying its statements one by one")
-            }
-        }
-    }
-    for job in batch {
-        let result = (job.build)().fetch_one(pool).await.map_err(JobError::from);
-        let _ = job.reply.send(result);
-    }
+struct AcceptJob {
+    request: PayoutRequest,
+    owner: String,
+    reply: oneshot::Sender<Result<Accepted, JournalError>>,
 }
 
 pub struct PgJournal {
     pool: PgPool,
-    /// Queue of the group-commit writers; `None` writes each statement in its own commit.
-    queue: Option<mpsc::Sender<Job>>,
-    /// The channel accounts this instance may lease (public keys only). Several instances
-    /// sharing one database split the channels by configuring disjoint lists.
-    channels: Vec<String>,
+    /// Write outbox rows (the NATS event publisher is on).
+    outbox: bool,
+    accepts: mpsc::Sender<AcceptJob>,
 }
 
 fn unavailable(e: sqlx::Error) -> JournalError {
     JournalError::Unavailable(e.to_string())
 }
 
-const ACCEPT_SQL: &str = "WITH ins AS (
-                INSERT INTO payouts (payout_id, fingerprint, request, state, version)
-                VALUES ($1, $2, $3, 'accepted', 1)
-                ON CONFLICT (payout_id) DO NOTHING
-                RETURNING payout_id
-             ), ev AS (
-                INSERT INTO payout_events (payout_id, version, kind, state, detail)
-                SELECT payout_id, 1, 'accepted', 'accepted', $4 FROM ins
-             ), ob AS (
-                INSERT INTO outbox (event_id, payout_id, kind, payload)
-                SELECT payout_id || ':1', payout_id, 'accepted', jsonb_build_object(
-                    'event_id', payout_id || ':1', 'payout_id', payout_id, 'kind', 'accepted',
-                    'state', 'accepted', 'version', 1, 'detail', $4::jsonb, 'at', now())
-                FROM ins
-             )
-             SELECT count(*) AS n FROM ins";
+const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash, op_index, ledger, fee_charged";
 
+/// Inserts the new payouts of one group commit; returns the ids it inserted.
+const ACCEPT_SQL: &str = "WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::bytea[], $3::jsonb[]) AS t(payout_id, fingerprint, request)
+     ), ins AS (
+        INSERT INTO payouts (payout_id, fingerprint, request, state, version, owner)
+        SELECT payout_id, fingerprint, request, 'accepted', 1, $4 FROM input
+        ON CONFLICT (payout_id) DO NOTHING
+        RETURNING payout_id, fingerprint
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, 1, 'accepted', 'accepted',
+               jsonb_build_object('fingerprint', encode(fingerprint, 'hex'), 'owner', $4::text)
+        FROM ins
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':1', payout_id, 1 FROM ins WHERE $5
+     )
+     SELECT payout_id FROM ins";
+
+/// One fenced step of one payout: the new columns, its event, its outbox row.
 const APPLY_SQL: &str = "WITH u AS (
-                UPDATE payouts SET state = $3, version = $4, attempt = $5, reason = $6, channel = $7,
-                    envelope_xdr = $8, tx_hash = $9, tx_source = $10, tx_sequence = $11, tx_fee = $12,
-                    max_time = $13, min_ledger = $14, max_ledger = $15, ledger = $16, fee_charged = $17,
-                    next_fee = $18, updated_at = now()
-                WHERE payout_id = $1 AND version = $2
-                RETURNING payout_id
-             ), ev AS (
-                INSERT INTO payout_events (payout_id, version, kind, state, detail)
-                SELECT payout_id, $4, $19, $3, $20 FROM u
-             ), ob AS (
-                INSERT INTO outbox (event_id, payout_id, kind, payload)
-                SELECT payout_id || ':' || $4::bigint, payout_id, $19, jsonb_build_object(
-                    'event_id', payout_id || ':' || $4::bigint, 'payout_id', payout_id, 'kind', $19::text,
-                    'state', $3::text, 'version', $4::bigint, 'detail', $20::jsonb, 'at', now())
-                FROM u WHERE $19 <> 'noted'
-             ), env AS (
-                INSERT INTO envelopes (tx_hash, payout_id, attempt, source, sequence, max_time, envelope_xdr)
-                SELECT $9, payout_id, $5, $10, $11, $13, $8 FROM u WHERE $21
-             ), old AS (
-                UPDATE envelopes SET status = $22
-                WHERE tx_hash = $23 AND $22 IS NOT NULL AND EXISTS (SELECT 1 FROM u)
-             ), rel AS (
-                UPDATE channel_accounts SET leased_to = NULL, leased_at = NULL
-                WHERE leased_to = $1 AND $24 AND EXISTS (SELECT 1 FROM u)
-             )
-             SELECT count(*) AS n FROM u";
+        UPDATE payouts SET state = $3, version = $4, attempt = $5, reason = $6, owner = $7,
+            tx_hash = $8, op_index = $9, ledger = $10, fee_charged = $11, updated_at = now()
+        WHERE payout_id = $1 AND version = $2
+        RETURNING payout_id
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, $4, $12, $3, $13 FROM u
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || $4::bigint, payout_id, $4 FROM u WHERE $14 AND $12 <> 'noted'
+     )
+     SELECT count(*) AS n FROM u";
 
-/// One row; `account` is NULL when every channel is busy.
-const LEASE_SQL: &str = "WITH held AS (
-                    SELECT account FROM channel_accounts WHERE leased_to = $1
-                 ), pick AS (
-                    -- Free: not leased, or leased to a finished payout (a confirmed, failed or
-                    -- cancelled payout never needs its channel again; this heals a lease
-                    -- taken by a stale instance after the payout finished elsewhere).
-                    SELECT c.account FROM channel_accounts c
-                    LEFT JOIN payouts h ON h.payout_id = c.leased_to
-                    WHERE (c.leased_to IS NULL OR h.state IN ('confirmed', 'failed', 'cancelled'))
-                      AND c.account = ANY($2) AND NOT EXISTS (SELECT 1 FROM held)
-                      -- Only a payout that is waiting for an envelope gets a channel.
-                      AND EXISTS (SELECT 1 FROM payouts p WHERE p.payout_id = $1 AND p.state = 'accepted')
-                    ORDER BY c.lease_epoch, c.account LIMIT 1
-                    FOR UPDATE OF c SKIP LOCKED
-                 ), upd AS (
-                    UPDATE channel_accounts c SET leased_to = $1, lease_epoch = c.lease_epoch + 1, leased_at = now()
-                    FROM pick WHERE c.account = pick.account
-                    RETURNING c.account
-                 )
-                 SELECT (SELECT account FROM held UNION ALL SELECT account FROM upd LIMIT 1) AS account";
+/// Every member of a batch from `accepted` (at its version) to `prepared`; returns those it
+/// moved (the caller rolls back unless all moved).
+const PREPARE_MEMBERS_SQL: &str = "WITH m AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[]) AS t(payout_id, version, op_index)
+     ), u AS (
+        UPDATE payouts p SET state = 'prepared', version = p.version + 1, attempt = p.attempt + 1,
+            reason = NULL, tx_hash = $4, op_index = m.op_index, updated_at = now()
+        FROM m WHERE p.payout_id = m.payout_id AND p.version = m.version AND p.state = 'accepted'
+        RETURNING p.payout_id, p.version, p.op_index
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, version, 'prepared', 'prepared',
+               jsonb_build_object('tx_hash', $4::text, 'op_index', op_index)
+        FROM u
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $5
+     )
+     SELECT payout_id FROM u";
 
-const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, channel, envelope_xdr, tx_hash, tx_source, tx_sequence, tx_fee, max_time, min_ledger, max_ledger, ledger, fee_charged, next_fee";
+const MARK_SUBMITTED_SQL: &str = "WITH u AS (
+        UPDATE payouts SET state = 'submitted', version = version + 1, updated_at = now()
+        WHERE payout_id = ANY(SELECT unnest(member_ids) FROM envelopes WHERE tx_hash = $1)
+          AND tx_hash = $1 AND state = 'prepared'
+        RETURNING payout_id, version
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, version, 'submitted', 'submitted', jsonb_build_object('note', $2::text) FROM u
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
+     )
+     SELECT payout_id FROM u";
+
+/// The envelope's end and each member's step, mirroring `Step::apply_to`: `kind` is
+/// confirmed | failed | requeued | parked (requeued, parked instead); a parked payout stays
+/// parked (without its envelope) and keeps its reason.
+const SETTLE_SQL: &str = "WITH env AS (
+        UPDATE envelopes SET status = $2, ledger = $3, fee_charged = $4, note = $5, updated_at = now()
+        WHERE tx_hash = $1 AND status = 'live'
+     ), s AS (
+        SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
+            AS t(payout_id, kind, event_kind, reason, detail)
+     ), u AS (
+        UPDATE payouts p SET
+            state = CASE
+                WHEN s.kind IN ('confirmed', 'failed') THEN s.kind
+                WHEN p.state = 'parked' OR s.kind = 'parked' THEN 'parked'
+                ELSE 'accepted' END,
+            version = p.version + 1,
+            reason = CASE
+                WHEN s.kind = 'confirmed' THEN NULL
+                WHEN p.state = 'parked' AND s.kind IN ('requeued', 'parked') THEN p.reason
+                ELSE s.reason END,
+            tx_hash = CASE WHEN s.kind IN ('confirmed', 'failed') THEN p.tx_hash END,
+            op_index = CASE WHEN s.kind IN ('confirmed', 'failed') THEN p.op_index END,
+            ledger = CASE WHEN s.kind IN ('confirmed', 'failed') THEN $3 ELSE p.ledger END,
+            fee_charged = CASE WHEN s.kind IN ('confirmed', 'failed') THEN $4 ELSE p.fee_charged END,
+            owner = CASE WHEN s.kind = 'requeued' AND p.state <> 'parked' THEN $11 ELSE p.owner END,
+            updated_at = now()
+        FROM s
+        WHERE p.payout_id = s.payout_id AND p.tx_hash = $1
+          AND p.state IN ('prepared', 'submitted', 'parked')
+        RETURNING p.*
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT u.payout_id, u.version, s.event_kind, u.state, s.detail FROM u JOIN s USING (payout_id)
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $12
+     )
+     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
+            op_index, ledger, fee_charged FROM u";
+
+const ADOPT_SQL: &str = "WITH dead AS (
+        SELECT instance_id FROM instances WHERE expires_at <= now() AND instance_id <> $1
+     ), pick AS (
+        SELECT payout_id FROM payouts
+        WHERE state = 'accepted' AND owner IS DISTINCT FROM $1
+          AND (owner IS NULL OR owner IN (SELECT instance_id FROM dead)
+               OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = payouts.owner))
+        ORDER BY payout_id LIMIT $2
+        FOR UPDATE SKIP LOCKED
+     ), u AS (
+        UPDATE payouts p SET owner = $1, version = p.version + 1, updated_at = now()
+        FROM pick WHERE p.payout_id = pick.payout_id
+        RETURNING p.*
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, version, 'adopted', 'accepted', jsonb_build_object('owner', $1::text) FROM u
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
+     )
+     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
+            op_index, ledger, fee_charged FROM u";
+
+const CLAIM_SQL: &str = "UPDATE channel_accounts c
+        SET owner = $1, lease_epoch = c.lease_epoch + 1, owner_can_sign = $3, leased_at = now()
+        WHERE c.account = $2 AND (
+            c.owner IS NULL OR c.owner = $1
+            OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = c.owner AND i.expires_at > now())
+            OR ($3 AND NOT c.owner_can_sign))
+        RETURNING lease_epoch";
 
 impl PgJournal {
-    /// Registers the channel accounts (idempotent) and returns the journal. Each statement
-    /// commits on its own: PostgreSQL already merges the WAL flushes of concurrent commits,
-    /// and on the measurements in ARCHITECTURE.md this beat our own batching, whose longer
-    /// transactions contend on the channel rows. `with_group_commit` opts in.
-    pub async fn new(pool: PgPool, channels: &[AccountId]) -> Result<Self, JournalError> {
-        Self::with_group_commit(pool, channels, None).await
+    /// The journal with default group commit and the outbox off.
+    pub async fn new(pool: PgPool) -> Self {
+        Self::with_options(pool, false, AcceptBatching::default())
     }
 
-    /// As `new`; `None` commits every statement on its own (the naive baseline).
-    pub async fn with_group_commit(
-        pool: PgPool,
-        channels: &[AccountId],
-        group: Option<GroupCommit>,
-    ) -> Result<Self, JournalError> {
-        let mut journal = Self::register(pool, channels).await?;
-        if let Some(g) = group {
-            let (tx, rx) = mpsc::channel(g.queue_max.max(1));
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..g.writers.max(1) {
-                tokio::spawn(writer(journal.pool.clone(), rx.clone(), g.batch_max.max(1)));
-            }
-            journal.queue = Some(tx);
+    /// `outbox`: write outbox rows for the event publisher.
+    pub fn with_options(pool: PgPool, outbox: bool, batching: AcceptBatching) -> Self {
+        let (tx, rx) = mpsc::channel(batching.queue_max.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..batching.writers.max(1) {
+            tokio::spawn(accept_writer(
+                pool.clone(),
+                rx.clone(),
+                batching.rows_max.max(1),
+                outbox,
+            ));
         }
-        Ok(journal)
-    }
-
-    /// Runs one write statement that returns one row: batched when group commit is on.
-    async fn write(&self, build: BuildQuery) -> Result<PgRow, JobError> {
-        match &self.queue {
-            None => build().fetch_one(&self.pool).await.map_err(JobError::from),
-            Some(queue) => {
-                let (reply, answer) = oneshot::channel();
-                queue
-                    .send(Job { build, reply })
-                    .await
-                    .map_err(|_| JobError {
-                        unique_violation: false,
-                        message: "journal writers stopped".into(),
-                    })?;
-                answer.await.map_err(|_| JobError {
-                    unique_violation: false,
-                    message: "journal writer dropped the write".into(),
-                })?
-            }
-        }
-    }
-
-    async fn register(pool: PgPool, channels: &[AccountId]) -> Result<Self, JournalError> {
-        let channels: Vec<String> = channels.iter().map(AccountId::to_strkey).collect();
-        sqlx::query("INSERT INTO channel_accounts (account) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING")
-            .bind(&channels)
-            .execute(&pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(Self {
+        Self {
             pool,
-            queue: None,
-            channels,
-        })
+            outbox,
+            accepts: tx,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -297,162 +256,243 @@ impl PgJournal {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(Self::parse_row).collect()
+        rows.iter().map(parse_row).collect()
     }
 
-    fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
-        let id: String = row.try_get("payout_id").map_err(unavailable)?;
-        let corrupt = |detail: String| JournalError::Corrupt {
-            id: id.clone(),
-            detail,
-        };
-        let get = |e: sqlx::Error| corrupt(e.to_string());
-        let request: serde_json::Value = row.try_get("request").map_err(get)?;
-        let raw: RawPayoutRequest =
-            serde_json::from_value(request).map_err(|e| corrupt(e.to_string()))?;
-        let request = raw.parse().map_err(|e| corrupt(e.to_string()))?;
-        let fp: Vec<u8> = row.try_get("fingerprint").map_err(get)?;
-        let fingerprint = Fingerprint(
-            fp.try_into()
-                .map_err(|_| corrupt("fingerprint length".into()))?,
-        );
-        let state: String = row.try_get("state").map_err(get)?;
-        let state =
-            PayoutState::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state}")))?;
-        let account = |col: &str| -> Result<Option<AccountId>, JournalError> {
-            let text: Option<String> = row.try_get(col).map_err(get)?;
-            text.map(|t| AccountId::parse(&t).map_err(|e| corrupt(format!("{col}: {e}"))))
-                .transpose()
-        };
-        let channel = account("channel")?;
-        let xdr: Option<String> = row.try_get("envelope_xdr").map_err(get)?;
-        let envelope = match xdr {
-            None => None,
-            Some(xdr) => {
-                let hash: String = row.try_get("tx_hash").map_err(get)?;
-                let min_ledger: Option<i32> = row.try_get("min_ledger").map_err(get)?;
-                let max_ledger: Option<i32> = row.try_get("max_ledger").map_err(get)?;
-                Some(Envelope {
-                    xdr,
-                    hash: TxHash::from_hex(&hash).ok_or_else(|| corrupt("tx_hash".into()))?,
-                    source: account("tx_source")?
-                        .ok_or_else(|| corrupt("tx_source missing".into()))?,
-                    sequence: row.try_get("tx_sequence").map_err(get)?,
-                    fee_stroops: u32::try_from(row.try_get::<i32, _>("tx_fee").map_err(get)?)
-                        .map_err(|e| corrupt(e.to_string()))?,
-                    max_time: u64::try_from(row.try_get::<i64, _>("max_time").map_err(get)?)
-                        .map_err(|e| corrupt(e.to_string()))?,
-                    ledger_bounds: match (min_ledger, max_ledger) {
-                        (Some(a), Some(b)) => Some((a as u32, b as u32)),
-                        _ => None,
-                    },
-                })
+    async fn load_many(&self, ids: &[String]) -> Result<Vec<PayoutRecord>, JournalError> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {COLUMNS} FROM payouts WHERE payout_id = ANY($1)")
+        });
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(parse_row).collect()
+    }
+}
+
+/// One group-commit writer: takes every accept waiting (up to `rows_max`), inserts them in
+/// one statement, answers each. While a statement runs, the next accepts queue up, so the
+/// batch grows with the load.
+async fn accept_writer(
+    pool: PgPool,
+    queue: Arc<Mutex<mpsc::Receiver<AcceptJob>>>,
+    rows_max: usize,
+    outbox: bool,
+) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut queue = queue.lock().await;
+            match queue.recv().await {
+                Some(job) => jobs.push(job),
+                None => return,
             }
-        };
-        let ledger: Option<i32> = row.try_get("ledger").map_err(get)?;
-        let fee_charged: Option<i64> = row.try_get("fee_charged").map_err(get)?;
-        let next_fee: Option<i32> = row.try_get("next_fee").map_err(get)?;
-        Ok(PayoutRecord {
-            request,
-            fingerprint,
-            state,
-            version: row.try_get("version").map_err(get)?,
-            attempt: row.try_get::<i32, _>("attempt").map_err(get)? as u32,
-            reason: row.try_get("reason").map_err(get)?,
-            channel,
-            envelope,
-            inclusion: match (ledger, fee_charged) {
-                (Some(l), Some(f)) => Some(Inclusion {
-                    ledger: l as u32,
-                    fee_charged: f,
-                }),
-                _ => None,
-            },
-            next_fee_stroops: next_fee.map(|f| f as u32),
-        })
+            while jobs.len() < rows_max {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        accept_jobs(&pool, jobs, outbox).await;
     }
 }
 
-/// The JSON detail an event carries: what changed and why, never a secret.
-fn event_detail(change: &Change) -> serde_json::Value {
-    use serde_json::json;
-    match change {
-        Change::Prepared { channel, envelope } => json!({
-            "channel": channel.to_strkey(), "tx_hash": envelope.hash.to_hex(),
-            "sequence": envelope.sequence, "max_time": envelope.max_time, "fee": envelope.fee_stroops,
-        }),
-        Change::Submitted { note } | Change::Noted { note } => json!({ "note": note }),
-        Change::Confirmed { inclusion } => {
-            json!({ "ledger": inclusion.ledger, "fee_charged": inclusion.fee_charged })
+/// A statement carries one owner; the jobs of one instance all name the same one, so this
+/// is one group in practice.
+async fn accept_jobs(pool: &PgPool, jobs: Vec<AcceptJob>, outbox: bool) {
+    let mut by_owner: std::collections::BTreeMap<String, Vec<AcceptJob>> = Default::default();
+    for job in jobs {
+        by_owner.entry(job.owner.clone()).or_default().push(job);
+    }
+    for (owner, jobs) in by_owner {
+        accept_group(pool, &owner, jobs, outbox).await;
+    }
+}
+
+async fn accept_group(pool: &PgPool, owner: &str, jobs: Vec<AcceptJob>, outbox: bool) {
+    // One row per id per statement (the actors make this so; a repeat is answered after).
+    let mut seen = std::collections::HashSet::new();
+    let (first, repeats): (Vec<AcceptJob>, Vec<AcceptJob>) = jobs
+        .into_iter()
+        .partition(|j| seen.insert(j.request.payout_id().clone()));
+    let mut ids = Vec::with_capacity(first.len());
+    let mut fingerprints = Vec::with_capacity(first.len());
+    let mut requests = Vec::with_capacity(first.len());
+    for job in &first {
+        ids.push(job.request.payout_id().to_string());
+        fingerprints.push(job.request.fingerprint().0.to_vec());
+        requests.push(serde_json::to_value(job.request.raw()).unwrap_or_default());
+    }
+    let inserted = sqlx::query(ACCEPT_SQL)
+        .bind(&ids)
+        .bind(&fingerprints)
+        .bind(&requests)
+        .bind(owner)
+        .bind(outbox)
+        .fetch_all(pool)
+        .await;
+    let mut inserted: std::collections::HashSet<String> = match inserted {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("payout_id").ok())
+            .collect(),
+        Err(e) => {
+            let err = unavailable(e);
+            for job in first.into_iter().chain(repeats) {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+            return;
         }
-        Change::Failed { reason, inclusion } => json!({
-            "reason": reason, "ledger": inclusion.map(|i| i.ledger), "fee_charged": inclusion.map(|i| i.fee_charged),
-        }),
-        Change::EnvelopeDead {
-            reason,
-            next_fee_stroops,
-        } => json!({ "reason": reason, "next_fee": next_fee_stroops }),
-        Change::Parked { reason } | Change::Cancelled { reason } | Change::Resumed { reason } => {
-            json!({ "reason": reason })
+    };
+    let mut existing = Vec::new();
+    for job in first.into_iter().chain(repeats) {
+        let id = job.request.payout_id().to_string();
+        // `remove`: a second accept of an id inserted by this statement is a duplicate.
+        if inserted.remove(&id) {
+            let record = PayoutRecord::accepted(job.request.clone(), owner);
+            let _ = job.reply.send(Ok(Accepted::Created(record)));
+        } else {
+            existing.push(job);
+        }
+    }
+    if existing.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = existing
+        .iter()
+        .map(|j| j.request.payout_id().to_string())
+        .collect();
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {COLUMNS} FROM payouts WHERE payout_id = ANY($1)")
+    });
+    let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(&ids)
+        .fetch_all(pool)
+        .await;
+    let records: Result<Vec<PayoutRecord>, JournalError> = match rows {
+        Ok(rows) => rows.iter().map(parse_row).collect(),
+        Err(e) => Err(unavailable(e)),
+    };
+    match records {
+        Ok(records) => {
+            for job in existing {
+                let found = records
+                    .iter()
+                    .find(|r| r.id() == job.request.payout_id())
+                    .cloned();
+                let answer = found
+                    .map(Accepted::Existing)
+                    .ok_or_else(|| JournalError::NotFound(job.request.payout_id().to_string()));
+                let _ = job.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            for job in existing {
+                let _ = job.reply.send(Err(e.clone()));
+            }
         }
     }
 }
 
-/// What happens to the previous envelope's log row with this change.
-fn envelope_status(change: &Change) -> Option<&'static str> {
-    match change {
-        Change::EnvelopeDead { .. } => Some("dead"),
-        Change::Confirmed { .. } => Some("applied"),
-        Change::Failed {
-            inclusion: Some(_), ..
-        } => Some("failed"),
-        _ => None,
-    }
+fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
+    let id: String = row.try_get("payout_id").map_err(unavailable)?;
+    let corrupt = |detail: String| JournalError::Corrupt {
+        id: id.clone(),
+        detail,
+    };
+    let get = |e: sqlx::Error| corrupt(e.to_string());
+    let request: serde_json::Value = row.try_get("request").map_err(get)?;
+    let raw: RawPayoutRequest =
+        serde_json::from_value(request).map_err(|e| corrupt(e.to_string()))?;
+    let request = raw.parse().map_err(|e| corrupt(e.to_string()))?;
+    let fp: Vec<u8> = row.try_get("fingerprint").map_err(get)?;
+    let fingerprint = Fingerprint(
+        fp.try_into()
+            .map_err(|_| corrupt("fingerprint length".into()))?,
+    );
+    let state: String = row.try_get("state").map_err(get)?;
+    let state =
+        PayoutState::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state}")))?;
+    let hash: Option<String> = row.try_get("tx_hash").map_err(get)?;
+    let op_index: Option<i32> = row.try_get("op_index").map_err(get)?;
+    let envelope = match hash {
+        None => None,
+        Some(h) => Some(EnvelopeRef {
+            hash: TxHash::from_hex(&h).ok_or_else(|| corrupt("tx_hash".into()))?,
+            op_index: u32::try_from(op_index.unwrap_or(0)).map_err(|e| corrupt(e.to_string()))?,
+        }),
+    };
+    let ledger: Option<i32> = row.try_get("ledger").map_err(get)?;
+    let fee_charged: Option<i64> = row.try_get("fee_charged").map_err(get)?;
+    Ok(PayoutRecord {
+        request,
+        fingerprint,
+        state,
+        version: row.try_get("version").map_err(get)?,
+        attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(get)?)
+            .map_err(|e| corrupt(e.to_string()))?,
+        reason: row.try_get("reason").map_err(get)?,
+        owner: row.try_get("owner").map_err(get)?,
+        envelope,
+        inclusion: match (ledger, fee_charged) {
+            (Some(l), Some(f)) => Some(Inclusion {
+                ledger: u32::try_from(l).map_err(|e| corrupt(e.to_string()))?,
+                fee_charged: f,
+            }),
+            _ => None,
+        },
+    })
+}
+
+fn parse_ready(row: &PgRow) -> Result<Ready, JournalError> {
+    parse_row(row).map(|r| Ready::of(&r))
+}
+
+fn account(text: &str, what: &str) -> Result<AccountId, JournalError> {
+    AccountId::parse(text).map_err(|e| JournalError::Corrupt {
+        id: what.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// `(kind, event kind, reason)` of a settlement step, as SETTLE_SQL takes it.
+fn settle_kind(step: &Step) -> Result<(&'static str, &'static str, Option<String>), JournalError> {
+    Ok(match step {
+        Step::Confirmed { .. } => ("confirmed", "confirmed", None),
+        Step::Failed { reason, .. } => ("failed", "failed", Some(reason.clone())),
+        Step::Requeued {
+            reason, park: None, ..
+        } => ("requeued", "requeued", Some(reason.clone())),
+        Step::Requeued {
+            park: Some(why), ..
+        } => ("parked", "parked", Some(why.clone())),
+        other => {
+            return Err(JournalError::Unavailable(format!(
+                "{} is not a settlement step",
+                other.event_kind()
+            )));
+        }
+    })
 }
 
 #[async_trait]
-impl Journal for PgJournal {
-    async fn accept(
-        &self,
-        request: &PayoutRequest,
-        fingerprint: Fingerprint,
-    ) -> Result<Accepted, JournalError> {
-        let raw = serde_json::to_value(request.raw())
-            .map_err(|e| JournalError::Unavailable(e.to_string()))?;
-        let id = request.payout_id().to_string();
-        let detail = serde_json::json!({ "fingerprint": fingerprint.to_hex() });
-        let fp = fingerprint.0.to_vec();
-        let row = self
-            .write(Box::new(move || {
-                sqlx::query(ACCEPT_SQL)
-                    .bind(id.clone())
-                    .bind(fp.clone())
-                    .bind(raw.clone())
-                    .bind(detail.clone())
-            }))
-            .await
-            .map_err(|e| JournalError::Unavailable(e.message))?;
-        let n: i64 = row.try_get("n").map_err(unavailable)?;
-        if n == 1 {
-            // Exactly what was inserted: no need to read it back.
-            return Ok(Accepted::Created(PayoutRecord {
+impl PayoutStore for PgJournal {
+    async fn accept(&self, request: &PayoutRequest, owner: &str) -> Result<Accepted, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.accepts
+            .send(AcceptJob {
                 request: request.clone(),
-                fingerprint,
-                state: PayoutState::Accepted,
-                version: 1,
-                attempt: 0,
-                reason: None,
-                channel: None,
-                envelope: None,
-                inclusion: None,
-                next_fee_stroops: None,
-            }));
-        }
-        let record = self
-            .load(request.payout_id())
-            .await?
-            .ok_or_else(|| JournalError::NotFound(request.payout_id().to_string()))?;
-        Ok(Accepted::Existing(record))
+                owner: owner.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| JournalError::Unavailable("journal writers stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| JournalError::Unavailable("journal writer dropped the accept".into()))?
     }
 
     async fn load(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, JournalError> {
@@ -464,154 +504,45 @@ impl Journal for PgJournal {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        row.as_ref().map(Self::parse_row).transpose()
+        row.as_ref().map(parse_row).transpose()
     }
 
     async fn apply(
         &self,
         current: &PayoutRecord,
-        change: &Change,
+        step: &Step,
     ) -> Result<PayoutRecord, JournalError> {
+        if !step.allowed_from(current) {
+            return Err(JournalError::Stale(current.id().to_string()));
+        }
         let mut next = current.clone();
-        change.apply_to(&mut next);
-        let id = current.id().to_string();
-        let expected = current.version;
-        let env = next.envelope.clone();
-        let new_envelope = matches!(change, Change::Prepared { .. });
-        let old_hash = current.envelope.as_ref().map(|e| e.hash.to_hex());
-        let status = envelope_status(change);
-        let kind = change.event_kind();
-        let detail = event_detail(change);
-        let releases = change.releases_channel();
-        let state = next.state.as_str();
-        let (version, attempt, reason) = (next.version, next.attempt as i32, next.reason.clone());
-        let channel = next.channel.map(|c| c.to_strkey());
-        let inclusion = next.inclusion;
-        let next_fee = next.next_fee_stroops.map(|f| f as i32);
-        let build = move || {
-            let env = env.as_ref();
-            sqlx::query(APPLY_SQL)
-                .bind(id.clone())
-                .bind(expected)
-                .bind(state)
-                .bind(version)
-                .bind(attempt)
-                .bind(reason.clone())
-                .bind(channel.clone())
-                .bind(env.map(|e| e.xdr.clone()))
-                .bind(env.map(|e| e.hash.to_hex()))
-                .bind(env.map(|e| e.source.to_strkey()))
-                .bind(env.map(|e| e.sequence))
-                .bind(env.map(|e| e.fee_stroops as i32))
-                .bind(env.map(|e| e.max_time as i64))
-                .bind(env.and_then(|e| e.ledger_bounds).map(|b| b.0 as i32))
-                .bind(env.and_then(|e| e.ledger_bounds).map(|b| b.1 as i32))
-                .bind(inclusion.map(|i| i.ledger as i32))
-                .bind(inclusion.map(|i| i.fee_charged))
-                .bind(next_fee)
-                .bind(kind)
-                .bind(detail.clone())
-                .bind(new_envelope)
-                .bind(status)
-                .bind(old_hash.clone())
-                .bind(releases)
-        };
-        let row = self
-            .write(Box::new(build))
+        step.apply_to(&mut next);
+        let row = sqlx::query(APPLY_SQL)
+            .bind(current.id().as_str())
+            .bind(current.version)
+            .bind(next.state.as_str())
+            .bind(next.version)
+            .bind(next.attempt as i32)
+            .bind(next.reason.clone())
+            .bind(next.owner.clone())
+            .bind(next.envelope.map(|e| e.hash.to_hex()))
+            .bind(next.envelope.map(|e| e.op_index as i32))
+            .bind(next.inclusion.map(|i| i.ledger as i32))
+            .bind(next.inclusion.map(|i| i.fee_charged))
+            .bind(step.event_kind())
+            .bind(step.detail())
+            .bind(self.outbox)
+            .fetch_one(&self.pool)
             .await
-            .map_err(|e| JournalError::Unavailable(e.message))?;
+            .map_err(unavailable)?;
         let n: i64 = row.try_get("n").map_err(unavailable)?;
         if n == 1 {
-            Ok(next)
-        } else {
-            match self.load(current.id()).await? {
-                Some(_) => Err(JournalError::Stale(current.id().to_string())),
-                None => Err(JournalError::NotFound(current.id().to_string())),
-            }
+            return Ok(next);
         }
-    }
-
-    async fn park(&self, id: &PayoutId, reason: &str) -> Result<(), JournalError> {
-        sqlx::query(
-            "WITH u AS (
-                UPDATE payouts SET state = 'parked', version = version + 1, reason = $2, updated_at = now()
-                WHERE payout_id = $1 AND state NOT IN ('confirmed', 'failed', 'cancelled')
-                RETURNING payout_id, version
-             ), ev AS (
-                INSERT INTO payout_events (payout_id, version, kind, state, detail)
-                SELECT payout_id, version, 'parked', 'parked', jsonb_build_object('reason', $2::text) FROM u
-             )
-             INSERT INTO outbox (event_id, payout_id, kind, payload)
-             SELECT payout_id || ':' || version, payout_id, 'parked', jsonb_build_object(
-                 'event_id', payout_id || ':' || version, 'payout_id', payout_id, 'kind', 'parked',
-                 'state', 'parked', 'version', version, 'detail', jsonb_build_object('reason', $2::text), 'at', now())
-             FROM u",
-        )
-        .bind(id.as_str())
-        .bind(reason)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn lease_channel(&self, id: &PayoutId) -> Result<Option<AccountId>, JournalError> {
-        // Two instances may race to lease for the same payout; the loser hits the unique
-        // `leased_to` constraint and simply reads the winner's lease on the second pass.
-        for _ in 0..2 {
-            let (payout, channels) = (id.to_string(), self.channels.clone());
-            let result = self
-                .write(Box::new(move || {
-                    sqlx::query(LEASE_SQL)
-                        .bind(payout.clone())
-                        .bind(channels.clone())
-                }))
-                .await;
-            match result {
-                Ok(row) => {
-                    let Some(text) = row
-                        .try_get::<Option<String>, _>("account")
-                        .map_err(unavailable)?
-                    else {
-                        return Ok(None);
-                    };
-                    let account = AccountId::parse(&text).map_err(|e| JournalError::Corrupt {
-                        id: id.to_string(),
-                        detail: format!("channel {e}"),
-                    })?;
-                    return Ok(Some(account));
-                }
-                Err(e) if e.unique_violation => continue,
-                Err(e) => return Err(JournalError::Unavailable(e.message)),
-            }
+        match self.load(current.id()).await? {
+            Some(_) => Err(JournalError::Stale(current.id().to_string())),
+            None => Err(JournalError::NotFound(current.id().to_string())),
         }
-        Err(JournalError::Unavailable("channel lease contention".into()))
-    }
-
-    async fn active_ids(
-        &self,
-        after: Option<&PayoutId>,
-        limit: u32,
-    ) -> Result<Vec<PayoutId>, JournalError> {
-        let rows = sqlx::query(
-            "SELECT payout_id FROM payouts
-             WHERE state IN ('accepted','prepared','submitted') AND payout_id > $1
-             ORDER BY payout_id LIMIT $2",
-        )
-        .bind(after.map(PayoutId::as_str).unwrap_or(""))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                let text: String = r.try_get("payout_id").map_err(unavailable)?;
-                PayoutId::parse(&text).map_err(|e| JournalError::Corrupt {
-                    id: text.clone(),
-                    detail: e.to_string(),
-                })
-            })
-            .collect()
     }
 
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
@@ -639,6 +570,337 @@ impl Journal for PgJournal {
                 })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl BatchStore for PgJournal {
+    async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError> {
+        let e = &batch.envelope;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let held = sqlx::query(
+            "SELECT 1 FROM channel_accounts WHERE account = $1 AND owner = $2 AND lease_epoch = $3 FOR UPDATE",
+        )
+        .bind(lease.account.to_strkey())
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if held.is_none() {
+            return Err(PrepareError::LeaseLost);
+        }
+        let ids: Vec<String> = batch
+            .members
+            .iter()
+            .map(|m| m.ready.id().to_string())
+            .collect();
+        let inserted = sqlx::query(
+            "INSERT INTO envelopes (tx_hash, source, sequence, fee, max_time, min_ledger, max_ledger,
+                                    built_ledger, envelope_xdr, member_ids, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'live')",
+        )
+        .bind(e.hash.to_hex())
+        .bind(e.source.to_strkey())
+        .bind(e.sequence)
+        .bind(e.fee_stroops as i32)
+        .bind(e.max_time as i64)
+        .bind(e.ledger_bounds.map(|b| b.0 as i32))
+        .bind(e.ledger_bounds.map(|b| b.1 as i32))
+        .bind(batch.built_ledger as i32)
+        .bind(&e.xdr)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(PrepareError::SequenceTaken);
+            }
+            Err(e) => return Err(unavailable(e).into()),
+        }
+        let versions: Vec<i64> = batch.members.iter().map(|m| m.ready.version).collect();
+        let indexes: Vec<i32> = batch.members.iter().map(|m| m.op_index as i32).collect();
+        let moved = sqlx::query(PREPARE_MEMBERS_SQL)
+            .bind(&ids)
+            .bind(&versions)
+            .bind(&indexes)
+            .bind(e.hash.to_hex())
+            .bind(self.outbox)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if moved.len() != ids.len() {
+            let moved: std::collections::HashSet<String> = moved
+                .iter()
+                .filter_map(|r| r.try_get::<String, _>("payout_id").ok())
+                .collect();
+            // Nothing of the batch may be journaled without all of it.
+            tx.rollback().await.map_err(unavailable)?;
+            let stale = batch
+                .members
+                .iter()
+                .map(|m| m.ready.id().clone())
+                .filter(|id| !moved.contains(id.as_str()))
+                .collect();
+            return Err(PrepareError::Stale(stale));
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn mark_submitted(
+        &self,
+        hash: &TxHash,
+        note: &str,
+    ) -> Result<Vec<PayoutId>, JournalError> {
+        let rows = sqlx::query(MARK_SUBMITTED_SQL)
+            .bind(hash.to_hex())
+            .bind(note)
+            .bind(self.outbox)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("payout_id").map_err(unavailable)?;
+                PayoutId::parse(&text).map_err(|e| JournalError::Corrupt {
+                    id: text.clone(),
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    async fn settle(
+        &self,
+        hash: &TxHash,
+        settlement: &Settlement,
+        owner: &str,
+    ) -> Result<Vec<PayoutRecord>, JournalError> {
+        let n = settlement.members.len();
+        let (mut ids, mut kinds, mut event_kinds, mut reasons, mut details) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (id, step) in &settlement.members {
+            let (kind, event_kind, reason) = settle_kind(step)?;
+            ids.push(id.to_string());
+            kinds.push(kind);
+            event_kinds.push(event_kind);
+            reasons.push(reason);
+            details.push(step.detail());
+        }
+        let inclusion = settlement.inclusion;
+        let rows = sqlx::query(SETTLE_SQL)
+            .bind(hash.to_hex())
+            .bind(settlement.status.as_str())
+            .bind(inclusion.map(|i| i.ledger as i32))
+            .bind(inclusion.map(|i| i.fee_charged))
+            .bind(&settlement.note)
+            .bind(&ids)
+            .bind(&kinds)
+            .bind(&event_kinds)
+            .bind(&reasons)
+            .bind(&details)
+            .bind(owner)
+            .bind(self.outbox)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(parse_row).collect()
+    }
+
+    async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT tx_hash, envelope_xdr, source, sequence, fee, max_time, min_ledger, max_ledger,
+                    built_ledger, member_ids
+             FROM envelopes WHERE source = $1 AND status = 'live' ORDER BY sequence",
+        )
+        .bind(channel.to_strkey())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut batches = Vec::with_capacity(rows.len());
+        for row in rows {
+            let hash_text: String = row.try_get("tx_hash").map_err(unavailable)?;
+            let corrupt = |detail: String| JournalError::Corrupt {
+                id: hash_text.clone(),
+                detail,
+            };
+            let hash = TxHash::from_hex(&hash_text).ok_or_else(|| corrupt("tx_hash".into()))?;
+            let min_ledger: Option<i32> = row.try_get("min_ledger").map_err(unavailable)?;
+            let max_ledger: Option<i32> = row.try_get("max_ledger").map_err(unavailable)?;
+            let source: String = row.try_get("source").map_err(unavailable)?;
+            let envelope = Envelope {
+                xdr: row.try_get("envelope_xdr").map_err(unavailable)?,
+                hash,
+                source: account(&source, &hash_text)?,
+                sequence: row.try_get("sequence").map_err(unavailable)?,
+                fee_stroops: u32::try_from(row.try_get::<i32, _>("fee").map_err(unavailable)?)
+                    .map_err(|e| corrupt(e.to_string()))?,
+                max_time: u64::try_from(row.try_get::<i64, _>("max_time").map_err(unavailable)?)
+                    .map_err(|e| corrupt(e.to_string()))?,
+                ledger_bounds: match (min_ledger, max_ledger) {
+                    (Some(a), Some(b)) => Some((a as u32, b as u32)),
+                    _ => None,
+                },
+            };
+            let built: i32 = row.try_get("built_ledger").map_err(unavailable)?;
+            let member_ids: Vec<String> = row.try_get("member_ids").map_err(unavailable)?;
+            let members = self
+                .load_many(&member_ids)
+                .await?
+                .into_iter()
+                .filter(|r| r.envelope.map(|e| e.hash) == Some(hash) && !r.state.is_terminal())
+                .map(|r| Member {
+                    op_index: r.envelope.map(|e| e.op_index).unwrap_or(0),
+                    ready: Ready::of(&r),
+                })
+                .collect();
+            batches.push(Batch {
+                envelope,
+                built_ledger: u32::try_from(built).unwrap_or(0),
+                members,
+            });
+        }
+        Ok(batches)
+    }
+}
+
+#[async_trait]
+impl ClusterStore for PgJournal {
+    async fn register_channels(&self, accounts: &[AccountId]) -> Result<(), JournalError> {
+        let accounts: Vec<String> = accounts.iter().map(AccountId::to_strkey).collect();
+        sqlx::query(
+            "INSERT INTO channel_accounts (account) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&accounts)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, instance: &str, ttl_ms: u64) -> Result<(), JournalError> {
+        sqlx::query(
+            "INSERT INTO instances (instance_id, heartbeat_at, expires_at)
+             VALUES ($1, now(), now() + $2 * interval '1 millisecond')
+             ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at",
+        )
+        .bind(instance)
+        .bind(ttl_ms as f64)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn retire(&self, instance: &str) -> Result<(), JournalError> {
+        sqlx::query(
+            "WITH i AS (UPDATE instances SET expires_at = now() WHERE instance_id = $1)
+             UPDATE channel_accounts SET owner = NULL WHERE owner = $1",
+        )
+        .bind(instance)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn claim_channel(
+        &self,
+        instance: &str,
+        account: &AccountId,
+        can_sign: bool,
+    ) -> Result<Option<ChannelLease>, JournalError> {
+        let row = sqlx::query(CLAIM_SQL)
+            .bind(instance)
+            .bind(account.to_strkey())
+            .bind(can_sign)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(match row {
+            Some(r) => Some(ChannelLease {
+                account: *account,
+                owner: instance.to_owned(),
+                epoch: r.try_get("lease_epoch").map_err(unavailable)?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn release_channel(&self, lease: &ChannelLease) -> Result<(), JournalError> {
+        sqlx::query(
+            "UPDATE channel_accounts SET owner = NULL WHERE account = $1 AND owner = $2 AND lease_epoch = $3",
+        )
+        .bind(lease.account.to_strkey())
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT c.account, c.owner,
+                    EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = c.owner AND i.expires_at > now()) AS alive,
+                    (SELECT count(*) FROM envelopes e WHERE e.source = c.account AND e.status = 'live') AS open
+             FROM channel_accounts c ORDER BY c.account",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("account").map_err(unavailable)?;
+                Ok(ChannelInfo {
+                    account: account(&text, &text)?,
+                    owner: r.try_get("owner").map_err(unavailable)?,
+                    owner_alive: r.try_get("alive").map_err(unavailable)?,
+                    open_envelopes: r.try_get::<i64, _>("open").map_err(unavailable)? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        let rows = sqlx::query(ADOPT_SQL)
+            .bind(instance)
+            .bind(i64::from(limit))
+            .bind(self.outbox)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(parse_ready).collect()
+    }
+
+    async fn ready_of(
+        &self,
+        owner: &str,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<Ready>, JournalError> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {COLUMNS} FROM payouts WHERE state = 'accepted' AND owner = $1 AND payout_id > $2
+                 ORDER BY payout_id LIMIT $3"
+            )
+        });
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(owner)
+            .bind(after.map(PayoutId::as_str).unwrap_or(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(parse_ready).collect()
     }
 }
 

@@ -13,7 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod bench;
 pub mod config;
 pub mod csv_submit;
 pub mod http;

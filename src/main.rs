@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use payoutd::app::{Application, database};
 use payoutd::config::Settings;
 use payoutd_actors::domain::PayoutId;
-use payoutd_actors::ports::Journal;
+use payoutd_actors::ports::PayoutStore;
 
 #[derive(Parser)]
 #[command(
@@ -39,54 +39,6 @@ enum Command {
     Simulator(payoutd_simulator::StandaloneArgs),
     /// Submit every row of a CSV file to a running payoutd over its HTTP API.
     Submit(payoutd::csv_submit::SubmitArgs),
-    /// Print performance figures (in-process; see src/bench.rs).
-    #[command(subcommand)]
-    Bench(Bench),
-}
-
-#[derive(Subcommand)]
-enum Bench {
-    /// Duplicate messages per second absorbed by one live actor.
-    Dups {
-        #[arg(long, default_value_t = 1_000_000)]
-        messages: u64,
-        #[arg(long, default_value_t = 8)]
-        concurrency: u64,
-    },
-    /// Payouts accept → confirmed with passivation on, then peak RSS.
-    Payouts {
-        #[arg(long, default_value_t = 100_000)]
-        count: u64,
-        #[arg(long, default_value_t = 64)]
-        concurrency: u64,
-        #[arg(long, default_value_t = 64)]
-        channels: u32,
-        /// Idle time before an actor passivates, in milliseconds.
-        #[arg(long, default_value_t = 200)]
-        idle_ms: u64,
-        /// "memory" or "postgres" (a private cluster with fsync on, in a temp folder).
-        #[arg(long, default_value = "postgres")]
-        journal: String,
-        /// Batch journal writes per transaction (experimental; off by default).
-        #[arg(long)]
-        group_commit: bool,
-    },
-    /// The simulator-backed pipeline: PostgreSQL, the Stellar adapter over HTTP, the simulator.
-    Pipeline {
-        #[arg(long, default_value_t = 5_000)]
-        count: u64,
-        #[arg(long, default_value_t = 64)]
-        concurrency: u64,
-        #[arg(long, default_value_t = 64)]
-        channels: u32,
-    },
-    /// HTTP requests per second for new payouts and for duplicates (the whole application).
-    Http {
-        #[arg(long, default_value_t = 5_000)]
-        count: u64,
-        #[arg(long, default_value_t = 32)]
-        concurrency: u64,
-    },
 }
 
 fn load_settings(cli: &Cli) -> Result<Settings, String> {
@@ -135,9 +87,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let settings = load_settings(&cli)?;
             let id = PayoutId::parse(id).map_err(|e| e.to_string())?;
             let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
-            let journal = payoutd::journal::PgJournal::new(pool, &[])
-                .await
-                .map_err(|e| e.to_string())?;
+            let journal = payoutd::journal::PgJournal::new(pool).await;
             let Some(record) = journal.load(&id).await.map_err(|e| e.to_string())? else {
                 eprintln!("payout {id} not found");
                 return Ok(ExitCode::from(3));
@@ -150,84 +100,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Bench(bench)) => run_bench(bench).await,
         Some(Command::Submit(args)) => Ok(payoutd::csv_submit::run_cli(args).await),
         Some(Command::Serve) | None => serve(&cli).await,
     }
-}
-
-async fn run_bench(bench: &Bench) -> Result<ExitCode, String> {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
-    match bench {
-        Bench::Dups {
-            messages,
-            concurrency,
-        } => payoutd::bench::dups(*messages, (*concurrency).max(1)).await?,
-        Bench::Pipeline {
-            count,
-            concurrency,
-            channels,
-        } => payoutd::bench::pipeline(*count, (*concurrency).max(1), *channels).await?,
-        Bench::Http { count, concurrency } => {
-            payoutd::bench::http(*count, (*concurrency).max(1)).await?
-        }
-        Bench::Payouts {
-            count,
-            concurrency,
-            channels,
-            idle_ms,
-            journal,
-            group_commit,
-        } => {
-            let chans = payoutd::bench::channels(*channels);
-            match journal.as_str() {
-                "memory" => {
-                    let j = payoutd::bench::memory_journal(&chans);
-                    payoutd::bench::payouts(
-                        j,
-                        "in-memory",
-                        *count,
-                        (*concurrency).max(1),
-                        *idle_ms,
-                        &chans,
-                    )
-                    .await?
-                }
-                "postgres" => {
-                    let (pg, pool, dir) = payoutd::bench::bench_postgres().await?;
-                    let naive = payoutd::bench::naive_commit_rate(&pool, 20_000, 16).await?;
-                    println!(
-                        "plain PostgreSQL here, one commit per write (16 connections, fsync on): {naive:.0} commits/s"
-                    );
-                    let group = group_commit.then(payoutd::journal::GroupCommit::default);
-                    let j = std::sync::Arc::new(
-                        payoutd::journal::PgJournal::with_group_commit(pool, &chans, group)
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    );
-                    let label = if group.is_some() {
-                        "PostgreSQL, fsync on, group commit"
-                    } else {
-                        "PostgreSQL, fsync on, one commit per step"
-                    };
-                    let result = payoutd::bench::payouts(
-                        j,
-                        label,
-                        *count,
-                        (*concurrency).max(1),
-                        *idle_ms,
-                        &chans,
-                    )
-                    .await;
-                    drop(pg);
-                    let _ = std::fs::remove_dir_all(&dir);
-                    result?
-                }
-                other => return Err(format!("unknown journal {other:?}: use memory or postgres")),
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(cli: &Cli) -> Result<ExitCode, String> {

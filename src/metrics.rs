@@ -1,144 +1,196 @@
-//! Renders the core's counters in the Prometheus text exposition format.
+//! The Prometheus text rendering of the core's metrics (`GET /metrics`): a table of
+//! counters and gauges, then the labelled counters and the histograms.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use payoutd_actors::metrics::Metrics;
+use payoutd_actors::metrics::{Histogram, Metrics};
 
-fn line(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+enum Value<'a> {
+    Counter(&'a AtomicU64),
+    Gauge(&'a AtomicI64),
+}
+
+/// (name, help, value) of every plain counter and gauge.
+fn table(m: &Metrics) -> Vec<(&'static str, &'static str, Value<'_>)> {
+    use Value::{Counter as C, Gauge as G};
+    vec![
+        (
+            "payoutd_payouts_accepted_total",
+            "New payouts stored.",
+            C(&m.accepted),
+        ),
+        (
+            "payoutd_duplicates_total",
+            "Duplicate submissions answered without a write.",
+            C(&m.duplicates),
+        ),
+        (
+            "payoutd_conflicts_total",
+            "Submissions refused: same id, other content.",
+            C(&m.conflicts),
+        ),
+        (
+            "payoutd_payouts_confirmed_total",
+            "Payouts paid (their transaction applied).",
+            C(&m.confirmed),
+        ),
+        (
+            "payoutd_payouts_failed_total",
+            "Payouts failed for good (their payment refused by the ledger).",
+            C(&m.failed),
+        ),
+        (
+            "payoutd_payouts_parked_total",
+            "Payouts parked for an operator.",
+            C(&m.parked),
+        ),
+        (
+            "payoutd_payouts_cancelled_total",
+            "Payouts cancelled before an envelope existed.",
+            C(&m.cancelled),
+        ),
+        (
+            "payoutd_payouts_requeued_total",
+            "Payouts back in the queue after their envelope ended unpaid.",
+            C(&m.requeued),
+        ),
+        (
+            "payoutd_payouts_adopted_total",
+            "Accepted payouts taken over from instances that are gone.",
+            C(&m.adopted),
+        ),
+        (
+            "payoutd_envelopes_built_total",
+            "Transaction envelopes journaled.",
+            C(&m.envelopes_built),
+        ),
+        (
+            "payoutd_envelopes_dead_total",
+            "Envelopes proven dead (never applied, never will).",
+            C(&m.envelopes_dead),
+        ),
+        (
+            "payoutd_envelopes_closed_total",
+            "Envelopes that could no longer apply before their fate was proven.",
+            C(&m.envelopes_closed),
+        ),
+        (
+            "payoutd_submissions_total",
+            "Envelope submissions sent.",
+            C(&m.submissions),
+        ),
+        (
+            "payoutd_actor_restarts_total",
+            "Payout actors restarted after a failure.",
+            C(&m.actor_restarts),
+        ),
+        (
+            "payoutd_actors_spawned_total",
+            "Payout actors started.",
+            C(&m.actors_spawned),
+        ),
+        (
+            "payoutd_overloaded_total",
+            "Requests refused at the live-actor bound.",
+            C(&m.overloaded),
+        ),
+        (
+            "payoutd_channel_worker_restarts_total",
+            "Channel workers restarted after a failure.",
+            C(&m.worker_restarts),
+        ),
+        (
+            "payoutd_queue_spilled_total",
+            "Accepted payouts left in the journal for lack of room in the queue.",
+            C(&m.spilled),
+        ),
+        (
+            "payoutd_live_actors",
+            "Payout actors alive.",
+            G(&m.live_actors),
+        ),
+        (
+            "payoutd_ready_queue",
+            "Accepted payouts waiting in memory for a batch.",
+            G(&m.ready_queue),
+        ),
+        (
+            "payoutd_channels_running",
+            "Channel accounts this instance drives.",
+            G(&m.channels_running),
+        ),
+        (
+            "payoutd_channels_busy",
+            "Channels with an envelope that may still apply.",
+            G(&m.channels_busy),
+        ),
+        (
+            "payoutd_channels_disabled",
+            "Channels that stopped building envelopes (see /readyz).",
+            G(&m.channels_disabled),
+        ),
+        (
+            "payoutd_envelopes_unresolved",
+            "Envelopes that can no longer apply, whose fate is not proven yet.",
+            G(&m.envelopes_unresolved),
+        ),
+    ]
+}
+
+fn histogram<const N: usize>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    h: &Histogram<N>,
+    unit_divisor: Option<u64>,
+) {
+    let (buckets, count, sum) = h.snapshot();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let show = |v: u64| match unit_divisor {
+        Some(d) => format!("{}.{:03}", v / d, v % d),
+        None => v.to_string(),
+    };
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", show(bound));
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", show(sum));
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 pub fn render_prometheus(m: &Metrics) -> String {
-    let mut out = String::with_capacity(4096);
-    let c = |x: &std::sync::atomic::AtomicU64| Metrics::get(x);
-    line(
-        &mut out,
-        "payoutd_payouts_accepted_total",
-        "counter",
-        "New payouts stored.",
-        c(&m.accepted),
-    );
-    line(
-        &mut out,
-        "payoutd_duplicates_total",
-        "counter",
-        "Requests recognised as duplicates (no write).",
-        c(&m.duplicates),
-    );
-    line(
-        &mut out,
-        "payoutd_conflicts_total",
-        "counter",
-        "Requests refused: same id, different content.",
-        c(&m.conflicts),
-    );
-    line(
-        &mut out,
-        "payoutd_payouts_confirmed_total",
-        "counter",
-        "Payouts applied on the ledger.",
-        c(&m.confirmed),
-    );
-    line(
-        &mut out,
-        "payoutd_payouts_failed_total",
-        "counter",
-        "Payouts failed for good.",
-        c(&m.failed),
-    );
-    line(
-        &mut out,
-        "payoutd_payouts_parked_total",
-        "counter",
-        "Payouts parked for an operator.",
-        c(&m.parked),
-    );
-    line(
-        &mut out,
-        "payoutd_payouts_cancelled_total",
-        "counter",
-        "Payouts cancelled.",
-        c(&m.cancelled),
-    );
-    line(
-        &mut out,
-        "payoutd_envelopes_built_total",
-        "counter",
-        "Transaction envelopes built and journaled.",
-        c(&m.envelopes_built),
-    );
-    line(
-        &mut out,
-        "payoutd_submissions_total",
-        "counter",
-        "Envelope submissions to the ledger.",
-        c(&m.submissions),
-    );
-    line(
-        &mut out,
-        "payoutd_actor_restarts_total",
-        "counter",
-        "Payout actors restarted after a failure.",
-        c(&m.actor_restarts),
-    );
-    line(
-        &mut out,
-        "payoutd_overloaded_total",
-        "counter",
-        "Requests refused at the live-actor bound.",
-        c(&m.overloaded),
-    );
-    line(
-        &mut out,
-        "payoutd_live_actors",
-        "gauge",
-        "Payout actors alive.",
-        m.live_actors.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    line(
-        &mut out,
-        "payoutd_in_flight",
-        "gauge",
-        "Payouts being driven now.",
-        m.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-    );
+    let mut out = String::new();
+    for (name, help, value) in table(m) {
+        let (kind, v) = match value {
+            Value::Counter(c) => ("counter", c.load(Ordering::Relaxed) as i64),
+            Value::Gauge(g) => ("gauge", g.load(Ordering::Relaxed)),
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
     let _ = writeln!(
         out,
-        "# HELP payoutd_ledger_outcomes_total Ledger answers by outcome code.\n# TYPE payoutd_ledger_outcomes_total counter"
+        "# HELP payoutd_ledger_outcomes_total Ledger answers by outcome code (unknown codes count as other).\n# TYPE payoutd_ledger_outcomes_total counter"
     );
     for (code, n) in m.ledger_outcomes() {
-        let _ = writeln!(
-            out,
-            "payoutd_ledger_outcomes_total{{code=\"{}\"}} {n}",
-            code.replace(['"', '\\', '\n'], "_")
-        );
+        let _ = writeln!(out, "payoutd_ledger_outcomes_total{{code=\"{code}\"}} {n}");
     }
-    let (buckets, count, sum_ms) = m.submit_latency();
-    let _ = writeln!(
-        out,
-        "# HELP payoutd_submit_latency_seconds Time of one envelope submission.\n# TYPE payoutd_submit_latency_seconds histogram"
+    histogram(
+        &mut out,
+        "payoutd_submit_latency_seconds",
+        "Time of one envelope submission.",
+        &m.submit_latency_ms,
+        Some(1000),
     );
-    for (le_ms, n) in buckets {
-        let _ = writeln!(
-            out,
-            "payoutd_submit_latency_seconds_bucket{{le=\"{}.{:03}\"}} {n}",
-            le_ms / 1000,
-            le_ms % 1000
-        );
-    }
-    let _ = writeln!(
-        out,
-        "payoutd_submit_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+    histogram(
+        &mut out,
+        "payoutd_batch_size",
+        "Payouts per journaled envelope.",
+        &m.batch_size,
+        None,
     );
-    let _ = writeln!(
-        out,
-        "payoutd_submit_latency_seconds_sum {}.{:03}",
-        sum_ms / 1000,
-        sum_ms % 1000
-    );
-    let _ = writeln!(out, "payoutd_submit_latency_seconds_count {count}");
     out
 }

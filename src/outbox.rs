@@ -1,18 +1,20 @@
-//! The outbox publisher: copies the journal's `outbox` rows (payout state changes, written
-//! in the same statement as the change) to JetStream, at least once, and marks them
-//! published.
+//! The outbox publisher: copies the journal's `outbox` rows (each names a payout event,
+//! written in the same statement as the state change) to JetStream, at least once, marks
+//! them published, and prunes published rows after `outbox_retention_ms`.
 //!
-//! One round: in a transaction, claim up to `batch_max` unpublished rows in id order with
-//! `FOR UPDATE SKIP LOCKED` (several instances can run side by side, each taking other
-//! rows), publish each row's `payload` to `<subject_prefix>.<payout id>` with the header
-//! `Nats-Msg-Id: <event_id>`, await the stream's acknowledgements, set `published_at` on the
-//! acknowledged rows and commit. A crash between the publish and the commit republishes the
-//! same event id: the stream drops it if it arrives within `duplicate_window_ms`, and
+//! One publisher at a time in the whole cluster: it holds a PostgreSQL advisory lock on a
+//! connection of its own (released if that connection or its instance dies, then another
+//! instance takes over). One round: read up to `batch_max` unpublished rows in id order,
+//! publish each event (payload built from the event row) to `<subject_prefix>.<payout id>`
+//! with the header `Nats-Msg-Id: <event_id>`, await the stream's acknowledgements, and set
+//! `published_at` on the acknowledged rows. A crash between the publish and the mark
+//! republishes the same event id: the stream drops it within `duplicate_window_ms`, and
 //! consumers deduplicate on `event_id` (or `payout_id` + `version`) beyond that.
 //!
-//! Order: events of one batch are sent in id order on one connection; across batches,
-//! retries and instances, a later event of a payout may land before an earlier one, so
-//! consumers order by `version`.
+//! Order: a payout's events are written one after the other (each step waits for the
+//! previous one's commit), so their outbox ids grow with their version; one publisher
+//! sending in id order therefore publishes every payout's events in version order, across
+//! instances. A retry after a failed publish sends the rest again in the same order.
 //!
 //! Subjects: a payout id (`[A-Za-z0-9._:-]`, 1–64 characters) becomes one subject token.
 //! `:`, `-` and `_` are legal inside a NATS token and stay; `.` separates tokens, and ids
@@ -63,6 +65,9 @@ pub struct OutboxSettings {
     pub poll_interval_ms: u64,
     /// Rows claimed and published per round, at most.
     pub batch_max: u32,
+    /// Published rows are deleted this long after publication, in milliseconds (the event
+    /// log keeps every event for good; the outbox is only the delivery queue).
+    pub outbox_retention_ms: u64,
 }
 
 impl Default for OutboxSettings {
@@ -75,6 +80,7 @@ impl Default for OutboxSettings {
             duplicate_window_ms: 120_000,
             poll_interval_ms: 500,
             batch_max: 256,
+            outbox_retention_ms: 24 * 3_600 * 1_000,
         }
     }
 }
@@ -170,21 +176,48 @@ pub async fn ensure_events_stream(
         .map(|_| ())
 }
 
-/// One round: claims, publishes and marks up to `batch_max` rows. Returns how many were
-/// published. On a publish failure the rows acknowledged before it are still marked (and
-/// committed), the rest stay for the next round, and the error is returned.
+/// The advisory lock that makes one instance the publisher (an arbitrary constant: "pyd-out").
+const PUBLISHER_LOCK: i64 = 0x0070_7964_2d6f_7574;
+
+/// How often published rows older than the retention are deleted, in milliseconds.
+const PRUNE_INTERVAL_MS: u64 = 60_000;
+
+/// The JSON of one event, as consumers receive it.
+fn event_payload(
+    row: &sqlx::postgres::PgRow,
+) -> Result<(i64, String, String, String), sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    let event_id: String = row.try_get("event_id")?;
+    let payout_id: String = row.try_get("payout_id")?;
+    let detail: serde_json::Value = row.try_get("detail")?;
+    let payload = serde_json::json!({
+        "event_id": event_id,
+        "payout_id": payout_id,
+        "kind": row.try_get::<String, _>("kind")?,
+        "state": row.try_get::<String, _>("state")?,
+        "version": row.try_get::<i64, _>("version")?,
+        "detail": detail,
+        "at": row.try_get::<String, _>("at")?,
+    });
+    Ok((id, event_id, payout_id, payload.to_string()))
+}
+
+/// One round on the publisher's connection: publishes and marks up to `batch_max` rows.
+/// Returns how many were published. On a publish failure the rows acknowledged before it
+/// are still marked, the rest stay for the next round, and the error is returned.
 pub async fn publish_batch(
     js: &jetstream::Context,
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     settings: &OutboxSettings,
 ) -> Result<usize, OutboxError> {
-    let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT id, event_id, payout_id, payload::text AS payload FROM outbox
-         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "SELECT o.id, o.event_id, o.payout_id, e.version, e.kind, e.state, e.detail,
+                to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at
+         FROM outbox o JOIN payout_events e ON e.payout_id = o.payout_id AND e.version = o.version
+         WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
     )
     .bind(i64::from(settings.batch_max))
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     if rows.is_empty() {
         return Ok(0);
@@ -192,10 +225,7 @@ pub async fn publish_batch(
     // Send every publish first, then await the acks: one round trip per batch, not per row.
     let mut sent = Vec::with_capacity(rows.len());
     for row in &rows {
-        let id: i64 = row.try_get("id")?;
-        let event_id: String = row.try_get("event_id")?;
-        let payout_id: String = row.try_get("payout_id")?;
-        let payload: String = row.try_get("payload")?;
+        let (id, event_id, payout_id, payload) = event_payload(row)?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
         let subject = event_subject(&settings.subject_prefix, &payout_id);
@@ -207,6 +237,11 @@ pub async fn publish_batch(
     let mut published = Vec::with_capacity(sent.len());
     let mut failure = None;
     for (id, event_id, ack) in sent {
+        // After a failure, later events of the same payout must not be marked ahead of it:
+        // stop marking at the first failure (they are sent again, in order, next round).
+        if failure.is_some() {
+            break;
+        }
         let result = match ack {
             Ok(pending) => pending.await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -217,21 +252,32 @@ pub async fn publish_batch(
                 published.push(id);
             }
             Err(detail) => {
-                failure.get_or_insert(OutboxError::Publish { event_id, detail });
+                failure = Some(OutboxError::Publish { event_id, detail });
             }
         }
     }
     if !published.is_empty() {
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
             .bind(&published)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-        tx.commit().await?;
     }
     match failure {
         Some(e) => Err(e),
         None => Ok(published.len()),
     }
+}
+
+/// Deletes published rows older than the retention. Returns how many.
+pub async fn prune(conn: &mut sqlx::PgConnection, retention_ms: u64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM outbox WHERE published_at IS NOT NULL
+           AND published_at < now() - $1 * interval '1 millisecond'",
+    )
+    .bind(retention_ms as f64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Starts the publisher on its own task (see [`run_publisher`]).
@@ -287,11 +333,34 @@ async fn publish_until_stopped(
     backoff: &mut Backoff,
 ) -> Result<(), OutboxError> {
     ensure_events_stream(js, outbox).await?;
-    info!(stream = %outbox.events_stream, "outbox publisher ready");
+    // A connection of its own, never returned to the pool (the lock lives as long as it).
+    let mut conn = pool.acquire().await?.detach();
+    loop {
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(PUBLISHER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if held {
+            break;
+        }
+        // Another instance publishes; take over when it is gone.
+        if sleep_or_stop(outbox.poll_interval_ms, shutdown).await {
+            return Ok(());
+        }
+    }
+    info!(stream = %outbox.events_stream, "outbox publisher ready (this instance publishes)");
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
         // A round is not interrupted: it is bounded by the publish-ack timeout.
-        let n = publish_batch(js, pool, outbox).await?;
+        let n = publish_batch(js, &mut conn, outbox).await?;
         backoff.reset();
+        if pruned_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(PRUNE_INTERVAL_MS)) {
+            pruned_at = Some(std::time::Instant::now());
+            let gone = prune(&mut conn, outbox.outbox_retention_ms).await?;
+            if gone > 0 {
+                debug!(rows = gone, "published outbox rows pruned");
+            }
+        }
         if is_stopped(shutdown) {
             return Ok(());
         }

@@ -66,6 +66,15 @@ impl PayoutId {
                 "may contain only letters, digits and . _ : -",
             ));
         }
+        // A valid `S…` seed as an id would be logged in every span and published in every
+        // event subject: refuse it the way a seed is refused as a destination.
+        if matches!(strkey::decode(text), Ok((strkey::VERSION_SEED, _))) {
+            return Err(ValidationError::new(
+                "payout_id",
+                "payout_id_is_secret",
+                "is a secret seed (S…); never send a secret key to anyone — choose another payout id",
+            ));
+        }
         Ok(Self(text.to_owned()))
     }
 
@@ -442,17 +451,22 @@ impl RawMemo {
         }
     }
 
-    fn from_memo(memo: &Memo) -> Option<Self> {
+    fn from_memo(memo: &Memo) -> Self {
         let (kind, value) = match memo {
-            Memo::None => return None,
+            Memo::None => {
+                return Self {
+                    kind: "none".to_owned(),
+                    value: None,
+                };
+            }
             Memo::Text(t) => ("text", t.clone()),
             Memo::Id(id) => ("id", id.to_string()),
             Memo::Hash(h) => ("hash", hex::encode(h)),
         };
-        Some(Self {
+        Self {
             kind: kind.to_owned(),
             value: Some(value),
-        })
+        }
     }
 }
 
@@ -477,10 +491,7 @@ impl RawPayoutRequest {
             destination: Destination::parse(&self.destination)?,
             asset: Asset::parse(&self.asset)?,
             amount: Amount::parse(&self.amount)?,
-            memo: match &self.memo {
-                Some(m) => m.parse()?,
-                None => Memo::None,
-            },
+            memo: self.memo.as_ref().map(RawMemo::parse).transpose()?,
         })
     }
 }
@@ -492,7 +503,9 @@ pub struct PayoutRequest {
     destination: Destination,
     asset: Asset,
     amount: Amount,
-    memo: Memo,
+    /// `None`: the caller gave no memo, payoutd chooses one that names the payout (or its
+    /// batch). `Some(Memo::None)`: the caller asked for no memo on the transaction.
+    memo: Option<Memo>,
 }
 
 impl PayoutRequest {
@@ -501,7 +514,7 @@ impl PayoutRequest {
         destination: Destination,
         asset: Asset,
         amount: Amount,
-        memo: Memo,
+        memo: Option<Memo>,
     ) -> Self {
         Self {
             payout_id,
@@ -524,8 +537,9 @@ impl PayoutRequest {
     pub fn amount(&self) -> Amount {
         self.amount
     }
-    pub fn memo(&self) -> &Memo {
-        &self.memo
+    /// The caller's memo, if the caller gave one (`Some(Memo::None)`: explicitly none).
+    pub fn memo(&self) -> Option<&Memo> {
+        self.memo.as_ref()
     }
 
     /// The canonical text the fingerprint hashes: one field per line, canonical forms, so
@@ -537,7 +551,13 @@ impl PayoutRequest {
             self.destination,
             self.asset,
             self.amount.stroops(),
-            self.memo.canonical()
+            // Absent keeps the form it always had; an explicit "none" is another request
+            // (it asks for a transaction without a memo).
+            match &self.memo {
+                None => "none".to_owned(),
+                Some(Memo::None) => "none:explicit".to_owned(),
+                Some(m) => m.canonical(),
+            }
         )
     }
 
@@ -552,7 +572,7 @@ impl PayoutRequest {
             destination: self.destination.to_strkey(),
             asset: self.asset.to_string(),
             amount: self.amount.to_string(),
-            memo: RawMemo::from_memo(&self.memo),
+            memo: self.memo.as_ref().map(RawMemo::from_memo),
         }
     }
 }
@@ -588,6 +608,34 @@ mod tests {
             amount: amount.into(),
             memo: None,
         }
+    }
+
+    #[test]
+    fn a_seed_is_not_a_payout_id() {
+        let seed = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
+        let err = PayoutId::parse(seed).unwrap_err();
+        assert_eq!(err.code, "payout_id_is_secret");
+        assert!(!err.to_string().contains(seed));
+        // Seed-shaped but with a broken checksum: an ordinary (if odd) id.
+        assert!(
+            PayoutId::parse("SBGWKM3CD4IL47QN6X54N6Y33T3JDNVI6AIJ6CD5IM47HG3IG4O36XCX").is_ok()
+        );
+    }
+
+    #[test]
+    fn explicit_none_memo_is_another_request_than_no_memo() {
+        let mut r = raw("p-1", DEST, "native", "1");
+        let absent = r.parse().unwrap();
+        assert_eq!(absent.memo(), None);
+        r.memo = Some(RawMemo {
+            kind: "none".into(),
+            value: None,
+        });
+        let none = r.parse().unwrap();
+        assert_eq!(none.memo(), Some(&Memo::None));
+        assert_ne!(absent.fingerprint(), none.fingerprint());
+        assert_eq!(none.raw().parse().unwrap(), none);
+        assert_eq!(absent.raw().parse().unwrap(), absent);
     }
 
     #[test]
@@ -816,7 +864,7 @@ mod tests {
                     Destination::parse(DEST).unwrap(),
                     Asset::Native,
                     Amount::from_stroops(stroops).unwrap(),
-                    Memo::Id(memo),
+                    Some(Memo::Id(memo)),
                 );
                 let back = req.raw().parse().unwrap();
                 prop_assert_eq!(back.fingerprint(), req.fingerprint());

@@ -1,30 +1,81 @@
-//! In-memory journal and ledger for fast unit tests of the actors and for the in-process
-//! benchmark. Never a substitute for Postgres or the simulator in integration tests.
+//! In-memory journal and ledger: test support for fast unit and property tests of the core,
+//! and the ledger of the in-process benchmark (behind the `test-support` feature, never in
+//! the service). Never a substitute for PostgreSQL or the simulator in integration tests.
+//!
+//! `MemJournal` keeps the Postgres journal's rules (fencing by version, steps allowed per
+//! state, batches all or nothing, lease epochs, at most one non-dead envelope per channel
+//! sequence); `MemLedger` keeps Stellar's (sequence numbers, time bounds by ledger close
+//! time, one transaction per source per ledger, atomic transactions, the duplicate rule)
+//! and can be told to lose answers, refuse, fail operations, lag and forget history.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest};
-use crate::ports::{
-    Accepted, Change, Envelope, Inclusion, Journal, JournalError, Ledger, LedgerError, LedgerHead,
-    Lookup, PayoutEvent, PayoutRecord, PayoutState, SubmitOutcome, TxHash, TxSpec,
+use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
+use crate::ports::journal::{
+    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, JournalError, Member,
+    PayoutStore, PrepareError, Ready, Settlement,
 };
+use crate::ports::ledger::{
+    Coverage, Envelope, Inclusion, Ledger, LedgerError, LedgerHead, Lookup, OpSpec, SequenceRead,
+    SubmitOutcome, TxHash, TxSpec,
+};
+use crate::state::{EnvelopeRef, PayoutEvent, PayoutRecord, PayoutState, Step};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Tests only: a poisoned lock means another test thread panicked; the data is still usable.
+    // Test support only: a poisoned lock means another test thread panicked; the data is
+    // still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct EnvelopeRow {
+    batch: Batch,
+    status: &'static str,
 }
 
 #[derive(Default)]
 struct JournalInner {
     payouts: BTreeMap<PayoutId, PayoutRecord>,
     events: HashMap<PayoutId, Vec<PayoutEvent>>,
-    /// channel → payout holding it
-    leases: BTreeMap<AccountId, Option<PayoutId>>,
+    envelopes: BTreeMap<TxHash, EnvelopeRow>,
+    /// channel → (owner, epoch, owner can sign)
+    channels: BTreeMap<AccountId, (Option<String>, i64, bool)>,
+    /// instance → heartbeat expiry
+    instances: HashMap<String, Instant>,
+}
+
+impl JournalInner {
+    fn alive(&self, instance: &str) -> bool {
+        self.instances
+            .get(instance)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    fn event(&mut self, record: &PayoutRecord, kind: &str, detail: serde_json::Value) {
+        self.events
+            .entry(record.id().clone())
+            .or_default()
+            .push(PayoutEvent {
+                version: record.version,
+                kind: kind.to_owned(),
+                state: record.state,
+                detail,
+                at: String::new(),
+            });
+    }
+
+    fn step(&mut self, id: &PayoutId, step: &Step) -> Option<PayoutRecord> {
+        let record = self.payouts.get_mut(id)?;
+        step.apply_to(record);
+        let record = record.clone();
+        self.event(&record, step.event_kind(), step.detail());
+        Some(record)
+    }
 }
 
 /// A journal in a `Mutex`. Counts writes so tests can assert "no write for a duplicate".
@@ -37,19 +88,8 @@ pub struct MemJournal {
 }
 
 impl MemJournal {
-    pub fn with_channels(channels: &[AccountId]) -> Self {
-        let j = Self::default();
-        lock(&j.inner).leases = channels.iter().map(|c| (*c, None)).collect();
-        j
-    }
-
-    /// The channel leased to this payout, if any (ignores outages: for tests' checks).
-    pub fn lease_of(&self, id: &PayoutId) -> Option<AccountId> {
-        lock(&self.inner)
-            .leases
-            .iter()
-            .find(|(_, holder)| holder.as_ref() == Some(id))
-            .map(|(channel, _)| *channel)
+    pub fn new() -> Self {
+        Self::default()
     }
 
     fn check(&self) -> Result<(), JournalError> {
@@ -60,55 +100,47 @@ impl MemJournal {
         }
     }
 
-    fn event(
-        inner: &mut JournalInner,
-        record: &PayoutRecord,
-        kind: &str,
-        detail: serde_json::Value,
-    ) {
-        inner
-            .events
-            .entry(record.id().clone())
-            .or_default()
-            .push(PayoutEvent {
-                version: record.version,
-                kind: kind.to_owned(),
-                state: record.state,
-                detail,
-                at: String::new(),
-            });
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Every payout (for tests' checks; ignores outages).
+    pub fn all(&self) -> Vec<PayoutRecord> {
+        lock(&self.inner).payouts.values().cloned().collect()
+    }
+
+    /// Every journaled envelope with its status (for tests' checks; ignores outages).
+    pub fn envelopes(&self) -> Vec<(Batch, &'static str)> {
+        lock(&self.inner)
+            .envelopes
+            .values()
+            .map(|e| (e.batch.clone(), e.status))
+            .collect()
+    }
+
+    /// The heartbeat of `instance` expires now (a test's "the process died").
+    pub fn expire(&self, instance: &str) {
+        lock(&self.inner)
+            .instances
+            .insert(instance.to_owned(), Instant::now());
     }
 }
 
 #[async_trait]
-impl Journal for MemJournal {
-    async fn accept(
-        &self,
-        request: &PayoutRequest,
-        fingerprint: Fingerprint,
-    ) -> Result<Accepted, JournalError> {
+impl PayoutStore for MemJournal {
+    async fn accept(&self, request: &PayoutRequest, owner: &str) -> Result<Accepted, JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
         if let Some(existing) = inner.payouts.get(request.payout_id()) {
             return Ok(Accepted::Existing(existing.clone()));
         }
-        let record = PayoutRecord {
-            request: request.clone(),
-            fingerprint,
-            state: PayoutState::Accepted,
-            version: 1,
-            attempt: 0,
-            reason: None,
-            channel: None,
-            envelope: None,
-            inclusion: None,
-            next_fee_stroops: None,
-        };
+        let record = PayoutRecord::accepted(request.clone(), owner);
         inner
             .payouts
             .insert(request.payout_id().clone(), record.clone());
-        Self::event(&mut inner, &record, "accepted", serde_json::Value::Null);
-        self.writes.fetch_add(1, Ordering::SeqCst);
+        let detail = serde_json::json!({ "fingerprint": record.fingerprint.to_hex() });
+        inner.event(&record, "accepted", detail);
+        self.wrote();
         Ok(Accepted::Created(record))
     }
 
@@ -120,107 +152,23 @@ impl Journal for MemJournal {
     async fn apply(
         &self,
         current: &PayoutRecord,
-        change: &Change,
+        step: &Step,
     ) -> Result<PayoutRecord, JournalError> {
         self.check()?;
-        let (id, expected_version) = (current.id(), current.version);
+        let id = current.id();
         let mut inner = lock(&self.inner);
-        let record = inner
-            .payouts
-            .get_mut(id)
-            .ok_or_else(|| JournalError::NotFound(id.to_string()))?;
-        if record.version != expected_version {
-            return Err(JournalError::Stale(id.to_string()));
-        }
-        let channel = record.channel;
-        change.apply_to(record);
-        let record = record.clone();
-        if change.releases_channel()
-            && let Some(c) = channel
-        {
-            inner.leases.insert(c, None);
-        }
-        Self::event(
-            &mut inner,
-            &record,
-            change.event_kind(),
-            serde_json::json!(format!("{change:?}")),
-        );
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        Ok(record)
-    }
-
-    async fn park(&self, id: &PayoutId, reason: &str) -> Result<(), JournalError> {
-        self.check()?;
-        let mut inner = lock(&self.inner);
-        let record = inner
-            .payouts
-            .get_mut(id)
-            .ok_or_else(|| JournalError::NotFound(id.to_string()))?;
-        // As the Postgres journal: a finished payout stays finished.
-        if record.state.is_terminal() {
-            return Ok(());
-        }
-        Change::Parked {
-            reason: reason.to_owned(),
-        }
-        .apply_to(record);
-        let record = record.clone();
-        Self::event(&mut inner, &record, "parked", serde_json::json!(reason));
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn lease_channel(&self, id: &PayoutId) -> Result<Option<AccountId>, JournalError> {
-        self.check()?;
-        let mut inner = lock(&self.inner);
-        if let Some((c, _)) = inner
-            .leases
-            .iter()
-            .find(|(_, holder)| holder.as_ref() == Some(id))
-        {
-            return Ok(Some(*c));
-        }
-        // Same rules as the Postgres journal: only a payout waiting for an envelope gets a
-        // channel, and a channel held by a finished payout counts as free.
-        let waiting = inner
+        let stored = inner
             .payouts
             .get(id)
-            .is_some_and(|r| r.state == PayoutState::Accepted);
-        if !waiting {
-            return Ok(None);
+            .ok_or_else(|| JournalError::NotFound(id.to_string()))?;
+        if stored.version != current.version || !step.allowed_from(stored) {
+            return Err(JournalError::Stale(id.to_string()));
         }
-        let finished = |holder: &PayoutId| {
-            inner
-                .payouts
-                .get(holder)
-                .is_some_and(|r| r.state.is_terminal())
-        };
-        let free = inner
-            .leases
-            .iter()
-            .find(|(_, h)| h.as_ref().is_none_or(finished))
-            .map(|(c, _)| *c);
-        if let Some(c) = free {
-            inner.leases.insert(c, Some(id.clone()));
-        }
-        Ok(free)
-    }
-
-    async fn active_ids(
-        &self,
-        after: Option<&PayoutId>,
-        limit: u32,
-    ) -> Result<Vec<PayoutId>, JournalError> {
-        self.check()?;
-        let inner = lock(&self.inner);
-        Ok(inner
-            .payouts
-            .iter()
-            .filter(|(id, r)| after.is_none_or(|a| *id > a) && r.state.is_active())
-            .take(limit as usize)
-            .map(|(id, _)| id.clone())
-            .collect())
+        let record = inner
+            .step(id, step)
+            .ok_or_else(|| JournalError::NotFound(id.to_string()))?;
+        self.wrote();
+        Ok(record)
     }
 
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
@@ -233,260 +181,850 @@ impl Journal for MemJournal {
     }
 }
 
-/// A scripted answer the fake ledger gives instead of its normal behaviour.
-#[derive(Debug, Clone)]
+#[async_trait]
+impl BatchStore for MemJournal {
+    async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        match inner.channels.get(&lease.account) {
+            Some((Some(owner), epoch, _)) if *owner == lease.owner && *epoch == lease.epoch => {}
+            _ => return Err(PrepareError::LeaseLost),
+        }
+        let e = &batch.envelope;
+        let taken = inner.envelopes.values().any(|row| {
+            row.status != "dead"
+                && row.batch.envelope.source == e.source
+                && row.batch.envelope.sequence == e.sequence
+        });
+        if taken {
+            return Err(PrepareError::SequenceTaken);
+        }
+        let stale: Vec<PayoutId> = batch
+            .members
+            .iter()
+            .filter(|m| {
+                inner.payouts.get(m.ready.id()).is_none_or(|r| {
+                    r.version != m.ready.version || r.state != PayoutState::Accepted
+                })
+            })
+            .map(|m| m.ready.id().clone())
+            .collect();
+        if !stale.is_empty() {
+            return Err(PrepareError::Stale(stale));
+        }
+        for m in &batch.members {
+            let step = Step::Prepared {
+                envelope: EnvelopeRef {
+                    hash: e.hash,
+                    op_index: m.op_index,
+                },
+            };
+            inner.step(m.ready.id(), &step);
+        }
+        inner.envelopes.insert(
+            e.hash,
+            EnvelopeRow {
+                batch: batch.clone(),
+                status: "live",
+            },
+        );
+        self.wrote();
+        Ok(())
+    }
+
+    async fn mark_submitted(
+        &self,
+        hash: &TxHash,
+        note: &str,
+    ) -> Result<Vec<PayoutId>, JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        let ids: Vec<PayoutId> = inner
+            .payouts
+            .values()
+            .filter(|r| {
+                r.state == PayoutState::Prepared && r.envelope.map(|e| e.hash) == Some(*hash)
+            })
+            .map(|r| r.id().clone())
+            .collect();
+        let step = Step::Submitted {
+            note: note.to_owned(),
+        };
+        let changed: Vec<PayoutId> = ids
+            .iter()
+            .filter_map(|id| inner.step(id, &step).map(|r| r.id().clone()))
+            .collect();
+        if !changed.is_empty() {
+            self.wrote();
+        }
+        Ok(changed)
+    }
+
+    async fn settle(
+        &self,
+        hash: &TxHash,
+        settlement: &Settlement,
+        owner: &str,
+    ) -> Result<Vec<PayoutRecord>, JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        let Some(row) = inner.envelopes.get_mut(hash) else {
+            return Ok(Vec::new());
+        };
+        if row.status == "live" {
+            row.status = settlement.status.as_str();
+        }
+        let mut changed = Vec::new();
+        for (id, step) in &settlement.members {
+            let in_it = inner
+                .payouts
+                .get(id)
+                .is_some_and(|r| r.envelope.map(|e| e.hash) == Some(*hash) && step.allowed_from(r));
+            if !in_it {
+                continue;
+            }
+            if let Some(mut record) = inner.step(id, step) {
+                if record.state == PayoutState::Accepted {
+                    record.owner = Some(owner.to_owned());
+                    if let Some(r) = inner.payouts.get_mut(id) {
+                        r.owner = Some(owner.to_owned());
+                    }
+                }
+                changed.push(record);
+            }
+        }
+        self.wrote();
+        Ok(changed)
+    }
+
+    async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
+        self.check()?;
+        let inner = lock(&self.inner);
+        let mut batches: Vec<Batch> = inner
+            .envelopes
+            .values()
+            .filter(|row| row.status == "live" && row.batch.envelope.source == *channel)
+            .map(|row| {
+                let mut batch = row.batch.clone();
+                // The members as they are now (the journal holds the truth, not the copy
+                // taken at prepare).
+                batch.members = batch
+                    .members
+                    .iter()
+                    .filter_map(|m| {
+                        let r = inner.payouts.get(m.ready.id())?;
+                        let still = r.envelope.map(|e| e.hash) == Some(batch.envelope.hash)
+                            && !r.state.is_terminal();
+                        still.then(|| Member {
+                            ready: Ready::of(r),
+                            op_index: m.op_index,
+                        })
+                    })
+                    .collect();
+                batch
+            })
+            .collect();
+        batches.sort_by_key(|b| b.envelope.sequence);
+        Ok(batches)
+    }
+}
+
+#[async_trait]
+impl ClusterStore for MemJournal {
+    async fn register_channels(&self, accounts: &[AccountId]) -> Result<(), JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        for a in accounts {
+            inner.channels.entry(*a).or_insert((None, 0, false));
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self, instance: &str, ttl_ms: u64) -> Result<(), JournalError> {
+        self.check()?;
+        let until = Instant::now() + std::time::Duration::from_millis(ttl_ms);
+        lock(&self.inner)
+            .instances
+            .insert(instance.to_owned(), until);
+        Ok(())
+    }
+
+    async fn retire(&self, instance: &str) -> Result<(), JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        inner.instances.insert(instance.to_owned(), Instant::now());
+        for (owner, _, _) in inner.channels.values_mut() {
+            if owner.as_deref() == Some(instance) {
+                *owner = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_channel(
+        &self,
+        instance: &str,
+        account: &AccountId,
+        can_sign: bool,
+    ) -> Result<Option<ChannelLease>, JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        let Some((owner, _, holder_signs)) = inner.channels.get(account).cloned() else {
+            return Ok(None);
+        };
+        let free = match &owner {
+            None => true,
+            Some(o) if o == instance => true,
+            Some(o) => !inner.alive(o) || (can_sign && !holder_signs),
+        };
+        if !free {
+            return Ok(None);
+        }
+        let entry = inner
+            .channels
+            .get_mut(account)
+            .ok_or_else(|| JournalError::NotFound(account.to_string()))?;
+        entry.0 = Some(instance.to_owned());
+        entry.1 += 1;
+        entry.2 = can_sign;
+        Ok(Some(ChannelLease {
+            account: *account,
+            owner: instance.to_owned(),
+            epoch: entry.1,
+        }))
+    }
+
+    async fn release_channel(&self, lease: &ChannelLease) -> Result<(), JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        if let Some(entry) = inner.channels.get_mut(&lease.account)
+            && entry.0.as_deref() == Some(lease.owner.as_str())
+            && entry.1 == lease.epoch
+        {
+            entry.0 = None;
+        }
+        Ok(())
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, JournalError> {
+        self.check()?;
+        let inner = lock(&self.inner);
+        Ok(inner
+            .channels
+            .iter()
+            .map(|(account, (owner, _, _))| ChannelInfo {
+                account: *account,
+                owner: owner.clone(),
+                owner_alive: owner.as_deref().is_some_and(|o| inner.alive(o)),
+                open_envelopes: inner
+                    .envelopes
+                    .values()
+                    .filter(|r| r.status == "live" && r.batch.envelope.source == *account)
+                    .count() as u32,
+            })
+            .collect())
+    }
+
+    async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        let orphans: Vec<PayoutId> = inner
+            .payouts
+            .values()
+            .filter(|r| {
+                r.state == PayoutState::Accepted
+                    && r.owner
+                        .as_deref()
+                        .is_none_or(|o| o != instance && !inner.alive(o))
+            })
+            .take(limit as usize)
+            .map(|r| r.id().clone())
+            .collect();
+        let step = Step::Adopted {
+            owner: instance.to_owned(),
+        };
+        let adopted: Vec<Ready> = orphans
+            .iter()
+            .filter_map(|id| inner.step(id, &step))
+            .map(|r| Ready::of(&r))
+            .collect();
+        if !adopted.is_empty() {
+            self.wrote();
+        }
+        Ok(adopted)
+    }
+
+    async fn ready_of(
+        &self,
+        owner: &str,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<Ready>, JournalError> {
+        self.check()?;
+        let inner = lock(&self.inner);
+        Ok(inner
+            .payouts
+            .values()
+            .filter(|r| after.is_none_or(|a| r.id() > a))
+            .filter(|r| r.state == PayoutState::Accepted && r.owner.as_deref() == Some(owner))
+            .take(limit as usize)
+            .map(Ready::of)
+            .collect())
+    }
+}
+
+/// The answer the next submission gets (then the ledger goes back to normal answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scripted {
-    /// Apply the transaction, then answer `Unknown` (the answer is lost).
-    ApplyThenLose,
-    /// Answer this without applying.
-    Answer(SubmitOutcome),
-    /// Panic inside `submit` (tests supervision).
+    /// Applied (or included as failed), but the answer is lost: `Unknown`.
+    LoseAnswer,
+    /// A 5xx before the transaction reached the network: `Unknown`, nothing happens.
+    ServerError,
+    /// Refused before inclusion with this code; nothing happens.
+    Reject(String),
+    /// The submitting task panics (a bug in the worker's path): its supervisor restarts it.
     Panic,
-    /// Include the transaction in a ledger as failed with these operation codes: its
-    /// sequence number and fee are consumed and nothing is paid; resubmitting it or looking
-    /// it up reports the same failure (the duplicate rule). An envelope that the ledger
-    /// would refuse anyway (bad sequence, too late) gets that refusal instead.
-    IncludeFailed { op_codes: Vec<String> },
 }
 
-#[derive(Default)]
+/// One operation that applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemPayment {
+    pub hash: TxHash,
+    pub op_index: u32,
+    pub op: OpSpec,
+    pub memo: Memo,
+    pub ledger: u32,
+}
+
+struct TxRec {
+    spec: TxSpec,
+    /// (ledger, successful, per-operation codes)
+    result: Option<(u32, bool, Vec<String>)>,
+}
+
 struct LedgerInner {
-    head: Option<LedgerHead>,
-    sequences: HashMap<AccountId, i64>,
-    /// Applied transactions by hash.
-    applied: HashMap<TxHash, (Inclusion, TxSpec)>,
+    head: LedgerHead,
+    /// Account sequences.
+    accounts: HashMap<AccountId, i64>,
+    /// Destinations that do not exist (`op_no_destination`).
+    missing: HashSet<AccountId>,
+    /// Destinations whose payments fail `op_underfunded` (the payer is short for them).
+    underfunded: HashSet<AccountId>,
+    txs: HashMap<TxHash, TxRec>,
+    pending: VecDeque<TxHash>,
     script: VecDeque<Scripted>,
-    /// What each built envelope pays, by hash.
-    specs: HashMap<TxHash, TxSpec>,
-    /// Transactions included in a ledger as failed (`Scripted::IncludeFailed`), by hash.
-    failed: HashMap<TxHash, (Inclusion, Vec<String>)>,
+    payments: Vec<MemPayment>,
+    record_payments: bool,
+    lookup_lag_ledgers: u32,
+    history_elder_ledger: u32,
+    instant: bool,
+    /// Seconds each closed ledger adds to the close time.
+    close_time_step_s: u64,
 }
 
-/// A ledger with just enough rules for the actor tests: sequence numbers, expiry against
-/// its own close time, the duplicate rule and scripted faults. Every submission lands in
-/// the ledger immediately (one ledger per transaction).
-#[derive(Default)]
+/// A small consistent Stellar ledger. `build_and_sign` remembers each spec by a hash of it
+/// (no XDR: this ledger never decodes envelopes).
 pub struct MemLedger {
-    inner: Mutex<LedgerInner>,
+    inner: Arc<Mutex<LedgerInner>>,
+    keys: HashSet<AccountId>,
+    flags: Arc<Flags>,
+}
+
+#[derive(Default)]
+pub struct Flags {
     pub submissions: AtomicU64,
+    /// Every call fails as if the network were unreachable.
+    pub unavailable: AtomicBool,
+    /// Submissions get a 5xx (nothing reaches the network); reads work.
+    pub submit_outage: AtomicBool,
 }
 
 impl MemLedger {
-    pub fn new(accounts: &[AccountId]) -> Self {
-        let l = Self::default();
-        {
-            let mut inner = lock(&l.inner);
-            inner.head = Some(LedgerHead {
-                sequence: 1,
-                close_time: 1_000,
-            });
-            for a in accounts {
-                inner.sequences.insert(*a, 1 << 32);
-            }
+    /// A ledger where `sources` exist (sequence `1 << 32`) and this process holds their
+    /// keys; ledgers close at every accepted submission.
+    pub fn new(sources: &[AccountId]) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(LedgerInner {
+                head: LedgerHead {
+                    sequence: 1,
+                    close_time: 1_000,
+                },
+                accounts: sources.iter().map(|a| (*a, 1i64 << 32)).collect(),
+                missing: HashSet::new(),
+                underfunded: HashSet::new(),
+                txs: HashMap::new(),
+                pending: VecDeque::new(),
+                script: VecDeque::new(),
+                payments: Vec::new(),
+                record_payments: true,
+                lookup_lag_ledgers: 0,
+                history_elder_ledger: 1,
+                instant: true,
+                close_time_step_s: 5,
+            })),
+            keys: sources.iter().copied().collect(),
+            flags: Arc::default(),
         }
-        l
     }
 
-    pub fn script(&self, step: Scripted) {
-        lock(&self.inner).script.push_back(step);
+    /// The same ledger as another process sees it: shared state, its own keys.
+    pub fn view(&self, keys: &[AccountId]) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            keys: keys.iter().copied().collect(),
+            flags: self.flags.clone(),
+        }
     }
 
-    /// Closes an empty ledger `seconds` after the last one.
-    pub fn advance(&self, seconds: u64) {
+    pub fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    /// Ledgers close only on `close_ledger` (not at every submission).
+    pub fn manual(self) -> Self {
+        lock(&self.inner).instant = false;
+        self
+    }
+
+    /// Keeps no list of payments (memory stays flat in long benchmarks).
+    pub fn without_payment_log(self) -> Self {
+        lock(&self.inner).record_payments = false;
+        self
+    }
+
+    /// This process no longer holds the key of `account` (another instance does).
+    pub fn without_key(mut self, account: &AccountId) -> Self {
+        self.keys.remove(account);
+        self
+    }
+
+    pub fn script(&self, answer: Scripted) {
+        lock(&self.inner).script.push_back(answer);
+    }
+
+    pub fn set_missing(&self, destination: AccountId) {
+        lock(&self.inner).missing.insert(destination);
+    }
+
+    pub fn set_underfunded(&self, destination: AccountId, on: bool) {
         let mut inner = lock(&self.inner);
-        if let Some(h) = inner.head.as_mut() {
-            h.sequence += 1;
-            h.close_time += seconds;
+        if on {
+            inner.underfunded.insert(destination);
+        } else {
+            inner.underfunded.remove(&destination);
         }
     }
 
-    /// Another transaction from `account`, not built by payoutd, consumed `count` sequence
-    /// numbers (an operator used a channel account by hand, say).
-    pub fn bump_sequence(&self, account: &AccountId, count: i64) {
-        if let Some(s) = lock(&self.inner).sequences.get_mut(account) {
-            *s += count;
-        }
+    /// Lookups are answered by a server `ledgers` behind the head.
+    pub fn set_lookup_lag(&self, ledgers: u32) {
+        lock(&self.inner).lookup_lag_ledgers = ledgers;
     }
 
-    /// How many applied transactions pay this payout (by memo or destination match in spec).
+    /// The lookup server keeps history from this ledger on only.
+    pub fn set_history_elder(&self, ledger: u32) {
+        lock(&self.inner).history_elder_ledger = ledger;
+    }
+
+    /// Someone else consumed `account`'s sequence numbers up to `sequence`.
+    pub fn bump_sequence(&self, account: &AccountId, sequence: i64) {
+        let mut inner = lock(&self.inner);
+        let s = inner.accounts.entry(*account).or_insert(0);
+        *s = (*s).max(sequence);
+    }
+
+    pub fn head(&self) -> LedgerHead {
+        lock(&self.inner).head
+    }
+
+    pub fn payments(&self) -> Vec<MemPayment> {
+        lock(&self.inner).payments.clone()
+    }
+
+    /// Payments made with `request`'s destination, asset and amount.
     pub fn payments_for(&self, request: &PayoutRequest) -> usize {
-        let memo = crate::actor::payment_memo(request);
         lock(&self.inner)
-            .applied
-            .values()
-            .filter(|(_, s)| {
-                s.memo == memo
-                    && s.destination == *request.destination()
-                    && s.amount == request.amount()
+            .payments
+            .iter()
+            .filter(|p| {
+                p.op.destination == *request.destination()
+                    && p.op.asset == *request.asset()
+                    && p.op.amount == request.amount()
             })
             .count()
     }
 
-    fn apply(
-        inner: &mut LedgerInner,
-        envelope: &Envelope,
-        spec: TxSpec,
-    ) -> Result<Inclusion, String> {
-        let head = inner.head.unwrap_or(LedgerHead {
-            sequence: 1,
-            close_time: 0,
-        });
-        let next_close = head.close_time + 1;
-        if next_close > envelope.max_time {
-            return Err("tx_too_late".into());
-        }
-        let current = inner
-            .sequences
-            .get(&envelope.source)
-            .copied()
-            .ok_or("tx_no_source_account")?;
-        if envelope.sequence != current + 1 {
-            return Err("tx_bad_seq".into());
-        }
-        inner.sequences.insert(envelope.source, envelope.sequence);
-        let inclusion = Inclusion {
-            ledger: head.sequence + 1,
-            fee_charged: i64::from(envelope.fee_stroops),
-        };
-        inner.head = Some(LedgerHead {
-            sequence: head.sequence + 1,
-            close_time: next_close,
-        });
-        inner.applied.insert(envelope.hash, (inclusion, spec));
-        Ok(inclusion)
+    /// Transactions in ledgers (successful or failed).
+    pub fn included(&self) -> usize {
+        lock(&self.inner)
+            .txs
+            .values()
+            .filter(|t| t.result.is_some())
+            .count()
     }
 
-    /// Includes the envelope in a new ledger as failed, under the same validity rules as
-    /// `apply`: the sequence number and the fee are consumed, nothing is paid.
-    fn include_failed(
-        inner: &mut LedgerInner,
-        envelope: &Envelope,
-        op_codes: Vec<String>,
-    ) -> SubmitOutcome {
-        let head = inner.head.unwrap_or(LedgerHead {
-            sequence: 1,
-            close_time: 0,
-        });
-        let next_close = head.close_time + 1;
-        let current = inner.sequences.get(&envelope.source).copied();
-        let refusal = if next_close > envelope.max_time {
-            Some("tx_too_late")
-        } else if current.is_none() {
-            Some("tx_no_source_account")
-        } else if current.is_some_and(|c| envelope.sequence != c + 1) {
-            Some("tx_bad_seq")
+    /// Closes a ledger: applies the pending transactions that are still valid, in order.
+    pub fn close_ledger(&self) -> LedgerHead {
+        let mut inner = lock(&self.inner);
+        close(&mut inner);
+        inner.head
+    }
+
+    fn check(&self) -> Result<(), LedgerError> {
+        if self.flags.unavailable.load(Ordering::SeqCst) {
+            Err(LedgerError::Unavailable("simulated outage".into()))
         } else {
-            None
-        };
-        if let Some(code) = refusal {
-            return SubmitOutcome::Rejected { code: code.into() };
+            Ok(())
         }
-        inner.sequences.insert(envelope.source, envelope.sequence);
-        let inclusion = Inclusion {
-            ledger: head.sequence + 1,
-            fee_charged: i64::from(envelope.fee_stroops),
+    }
+}
+
+fn spec_hash(spec: &TxSpec) -> TxHash {
+    let mut h = Sha256::new();
+    h.update(format!("{spec:?}").as_bytes());
+    TxHash(h.finalize().into())
+}
+
+/// Why the transaction cannot be in the next ledger, if it cannot.
+fn invalid(inner: &LedgerInner, spec: &TxSpec, close_time: u64) -> Option<&'static str> {
+    let current = inner.accounts.get(&spec.source)?;
+    if spec.sequence != current + 1 {
+        return Some("tx_bad_seq");
+    }
+    if close_time > spec.max_time {
+        return Some("tx_too_late");
+    }
+    None
+}
+
+fn close(inner: &mut LedgerInner) {
+    let next = LedgerHead {
+        sequence: inner.head.sequence + 1,
+        close_time: inner.head.close_time + inner.close_time_step_s,
+    };
+    let mut used_sources = HashSet::new();
+    let mut keep = VecDeque::new();
+    for hash in std::mem::take(&mut inner.pending) {
+        let Some(rec) = inner.txs.get(&hash) else {
+            continue;
         };
-        inner.head = Some(LedgerHead {
-            sequence: head.sequence + 1,
-            close_time: next_close,
-        });
-        inner
-            .failed
-            .insert(envelope.hash, (inclusion, op_codes.clone()));
+        let spec = rec.spec.clone();
+        if used_sources.contains(&spec.source) {
+            keep.push_back(hash);
+            continue;
+        }
+        if invalid(inner, &spec, next.close_time).is_some() {
+            continue; // dropped from the pending set, nothing consumed
+        }
+        used_sources.insert(spec.source);
+        inner.accounts.insert(spec.source, spec.sequence);
+        let codes: Vec<String> = spec
+            .operations
+            .iter()
+            .map(|op| {
+                let dest = op.destination.account();
+                if inner.missing.contains(&dest) {
+                    "op_no_destination"
+                } else if inner.underfunded.contains(&dest) {
+                    "op_underfunded"
+                } else {
+                    "op_success"
+                }
+                .to_owned()
+            })
+            .collect();
+        let ok = codes.iter().all(|c| c == "op_success");
+        if ok && inner.record_payments {
+            for (i, op) in spec.operations.iter().enumerate() {
+                inner.payments.push(MemPayment {
+                    hash,
+                    op_index: i as u32,
+                    op: op.clone(),
+                    memo: spec.memo.clone(),
+                    ledger: next.sequence,
+                });
+            }
+        }
+        if let Some(rec) = inner.txs.get_mut(&hash) {
+            rec.result = Some((next.sequence, ok, codes));
+        }
+    }
+    inner.pending = keep;
+    inner.head = next;
+}
+
+fn outcome(rec: &TxRec) -> Option<SubmitOutcome> {
+    let (ledger, ok, codes) = rec.result.as_ref()?;
+    let inclusion = Inclusion {
+        ledger: *ledger,
+        fee_charged: i64::from(rec.spec.fee_stroops),
+    };
+    Some(if *ok {
+        SubmitOutcome::Applied(inclusion)
+    } else {
         SubmitOutcome::Failed {
             inclusion,
             tx_code: "tx_failed".into(),
-            op_codes,
+            op_codes: codes.clone(),
         }
-    }
+    })
 }
 
 #[async_trait]
 impl Ledger for MemLedger {
     fn build_and_sign(&self, spec: &TxSpec) -> Result<Envelope, LedgerError> {
-        let fake = serde_json::json!({
-            "source": spec.source.to_strkey(), "sequence": spec.sequence, "fee": spec.fee_stroops,
-            "max_time": spec.max_time, "destination": spec.destination.to_strkey(),
-            "asset": spec.asset.to_string(), "amount": spec.amount.stroops(), "memo": spec.memo.canonical(),
-        });
-        let xdr = fake.to_string();
-        let hash = TxHash(Sha256::digest(xdr.as_bytes()).into());
-        // Remember the spec so `submit` can apply it (keyed by hash).
-        lock(&self.inner).specs.insert(hash, spec.clone());
-        Ok(Envelope {
-            xdr,
+        if !self.keys.contains(&spec.source) {
+            return Err(LedgerError::NoKey(spec.source.to_strkey()));
+        }
+        if spec.operations.is_empty()
+            || spec.operations.len() > crate::policy::OPERATIONS_PER_TX_MAX
+        {
+            return Err(LedgerError::Build("1 to 100 operations".into()));
+        }
+        let hash = spec_hash(spec);
+        let envelope = Envelope {
+            xdr: format!("mem:{}", hash.to_hex()),
             hash,
             source: spec.source,
             sequence: spec.sequence,
             fee_stroops: spec.fee_stroops,
             max_time: spec.max_time,
             ledger_bounds: spec.ledger_bounds,
-        })
+        };
+        lock(&self.inner).txs.entry(hash).or_insert(TxRec {
+            spec: spec.clone(),
+            result: None,
+        });
+        Ok(envelope)
+    }
+
+    fn can_sign(&self, account: &AccountId) -> bool {
+        self.keys.contains(account)
     }
 
     async fn submit(&self, envelope: &Envelope) -> SubmitOutcome {
-        self.submissions.fetch_add(1, Ordering::SeqCst);
-        let scripted = lock(&self.inner).script.pop_front();
-        let mut inner = lock(&self.inner);
-        if let Some((inclusion, _)) = inner.applied.get(&envelope.hash) {
-            return SubmitOutcome::Applied(*inclusion);
-        }
-        if let Some((inclusion, op_codes)) = inner.failed.get(&envelope.hash) {
-            return SubmitOutcome::Failed {
-                inclusion: *inclusion,
-                tx_code: "tx_failed".into(),
-                op_codes: op_codes.clone(),
+        self.flags.submissions.fetch_add(1, Ordering::SeqCst);
+        if self.check().is_err() || self.flags.submit_outage.load(Ordering::SeqCst) {
+            return SubmitOutcome::Unknown {
+                detail: "simulated outage".into(),
             };
         }
-        let Some(spec) = inner.specs.get(&envelope.hash).cloned() else {
+        let mut inner = lock(&self.inner);
+        let scripted = inner.script.pop_front();
+        match &scripted {
+            Some(Scripted::ServerError) => {
+                return SubmitOutcome::Unknown {
+                    detail: "HTTP 500".into(),
+                };
+            }
+            Some(Scripted::Reject(code)) => {
+                return SubmitOutcome::Rejected { code: code.clone() };
+            }
+            Some(Scripted::Panic) => {
+                drop(inner);
+                panic!("scripted panic in submit");
+            }
+            _ => {}
+        }
+        let lose = scripted == Some(Scripted::LoseAnswer);
+        let answer = |o: SubmitOutcome| {
+            if lose {
+                SubmitOutcome::Unknown {
+                    detail: "answer lost".into(),
+                }
+            } else {
+                o
+            }
+        };
+        let Some(rec) = inner.txs.get(&envelope.hash) else {
             return SubmitOutcome::Rejected {
                 code: "tx_malformed".into(),
             };
         };
-        match scripted {
-            Some(Scripted::Panic) => {
-                drop(inner);
-                panic!("scripted panic inside submit");
-            }
-            Some(Scripted::Answer(outcome)) => outcome,
-            Some(Scripted::IncludeFailed { op_codes }) => {
-                Self::include_failed(&mut inner, envelope, op_codes)
-            }
-            Some(Scripted::ApplyThenLose) => {
-                let _ = Self::apply(&mut inner, envelope, spec);
-                SubmitOutcome::Unknown {
-                    detail: "answer lost".into(),
-                }
-            }
-            None => match Self::apply(&mut inner, envelope, spec) {
-                Ok(inclusion) => SubmitOutcome::Applied(inclusion),
-                Err(code) => SubmitOutcome::Rejected { code },
-            },
+        if let Some(done) = outcome(rec) {
+            return answer(done);
         }
+        if inner.pending.contains(&envelope.hash) {
+            return answer(SubmitOutcome::Pending);
+        }
+        let spec = rec.spec.clone();
+        let next_close = inner.head.close_time + inner.close_time_step_s;
+        if let Some(code) = invalid(&inner, &spec, next_close) {
+            return SubmitOutcome::Rejected { code: code.into() };
+        }
+        let busy = inner.pending.iter().any(|h| {
+            inner
+                .txs
+                .get(h)
+                .is_some_and(|r| r.spec.source == spec.source)
+        });
+        if busy {
+            return SubmitOutcome::Unknown {
+                detail: "try again later".into(),
+            };
+        }
+        inner.pending.push_back(envelope.hash);
+        if !inner.instant {
+            return answer(SubmitOutcome::Pending);
+        }
+        close(&mut inner);
+        let done = inner.txs.get(&envelope.hash).and_then(outcome);
+        answer(done.unwrap_or(SubmitOutcome::Unknown {
+            detail: "dropped".into(),
+        }))
     }
 
     async fn lookup(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
+        self.check()?;
         let inner = lock(&self.inner);
-        if let Some((inclusion, op_codes)) = inner.failed.get(hash) {
-            return Ok(Lookup::Failed {
-                inclusion: *inclusion,
-                tx_code: "tx_failed".into(),
-                op_codes: op_codes.clone(),
-            });
-        }
-        Ok(match inner.applied.get(hash) {
-            Some((inclusion, _)) => Lookup::Applied(*inclusion),
-            None => Lookup::NotFound,
+        let latest = inner
+            .head
+            .sequence
+            .saturating_sub(inner.lookup_lag_ledgers)
+            .max(1);
+        let oldest = inner.history_elder_ledger;
+        let found = inner.txs.get(hash).and_then(|rec| {
+            let (ledger, _, _) = rec.result.as_ref()?;
+            (*ledger <= latest && *ledger >= oldest).then(|| outcome(rec))?
+        });
+        Ok(match found {
+            Some(SubmitOutcome::Applied(i)) => Lookup::Applied(i),
+            Some(SubmitOutcome::Failed {
+                inclusion,
+                tx_code,
+                op_codes,
+            }) => Lookup::Failed {
+                inclusion,
+                tx_code,
+                op_codes,
+            },
+            _ => Lookup::NotFound(Some(Coverage { oldest, latest })),
         })
     }
 
-    async fn account_sequence(&self, account: &AccountId) -> Result<Option<i64>, LedgerError> {
-        Ok(lock(&self.inner).sequences.get(account).copied())
+    async fn account_sequence(&self, account: &AccountId) -> Result<SequenceRead, LedgerError> {
+        self.check()?;
+        let inner = lock(&self.inner);
+        Ok(SequenceRead {
+            sequence: inner.accounts.get(account).copied(),
+            as_of_ledger: Some(inner.head.sequence),
+        })
     }
 
     async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
-        lock(&self.inner)
-            .head
-            .ok_or_else(|| LedgerError::Unavailable("no ledger".into()))
+        self.check()?;
+        Ok(lock(&self.inner).head)
+    }
+}
+
+/// What a test may do before the journal runs a call (fail it, panic, wait).
+#[async_trait]
+pub trait Hooks: Send + Sync + 'static {
+    async fn before_accept(&self, _request: &PayoutRequest) -> Result<(), JournalError> {
+        Ok(())
+    }
+    async fn before_apply(
+        &self,
+        _current: &PayoutRecord,
+        _step: &Step,
+    ) -> Result<(), JournalError> {
+        Ok(())
+    }
+}
+
+/// Any journal with test hooks in front of `accept` and `apply`; everything else passes
+/// through.
+pub struct Hooked<J> {
+    pub inner: Arc<J>,
+    pub hooks: Arc<dyn Hooks>,
+}
+
+impl<J> Hooked<J> {
+    pub fn new(inner: Arc<J>, hooks: Arc<dyn Hooks>) -> Self {
+        Self { inner, hooks }
+    }
+}
+
+#[async_trait]
+impl<J: PayoutStore> PayoutStore for Hooked<J> {
+    async fn accept(&self, request: &PayoutRequest, owner: &str) -> Result<Accepted, JournalError> {
+        self.hooks.before_accept(request).await?;
+        self.inner.accept(request, owner).await
+    }
+    async fn load(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, JournalError> {
+        self.inner.load(id).await
+    }
+    async fn apply(
+        &self,
+        current: &PayoutRecord,
+        step: &Step,
+    ) -> Result<PayoutRecord, JournalError> {
+        self.hooks.before_apply(current, step).await?;
+        self.inner.apply(current, step).await
+    }
+    async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
+        self.inner.events(id).await
+    }
+}
+
+#[async_trait]
+impl<J: BatchStore> BatchStore for Hooked<J> {
+    async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError> {
+        self.inner.prepare(lease, batch).await
+    }
+    async fn mark_submitted(
+        &self,
+        hash: &TxHash,
+        note: &str,
+    ) -> Result<Vec<PayoutId>, JournalError> {
+        self.inner.mark_submitted(hash, note).await
+    }
+    async fn settle(
+        &self,
+        hash: &TxHash,
+        settlement: &Settlement,
+        owner: &str,
+    ) -> Result<Vec<PayoutRecord>, JournalError> {
+        self.inner.settle(hash, settlement, owner).await
+    }
+    async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
+        self.inner.open_batches(channel).await
+    }
+}
+
+#[async_trait]
+impl<J: ClusterStore> ClusterStore for Hooked<J> {
+    async fn register_channels(&self, accounts: &[AccountId]) -> Result<(), JournalError> {
+        self.inner.register_channels(accounts).await
+    }
+    async fn heartbeat(&self, instance: &str, ttl_ms: u64) -> Result<(), JournalError> {
+        self.inner.heartbeat(instance, ttl_ms).await
+    }
+    async fn retire(&self, instance: &str) -> Result<(), JournalError> {
+        self.inner.retire(instance).await
+    }
+    async fn claim_channel(
+        &self,
+        instance: &str,
+        account: &AccountId,
+        can_sign: bool,
+    ) -> Result<Option<ChannelLease>, JournalError> {
+        self.inner.claim_channel(instance, account, can_sign).await
+    }
+    async fn release_channel(&self, lease: &ChannelLease) -> Result<(), JournalError> {
+        self.inner.release_channel(lease).await
+    }
+    async fn channels(&self) -> Result<Vec<ChannelInfo>, JournalError> {
+        self.inner.channels().await
+    }
+    async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        self.inner.adopt_orphans(instance, limit).await
+    }
+    async fn ready_of(
+        &self,
+        owner: &str,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<Ready>, JournalError> {
+        self.inner.ready_of(owner, after, limit).await
     }
 }

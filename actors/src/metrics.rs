@@ -1,15 +1,67 @@
 //! Counters and gauges the core updates as it works; the service renders them for
-//! Prometheus. Plain atomics: cheap enough to bump on every duplicate.
+//! Prometheus. Plain atomics: cheap enough to bump on every duplicate. Labels taken from
+//! ledger answers are bounded (`policy::metric_code`): unknown codes count as `other`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// Upper bounds (milliseconds) of the submission latency histogram buckets.
-pub const SUBMIT_LATENCY_BUCKETS_MS: [u64; 12] =
-    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000, 30_000];
+use crate::policy::metric_code;
 
-#[derive(Debug, Default)]
+/// Upper bounds (milliseconds) of the latency histogram buckets.
+pub const LATENCY_BUCKETS_MS: [u64; 14] = [
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
+];
+
+/// Upper bounds (payouts) of the batch size histogram buckets.
+pub const BATCH_SIZE_BUCKETS: [u64; 8] = [1, 2, 5, 10, 25, 50, 75, 100];
+
+/// A cumulative histogram over fixed bucket bounds.
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    bounds: [u64; N],
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    pub fn new(bounds: [u64; N]) -> Self {
+        Self {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: u64) {
+        for (i, bound) in self.bounds.iter().enumerate() {
+            if value <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Cumulative bucket counts (Prometheus style), total count and sum.
+    pub fn snapshot(&self) -> (Vec<(u64, u64)>, u64, u64) {
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(self.buckets.iter())
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect();
+        (
+            buckets,
+            self.count.load(Ordering::Relaxed),
+            self.sum.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug)]
 pub struct Metrics {
     pub accepted: AtomicU64,
     pub duplicates: AtomicU64,
@@ -18,20 +70,67 @@ pub struct Metrics {
     pub failed: AtomicU64,
     pub parked: AtomicU64,
     pub cancelled: AtomicU64,
+    pub requeued: AtomicU64,
+    pub adopted: AtomicU64,
     pub envelopes_built: AtomicU64,
+    pub envelopes_dead: AtomicU64,
+    /// Envelopes that could no longer apply before their fate was proven.
+    pub envelopes_closed: AtomicU64,
     pub submissions: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub actors_spawned: AtomicU64,
     pub overloaded: AtomicU64,
-    /// Actors alive right now.
+    pub worker_restarts: AtomicU64,
+    /// Payouts not kept in the ready queue for lack of room (read back from the journal).
+    pub spilled: AtomicU64,
+    /// Payout actors alive right now.
     pub live_actors: AtomicI64,
-    /// Payouts being driven right now (accepted, prepared or submitted, with a live actor).
-    pub in_flight: AtomicI64,
-    /// Ledger answers by outcome code (`applied`, `tx_failed:op_no_destination`, `tx_bad_seq`, `unknown`…).
-    ledger_outcomes: Mutex<BTreeMap<String, u64>>,
-    submit_latency_buckets: [AtomicU64; SUBMIT_LATENCY_BUCKETS_MS.len()],
-    submit_latency_count: AtomicU64,
-    submit_latency_sum_ms: AtomicU64,
+    /// Channel workers running, those with a live envelope, those disabled.
+    pub channels_running: AtomicI64,
+    pub channels_busy: AtomicI64,
+    pub channels_disabled: AtomicI64,
+    /// Payouts in the ready queue.
+    pub ready_queue: AtomicI64,
+    /// Envelopes not proven yet that can no longer apply (their payouts wait).
+    pub envelopes_unresolved: AtomicI64,
+    /// Ledger answers by outcome code (`applied`, `tx_failed`, `tx_bad_seq`, `unknown`…).
+    ledger_outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    pub submit_latency_ms: Histogram<14>,
+    pub batch_size: Histogram<8>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            accepted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            requeued: AtomicU64::new(0),
+            adopted: AtomicU64::new(0),
+            envelopes_built: AtomicU64::new(0),
+            envelopes_dead: AtomicU64::new(0),
+            envelopes_closed: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
+            actor_restarts: AtomicU64::new(0),
+            actors_spawned: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            worker_restarts: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
+            live_actors: AtomicI64::new(0),
+            channels_running: AtomicI64::new(0),
+            channels_busy: AtomicI64::new(0),
+            channels_disabled: AtomicI64::new(0),
+            ready_queue: AtomicI64::new(0),
+            envelopes_unresolved: AtomicI64::new(0),
+            ledger_outcomes: Mutex::new(BTreeMap::new()),
+            submit_latency_ms: Histogram::new(LATENCY_BUCKETS_MS),
+            batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
+        }
+    }
 }
 
 impl Metrics {
@@ -39,10 +138,19 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 
+    pub fn gauge(gauge: &AtomicI64, delta: i64) {
+        gauge.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Counts a ledger answer by its code; a code the core does not know counts as `other`.
     pub fn ledger_outcome(&self, code: &str) {
         // A poisoned lock only means another thread panicked mid-increment; the map is
         // still a valid map, so keep counting.
@@ -50,37 +158,13 @@ impl Metrics {
             .ledger_outcomes
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        *map.entry(code.to_owned()).or_insert(0) += 1;
+        *map.entry(metric_code(code)).or_insert(0) += 1;
     }
 
-    pub fn ledger_outcomes(&self) -> BTreeMap<String, u64> {
+    pub fn ledger_outcomes(&self) -> BTreeMap<&'static str, u64> {
         self.ledger_outcomes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    pub fn observe_submit_latency_ms(&self, ms: u64) {
-        for (i, bound) in SUBMIT_LATENCY_BUCKETS_MS.iter().enumerate() {
-            if ms <= *bound {
-                self.submit_latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.submit_latency_count.fetch_add(1, Ordering::Relaxed);
-        self.submit_latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
-    }
-
-    /// Cumulative bucket counts (Prometheus style), total count and sum in milliseconds.
-    pub fn submit_latency(&self) -> (Vec<(u64, u64)>, u64, u64) {
-        let buckets = SUBMIT_LATENCY_BUCKETS_MS
-            .iter()
-            .zip(self.submit_latency_buckets.iter())
-            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
-            .collect();
-        (
-            buckets,
-            self.submit_latency_count.load(Ordering::Relaxed),
-            self.submit_latency_sum_ms.load(Ordering::Relaxed),
-        )
     }
 }

@@ -1,59 +1,115 @@
-//! `Payouts`: the handle every ingress uses (HTTP, broker, inbox, CLI). It starts the
-//! supervisor, wraps each call in a timeout, and re-drives unfinished payouts on start.
+//! `Payouts`: the handle every ingress uses (HTTP, broker, inbox, CLI). `start` brings one
+//! instance up: the payout supervisor, the channel workers' supervisor, the heartbeat, the
+//! recovery of this instance's queued payouts, a first sweep (channel leases, orphans) and
+//! the sweep loop. Calls to payout actors carry a timeout; reads go to the journal.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
+use tokio::sync::watch;
 use tracing::info;
 
-use crate::actor::{Context, PayoutError, PayoutMsg, SubmitAnswer};
-use crate::domain::{PayoutId, PayoutRequest};
-use crate::ports::{JournalError, PayoutRecord};
+use crate::cluster::{self, ChannelSupMsg, ChannelSupervisor, ClusterConfig};
+use crate::context::Context;
+use crate::domain::{AccountId, PayoutId, PayoutRequest};
+use crate::metrics::Metrics;
+use crate::payout::{PayoutError, PayoutMsg, SubmitAnswer};
+use crate::ports::journal::JournalError;
+use crate::state::{PayoutEvent, PayoutRecord};
 use crate::supervisor::{
     Supervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg, SupervisorStats,
 };
 
-/// Ids read per page during recovery.
-pub const RECOVERY_PAGE_SIZE: u32 = 1_000;
+/// How one instance runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub supervisor: SupervisorConfig,
+    pub cluster: ClusterConfig,
+    /// How long a caller waits for a payout actor's answer, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// The channel accounts this instance holds the keys of.
+    pub channels: Vec<AccountId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the supervisors: {0}")]
+    Spawn(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
 
 #[derive(Clone)]
 pub struct Payouts {
     supervisor: ActorRef<SupervisorMsg>,
+    channels: ActorRef<ChannelSupMsg>,
     ctx: Arc<Context>,
-    /// How long a caller waits for the payout's actor to answer, in milliseconds.
-    call_timeout_ms: u64,
+    config: Arc<ServiceConfig>,
+    stop: Arc<watch::Sender<bool>>,
+    recovered: u64,
 }
 
 impl Payouts {
-    /// Starts the supervisor (unnamed: several instances may live in one process, e.g. tests).
-    pub async fn start(
-        ctx: Arc<Context>,
-        config: SupervisorConfig,
-        call_timeout_ms: u64,
-    ) -> Result<(Self, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
-        let (supervisor, join) = Actor::spawn(
+    /// Starts an instance (unnamed actors: several instances may live in one process, as
+    /// in the tests).
+    pub async fn start(ctx: Arc<Context>, config: ServiceConfig) -> Result<Self, StartError> {
+        let (supervisor, _) = Actor::spawn(
             None,
             Supervisor,
             SupervisorArgs {
                 ctx: ctx.clone(),
-                config,
+                config: config.supervisor.clone(),
             },
         )
-        .await?;
-        Ok((
-            Self {
-                supervisor,
-                ctx,
-                call_timeout_ms,
-            },
-            join,
-        ))
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        ctx.set_supervisor(supervisor.clone());
+        let (channels, _) = Actor::spawn(
+            None,
+            ChannelSupervisor,
+            (ctx.clone(), config.cluster.clone()),
+        )
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        ctx.journal.register_channels(&config.channels).await?;
+        ctx.journal
+            .heartbeat(&ctx.instance, config.cluster.instance_ttl_ms)
+            .await?;
+        // Recovery: this instance's queued payouts from its previous life. Payouts with an
+        // envelope are the channel workers' (they read their channel's envelopes).
+        let before = ctx.queue.len();
+        cluster::refill(&ctx, &mut None).await;
+        let recovered = ctx.queue.len().saturating_sub(before) as u64;
+        cluster::sweep(&ctx, &config.cluster, &config.channels, &channels).await;
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(cluster::run(
+            ctx.clone(),
+            config.cluster.clone(),
+            config.channels.clone(),
+            channels.clone(),
+            stopped,
+        ));
+        info!(instance = %ctx.instance, recovered, channels = config.channels.len(), "payout core started");
+        Ok(Self {
+            supervisor,
+            channels,
+            ctx,
+            config: Arc::new(config),
+            stop: Arc::new(stop),
+            recovered,
+        })
     }
 
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
+    }
+
+    /// `accepted` payouts of this instance's previous life that were queued again at start.
+    pub fn recovered(&self) -> u64 {
+        self.recovered
     }
 
     async fn call<T: Send + 'static>(
@@ -61,20 +117,25 @@ impl Payouts {
         id: &PayoutId,
         build: impl FnOnce(ractor::RpcReplyPort<Result<T, PayoutError>>) -> PayoutMsg,
     ) -> Result<T, PayoutError> {
+        // Admission in front of the supervisor's mailbox (which is unbounded).
+        let live = self.ctx.metrics.live_actors.load(Ordering::Relaxed);
+        if live >= self.config.supervisor.live_actors_max as i64 {
+            Metrics::inc(&self.ctx.metrics.overloaded);
+            return Err(PayoutError::Overloaded);
+        }
         let id = id.clone();
-        let timeout = Duration::from_millis(self.call_timeout_ms);
+        let timeout_ms = self.config.call_timeout_ms;
         let result = self
             .supervisor
             .call(
                 |reply| SupervisorMsg::Route(id, build(reply)),
-                Some(timeout),
+                Some(Duration::from_millis(timeout_ms)),
             )
             .await;
         match result {
             Ok(CallResult::Success(answer)) => answer,
             Ok(CallResult::Timeout) => Err(PayoutError::Unavailable(format!(
-                "no answer within {} ms",
-                self.call_timeout_ms
+                "no answer within {timeout_ms} ms"
             ))),
             Ok(CallResult::SenderError) => Err(PayoutError::Unavailable(
                 "the payout actor stopped before answering".into(),
@@ -92,8 +153,21 @@ impl Payouts {
             .await
     }
 
+    /// The journaled record (no actor is involved: unknown ids cost one read, nothing else).
     pub async fn get(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, PayoutError> {
-        self.call(id, |reply| PayoutMsg::Get { reply }).await
+        self.ctx
+            .journal
+            .load(id)
+            .await
+            .map_err(|e| PayoutError::Unavailable(e.to_string()))
+    }
+
+    pub async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, PayoutError> {
+        self.ctx
+            .journal
+            .events(id)
+            .await
+            .map_err(|e| PayoutError::Unavailable(e.to_string()))
     }
 
     pub async fn cancel(&self, id: &PayoutId, reason: String) -> Result<PayoutRecord, PayoutError> {
@@ -107,20 +181,12 @@ impl Payouts {
             .await
     }
 
-    /// Asks the payout's actor to take its next step (fire and forget).
-    pub fn drive(&self, id: PayoutId) {
-        // A send error means the supervisor is gone (shutdown); recovery covers it next start.
-        let _ = self
-            .supervisor
-            .cast(SupervisorMsg::Route(id, PayoutMsg::Drive(None)));
-    }
-
     pub async fn stats(&self) -> Option<SupervisorStats> {
         match self
             .supervisor
             .call(
                 SupervisorMsg::Stats,
-                Some(Duration::from_millis(self.call_timeout_ms)),
+                Some(Duration::from_millis(self.config.call_timeout_ms)),
             )
             .await
         {
@@ -129,35 +195,18 @@ impl Payouts {
         }
     }
 
-    /// Re-drives every payout that is not finished (BRIEF §2.5). Returns how many.
-    pub async fn recover(&self) -> Result<u64, JournalError> {
-        let mut after: Option<PayoutId> = None;
-        let mut count = 0u64;
-        loop {
-            let page = self
-                .ctx
-                .journal
-                .active_ids(after.as_ref(), RECOVERY_PAGE_SIZE)
-                .await?;
-            let Some(last) = page.last().cloned() else {
-                break;
-            };
-            for id in page {
-                self.drive(id);
-                count += 1;
-            }
-            after = Some(last);
-        }
-        info!(payouts = count, "recovery: unfinished payouts re-driven");
-        Ok(count)
-    }
-
-    /// Stops the supervisor and its actors. Every step is already journaled, so stopping
-    /// anywhere is safe; the next start recovers.
+    /// Stops this instance: the sweep loop, the channel workers (anything in flight is
+    /// journaled; the next owner resumes it), then gives its channels back and lets its
+    /// heartbeat expire, so other instances take over at once; then the payout actors.
     pub async fn shutdown(&self, timeout_ms: u64) {
-        let _ = self
-            .supervisor
-            .stop_and_wait(None, Some(Duration::from_millis(timeout_ms)))
-            .await;
+        let _ = self.stop.send(true);
+        let timeout = Some(Duration::from_millis(timeout_ms));
+        // Kill, not stop: a worker may be waiting for a ledger answer; nothing of it is
+        // lost (its envelope is journaled, the next holder resubmits the same bytes).
+        let _ = self.channels.kill_and_wait(timeout).await;
+        if let Err(e) = self.ctx.journal.retire(&self.ctx.instance).await {
+            tracing::warn!(error = %e, "cannot retire this instance; its heartbeat expires instead");
+        }
+        let _ = self.supervisor.stop_and_wait(None, timeout).await;
     }
 }

@@ -1,6 +1,8 @@
-//! The supervisor: routes every message by payout id to that payout's actor, spawning it
-//! on first use, restarts failed actors from the journal within a restart budget, parks a
-//! payout past the budget, passivates idle actors and bounds how many are alive.
+//! The payout supervisor: routes every request by payout id to that payout's actor,
+//! spawning it on first use, restarts failed actors from the journal within a restart
+//! budget, parks a payout past the budget, passivates idle actors and bounds how many are
+//! alive. Notices from channel workers (`Invalidate`) reach only actors that are alive; no
+//! actor is spawned for them.
 //!
 //! It never awaits slow I/O in its own handler: spawning waits only for the actor's cheap
 //! `pre_start`, and parking is written by a separate task that reports back.
@@ -13,14 +15,16 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
 
-use crate::actor::{Context, PayoutActor, PayoutActorArgs, PayoutError, PayoutMsg};
+use crate::context::Context;
 use crate::domain::PayoutId;
 use crate::metrics::Metrics;
+use crate::payout::{PayoutActor, PayoutActorArgs, PayoutError, PayoutMsg};
 
 /// Bounds of the supervisor, each with its unit.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
-    /// Actors alive at once; past it new payouts are refused (`Overloaded`) and drives wait.
+    /// Actors alive at once; past it requests for payouts without a live actor are refused
+    /// (`Overloaded`).
     pub live_actors_max: usize,
     /// Restarts one payout's actor may have within `restart_period_ms` before it is parked.
     pub restart_intensity: usize,
@@ -40,6 +44,8 @@ impl Default for SupervisorConfig {
 pub enum SupervisorMsg {
     /// Deliver a message to the payout's actor.
     Route(PayoutId, PayoutMsg),
+    /// The payout's journaled record moved on: tell its actor, if one is alive.
+    Invalidate(PayoutId),
     /// An idle actor asks to stop; granted only if it is still the routed actor.
     Passivate(PayoutId, ActorId),
     /// The park task finished writing; buffered messages may go to a fresh actor.
@@ -50,7 +56,6 @@ pub enum SupervisorMsg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupervisorStats {
     pub live_actors: usize,
-    pub deferred_drives: usize,
 }
 
 /// What the supervisor knows about one payout id.
@@ -76,9 +81,6 @@ pub struct SupervisorState {
     children: HashMap<PayoutId, Child>,
     by_actor: HashMap<ActorId, PayoutId>,
     restarts: HashMap<PayoutId, VecDeque<Instant>>,
-    /// Drives that found no room under `live_actors_max`; started as actors stop.
-    deferred: VecDeque<PayoutId>,
-    waiters: Arc<crate::actor::ChannelWaiters>,
 }
 
 impl Actor for Supervisor {
@@ -97,8 +99,6 @@ impl Actor for Supervisor {
             children: HashMap::new(),
             by_actor: HashMap::new(),
             restarts: HashMap::new(),
-            deferred: VecDeque::new(),
-            waiters: Arc::default(),
         })
     }
 
@@ -110,6 +110,13 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Route(id, msg) => state.route(&myself, id, msg).await,
+            SupervisorMsg::Invalidate(id) => match state.children.get_mut(&id) {
+                Some(Child::Live(actor)) => {
+                    let _ = actor.send_message(PayoutMsg::Invalidate);
+                }
+                // A fresh actor reads the journal anyway.
+                Some(Child::Stopping(_) | Child::Parking(_)) | None => {}
+            },
             SupervisorMsg::Passivate(id, actor_id) => {
                 if let Some(Child::Live(actor)) = state.children.get(&id)
                     && actor.get_id() == actor_id
@@ -126,14 +133,12 @@ impl Actor for Supervisor {
             SupervisorMsg::ParkWritten(id) => {
                 if let Some(Child::Parking(buffer)) = state.children.remove(&id) {
                     state.restarts.remove(&id);
-                    state.spawn_with(&myself, id, buffer, false).await;
+                    state.spawn_with(&myself, id, buffer).await;
                 }
-                state.start_deferred(&myself).await;
             }
             SupervisorMsg::Stats(reply) => {
                 let _ = reply.send(SupervisorStats {
                     live_actors: state.by_actor.len(),
-                    deferred_drives: state.deferred.len(),
                 });
             }
         }
@@ -154,7 +159,7 @@ impl Actor for Supervisor {
                 };
                 match state.children.remove(&id) {
                     Some(Child::Stopping(buffer)) if !buffer.is_empty() => {
-                        state.spawn_with(&myself, id, buffer, false).await;
+                        state.spawn_with(&myself, id, buffer).await;
                     }
                     Some(Child::Live(actor)) if actor.get_id() != cell.get_id() => {
                         state.children.insert(id, Child::Live(actor));
@@ -164,7 +169,6 @@ impl Actor for Supervisor {
                     }
                     _ => {}
                 }
-                state.start_deferred(&myself).await;
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(id) = state.forget(cell.get_id()) else {
@@ -179,11 +183,10 @@ impl Actor for Supervisor {
                 if state.within_budget(&id) {
                     Metrics::inc(&state.ctx.metrics.actor_restarts);
                     info!(payout_id = %id, "restarting payout actor from the journal");
-                    state.spawn_with(&myself, id, buffer, true).await;
+                    state.spawn_with(&myself, id, buffer).await;
                 } else {
                     state.park_in_background(&myself, id, buffer, reason);
                 }
-                state.start_deferred(&myself).await;
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
         }
@@ -211,33 +214,30 @@ impl SupervisorState {
             }
             Some(Child::Stopping(buffer) | Child::Parking(buffer)) => buffer.push(msg),
             None => {
-                if self.by_actor.len() >= self.config.live_actors_max {
-                    if msg.is_drive() {
-                        self.deferred.push_back(id);
-                    } else {
-                        Metrics::inc(&self.ctx.metrics.overloaded);
-                        msg.reject(PayoutError::Overloaded);
-                    }
+                if !msg.is_request() {
                     return;
                 }
-                self.spawn_with(myself, id, vec![msg], false).await;
+                if self.by_actor.len() >= self.config.live_actors_max {
+                    Metrics::inc(&self.ctx.metrics.overloaded);
+                    msg.reject(PayoutError::Overloaded);
+                    return;
+                }
+                self.spawn_with(myself, id, vec![msg]).await;
             }
         }
     }
 
-    /// Spawns the payout's actor and hands it `messages` (plus a drive after a restart).
+    /// Spawns the payout's actor and hands it `messages`.
     async fn spawn_with(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         id: PayoutId,
         messages: Vec<PayoutMsg>,
-        drive: bool,
     ) {
         let args = PayoutActorArgs {
             id: id.clone(),
             ctx: self.ctx.clone(),
             supervisor: myself.clone(),
-            waiters: self.waiters.clone(),
         };
         match Actor::spawn_linked(None, PayoutActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -247,9 +247,6 @@ impl SupervisorState {
                     .metrics
                     .live_actors
                     .store(self.by_actor.len() as i64, Ordering::Relaxed);
-                if drive {
-                    let _ = actor.send_message(PayoutMsg::Drive(None));
-                }
                 for msg in messages {
                     if let Err(ractor::MessagingErr::SendErr(msg)) = actor.send_message(msg) {
                         msg.reject(PayoutError::Unavailable("payout actor stopped".into()));
@@ -289,7 +286,7 @@ impl SupervisorState {
         warn!(payout_id = %id, "restart budget spent; parking the payout");
         Metrics::inc(&self.ctx.metrics.parked);
         self.children.insert(id.clone(), Child::Parking(buffer));
-        let journal = self.ctx.journal.clone();
+        let ctx = self.ctx.clone();
         let retry_ms = self.ctx.policy.io_retry_ms;
         let myself = myself.clone();
         let intensity = self.config.restart_intensity;
@@ -298,31 +295,11 @@ impl SupervisorState {
                 "actor failed more than {intensity} times within the restart period; last error: {reason}"
             );
             // Keep trying: parking is how the failure becomes visible, it must not be lost.
-            while let Err(e) = journal.park(&id, &reason).await {
+            while let Err(e) = crate::payout::park(&ctx, &id, &reason).await {
                 warn!(payout_id = %id, error = %e, "cannot write the park; retrying");
                 tokio::time::sleep(Duration::from_millis(retry_ms)).await;
             }
             let _ = myself.cast(SupervisorMsg::ParkWritten(id));
         });
-    }
-
-    async fn start_deferred(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        while self.by_actor.len() < self.config.live_actors_max {
-            let Some(id) = self.deferred.pop_front() else {
-                break;
-            };
-            match self.children.get_mut(&id) {
-                Some(Child::Live(actor)) => {
-                    let _ = actor.send_message(PayoutMsg::Drive(None));
-                }
-                Some(Child::Stopping(buffer) | Child::Parking(buffer)) => {
-                    buffer.push(PayoutMsg::Drive(None))
-                }
-                None => {
-                    self.spawn_with(myself, id, vec![PayoutMsg::Drive(None)], false)
-                        .await
-                }
-            }
-        }
     }
 }

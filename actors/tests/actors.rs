@@ -1,424 +1,726 @@
-//! Fast unit tests of the supervisor and the payout actor over the in-memory journal and
-//! ledger. The same behaviours are tested against Postgres and the simulator in `tests/`.
+//! The payout core over the in-memory journal and ledger: the protocol's cases one by one
+//! (batches, lost answers, expiry by ledger time, failed operations, lagging and pruned
+//! lookups, restarts, orphans, disjoint channel keys, cancel, resume, restart budgets).
+//! Fast, deterministic in outcome (conditions are awaited, never slept on blindly).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use payoutd_actors::domain::{
     AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
 };
-use payoutd_actors::memory::{MemJournal, MemLedger, Scripted};
+use payoutd_actors::memory::{Hooked, Hooks, MemJournal, MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
-use payoutd_actors::ports::{Journal, PayoutRecord, PayoutState, SubmitOutcome};
-use payoutd_actors::{Context, PayoutError, PayoutPolicy, Payouts, SubmitAnswer, SupervisorConfig};
+use payoutd_actors::ports::{Journal, JournalError, PayoutStore};
+use payoutd_actors::queue::ReadyQueue;
+use payoutd_actors::state::{PayoutRecord, PayoutState, Step};
+use payoutd_actors::{
+    ClusterConfig, Context, PayoutError, PayoutPolicy, Payouts, ServiceConfig, SubmitAnswer,
+    SupervisorConfig,
+};
 
-const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
-const PAYER: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
-
-struct World {
-    journal: Arc<MemJournal>,
-    ledger: Arc<MemLedger>,
-    payouts: Payouts,
-    metrics: Arc<Metrics>,
-}
+const PAYER: [u8; 32] = [1; 32];
 
 fn channel(n: u8) -> AccountId {
-    AccountId::from_bytes([n; 32])
+    AccountId::from_bytes([100 + n; 32])
+}
+
+fn channels(n: u8) -> Vec<AccountId> {
+    (0..n).map(channel).collect()
+}
+
+/// A destination of its own per payout number, so payments map to payouts one to one.
+fn dest(n: u32) -> AccountId {
+    let mut key = [7u8; 32];
+    key[..4].copy_from_slice(&n.to_be_bytes());
+    AccountId::from_bytes(key)
+}
+
+fn request(n: u32) -> PayoutRequest {
+    request_with(n, "1", None)
+}
+
+fn request_with(n: u32, amount: &str, memo: Option<Memo>) -> PayoutRequest {
+    PayoutRequest::new(
+        PayoutId::parse(&format!("p-{n}")).unwrap(),
+        Destination::Account(dest(n)),
+        Asset::Native,
+        Amount::parse(amount).unwrap(),
+        memo,
+    )
+}
+
+fn id(n: u32) -> PayoutId {
+    PayoutId::parse(&format!("p-{n}")).unwrap()
 }
 
 fn policy() -> PayoutPolicy {
-    let mut p = PayoutPolicy::new(AccountId::parse(PAYER).unwrap());
+    let mut p = PayoutPolicy::new(AccountId::from_bytes(PAYER));
     p.poll_interval_ms = 5;
     p.io_retry_ms = 5;
-    p.channel_wait_ms = 5;
-    p.underfunded_retry_ms = 5;
+    p.batch_linger_ms = 5;
+    p.underfunded_retry_ms = 20;
+    p.idle_passivate_ms = 60_000;
     p
 }
 
-async fn world_with(
-    journal: Arc<MemJournal>,
-    ledger: Arc<MemLedger>,
-    policy: PayoutPolicy,
-    config: SupervisorConfig,
-) -> World {
-    let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context {
-        journal: journal.clone(),
-        ledger: ledger.clone(),
-        policy,
-        metrics: metrics.clone(),
-    });
-    let (payouts, _) = Payouts::start(ctx, config, 5_000).await.unwrap();
-    World {
-        journal,
-        ledger,
-        payouts,
-        metrics,
+fn cluster() -> ClusterConfig {
+    ClusterConfig {
+        heartbeat_interval_ms: 10,
+        instance_ttl_ms: 100,
+        orphan_sweep_interval_ms: 20,
+        ..ClusterConfig::default()
     }
 }
 
-async fn world() -> World {
-    let channels = [channel(1), channel(2)];
-    world_with(
-        Arc::new(MemJournal::with_channels(&channels)),
-        Arc::new(MemLedger::new(&channels)),
+struct Instance {
+    payouts: Payouts,
+}
+
+async fn start_with(
+    journal: Arc<dyn Journal>,
+    ledger: Arc<MemLedger>,
+    name: &str,
+    keyed: Vec<AccountId>,
+    policy: PayoutPolicy,
+) -> Instance {
+    let ctx = Arc::new(Context::new(
+        journal,
+        ledger,
+        policy,
+        Arc::new(Metrics::default()),
+        name,
+        Arc::new(ReadyQueue::new(100_000)),
+    ));
+    let config = ServiceConfig {
+        supervisor: SupervisorConfig::default(),
+        cluster: cluster(),
+        call_timeout_ms: 5_000,
+        channels: keyed,
+    };
+    Instance {
+        payouts: Payouts::start(ctx, config).await.unwrap(),
+    }
+}
+
+async fn start(journal: &Arc<MemJournal>, ledger: &Arc<MemLedger>, chans: u8) -> Instance {
+    start_with(
+        journal.clone(),
+        ledger.clone(),
+        "a",
+        channels(chans),
         policy(),
-        SupervisorConfig::default(),
     )
     .await
 }
 
-fn request(id: &str, amount: &str) -> PayoutRequest {
-    PayoutRequest::new(
-        PayoutId::parse(id).unwrap(),
-        Destination::parse(DEST).unwrap(),
-        Asset::Native,
-        Amount::parse(amount).unwrap(),
-        Memo::None,
+fn world(chans: u8) -> (Arc<MemJournal>, Arc<MemLedger>) {
+    (
+        Arc::new(MemJournal::new()),
+        Arc::new(MemLedger::new(
+            &[channels(chans), vec![AccountId::from_bytes(PAYER)]].concat(),
+        )),
     )
 }
 
-/// Polls the journal until the payout reaches `state` (a condition, not a fixed sleep).
-async fn wait_state(journal: &MemJournal, id: &str, state: PayoutState) -> PayoutRecord {
-    let id = PayoutId::parse(id).unwrap();
-    for _ in 0..2_000 {
-        if let Some(r) = journal.load(&id).await.unwrap()
-            && r.state == state
-        {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!(
-        "payout {id} never reached {state}: {:?}",
-        journal.load(&id).await.unwrap().map(|r| r.state)
-    );
-}
-
-async fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
-    for _ in 0..2_000 {
-        if cond() {
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("timed out waiting for {what}");
+    panic!("timed out waiting for: {what}");
 }
 
-#[tokio::test]
-async fn pays_once_and_confirms() {
-    let w = world().await;
-    let req = request("p-1", "12.5");
-    let answer = w.payouts.submit(req.clone()).await.unwrap();
-    assert!(matches!(answer, SubmitAnswer::Created(_)));
-    let rec = wait_state(&w.journal, "p-1", PayoutState::Confirmed).await;
-    assert_eq!(rec.attempt, 1);
-    assert!(rec.inclusion.is_some());
-    assert!(rec.channel.is_none(), "channel released on confirmation");
-    assert_eq!(w.ledger.payments_for(&req), 1);
+async fn wait_state(journal: &MemJournal, n: u32, state: PayoutState) -> PayoutRecord {
+    let pid = id(n);
+    eventually(&format!("p-{n} {state}"), || async {
+        journal
+            .load(&pid)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state == state)
+    })
+    .await;
+    journal.load(&pid).await.unwrap().unwrap()
 }
 
-#[tokio::test]
-async fn fifty_identical_requests_make_one_payout() {
-    let w = world().await;
-    let req = request("p-50", "1");
-    let calls = (0..50).map(|_| {
-        let (payouts, req) = (w.payouts.clone(), req.clone());
-        async move { payouts.submit(req).await }
-    });
-    let answers = futures_join_all(calls).await;
-    let created = answers
-        .iter()
-        .filter(|a| matches!(a, Ok(SubmitAnswer::Created(_))))
-        .count();
-    let dups = answers
-        .iter()
-        .filter(|a| matches!(a, Ok(SubmitAnswer::Duplicate(_))))
-        .count();
-    assert_eq!((created, dups), (1, 49));
-    wait_state(&w.journal, "p-50", PayoutState::Confirmed).await;
-    let events = w
-        .journal
-        .events(&PayoutId::parse("p-50").unwrap())
-        .await
-        .unwrap();
-    assert_eq!(events.iter().filter(|e| e.kind == "accepted").count(), 1);
-    assert_eq!(w.ledger.payments_for(&req), 1);
-}
-
-async fn futures_join_all<F: std::future::Future + Send + 'static>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.unwrap());
+/// Payments on the ledger per payout number.
+fn payments(ledger: &MemLedger) -> HashMap<AccountId, usize> {
+    let mut out = HashMap::new();
+    for p in ledger.payments() {
+        *out.entry(p.op.destination.account()).or_insert(0) += 1;
     }
     out
 }
 
+fn assert_paid_once(ledger: &MemLedger, ns: impl IntoIterator<Item = u32>) {
+    let paid = payments(ledger);
+    for n in ns {
+        assert_eq!(
+            paid.get(&dest(n)).copied().unwrap_or(0),
+            1,
+            "payments of p-{n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pays_once_and_confirms() {
+    let (journal, ledger) = world(2);
+    let a = start(&journal, &ledger, 2).await;
+    let answer = a.payouts.submit(request(1)).await.unwrap();
+    assert!(matches!(answer, SubmitAnswer::Created(_)));
+    let r = wait_state(&journal, 1, PayoutState::Confirmed).await;
+    assert!(r.inclusion.is_some() && r.envelope.is_some());
+    assert_paid_once(&ledger, [1]);
+    let kinds: Vec<String> = journal
+        .events(&id(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["accepted", "prepared", "confirmed"]);
+}
+
+#[tokio::test]
+async fn many_payouts_share_few_transactions() {
+    let (journal, ledger) = world(2);
+    // No ledger while they arrive: they all wait, then go in full batches.
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 2).await;
+    let mut calls = Vec::new();
+    for n in 0..450 {
+        let p = a.payouts.clone();
+        calls.push(tokio::spawn(async move { p.submit(request(n)).await }));
+    }
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    for n in 0..450 {
+        wait_state(&journal, n, PayoutState::Confirmed).await;
+    }
+    assert_paid_once(&ledger, 0..450);
+    let applied = journal
+        .envelopes()
+        .into_iter()
+        .filter(|(_, status)| *status == "applied")
+        .count();
+    assert!(applied <= 8, "450 payouts in {applied} transactions");
+    assert_eq!(ledger.included(), applied);
+}
+
+#[tokio::test]
+async fn one_payment_per_transaction_when_asked() {
+    let (journal, ledger) = world(2);
+    let mut p = policy();
+    p.payments_per_tx_max = 1;
+    let a = start_with(journal.clone(), ledger.clone(), "a", channels(2), p).await;
+    for n in 0..10 {
+        a.payouts.submit(request(n)).await.unwrap();
+    }
+    for n in 0..10 {
+        wait_state(&journal, n, PayoutState::Confirmed).await;
+    }
+    assert_eq!(ledger.included(), 10);
+}
+
+#[tokio::test]
+async fn fifty_identical_requests_make_one_payout() {
+    let (journal, ledger) = world(1);
+    let a = start(&journal, &ledger, 1).await;
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let p = a.payouts.clone();
+            tokio::spawn(async move { p.submit(request(1)).await })
+        })
+        .collect();
+    let mut created = 0;
+    for c in calls {
+        if matches!(c.await.unwrap().unwrap(), SubmitAnswer::Created(_)) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    wait_state(&journal, 1, PayoutState::Confirmed).await;
+    let accepted = journal
+        .events(&id(1))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "accepted")
+        .count();
+    assert_eq!(accepted, 1);
+    assert_paid_once(&ledger, [1]);
+}
+
 #[tokio::test]
 async fn duplicates_of_a_live_payout_cost_no_write() {
-    let w = world().await;
-    let req = request("p-dup", "3");
-    w.payouts.submit(req.clone()).await.unwrap();
-    wait_state(&w.journal, "p-dup", PayoutState::Confirmed).await;
-    let writes = w.journal.writes.load(Ordering::SeqCst);
-    for _ in 0..1_000 {
-        let a = w.payouts.submit(req.clone()).await.unwrap();
-        assert!(matches!(a, SubmitAnswer::Duplicate(r) if r.state == PayoutState::Confirmed));
+    let (journal, ledger) = world(1);
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    let writes = journal.writes.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        let answer = a.payouts.submit(request(1)).await.unwrap();
+        assert!(matches!(answer, SubmitAnswer::Duplicate(_)));
     }
-    assert_eq!(w.journal.writes.load(Ordering::SeqCst), writes);
-    assert_eq!(w.metrics.duplicates.load(Ordering::Relaxed), 1_000);
+    // The prepare of its batch may have been written meanwhile; nothing else.
+    assert!(journal.writes.load(Ordering::SeqCst) <= writes + 2);
 }
 
 #[tokio::test]
 async fn different_content_is_a_conflict_and_changes_nothing() {
-    let w = world().await;
-    w.payouts.submit(request("p-c", "1")).await.unwrap();
-    let before = w
-        .journal
-        .load(&PayoutId::parse("p-c").unwrap())
+    let (journal, ledger) = world(1);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    let err = a
+        .payouts
+        .submit(request_with(1, "2", None))
         .await
-        .unwrap()
-        .unwrap();
-    let err = w.payouts.submit(request("p-c", "2")).await.unwrap_err();
+        .unwrap_err();
     assert!(matches!(err, PayoutError::Conflict { .. }), "{err:?}");
-    let after = wait_state(&w.journal, "p-c", PayoutState::Confirmed).await;
-    assert_eq!(after.request, before.request);
-    assert_eq!(after.request.amount().stroops(), 10_000_000);
+    let r = wait_state(&journal, 1, PayoutState::Confirmed).await;
+    assert_eq!(r.request.amount().stroops(), 10_000_000);
 }
 
 #[tokio::test]
-async fn panic_mid_step_restarts_from_the_journal_and_pays_once() {
-    let w = world().await;
-    w.ledger.script(Scripted::Panic);
-    let req = request("p-panic", "7");
-    w.payouts.submit(req.clone()).await.unwrap();
-    let rec = wait_state(&w.journal, "p-panic", PayoutState::Confirmed).await;
-    assert_eq!(
-        rec.attempt, 1,
-        "the journaled envelope was reused, not rebuilt"
-    );
-    assert_eq!(w.metrics.actor_restarts.load(Ordering::Relaxed), 1);
-    assert_eq!(w.ledger.payments_for(&req), 1);
+async fn a_lost_answer_is_found_by_hash_and_not_paid_again() {
+    let (journal, ledger) = world(1);
+    ledger.script(Scripted::LoseAnswer);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    wait_state(&journal, 1, PayoutState::Confirmed).await;
+    assert_paid_once(&ledger, [1]);
+    assert_eq!(journal.envelopes().len(), 1, "never a second envelope");
 }
 
 #[tokio::test]
-async fn restart_budget_exhausted_parks_the_payout() {
-    let w = world().await;
-    for _ in 0..10 {
-        w.ledger.script(Scripted::Panic);
+async fn a_new_envelope_only_after_expiry_by_ledger_time() {
+    let (journal, ledger) = world(1);
+    let ledger = Arc::new(Arc::into_inner(ledger).unwrap().manual());
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    wait_state(&journal, 1, PayoutState::Submitted).await;
+    // max_time is the head's close time + 60 s; ledgers close 5 s apart. Until a ledger
+    // closes past it, the envelope stays.
+    for _ in 0..12 {
+        ledger.close_ledger();
     }
-    w.payouts.submit(request("p-park", "1")).await.unwrap();
-    let rec = wait_state(&w.journal, "p-park", PayoutState::Parked).await;
-    assert!(
-        rec.reason
-            .as_deref()
-            .unwrap_or("")
-            .contains("restart period"),
-        "{:?}",
-        rec.reason
-    );
-    // Visible, not lost: a read answers with the parked state.
-    let seen = w
-        .payouts
-        .get(&PayoutId::parse("p-park").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(seen.state, PayoutState::Parked);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(journal.envelopes().len(), 1, "no rebuild before expiry");
+    ledger.close_ledger();
+    eventually("a second envelope after expiry", || async {
+        journal.envelopes().len() == 2
+    })
+    .await;
+    let statuses: Vec<&str> = journal.envelopes().iter().map(|(_, s)| *s).collect();
+    assert!(statuses.contains(&"dead"), "{statuses:?}");
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    eventually("included", || async {
+        ledger.close_ledger();
+        journal.load(&id(1)).await.unwrap().unwrap().state == PayoutState::Confirmed
+    })
+    .await;
+    assert_paid_once(&ledger, [1]);
 }
 
 #[tokio::test]
-async fn lost_answer_is_found_by_hash_and_not_paid_again() {
-    let w = world().await;
-    w.ledger.script(Scripted::ApplyThenLose);
-    let req = request("p-lost", "2");
-    w.payouts.submit(req.clone()).await.unwrap();
-    let rec = wait_state(&w.journal, "p-lost", PayoutState::Confirmed).await;
-    assert_eq!(rec.attempt, 1);
-    assert_eq!(w.ledger.payments_for(&req), 1);
-}
-
-#[tokio::test]
-async fn new_envelope_only_after_expiry_by_ledger_time() {
-    let w = world().await;
-    for _ in 0..3 {
-        w.ledger.script(Scripted::Answer(SubmitOutcome::Unknown {
-            detail: "timeout".into(),
-        }));
+async fn a_failed_operation_fails_its_payout_and_the_others_go_again() {
+    let (journal, ledger) = world(1);
+    ledger.set_missing(dest(2));
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 1).await;
+    for n in 0..5 {
+        a.payouts.submit(request(n)).await.unwrap();
     }
-    let req = request("p-exp", "2");
-    w.payouts.submit(req.clone()).await.unwrap();
-    let rec = wait_state(&w.journal, "p-exp", PayoutState::Submitted).await;
-    let first = rec.envelope.clone().unwrap();
-    // Not dead yet: still the same envelope.
-    wait_until(
-        || w.ledger.submissions.load(Ordering::SeqCst) >= 3,
-        "three unknown answers",
-    )
+    eventually("all in one envelope", || async {
+        journal
+            .envelopes()
+            .first()
+            .is_some_and(|(b, _)| b.members.len() == 5)
+    })
     .await;
-    let rec = w
-        .journal
-        .load(&PayoutId::parse("p-exp").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rec.envelope.as_ref().map(|e| e.hash), Some(first.hash));
-    assert_eq!(rec.attempt, 1);
-    // A ledger closes past max_time: now a new envelope may be built, and it pays.
-    w.ledger.advance(1_000);
-    let rec = wait_state(&w.journal, "p-exp", PayoutState::Confirmed).await;
-    assert_eq!(rec.attempt, 2);
-    assert_ne!(rec.envelope.unwrap().hash, first.hash);
-    assert_eq!(w.ledger.payments_for(&req), 1);
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    let failed = wait_state(&journal, 2, PayoutState::Failed).await;
+    assert!(failed.reason.unwrap().contains("op_no_destination"));
+    for n in [0, 1, 3, 4] {
+        let r = wait_state(&journal, n, PayoutState::Confirmed).await;
+        assert_eq!(r.attempt, 2);
+    }
+    assert_paid_once(&ledger, [0, 1, 3, 4]);
+    assert_eq!(payments(&ledger).get(&dest(2)), None);
 }
 
 #[tokio::test]
-async fn included_failure_is_terminal_with_reason() {
-    let w = world().await;
-    w.ledger.script(Scripted::Answer(SubmitOutcome::Failed {
-        inclusion: payoutd_actors::ports::Inclusion {
-            ledger: 9,
-            fee_charged: 100,
-        },
-        tx_code: "tx_failed".into(),
-        op_codes: vec!["op_no_destination".into()],
-    }));
-    w.payouts.submit(request("p-nodest", "2")).await.unwrap();
-    let rec = wait_state(&w.journal, "p-nodest", PayoutState::Failed).await;
-    assert!(rec.reason.unwrap().contains("op_no_destination"));
-    assert!(rec.channel.is_none());
+async fn underfunded_payouts_try_again_later() {
+    let (journal, ledger) = world(1);
+    ledger.set_underfunded(dest(1), true);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    eventually("a failed attempt", || async {
+        journal.envelopes().iter().any(|(_, s)| *s == "failed")
+    })
+    .await;
+    ledger.set_underfunded(dest(1), false);
+    wait_state(&journal, 1, PayoutState::Confirmed).await;
+    assert_paid_once(&ledger, [1]);
 }
 
 #[tokio::test]
-async fn passivated_actor_respawns_from_the_journal() {
-    let channels = [channel(1)];
-    let mut p = policy();
-    p.idle_passivate_ms = 20;
-    let w = world_with(
-        Arc::new(MemJournal::with_channels(&channels)),
-        Arc::new(MemLedger::new(&channels)),
-        p,
-        SupervisorConfig::default(),
-    )
-    .await;
-    w.payouts.submit(request("p-idle", "1")).await.unwrap();
-    wait_state(&w.journal, "p-idle", PayoutState::Confirmed).await;
-    wait_until(
-        || w.metrics.live_actors.load(Ordering::Relaxed) == 0,
-        "passivation",
-    )
-    .await;
-    let spawned = w.metrics.actors_spawned.load(Ordering::Relaxed);
-    let rec = w
-        .payouts
-        .get(&PayoutId::parse("p-idle").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rec.state, PayoutState::Confirmed);
+async fn a_lagging_lookup_never_leads_to_a_second_payment() {
+    let (journal, ledger) = world(2);
+    ledger.set_lookup_lag(150);
+    ledger.script(Scripted::LoseAnswer);
+    let a = start(&journal, &ledger, 2).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    // Applied, answer lost; the sequence is consumed but the lookup server is 150 ledgers
+    // behind: no proof either way. The payout waits; the channel moves on.
+    wait_state(&journal, 1, PayoutState::Submitted).await;
+    for n in 2..6 {
+        a.payouts.submit(request(n)).await.unwrap();
+        wait_state(&journal, n, PayoutState::Confirmed).await;
+    }
     assert_eq!(
-        w.metrics.actors_spawned.load(Ordering::Relaxed),
-        spawned + 1
+        journal.load(&id(1)).await.unwrap().unwrap().state,
+        PayoutState::Submitted
     );
+    // The lookup server catches up: the payout is found confirmed, paid once.
+    for _ in 0..150 {
+        ledger.close_ledger();
+    }
+    wait_state(&journal, 1, PayoutState::Confirmed).await;
+    assert_paid_once(&ledger, 1..6);
 }
 
 #[tokio::test]
-async fn recovery_drives_unfinished_payouts_after_a_restart() {
-    let channels = [channel(1)];
-    let journal = Arc::new(MemJournal::with_channels(&channels));
-    let ledger = Arc::new(MemLedger::new(&channels));
-    // First "process": it dies right after the accept was journaled (written directly here).
-    let first = world_with(
-        journal.clone(),
-        ledger.clone(),
-        policy(),
-        SupervisorConfig::default(),
-    )
-    .await;
-    let req = request("p-rec", "4");
-    journal.accept(&req, req.fingerprint()).await.unwrap();
-    first.payouts.shutdown(1_000).await;
-    // Second "process": recovery re-drives it.
-    let second = world_with(
-        journal.clone(),
-        ledger.clone(),
-        policy(),
-        SupervisorConfig::default(),
-    )
-    .await;
-    assert_eq!(second.payouts.recover().await.unwrap(), 1);
-    wait_state(&journal, "p-rec", PayoutState::Confirmed).await;
-    assert_eq!(ledger.payments_for(&req), 1);
+async fn a_pruned_history_never_proves_an_envelope_dead() {
+    let (journal, ledger) = world(1);
+    let ledger = Arc::new(Arc::into_inner(ledger).unwrap().manual());
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    // The lookup server holds history only from far in the future of the envelope.
+    ledger.set_history_elder(1_000_000);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    wait_state(&journal, 1, PayoutState::Submitted).await;
+    // Someone else consumes the channel's sequence: the envelope can no longer apply, but
+    // whether it did cannot be proven from this history.
+    ledger.bump_sequence(&channel(0), (1 << 32) + 5);
+    for _ in 0..20 {
+        ledger.close_ledger();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = journal.load(&id(1)).await.unwrap().unwrap();
+    assert_eq!(r.state, PayoutState::Submitted);
+    assert_eq!(journal.envelopes().len(), 1, "never rebuilt");
+    drop(a);
 }
 
 #[tokio::test]
-async fn live_actor_bound_refuses_new_work_and_defers_drives() {
-    let channels = [channel(1)];
-    let mut p = policy();
-    p.channel_wait_ms = 10_000; // the second payout waits for the channel: stays live
-    let config = SupervisorConfig {
-        live_actors_max: 1,
-        ..SupervisorConfig::default()
+async fn caller_memos_get_transactions_of_their_own() {
+    let (journal, ledger) = world(1);
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts
+        .submit(request_with(1, "1", Some(Memo::Id(7))))
+        .await
+        .unwrap();
+    a.payouts
+        .submit(request_with(2, "1", Some(Memo::Id(7))))
+        .await
+        .unwrap();
+    a.payouts
+        .submit(request_with(3, "1", Some(Memo::Id(8))))
+        .await
+        .unwrap();
+    a.payouts
+        .submit(request_with(4, "1", Some(Memo::None)))
+        .await
+        .unwrap();
+    a.payouts.submit(request(5)).await.unwrap();
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    for n in 1..=5 {
+        wait_state(&journal, n, PayoutState::Confirmed).await;
+    }
+    let memo_of = |n: u32| {
+        ledger
+            .payments()
+            .into_iter()
+            .find(|p| p.op.destination.account() == dest(n))
+            .unwrap()
+            .memo
     };
-    let w = world_with(
-        Arc::new(MemJournal::with_channels(&[])),
-        Arc::new(MemLedger::new(&channels)),
-        p,
-        config,
+    assert_eq!(memo_of(1), Memo::Id(7));
+    assert_eq!(memo_of(2), Memo::Id(7));
+    assert_eq!(memo_of(3), Memo::Id(8));
+    assert_eq!(memo_of(4), Memo::None, "an explicit none means no memo");
+    assert!(
+        matches!(memo_of(5), Memo::Hash(_)),
+        "no memo: one that names it"
+    );
+}
+
+#[tokio::test]
+async fn cancel_before_the_envelope_and_not_after() {
+    let (journal, ledger) = world(1);
+    let ledger = Arc::new(Arc::into_inner(ledger).unwrap().manual());
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    // Accepted while the ledger is unreachable: no envelope can be built.
+    ledger.flags().unavailable.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    let cancelled = a.payouts.cancel(&id(1), "test".into()).await.unwrap();
+    assert_eq!(cancelled.state, PayoutState::Cancelled);
+    ledger.flags().unavailable.store(false, Ordering::SeqCst);
+    a.payouts.submit(request(2)).await.unwrap();
+    wait_state(&journal, 2, PayoutState::Submitted).await;
+    let err = a
+        .payouts
+        .cancel(&id(2), "too late".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PayoutError::NotCancellable { .. }), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        journal.load(&id(1)).await.unwrap().unwrap().state,
+        PayoutState::Cancelled,
+        "a cancelled payout joins no batch"
+    );
+}
+
+#[tokio::test]
+async fn parked_at_attempts_max_resumes_with_a_fresh_budget() {
+    let (journal, ledger) = world(1);
+    let ledger = Arc::new(Arc::into_inner(ledger).unwrap().manual());
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let mut p = policy();
+    p.attempts_max = 2;
+    let a = start_with(journal.clone(), ledger.clone(), "a", channels(1), p).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    eventually("parked after two dead envelopes", || async {
+        ledger.close_ledger();
+        journal.load(&id(1)).await.unwrap().unwrap().state == PayoutState::Parked
+    })
+    .await;
+    let parked = journal.load(&id(1)).await.unwrap().unwrap();
+    assert!(parked.reason.unwrap().contains("attempts_max"));
+    assert!(parked.envelope.is_none(), "its last envelope is dead");
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    let resumed = a.payouts.resume(&id(1), "fixed".into()).await.unwrap();
+    assert_eq!((resumed.state, resumed.attempt), (PayoutState::Accepted, 0));
+    eventually("confirmed after resume", || async {
+        ledger.close_ledger();
+        journal.load(&id(1)).await.unwrap().unwrap().state == PayoutState::Confirmed
+    })
+    .await;
+    assert_paid_once(&ledger, [1]);
+}
+
+#[tokio::test]
+async fn a_restart_recovers_queued_and_journaled_work() {
+    let (journal, ledger) = world(2);
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 2).await;
+    for n in 0..300 {
+        a.payouts.submit(request(n)).await.unwrap();
+    }
+    eventually("envelopes journaled", || async {
+        journal.envelopes().len() == 2
+    })
+    .await;
+    a.payouts.shutdown(1_000).await;
+    drop(a);
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    // Same instance name: its accepted payouts are its own again; its channels' envelopes
+    // are resubmitted with the journaled bytes.
+    let _b = start(&journal, &ledger, 2).await;
+    for n in 0..300 {
+        wait_state(&journal, n, PayoutState::Confirmed).await;
+    }
+    assert_paid_once(&ledger, 0..300);
+}
+
+#[tokio::test]
+async fn orphans_of_a_dead_instance_are_adopted() {
+    let (journal, ledger) = world(2);
+    ledger.flags().unavailable.store(true, Ordering::SeqCst);
+    let a = start_with(
+        journal.clone(),
+        ledger.clone(),
+        "a",
+        vec![channel(0)],
+        policy(),
     )
     .await;
-    // No channel at all: the first payout stays live, waiting.
-    w.payouts.submit(request("p-a", "1")).await.unwrap();
-    let err = w.payouts.submit(request("p-b", "1")).await.unwrap_err();
-    assert_eq!(err, PayoutError::Overloaded);
-}
-
-#[tokio::test]
-async fn journal_outage_is_an_error_not_a_loss() {
-    let w = world().await;
-    w.journal.unavailable.store(true, Ordering::SeqCst);
-    let err = w.payouts.submit(request("p-down", "1")).await.unwrap_err();
-    assert!(matches!(err, PayoutError::Unavailable(_)));
-    w.journal.unavailable.store(false, Ordering::SeqCst);
-    // The caller retries: accepted and paid.
-    let a = w.payouts.submit(request("p-down", "1")).await.unwrap();
-    assert!(matches!(a, SubmitAnswer::Created(_)));
-    wait_state(&w.journal, "p-down", PayoutState::Confirmed).await;
-}
-
-#[tokio::test]
-async fn a_parked_payout_resumes_with_its_envelope_and_pays_once() {
-    let w = world().await;
-    // Four failures: past the budget of three restarts, so the payout is parked.
-    for _ in 0..4 {
-        w.ledger.script(Scripted::Panic);
+    for n in 0..20 {
+        a.payouts.submit(request(n)).await.unwrap();
     }
-    let req = request("p-resume", "1");
-    w.payouts.submit(req.clone()).await.unwrap();
-    let parked = wait_state(&w.journal, "p-resume", PayoutState::Parked).await;
-    let envelope = parked.envelope.clone().expect("parked with its envelope");
-    let id = PayoutId::parse("p-resume").unwrap();
-    let resumed = w
-        .payouts
-        .resume(&id, "operator checked".into())
-        .await
-        .unwrap();
-    assert_eq!(resumed.state, PayoutState::Submitted);
-    let done = wait_state(&w.journal, "p-resume", PayoutState::Confirmed).await;
-    assert_eq!(
-        done.envelope.unwrap().hash,
-        envelope.hash,
-        "the same envelope, not a new one"
-    );
-    assert_eq!(w.ledger.payments_for(&req), 1);
-    // Resuming a payout that is not parked is refused.
-    let err = w.payouts.resume(&id, "again".into()).await.unwrap_err();
-    assert!(matches!(err, PayoutError::NotResumable { .. }));
+    // "a" dies for good (its actors are frozen: it stops heartbeating and no longer takes
+    // part; the journal says its heartbeat expired).
+    a.payouts
+        .context()
+        .queue
+        .take(1000, Duration::ZERO, std::time::Instant::now());
+    std::mem::forget(a);
+    journal.expire("a");
+    ledger.flags().unavailable.store(false, Ordering::SeqCst);
+    let _b = start_with(
+        journal.clone(),
+        ledger.clone(),
+        "b",
+        vec![channel(1)],
+        policy(),
+    )
+    .await;
+    for n in 0..20 {
+        let r = wait_state(&journal, n, PayoutState::Confirmed).await;
+        assert_eq!(r.owner.as_deref(), Some("b"));
+    }
+    assert_paid_once(&ledger, 0..20);
+}
+
+#[tokio::test]
+async fn disjoint_keys_settle_each_others_envelopes_without_parking() {
+    let (journal, shared) = world(2);
+    let payer = AccountId::from_bytes(PAYER);
+    let la = Arc::new(shared.view(&[channel(0), payer]));
+    let lb = Arc::new(shared.view(&[channel(1), payer]));
+    shared.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start_with(journal.clone(), la, "a", vec![channel(0)], policy()).await;
+    let b = start_with(journal.clone(), lb, "b", vec![channel(1)], policy()).await;
+    for n in 0..10 {
+        let inst = if n % 2 == 0 { &a } else { &b };
+        inst.payouts.submit(request(n)).await.unwrap();
+    }
+    eventually("envelopes on both channels", || async {
+        journal.envelopes().len() == 2
+    })
+    .await;
+    // Duplicates and reads land on the other instance: nothing is driven there.
+    for n in 0..10 {
+        let other = if n % 2 == 0 { &b } else { &a };
+        other.payouts.submit(request(n)).await.unwrap();
+        other.payouts.get(&id(n)).await.unwrap();
+    }
+    // "a" dies for good; its envelope (channel 0, whose key only "a" had) is settled by "b"
+    // with the journaled bytes.
+    std::mem::forget(a);
+    journal.expire("a");
+    shared.flags().submit_outage.store(false, Ordering::SeqCst);
+    for n in 0..10 {
+        wait_state(&journal, n, PayoutState::Confirmed).await;
+    }
+    assert_paid_once(&shared, 0..10);
+    assert!(journal.all().iter().all(|r| r.state != PayoutState::Parked));
+    drop(b);
+}
+
+#[tokio::test]
+async fn the_journal_down_is_an_error_not_a_loss() {
+    let (journal, ledger) = world(1);
+    let a = start(&journal, &ledger, 1).await;
+    journal.unavailable.store(true, Ordering::SeqCst);
+    let err = a.payouts.submit(request(1)).await.unwrap_err();
+    assert!(matches!(err, PayoutError::Unavailable(_)), "{err:?}");
+    journal.unavailable.store(false, Ordering::SeqCst);
+    a.payouts.submit(request(1)).await.unwrap();
+    wait_state(&journal, 1, PayoutState::Confirmed).await;
+}
+
+#[tokio::test]
+async fn a_journal_outage_mid_batch_pays_once() {
+    let (journal, ledger) = world(1);
+    let a = start(&journal, &ledger, 1).await;
+    for n in 0..30 {
+        a.payouts.submit(request(n)).await.unwrap();
+        if n == 10 {
+            journal.unavailable.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            journal.unavailable.store(false, Ordering::SeqCst);
+        }
+    }
+    for n in 0..30 {
+        wait_state(&journal, n, PayoutState::Confirmed).await;
+    }
+    assert_paid_once(&ledger, 0..30);
+}
+
+/// Panics in `apply` of a cancel for one payout, a given number of times.
+struct PanicOnCancel {
+    target: PayoutId,
+    left: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl Hooks for PanicOnCancel {
+    async fn before_apply(&self, c: &PayoutRecord, s: &Step) -> Result<(), JournalError> {
+        if c.id() == &self.target
+            && matches!(s, Step::Cancelled { .. })
+            && self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| l.checked_sub(1))
+                .is_ok()
+        {
+            panic!("planted bug in apply");
+        }
+        Ok(())
+    }
+}
+
+fn panicking(journal: &Arc<MemJournal>, n: u32, times: u32) -> Arc<Hooked<MemJournal>> {
+    Arc::new(Hooked::new(
+        journal.clone(),
+        Arc::new(PanicOnCancel {
+            target: id(n),
+            left: times.into(),
+        }),
+    ))
+}
+
+#[tokio::test]
+async fn a_panicking_actor_is_restarted_then_parked_past_its_budget() {
+    let (journal, ledger) = world(1);
+    ledger.flags().unavailable.store(true, Ordering::SeqCst);
+    let a = start_with(
+        panicking(&journal, 1, 1),
+        ledger.clone(),
+        "a",
+        channels(1),
+        policy(),
+    )
+    .await;
+    a.payouts.submit(request(1)).await.unwrap();
+    // One panic: restarted from the journal, the cancel goes through the second time.
+    assert!(a.payouts.cancel(&id(1), "x".into()).await.is_err());
+    let r = a.payouts.cancel(&id(1), "x".into()).await.unwrap();
+    assert_eq!(r.state, PayoutState::Cancelled);
+    // Past the restart budget (3): parked with the reason.
+    a.payouts.submit(request(2)).await.unwrap();
+    let b = start_with(
+        panicking(&journal, 2, 10),
+        ledger.clone(),
+        "b",
+        vec![],
+        policy(),
+    )
+    .await;
+    for _ in 0..4 {
+        let _ = b.payouts.cancel(&id(2), "x".into()).await;
+    }
+    let parked = wait_state(&journal, 2, PayoutState::Parked).await;
+    assert!(parked.reason.unwrap().contains("planted bug"));
 }

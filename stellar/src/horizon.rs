@@ -10,7 +10,9 @@ use std::fmt;
 use std::time::Duration;
 
 use payoutd_actors::domain::AccountId;
-use payoutd_actors::ports::{Inclusion, LedgerHead, Lookup, SubmitOutcome, TxHash};
+use payoutd_actors::ports::{
+    Coverage, Inclusion, LedgerHead, Lookup, SequenceRead, SubmitOutcome, TxHash,
+};
 use serde::{Deserialize, Deserializer};
 use stellar_xdr::{
     InnerTransactionResultResult, Limits, OperationResult, OperationResultTr, PaymentResult,
@@ -70,6 +72,8 @@ pub enum HorizonError {
 pub struct RootInfo {
     pub network_passphrase: String,
     pub history_latest_ledger: u32,
+    /// The oldest ledger the answering node still holds (`None` if it did not say).
+    pub history_elder_ledger: Option<u32>,
     /// `history_latest_ledger_closed_at` in unix seconds (0 if Horizon has no history yet).
     pub history_latest_ledger_closed_at: u64,
 }
@@ -78,14 +82,21 @@ pub struct RootInfo {
 #[derive(Clone)]
 pub struct HorizonClient {
     http: reqwest::Client,
-    /// Without a trailing slash; paths are appended to it.
+    /// Without a trailing slash; paths are appended to it. May carry credentials (a
+    /// provider's key in the userinfo, the path or the query): never shown.
     base_url: String,
+    /// What may be shown of the URL: scheme, host and port only.
+    display_url: String,
+    /// The highest `history_elder_ledger` any answer of `GET /` reported: behind a load
+    /// balancer, a lookup may come from any node, so a "not found" is taken to cover only
+    /// the history the least-provisioned node seen keeps.
+    elder_floor: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl fmt::Debug for HorizonClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HorizonClient")
-            .field("base_url", &self.base_url)
+            .field("url", &self.display_url)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +105,25 @@ impl fmt::Debug for HorizonClient {
 struct Reply {
     status: u16,
     body: Vec<u8>,
+    /// The `Latest-Ledger` header: the last ledger the answering node had ingested.
+    latest_ledger: Option<u32>,
+}
+
+/// Scheme, host and port of a URL: what logs, errors and `Debug` may show of it. Userinfo,
+/// path and query are dropped (API keys live there).
+pub fn redact_url(url: &reqwest::Url) -> String {
+    let mut out = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    let hidden = !url.username().is_empty()
+        || url.password().is_some()
+        || !url.path().trim_matches('/').is_empty()
+        || url.query().is_some();
+    if hidden {
+        out.push_str("/…");
+    }
+    out
 }
 
 impl Reply {
@@ -128,10 +158,8 @@ impl HorizonClient {
                 url.scheme()
             )));
         }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(HorizonError::InvalidUrl(
-                "must not have a query or fragment".into(),
-            ));
+        if url.fragment().is_some() {
+            return Err(HorizonError::InvalidUrl("must not have a fragment".into()));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(timeouts.request_timeout_ms))
@@ -139,14 +167,31 @@ impl HorizonClient {
             .user_agent(concat!("payoutd-stellar/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HorizonError::Client(error_chain(e)))?;
+        // A query (some providers put their key there) is kept and sent after every path.
+        let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let mut base = url.clone();
+        base.set_query(None);
         Ok(Self {
             http,
-            base_url: url.as_str().trim_end_matches('/').to_owned(),
+            base_url: format!("{}{query}", base.as_str().trim_end_matches('/')),
+            display_url: redact_url(&url),
+            elder_floor: Default::default(),
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
+    /// The URL as it may be shown (no credentials).
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    fn url(&self, path: &str) -> String {
+        match self.base_url.split_once('?') {
+            Some((base, query)) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                format!("{base}{path}{sep}{query}")
+            }
+            None => format!("{}{path}", self.base_url),
+        }
     }
 
     /// `GET /`: the network passphrase and the last ingested ledger.
@@ -156,6 +201,8 @@ impl HorizonClient {
             network_passphrase: String,
             history_latest_ledger: u32,
             history_latest_ledger_closed_at: String,
+            #[serde(default)]
+            history_elder_ledger: Option<u32>,
         }
         let reply = self.get("/").await?;
         if reply.status != 200 {
@@ -174,9 +221,14 @@ impl HorizonClient {
                 ),
             }
         })?;
+        if let Some(elder) = root.history_elder_ledger {
+            self.elder_floor
+                .fetch_max(elder, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(RootInfo {
             network_passphrase: root.network_passphrase,
             history_latest_ledger: root.history_latest_ledger,
+            history_elder_ledger: root.history_elder_ledger,
             // A Horizon without history reports Go's zero time (year 1). Clamping to 0 is
             // the safe side: an earlier close time never proves an envelope expired.
             history_latest_ledger_closed_at: u64::try_from(closed_at).unwrap_or(0),
@@ -192,8 +244,12 @@ impl HorizonClient {
         })
     }
 
-    /// `GET /accounts/{id}`: the account's sequence number, `None` if it does not exist.
-    pub async fn account_sequence(&self, account: &AccountId) -> Result<Option<i64>, HorizonError> {
+    /// `GET /accounts/{id}`: the account's sequence number (`None` if it does not exist) as
+    /// of the answering node's `Latest-Ledger`.
+    pub async fn account_sequence(
+        &self,
+        account: &AccountId,
+    ) -> Result<SequenceRead, HorizonError> {
         #[derive(Deserialize)]
         struct Account {
             #[serde(deserialize_with = "i64_from_string_or_number")]
@@ -202,9 +258,13 @@ impl HorizonClient {
         let reply = self
             .get(&format!("/accounts/{}", account.to_strkey()))
             .await?;
+        let read = |sequence| SequenceRead {
+            sequence,
+            as_of_ledger: reply.latest_ledger,
+        };
         match reply.status {
-            200 => Ok(Some(reply.json::<Account>()?.sequence)),
-            404 => Ok(None),
+            200 => Ok(read(Some(reply.json::<Account>()?.sequence))),
+            404 => Ok(read(None)),
             status => Err(HorizonError::Status {
                 status,
                 snippet: reply.snippet(),
@@ -212,7 +272,10 @@ impl HorizonClient {
         }
     }
 
-    /// `GET /transactions/{hash}`: applied, failed (with its codes) or not found (yet).
+    /// `GET /transactions/{hash}`: applied, failed (with its codes) or not found. A "not
+    /// found" covers the ledgers from the highest elder seen (see `elder_floor`) to the
+    /// answer's `Latest-Ledger`; without that header, or before any `GET /`, it covers
+    /// nothing.
     pub async fn transaction(&self, hash: &TxHash) -> Result<Lookup, HorizonError> {
         let reply = self
             .get(&format!("/transactions/{}", hash.to_hex()))
@@ -223,7 +286,17 @@ impl HorizonClient {
                 resource.check_hash(hash, reply.status)?;
                 Ok(resource.into_lookup())
             }
-            404 => Ok(Lookup::NotFound),
+            404 => {
+                let elder = self.elder_floor.load(std::sync::atomic::Ordering::Relaxed);
+                let coverage = match reply.latest_ledger {
+                    Some(latest) if elder > 0 => Some(Coverage {
+                        oldest: elder,
+                        latest,
+                    }),
+                    _ => None,
+                };
+                Ok(Lookup::NotFound(coverage))
+            }
             status => Err(HorizonError::Status {
                 status,
                 snippet: reply.snippet(),
@@ -256,7 +329,7 @@ impl HorizonClient {
                         tracing::warn!(%hash, %tx_code, "Horizon reported a failure, the ledger shows success");
                         SubmitOutcome::Applied(inclusion)
                     }
-                    Ok(Lookup::NotFound) => unknown(
+                    Ok(Lookup::NotFound(_)) => unknown(
                         hash,
                         format!(
                             "Horizon answered {tx_code} but the transaction is not found (yet)"
@@ -271,14 +344,21 @@ impl HorizonClient {
         }
     }
 
+    /// Every read takes part in a proof (of death, of the head), so none may come from a
+    /// cache between us and Horizon.
     async fn get(&self, path: &str) -> Result<Reply, HorizonError> {
-        let url = format!("{}{path}", self.base_url);
-        let response = self.http.get(url).send().await.map_err(transport_error)?;
+        let response = self
+            .http
+            .get(self.url(path))
+            .header(reqwest::header::CACHE_CONTROL, "no-cache")
+            .send()
+            .await
+            .map_err(transport_error)?;
         read_reply(response).await
     }
 
     async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Reply, HorizonError> {
-        let url = format!("{}{path}", self.base_url);
+        let url = self.url(path);
         let response = self
             .http
             .post(url)
@@ -297,6 +377,11 @@ fn unknown(hash: &TxHash, detail: String) -> SubmitOutcome {
 
 async fn read_reply(mut response: reqwest::Response) -> Result<Reply, HorizonError> {
     let status = response.status().as_u16();
+    let latest_ledger = response
+        .headers()
+        .get("latest-ledger")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
         if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
@@ -307,7 +392,11 @@ async fn read_reply(mut response: reqwest::Response) -> Result<Reply, HorizonErr
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Reply { status, body })
+    Ok(Reply {
+        status,
+        body,
+        latest_ledger,
+    })
 }
 
 fn transport_error(error: reqwest::Error) -> HorizonError {
@@ -465,7 +554,7 @@ fn classify_submit_reply(reply: &Reply, hash: &TxHash) -> Classified {
                     op_codes,
                 },
                 // `into_lookup` never answers NotFound for a resource; kept total anyway.
-                Lookup::NotFound => return unknown_reply("without the transaction"),
+                Lookup::NotFound(_) => return unknown_reply("without the transaction"),
             })
         }
         400 => {
@@ -721,7 +810,44 @@ mod tests {
         Reply {
             status,
             body: body.as_bytes().to_vec(),
+            latest_ledger: None,
         }
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        for (url, shown) in [
+            ("https://horizon.stellar.org", "https://horizon.stellar.org"),
+            (
+                "https://user:hunter2@h.example.com",
+                "https://h.example.com/…",
+            ),
+            (
+                "https://h.example.com/key-abc123/",
+                "https://h.example.com/…",
+            ),
+            (
+                "https://h.example.com?apikey=s3cr3t",
+                "https://h.example.com/…",
+            ),
+            ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ] {
+            let c = HorizonClient::new(url, HorizonTimeouts::default()).unwrap();
+            assert_eq!(c.display_url(), shown, "{url}");
+            let debug = format!("{c:?}");
+            for secret in ["hunter2", "key-abc123", "s3cr3t"] {
+                assert!(!debug.contains(secret), "{debug}");
+            }
+        }
+        let c = HorizonClient::new(
+            "https://h.example.com/k/?apikey=s",
+            HorizonTimeouts::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.url("/accounts/G"),
+            "https://h.example.com/k/accounts/G?apikey=s"
+        );
     }
 
     fn failed_result_xdr(op: PaymentResult) -> String {

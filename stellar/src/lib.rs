@@ -17,7 +17,7 @@ pub mod tx;
 use async_trait::async_trait;
 use payoutd_actors::domain::AccountId;
 use payoutd_actors::ports::{
-    Envelope, Ledger, LedgerError, LedgerHead, Lookup, SubmitOutcome, TxHash, TxSpec,
+    Envelope, Ledger, LedgerError, LedgerHead, Lookup, SequenceRead, SubmitOutcome, TxHash, TxSpec,
 };
 use sha2::{Digest, Sha256};
 
@@ -68,21 +68,25 @@ impl StellarLedger {
         keyring: Keyring,
         timeouts: HorizonTimeouts,
     ) -> Result<Self, StartupError> {
+        // Never the URL as given: it may carry a provider's key.
+        let shown = reqwest::Url::parse(horizon_url)
+            .map(|u| horizon::redact_url(&u))
+            .unwrap_or_else(|_| "(an unparsable URL)".to_owned());
         let startup = |source| StartupError::Horizon {
-            url: horizon_url.to_owned(),
+            url: shown.clone(),
             source,
         };
         let client = HorizonClient::new(horizon_url, timeouts).map_err(startup)?;
         let root = client.root().await.map_err(startup)?;
         if root.network_passphrase != expected_passphrase {
             return Err(StartupError::PassphraseMismatch {
-                url: client.base_url().to_owned(),
+                url: client.display_url().to_owned(),
                 configured: expected_passphrase.to_owned(),
                 horizon: root.network_passphrase,
             });
         }
         tracing::info!(
-            horizon = client.base_url(),
+            horizon = client.display_url(),
             passphrase = expected_passphrase,
             latest_ledger = root.history_latest_ledger,
             keys = ?keyring,
@@ -118,6 +122,10 @@ impl Ledger for StellarLedger {
         tx::build_and_sign(spec, &self.network_id, &self.keyring)
     }
 
+    fn can_sign(&self, account: &AccountId) -> bool {
+        self.keyring.get(account).is_some()
+    }
+
     async fn submit(&self, envelope: &Envelope) -> SubmitOutcome {
         let outcome = self.client.submit(&envelope.xdr, &envelope.hash).await;
         tracing::debug!(hash = %envelope.hash, ?outcome, "submitted");
@@ -128,7 +136,7 @@ impl Ledger for StellarLedger {
         self.client.transaction(hash).await.map_err(unavailable)
     }
 
-    async fn account_sequence(&self, account: &AccountId) -> Result<Option<i64>, LedgerError> {
+    async fn account_sequence(&self, account: &AccountId) -> Result<SequenceRead, LedgerError> {
         self.client
             .account_sequence(account)
             .await

@@ -1,12 +1,14 @@
-//! Building and signing one payment transaction with stellar-xdr (BRIEF §2.2, §5).
+//! Building and signing one transaction of 1..=100 payments with stellar-xdr
+//! (docs/protocol.md, "Stellar facts").
 //!
-//! The layout is fixed: one `Payment` operation, sourced from the payer when the payer is
+//! The layout is fixed: `Payment` operations, each sourced from the payer when the payer is
 //! not the transaction source (the channel-account pattern), `TimeBounds` always carrying a
-//! `max_time` so that expiry can be proven later, optional `LedgerBounds`. Pure functions:
-//! nothing here touches the network.
+//! `max_time` so that expiry can be proven later, optional `LedgerBounds`, one memo for the
+//! whole transaction. Pure functions: nothing here touches the network.
 
 use payoutd_actors::domain::{AccountId, Asset, Destination, Memo};
-use payoutd_actors::ports::{Envelope, LedgerError, TxHash, TxSpec};
+use payoutd_actors::policy::OPERATIONS_PER_TX_MAX;
+use payoutd_actors::ports::{Envelope, LedgerError, OpSpec, TxHash, TxSpec};
 use stellar_xdr::{
     AlphaNum4, AlphaNum12, AssetCode4, AssetCode12, DecoratedSignature, LedgerBounds, Limits,
     MuxedAccount, MuxedAccountMed25519, Operation, OperationBody, PaymentOp, Preconditions,
@@ -70,26 +72,40 @@ pub fn build_payment_tx(spec: &TxSpec, min_time: u64) -> Result<Transaction, Led
             })
         }
     };
-    let payment = Operation {
-        // Same account: leave it to default to the transaction source (smaller, and what
-        // the SDKs produce). Different: the channel pattern, the payer holds the money.
-        source_account: (spec.payer != spec.source).then(|| muxed_account(&spec.payer)),
-        body: OperationBody::Payment(PaymentOp {
-            destination: destination(&spec.destination),
-            asset: asset(&spec.asset)?,
-            amount: spec.amount.stroops(),
-        }),
-    };
+    if spec.operations.is_empty() || spec.operations.len() > OPERATIONS_PER_TX_MAX {
+        return Err(LedgerError::Build(format!(
+            "a transaction holds 1 to {OPERATIONS_PER_TX_MAX} operations, not {}",
+            spec.operations.len()
+        )));
+    }
+    let operations = spec
+        .operations
+        .iter()
+        .map(|op| payment(spec, op))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Transaction {
         source_account: muxed_account(&spec.source),
         fee: spec.fee_stroops,
         seq_num: SequenceNumber(spec.sequence),
         cond,
         memo: memo(&spec.memo)?,
-        operations: vec![payment]
+        operations: operations
             .try_into()
             .map_err(|_| build_error("operation list"))?,
         ext: TransactionExt::V0,
+    })
+}
+
+fn payment(spec: &TxSpec, op: &OpSpec) -> Result<Operation, LedgerError> {
+    Ok(Operation {
+        // Same account: leave it to default to the transaction source (smaller, and what
+        // the SDKs produce). Different: the channel pattern, the payer holds the money.
+        source_account: (op.payer != spec.source).then(|| muxed_account(&op.payer)),
+        body: OperationBody::Payment(PaymentOp {
+            destination: destination(&op.destination),
+            asset: asset(&op.asset)?,
+            amount: op.amount.stroops(),
+        }),
     })
 }
 
@@ -155,9 +171,14 @@ pub fn build_and_sign_with_min_time(
             .get(account)
             .ok_or_else(|| LedgerError::NoKey(account.to_strkey()))
     };
+    // The source signs; so does every other operation source (the payer), once each.
     let mut signers = vec![key(&spec.source)?];
-    if spec.payer != spec.source {
-        signers.push(key(&spec.payer)?);
+    let mut signed = vec![spec.source];
+    for op in &spec.operations {
+        if !signed.contains(&op.payer) {
+            signed.push(op.payer);
+            signers.push(key(&op.payer)?);
+        }
     }
     let signed = sign(tx, network_id, &signers)?;
     Ok(Envelope {
@@ -281,12 +302,62 @@ mod tests {
             fee_stroops: 200,
             max_time: 56789,
             ledger_bounds: None,
-            payer: source,
-            destination: Destination::parse(DEST).unwrap(),
-            asset: Asset::Native,
-            amount: Amount::from_stroops(10_000_000_000).unwrap(),
             memo: Memo::Id(100),
+            operations: vec![OpSpec {
+                payer: source,
+                destination: Destination::parse(DEST).unwrap(),
+                asset: Asset::Native,
+                amount: Amount::from_stroops(10_000_000_000).unwrap(),
+            }],
         }
+    }
+
+    fn with_op(mut spec: TxSpec, change: impl FnOnce(&mut OpSpec)) -> TxSpec {
+        change(&mut spec.operations[0]);
+        spec
+    }
+
+    #[test]
+    fn a_batch_of_a_hundred_payments_from_a_channel() {
+        let ring = Keyring::from_seeds([SEED, channel_seed().as_str()]).unwrap();
+        let payer = Keypair::from_seed(SEED).unwrap().account();
+        let channel = Keypair::from_seed(&channel_seed()).unwrap().account();
+        let one = golden_spec(payer).operations[0].clone();
+        let spec = TxSpec {
+            source: channel,
+            fee_stroops: 100 * 100,
+            operations: (0..100)
+                .map(|i| OpSpec {
+                    amount: Amount::from_stroops(1 + i).unwrap(),
+                    ..one.clone()
+                })
+                .collect(),
+            ..golden_spec(payer)
+        };
+        let envelope = build_and_sign(&spec, &network_id(TESTNET), &ring).unwrap();
+        let env = decode(&envelope.xdr);
+        assert_eq!(env.tx.operations.len(), 100);
+        assert_eq!(env.tx.fee, 10_000);
+        for (i, op) in env.tx.operations.iter().enumerate() {
+            assert_eq!(
+                op.source_account,
+                Some(MuxedAccount::Ed25519(Uint256(*payer.as_bytes())))
+            );
+            let OperationBody::Payment(p) = &op.body else {
+                panic!("not a payment")
+            };
+            assert_eq!(p.amount, 1 + i as i64);
+        }
+        let hash = env.tx.hash(network_id(TESTNET)).unwrap();
+        assert_signed_by(&env, &hash, &[channel, payer]);
+        let too_many = TxSpec {
+            operations: vec![one; 101],
+            ..golden_spec(payer)
+        };
+        assert!(matches!(
+            build_and_sign(&too_many, &network_id(TESTNET), &ring),
+            Err(LedgerError::Build(_))
+        ));
     }
 
     fn decode(xdr: &str) -> TransactionV1Envelope {
@@ -396,7 +467,6 @@ mod tests {
         let channel = Keypair::from_seed(&channel_seed()).unwrap().account();
         let spec = TxSpec {
             source: channel,
-            payer,
             ..golden_spec(payer)
         };
         let envelope = build_and_sign(&spec, &network_id(TESTNET), &ring).unwrap();
@@ -423,7 +493,6 @@ mod tests {
         let channel = Keypair::from_seed(&channel_seed()).unwrap().account();
         let spec = TxSpec {
             source: channel,
-            payer,
             ..golden_spec(payer)
         };
         assert_eq!(
@@ -442,13 +511,12 @@ mod tests {
         let ring = Keyring::from_seeds([SEED]).unwrap();
         let source = ring.accounts().next().unwrap();
         let dest_account = AccountId::parse(DEST).unwrap();
-        let spec = TxSpec {
-            destination: Destination::Muxed {
+        let spec = with_op(golden_spec(source), |op| {
+            op.destination = Destination::Muxed {
                 account: dest_account,
                 id: 0xdead_beef_0000_0042,
-            },
-            ..golden_spec(source)
-        };
+            }
+        });
         let env = decode(
             &build_and_sign(&spec, &network_id(TESTNET), &ring)
                 .unwrap()
@@ -502,10 +570,9 @@ mod tests {
             ),
         ];
         for (code, expected) in cases {
-            let spec = TxSpec {
-                asset: Asset::parse(&format!("{code}:{DEST}")).unwrap(),
-                ..golden_spec(source)
-            };
+            let spec = with_op(golden_spec(source), |op| {
+                op.asset = Asset::parse(&format!("{code}:{DEST}")).unwrap()
+            });
             let env = decode(
                 &build_and_sign(&spec, &network_id(TESTNET), &ring)
                     .unwrap()
@@ -621,10 +688,13 @@ mod tests {
         let ring = Keyring::from_seeds([SEED]).unwrap();
         let source = ring.accounts().next().unwrap();
         let spec = TxSpec {
-            destination: *request.destination(),
-            asset: request.asset().clone(),
-            amount: request.amount(),
-            memo: request.memo().clone(),
+            memo: request.memo().cloned().unwrap_or_default(),
+            operations: vec![OpSpec {
+                payer: source,
+                destination: *request.destination(),
+                asset: request.asset().clone(),
+                amount: request.amount(),
+            }],
             ..golden_spec(source)
         };
         let env = decode(

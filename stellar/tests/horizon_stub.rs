@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, Memo};
 use payoutd_actors::ports::{
-    Envelope, Inclusion, Ledger, LedgerError, Lookup, SubmitOutcome, TxSpec,
+    Coverage, Envelope, Inclusion, Ledger, LedgerError, Lookup, OpSpec, SequenceRead,
+    SubmitOutcome, TxSpec,
 };
 use payoutd_stellar::{HorizonTimeouts, Keyring, StartupError, StellarLedger, network_id};
 use serde_json::{Value, json};
@@ -124,8 +125,14 @@ fn failed_result_xdr(op: PaymentResult) -> String {
     .unwrap()
 }
 
+/// The stub is one consistent node that has ingested ledger 1234 (as `GET /` says).
 fn reply(status: u16, body: Value) -> Response {
-    (StatusCode::from_u16(status).unwrap(), Json(body)).into_response()
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [("latest-ledger", "1234")],
+        Json(body),
+    )
+        .into_response()
 }
 
 /// Serves `routes` plus `GET /` (network `passphrase`) on a free local port.
@@ -159,11 +166,13 @@ fn spec() -> TxSpec {
         fee_stroops: 100,
         max_time: 1_714_564_865,
         ledger_bounds: None,
-        payer: source,
-        destination: Destination::parse(DEST).unwrap(),
-        asset: Asset::Native,
-        amount: Amount::from_stroops(125_000_000).unwrap(),
         memo: Memo::Id(7),
+        operations: vec![OpSpec {
+            payer: source,
+            destination: Destination::parse(DEST).unwrap(),
+            asset: Asset::Native,
+            amount: Amount::from_stroops(125_000_000).unwrap(),
+        }],
     }
 }
 
@@ -486,10 +495,32 @@ async fn account_sequence_string_and_404() {
     let known = AccountId::parse(ACCOUNT).unwrap();
     assert_eq!(
         ledger.account_sequence(&known).await.unwrap(),
-        Some(103_420_918_407_103_888)
+        SequenceRead {
+            sequence: Some(103_420_918_407_103_888),
+            as_of_ledger: Some(1234)
+        }
     );
     let unknown = AccountId::parse(DEST).unwrap();
-    assert_eq!(ledger.account_sequence(&unknown).await.unwrap(), None);
+    assert_eq!(
+        ledger.account_sequence(&unknown).await.unwrap().sequence,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_not_found_without_latest_ledger_covers_nothing() {
+    let routes = Router::new().route(
+        "/transactions/{hash}",
+        get(|| async {
+            (StatusCode::NOT_FOUND, Json(problem(404, "not_found", None))).into_response()
+        }),
+    );
+    let ledger = connect(&serve(routes).await, timeouts()).await;
+    let absent = payoutd_actors::ports::TxHash([0; 32]);
+    assert_eq!(
+        ledger.lookup(&absent).await.unwrap(),
+        Lookup::NotFound(None)
+    );
 }
 
 #[tokio::test]
@@ -527,7 +558,14 @@ async fn lookup_applied_failed_and_not_found() {
         })
     );
     let absent = payoutd_actors::ports::TxHash([0; 32]);
-    assert_eq!(ledger.lookup(&absent).await.unwrap(), Lookup::NotFound);
+    // Covered: from the elder `GET /` reported (2) to the answer's Latest-Ledger (1234).
+    assert_eq!(
+        ledger.lookup(&absent).await.unwrap(),
+        Lookup::NotFound(Some(Coverage {
+            oldest: 2,
+            latest: 1234
+        }))
+    );
 
     let routes = Router::new().route(
         "/transactions/{hash}",

@@ -316,7 +316,7 @@ proptest! {
                 "failed, but no resource for this hash says so: {outcome:?}"
             ),
             SubmitOutcome::Rejected { .. } => prop_assert_eq!(submit.status, 400),
-            SubmitOutcome::Unknown { .. } => {}
+            SubmitOutcome::Unknown { .. } | SubmitOutcome::Pending => {}
         }
         if submit.status != 200 && submit.status != 400 {
             prop_assert!(
@@ -332,14 +332,14 @@ proptest! {
         world.answer_with(Replies { submit: None, lookup: Some(lookup.clone()), delay_ms: 0 });
         let answer = world.lookup();
         match (lookup.status, &answer) {
-            (404, a) => prop_assert!(matches!(a, Ok(Lookup::NotFound)), "{a:?}"),
+            (404, a) => prop_assert!(matches!(a, Ok(Lookup::NotFound(_))), "{a:?}"),
             (200, _) => {}
             (status, a) => prop_assert!(a.is_err(), "HTTP {status} read as {a:?}"),
         }
         match &answer {
             Ok(Lookup::Applied(i)) => prop_assert!(says(&lookup, true, i)),
             Ok(Lookup::Failed { inclusion, .. }) => prop_assert!(says(&lookup, false, inclusion)),
-            Ok(Lookup::NotFound) => prop_assert_eq!(lookup.status, 404),
+            Ok(Lookup::NotFound(_)) => prop_assert_eq!(lookup.status, 404),
             Err(_) => {}
         }
     }

@@ -9,6 +9,7 @@ missing (the Rust test turns that into a failure that says how to install it).
 
 import json
 import sys
+from decimal import Decimal
 
 try:
     from stellar_sdk import Keypair, TransactionEnvelope
@@ -53,17 +54,19 @@ def check(case):
         got_memo = [kind, None]
     expect("memo", got_memo, case["memo"])
 
-    expect("operation count", len(tx.operations), 1)
-    op = tx.operations[0]
-    if not isinstance(op, Payment):
-        problems.append(f"{case['name']}: operation is {type(op).__name__}, expected Payment")
-        return problems
-    expect("operation source", None if op.source is None else op.source.account_id, case["op_source"])
-    expect("destination", op.destination.universal_account_id, case["destination"])
-    asset = "native" if op.asset.is_native() else f"{op.asset.code}:{op.asset.issuer}"
-    expect("asset", asset, case["asset"])
-    expect("asset type", op.asset.type, case["asset_type"])
-    expect("amount", op.amount, case["amount"])
+    expect("operation count", len(tx.operations), len(case["operations"]))
+    for i, (op, want) in enumerate(zip(tx.operations, case["operations"])):
+        if not isinstance(op, Payment):
+            problems.append(f"{case['name']}: operation {i} is {type(op).__name__}, expected Payment")
+            continue
+        source = None if op.source is None else op.source.account_id
+        expect(f"operation {i} source", source, want["op_source"])
+        expect(f"operation {i} destination", op.destination.universal_account_id, want["destination"])
+        asset = "native" if op.asset.is_native() else f"{op.asset.code}:{op.asset.issuer}"
+        expect(f"operation {i} asset", asset, want["asset"])
+        expect(f"operation {i} asset type", op.asset.type, want["asset_type"])
+        # The SDK writes small amounts in exponent form ("1E-7"): compare as decimals.
+        expect(f"operation {i} amount", Decimal(op.amount), Decimal(want["amount"]))
 
     expect("signature count", len(env.signatures), len(case["signers"]))
     for sig, signer in zip(env.signatures, case["signers"]):

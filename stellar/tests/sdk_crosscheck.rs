@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, Memo};
-use payoutd_actors::ports::TxSpec;
+use payoutd_actors::ports::{OpSpec, TxSpec};
 use payoutd_actors::strkey;
 use payoutd_stellar::{Keypair, Keyring, network_id, tx};
 use serde_json::{Value, json};
@@ -30,12 +30,20 @@ fn base_spec(source: AccountId) -> TxSpec {
         fee_stroops: 200,
         max_time: 56789,
         ledger_bounds: None,
-        payer: source,
-        destination: Destination::parse(DEST).unwrap(),
-        asset: Asset::Native,
-        amount: Amount::from_stroops(10_000_000_000).unwrap(),
         memo: Memo::Id(100),
+        operations: vec![OpSpec {
+            payer: source,
+            destination: Destination::parse(DEST).unwrap(),
+            asset: Asset::Native,
+            amount: Amount::from_stroops(10_000_000_000).unwrap(),
+        }],
     }
+}
+
+fn with_op(spec: &TxSpec, change: impl FnOnce(&mut OpSpec)) -> TxSpec {
+    let mut spec = spec.clone();
+    change(&mut spec.operations[0]);
+    spec
 }
 
 /// What the SDK must find in the envelope built for `spec`.
@@ -43,16 +51,31 @@ fn case(name: &str, spec: &TxSpec, min_time: u64, passphrase: &str, ring: &Keyri
     let envelope =
         tx::build_and_sign_with_min_time(spec, min_time, &network_id(passphrase), ring).unwrap();
     let mut signers = vec![spec.source.to_strkey()];
-    if spec.payer != spec.source {
-        signers.push(spec.payer.to_strkey());
-    }
-    let (asset, asset_type) = match &spec.asset {
-        Asset::Native => ("native".to_owned(), "native"),
-        Asset::Credit { code, .. } if code.is_alphanum4() => {
-            (spec.asset.to_string(), "credit_alphanum4")
+    for op in &spec.operations {
+        if op.payer != spec.source && !signers.contains(&op.payer.to_strkey()) {
+            signers.push(op.payer.to_strkey());
         }
-        Asset::Credit { .. } => (spec.asset.to_string(), "credit_alphanum12"),
-    };
+    }
+    let operations: Vec<Value> = spec
+        .operations
+        .iter()
+        .map(|op| {
+            let (asset, asset_type) = match &op.asset {
+                Asset::Native => ("native".to_owned(), "native"),
+                Asset::Credit { code, .. } if code.is_alphanum4() => {
+                    (op.asset.to_string(), "credit_alphanum4")
+                }
+                Asset::Credit { .. } => (op.asset.to_string(), "credit_alphanum12"),
+            };
+            json!({
+                "op_source": (op.payer != spec.source).then(|| op.payer.to_strkey()),
+                "destination": op.destination.to_strkey(),
+                "asset": asset,
+                "asset_type": asset_type,
+                "amount": op.amount.to_string(),
+            })
+        })
+        .collect();
     let memo = match &spec.memo {
         Memo::None => json!(["none", null]),
         Memo::Id(id) => json!(["id", id.to_string()]),
@@ -71,11 +94,7 @@ fn case(name: &str, spec: &TxSpec, min_time: u64, passphrase: &str, ring: &Keyri
         "max_time": spec.max_time,
         "ledger_bounds": spec.ledger_bounds.map(|(a, b)| vec![a, b]),
         "memo": memo,
-        "op_source": (spec.payer != spec.source).then(|| spec.payer.to_strkey()),
-        "destination": spec.destination.to_strkey(),
-        "asset": asset,
-        "asset_type": asset_type,
-        "amount": spec.amount.to_string(),
+        "operations": operations,
         "signers": signers,
     })
 }
@@ -105,13 +124,14 @@ fn official_python_sdk_agrees() {
         case(
             "muxed destination, text memo",
             &TxSpec {
-                destination: Destination::Muxed {
-                    account: issuer,
-                    id: 1_234_567_890_123,
-                },
                 memo: Memo::Text("reward-2026-11-0042".into()),
-                amount: Amount::parse("12.5").unwrap(),
-                ..golden.clone()
+                ..with_op(&golden, |op| {
+                    op.destination = Destination::Muxed {
+                        account: issuer,
+                        id: 1_234_567_890_123,
+                    };
+                    op.amount = Amount::parse("12.5").unwrap();
+                })
             },
             0,
             TESTNET,
@@ -120,10 +140,11 @@ fn official_python_sdk_agrees() {
         case(
             "alphanum4, hash memo",
             &TxSpec {
-                asset: Asset::parse(&format!("USDC:{DEST}")).unwrap(),
                 memo: Memo::Hash([0xab; 32]),
-                amount: Amount::parse("0.1234567").unwrap(),
-                ..golden.clone()
+                ..with_op(&golden, |op| {
+                    op.asset = Asset::parse(&format!("USDC:{DEST}")).unwrap();
+                    op.amount = Amount::parse("0.1234567").unwrap();
+                })
             },
             0,
             TESTNET,
@@ -133,9 +154,41 @@ fn official_python_sdk_agrees() {
             "alphanum12, ledger bounds, channel",
             &TxSpec {
                 source: channel,
-                asset: Asset::parse(&format!("ABCDEFGHIJKL:{DEST}")).unwrap(),
                 ledger_bounds: Some((100, 200)),
                 max_time: 1_900_000_000,
+                ..with_op(&golden, |op| {
+                    op.asset = Asset::parse(&format!("ABCDEFGHIJKL:{DEST}")).unwrap()
+                })
+            },
+            0,
+            TESTNET,
+            &ring,
+        ),
+        case(
+            "a batch of 100 payments from a channel, mixed assets and destinations",
+            &TxSpec {
+                source: channel,
+                fee_stroops: 100 * 100,
+                memo: Memo::Hash([0x5a; 32]),
+                operations: (0..100u64)
+                    .map(|i| OpSpec {
+                        payer,
+                        destination: if i % 3 == 0 {
+                            Destination::Muxed {
+                                account: issuer,
+                                id: i,
+                            }
+                        } else {
+                            Destination::parse(DEST).unwrap()
+                        },
+                        asset: if i % 2 == 0 {
+                            Asset::Native
+                        } else {
+                            Asset::parse(&format!("USDC:{DEST}")).unwrap()
+                        },
+                        amount: Amount::from_stroops(1 + i as i64 * 1_234_567).unwrap(),
+                    })
+                    .collect(),
                 ..golden.clone()
             },
             0,

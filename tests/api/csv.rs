@@ -12,18 +12,16 @@ use axum::routing::post;
 use payoutd::csv_submit::{self, Outcome, Report, SubmitOptions};
 use payoutd::http::{ApiState, router};
 use payoutd::journal::PgJournal;
+use payoutd_actors::Payouts;
 use payoutd_actors::domain::{AccountId, PayoutRequest, RawMemo, RawPayoutRequest};
 use payoutd_actors::memory::MemLedger;
-use payoutd_actors::metrics::Metrics;
-use payoutd_actors::ports::PayoutState;
-use payoutd_actors::{Context, PayoutPolicy, Payouts, SupervisorConfig};
+use payoutd_actors::state::PayoutState;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
-use crate::helpers::{pg_journal, wait_state};
+use crate::helpers::{pg_journal, start_core, wait_state};
 
 const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
-const PAYER: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
 const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
 const TOKEN: &str = "csv-test-token-0c9f7e1d2b";
 
@@ -40,21 +38,16 @@ struct Api {
 
 /// The real API on 127.0.0.1:0, requiring `tokens` if any.
 async fn serve_api(tokens: &[&str]) -> Api {
-    let journal = pg_journal(&channels()).await;
+    let journal = pg_journal().await;
     let ledger = Arc::new(MemLedger::new(&channels()));
-    let mut policy = PayoutPolicy::new(AccountId::parse(PAYER).unwrap());
-    policy.poll_interval_ms = 10;
-    policy.io_retry_ms = 10;
-    policy.channel_wait_ms = 10;
-    let ctx = Arc::new(Context {
-        journal: journal.clone(),
-        ledger: ledger.clone(),
-        policy,
-        metrics: Arc::new(Metrics::default()),
-    });
-    let (payouts, _) = Payouts::start(ctx, SupervisorConfig::default(), 10_000)
-        .await
-        .unwrap();
+    let (payouts, _) = start_core(
+        journal.clone(),
+        ledger.clone(),
+        "csv",
+        channels(),
+        crate::helpers::policy(),
+    )
+    .await;
     let state = ApiState {
         payouts: payouts.clone(),
         journal: journal.clone(),

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use payoutd::journal::{PgJournal, migrate};
 use payoutd::pg::LocalPostgres;
-use payoutd_actors::PayoutPolicy;
-use payoutd_actors::domain::{
-    AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
+use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, PayoutId, PayoutRequest};
+use payoutd_actors::metrics::Metrics;
+use payoutd_actors::ports::{Journal, Ledger, PayoutStore};
+use payoutd_actors::queue::ReadyQueue;
+use payoutd_actors::state::{PayoutRecord, PayoutState};
+use payoutd_actors::{
+    ClusterConfig, Context, PayoutPolicy, Payouts, ServiceConfig, SupervisorConfig,
 };
-use payoutd_actors::ports::{Journal, PayoutRecord, PayoutState};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Base URL of the test cluster (no database): from `PAYOUTD_TEST_PG` if given, else a
@@ -52,6 +55,13 @@ pub async fn fresh_db() -> PgPool {
 
 /// A fresh, migrated database and its URL (for child processes).
 pub async fn fresh_db_with_url() -> (PgPool, String) {
+    let (pool, url) = fresh_empty_db().await;
+    migrate(&pool).await.unwrap();
+    (pool, url)
+}
+
+/// A fresh database without any migration applied.
+pub async fn fresh_empty_db() -> (PgPool, String) {
     let base = cluster_base().await;
     let admin = PgPoolOptions::new()
         .max_connections(1)
@@ -76,12 +86,47 @@ pub async fn fresh_db_with_url() -> (PgPool, String) {
         .connect(&url)
         .await
         .unwrap();
-    migrate(&pool).await.unwrap();
     (pool, url)
 }
 
-pub async fn pg_journal(channels: &[AccountId]) -> Arc<PgJournal> {
-    Arc::new(PgJournal::new(fresh_db().await, channels).await.unwrap())
+pub async fn pg_journal() -> Arc<PgJournal> {
+    Arc::new(PgJournal::new(fresh_db().await).await)
+}
+
+/// Cluster timers short enough for tests.
+pub fn cluster() -> ClusterConfig {
+    ClusterConfig {
+        heartbeat_interval_ms: 20,
+        instance_ttl_ms: 200,
+        orphan_sweep_interval_ms: 40,
+        ..ClusterConfig::default()
+    }
+}
+
+/// Starts one instance of the payout core named `name`, holding the keys of `keyed`.
+pub async fn start_core(
+    journal: Arc<dyn Journal>,
+    ledger: Arc<dyn Ledger>,
+    name: &str,
+    keyed: Vec<AccountId>,
+    policy: PayoutPolicy,
+) -> (Payouts, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(
+        journal,
+        ledger,
+        policy,
+        metrics.clone(),
+        name,
+        Arc::new(ReadyQueue::new(100_000)),
+    ));
+    let config = ServiceConfig {
+        supervisor: SupervisorConfig::default(),
+        cluster: cluster(),
+        call_timeout_ms: 10_000,
+        channels: keyed,
+    };
+    (Payouts::start(ctx, config).await.unwrap(), metrics)
 }
 
 /// Awaits a condition, polling; fails with `what` after `timeout_ms`.
@@ -101,7 +146,7 @@ where
 }
 
 /// Awaits the journaled state of a payout.
-pub async fn wait_state(journal: &dyn Journal, id: &str, state: PayoutState) -> PayoutRecord {
+pub async fn wait_state(journal: &dyn PayoutStore, id: &str, state: PayoutState) -> PayoutRecord {
     let pid = PayoutId::parse(id).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -135,7 +180,7 @@ pub fn policy() -> PayoutPolicy {
     let mut p = PayoutPolicy::new(AccountId::parse(PAYER).unwrap());
     p.poll_interval_ms = 10;
     p.io_retry_ms = 10;
-    p.channel_wait_ms = 10;
+    p.batch_linger_ms = 5;
     p
 }
 
@@ -146,6 +191,6 @@ pub fn request(id: &str, amount: &str) -> PayoutRequest {
         Destination::parse(DEST).unwrap(),
         Asset::Native,
         Amount::parse(amount).unwrap(),
-        Memo::None,
+        None,
     )
 }

@@ -52,7 +52,7 @@ pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
             state_file.as_str(),
         ),
         ("PAYOUTD__PAYOUTS__POLL_INTERVAL_MS", "20"),
-        ("PAYOUTD__PAYOUTS__CHANNEL_WAIT_MS", "20"),
+        ("PAYOUTD__PAYOUTS__BATCH_LINGER_MS", "5"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -395,7 +395,10 @@ async fn metrics_and_readiness() {
         "payoutd_conflicts_total",
         "payoutd_payouts_confirmed_total 1",
         "payoutd_payouts_failed_total",
-        "payoutd_in_flight",
+        "payoutd_ready_queue",
+        "payoutd_channels_busy",
+        "payoutd_channels_disabled",
+        "payoutd_batch_size_bucket",
         "payoutd_live_actors",
         "payoutd_actor_restarts_total",
         "payoutd_ledger_outcomes_total{code=\"applied\"}",

@@ -8,19 +8,17 @@ use std::time::{Duration, Instant};
 
 use payoutd::inbox::{self, Drained, InboxSettings};
 use payoutd::journal::PgJournal;
+use payoutd_actors::Payouts;
 use payoutd_actors::domain::{AccountId, PayoutRequest, RawPayoutRequest};
 use payoutd_actors::memory::MemLedger;
-use payoutd_actors::metrics::Metrics;
-use payoutd_actors::ports::PayoutState;
-use payoutd_actors::{Context, PayoutPolicy, Payouts, SupervisorConfig};
+use payoutd_actors::state::PayoutState;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{eventually, pg_journal, wait_state};
+use crate::helpers::{eventually, pg_journal, start_core, wait_state};
 
 const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
-const PAYER: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
 const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
 
 fn channels() -> Vec<AccountId> {
@@ -40,24 +38,19 @@ impl Core {
 }
 
 async fn start_payouts(journal: Arc<PgJournal>, ledger: Arc<MemLedger>) -> Payouts {
-    let mut policy = PayoutPolicy::new(AccountId::parse(PAYER).unwrap());
-    policy.poll_interval_ms = 10;
-    policy.io_retry_ms = 10;
-    policy.channel_wait_ms = 10;
-    let ctx = Arc::new(Context {
+    start_core(
         journal,
         ledger,
-        policy,
-        metrics: Arc::new(Metrics::default()),
-    });
-    Payouts::start(ctx, SupervisorConfig::default(), 10_000)
-        .await
-        .unwrap()
-        .0
+        "inbox",
+        channels(),
+        crate::helpers::policy(),
+    )
+    .await
+    .0
 }
 
 async fn core() -> Core {
-    let journal = pg_journal(&channels()).await;
+    let journal = pg_journal().await;
     let ledger = Arc::new(MemLedger::new(&channels()));
     let payouts = start_payouts(journal.clone(), ledger.clone()).await;
     Core {
@@ -459,7 +452,7 @@ async fn two_workers_on_one_table_never_process_a_row_twice() {
         .connect_with((*pool.connect_options()).clone())
         .await
         .unwrap();
-    let journal_b = Arc::new(PgJournal::new(pool_b.clone(), &channels()).await.unwrap());
+    let journal_b = Arc::new(PgJournal::new(pool_b.clone()).await);
     let payouts_b = start_payouts(journal_b, core.ledger.clone()).await;
 
     let payloads: Vec<String> = (0..ROWS)

@@ -1,40 +1,35 @@
-//! The payout core over the real Postgres journal (issue: payout core). The ledger here is
-//! the in-memory fake; the Stellar tests run the same flows against the simulator.
+//! The payout core over the real Postgres journal, and the journal's own guarantees:
+//! fencing by version, batches prepared all or nothing and fenced by the channel lease,
+//! at most one envelope per channel sequence that is not dead, idempotent settlements,
+//! adoption of orphans, and the migration of rows written before batches existed. The
+//! ledger here is the in-memory fake; `stellar.rs` runs the flows against the simulator.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use payoutd::journal::PgJournal;
 use payoutd_actors::domain::{AccountId, PayoutId};
 use payoutd_actors::memory::{MemLedger, Scripted};
-use payoutd_actors::metrics::Metrics;
-use payoutd_actors::ports::{Change, Journal, JournalError, PayoutState};
-use payoutd_actors::{Context, PayoutError, PayoutPolicy, Payouts, SubmitAnswer, SupervisorConfig};
+use payoutd_actors::ports::{
+    Batch, BatchStore, ClusterStore, Envelope, EnvelopeStatus, JournalError, Member, PayoutStore,
+    PrepareError, Ready, Settlement, TxHash,
+};
+use payoutd_actors::state::{PayoutState, Step};
+use payoutd_actors::{PayoutError, SubmitAnswer};
 
-use crate::helpers::{channels, eventually, pg_journal, policy, request, wait_state};
+use crate::helpers::{
+    channels, eventually, fresh_empty_db, pg_journal, policy, request, start_core, wait_state,
+};
 
-async fn start(
-    journal: Arc<dyn Journal>,
-    ledger: Arc<MemLedger>,
-    policy: PayoutPolicy,
-) -> (Payouts, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context {
-        journal,
-        ledger,
-        policy,
-        metrics: metrics.clone(),
-    });
-    let (payouts, _) = Payouts::start(ctx, SupervisorConfig::default(), 10_000)
-        .await
-        .unwrap();
-    (payouts, metrics)
+fn ledger() -> Arc<MemLedger> {
+    Arc::new(MemLedger::new(&channels()))
 }
 
 #[tokio::test]
 async fn fifty_identical_requests_one_payout_one_accepted_event() {
-    let journal = pg_journal(&channels()).await;
-    let ledger = Arc::new(MemLedger::new(&channels()));
-    let (payouts, _) = start(journal.clone(), ledger.clone(), policy()).await;
+    let journal = pg_journal().await;
+    let ledger = ledger();
+    let (payouts, _) = start_core(journal.clone(), ledger.clone(), "a", channels(), policy()).await;
     let req = request("reward-2026-11-0042", "12.5");
     let handles: Vec<_> = (0..50)
         .map(|_| {
@@ -56,7 +51,6 @@ async fn fifty_identical_requests_one_payout_one_accepted_event() {
     )
     .await;
     let events = journal.events(req.payout_id()).await.unwrap();
-    assert_eq!(events.iter().filter(|e| e.kind == "accepted").count(), 1);
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["accepted", "prepared", "confirmed"]);
     assert_eq!(ledger.payments_for(&req), 1);
@@ -68,14 +62,39 @@ async fn fifty_identical_requests_one_payout_one_accepted_event() {
 }
 
 #[tokio::test]
+async fn a_burst_is_accepted_in_few_statements_and_paid_in_batches() {
+    let journal = pg_journal().await;
+    let ledger = ledger();
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let (payouts, _) = start_core(journal.clone(), ledger.clone(), "a", channels(), policy()).await;
+    let calls: Vec<_> = (0..500)
+        .map(|i| {
+            let p = payouts.clone();
+            tokio::spawn(async move { p.submit(request(&format!("b-{i}"), "1")).await })
+        })
+        .collect();
+    for c in calls {
+        assert!(matches!(
+            c.await.unwrap().unwrap(),
+            SubmitAnswer::Created(_)
+        ));
+    }
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    for i in 0..500 {
+        wait_state(journal.as_ref(), &format!("b-{i}"), PayoutState::Confirmed).await;
+    }
+    let envelopes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM envelopes WHERE status = 'applied'")
+            .fetch_one(journal.pool())
+            .await
+            .unwrap();
+    assert!(envelopes <= 12, "500 payouts in {envelopes} transactions");
+}
+
+#[tokio::test]
 async fn conflicting_content_is_refused_and_stored_payout_untouched() {
-    let journal = pg_journal(&channels()).await;
-    let (payouts, _) = start(
-        journal.clone(),
-        Arc::new(MemLedger::new(&channels())),
-        policy(),
-    )
-    .await;
+    let journal = pg_journal().await;
+    let (payouts, _) = start_core(journal.clone(), ledger(), "a", channels(), policy()).await;
     payouts.submit(request("p-conflict", "1")).await.unwrap();
     let err = payouts
         .submit(request("p-conflict", "2"))
@@ -87,65 +106,49 @@ async fn conflicting_content_is_refused_and_stored_payout_untouched() {
 }
 
 #[tokio::test]
-async fn panic_mid_step_restarts_and_reaches_the_right_state() {
-    let journal = pg_journal(&channels()).await;
-    let ledger = Arc::new(MemLedger::new(&channels()));
+async fn a_worker_panic_restarts_it_and_the_journaled_envelope_is_reused() {
+    let journal = pg_journal().await;
+    let ledger = ledger();
     ledger.script(Scripted::Panic);
-    let (payouts, metrics) = start(journal.clone(), ledger.clone(), policy()).await;
+    let (payouts, metrics) =
+        start_core(journal.clone(), ledger.clone(), "a", channels(), policy()).await;
     let req = request("p-panic", "3");
     payouts.submit(req.clone()).await.unwrap();
     let rec = wait_state(journal.as_ref(), "p-panic", PayoutState::Confirmed).await;
     assert_eq!(rec.attempt, 1, "the journaled envelope was reused");
-    assert_eq!(metrics.actor_restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.worker_restarts.load(Ordering::Relaxed), 1);
     assert_eq!(ledger.payments_for(&req), 1);
 }
 
 #[tokio::test]
-async fn restart_budget_exhausted_parks_with_reason() {
-    let journal = pg_journal(&channels()).await;
-    let ledger = Arc::new(MemLedger::new(&channels()));
-    for _ in 0..10 {
-        ledger.script(Scripted::Panic);
-    }
-    let (payouts, _) = start(journal.clone(), ledger.clone(), policy()).await;
-    payouts.submit(request("p-parked", "3")).await.unwrap();
-    let rec = wait_state(journal.as_ref(), "p-parked", PayoutState::Parked).await;
-    assert!(rec.reason.unwrap().contains("restart period"));
-    let events = journal
-        .events(&PayoutId::parse("p-parked").unwrap())
-        .await
-        .unwrap();
-    assert_eq!(events.last().unwrap().kind, "parked");
-}
-
-#[tokio::test]
-async fn process_restart_resumes_unfinished_payouts() {
-    let journal = pg_journal(&channels()).await;
-    let ledger = Arc::new(MemLedger::new(&channels()));
-    // "Process" one accepts three payouts and dies before driving them (the ledger answers
-    // are lost and the journal goes away mid-flight is modelled by accepting directly).
+async fn a_restart_resumes_unfinished_payouts() {
+    let journal = pg_journal().await;
+    let ledger = ledger();
+    ledger.flags().unavailable.store(true, Ordering::SeqCst);
+    let (first, _) = start_core(journal.clone(), ledger.clone(), "a", channels(), policy()).await;
     for i in 0..3 {
-        let req = request(&format!("p-resume-{i}"), "1");
-        journal.accept(&req, req.fingerprint()).await.unwrap();
+        first
+            .submit(request(&format!("p-resume-{i}"), &format!("1.{i}")))
+            .await
+            .unwrap();
     }
-    // One of them already has a journaled envelope that was applied before the crash.
-    let (first, _) = start(journal.clone(), ledger.clone(), policy()).await;
     first.shutdown(1_000).await;
-    let (second, _) = start(journal.clone(), ledger.clone(), policy()).await;
-    assert_eq!(second.recover().await.unwrap(), 3);
+    ledger.flags().unavailable.store(false, Ordering::SeqCst);
+    let (second, _) = start_core(journal.clone(), ledger.clone(), "a", channels(), policy()).await;
+    assert_eq!(second.recovered(), 3);
     for i in 0..3 {
         let id = format!("p-resume-{i}");
         wait_state(journal.as_ref(), &id, PayoutState::Confirmed).await;
-        assert_eq!(ledger.payments_for(&request(&id, "1")), 1);
+        assert_eq!(ledger.payments_for(&request(&id, &format!("1.{i}"))), 1);
     }
 }
 
 #[tokio::test]
-async fn passivated_actor_respawns_from_the_journal() {
-    let journal = pg_journal(&channels()).await;
+async fn a_passivated_actor_respawns_from_the_journal() {
+    let journal = pg_journal().await;
     let mut p = policy();
     p.idle_passivate_ms = 30;
-    let (payouts, metrics) = start(journal.clone(), Arc::new(MemLedger::new(&channels())), p).await;
+    let (payouts, metrics) = start_core(journal.clone(), ledger(), "a", channels(), p).await;
     payouts.submit(request("p-passive", "1")).await.unwrap();
     wait_state(journal.as_ref(), "p-passive", PayoutState::Confirmed).await;
     eventually(5_000, "the actor passivates", || {
@@ -154,33 +157,31 @@ async fn passivated_actor_respawns_from_the_journal() {
     })
     .await;
     let spawned = metrics.actors_spawned.load(Ordering::Relaxed);
-    // A duplicate re-spawns the actor, which answers from the journal.
     let answer = payouts.submit(request("p-passive", "1")).await.unwrap();
     assert!(matches!(answer, SubmitAnswer::Duplicate(r) if r.state == PayoutState::Confirmed));
     assert_eq!(metrics.actors_spawned.load(Ordering::Relaxed), spawned + 1);
 }
 
 #[tokio::test]
-async fn stale_version_is_refused() {
-    let journal = pg_journal(&channels()).await;
+async fn a_stale_version_is_refused() {
+    let journal = pg_journal().await;
     let req = request("p-stale", "1");
-    journal.accept(&req, req.fingerprint()).await.unwrap();
+    journal.accept(&req, "a").await.unwrap();
     let v1 = journal.load(req.payout_id()).await.unwrap().unwrap();
     let v2 = journal
         .apply(
             &v1,
-            &Change::Noted {
+            &Step::Noted {
                 note: "first writer".into(),
             },
         )
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
-    // A second writer still holding version 1 is fenced out and changes nothing.
     let err = journal
         .apply(
             &v1,
-            &Change::Cancelled {
+            &Step::Cancelled {
                 reason: "stale writer".into(),
             },
         )
@@ -191,25 +192,336 @@ async fn stale_version_is_refused() {
     assert_eq!((now.state, now.version), (PayoutState::Accepted, 2));
 }
 
-#[tokio::test]
-async fn channel_leases_are_exclusive_and_sticky() {
-    let channel = AccountId::from_bytes([9; 32]);
-    let journal = pg_journal(&[channel]).await;
-    for id in ["p-a", "p-b"] {
-        let req = request(id, "1");
-        journal.accept(&req, req.fingerprint()).await.unwrap();
+/// A batch of the given payouts on `channel` at `sequence`, built by hand (no ledger).
+fn batch(channel: AccountId, sequence: i64, members: Vec<Ready>, tag: u8) -> Batch {
+    let mut hash = [tag; 32];
+    hash[..8].copy_from_slice(&sequence.to_be_bytes());
+    Batch {
+        envelope: Envelope {
+            xdr: format!("test-envelope-{tag}"),
+            hash: TxHash(hash),
+            source: channel,
+            sequence,
+            fee_stroops: 100 * members.len() as u32,
+            max_time: 1_000,
+            ledger_bounds: None,
+        },
+        built_ledger: 10,
+        members: members
+            .into_iter()
+            .enumerate()
+            .map(|(i, ready)| Member {
+                ready,
+                op_index: i as u32,
+            })
+            .collect(),
     }
-    let a = PayoutId::parse("p-a").unwrap();
-    let b = PayoutId::parse("p-b").unwrap();
-    assert_eq!(journal.lease_channel(&a).await.unwrap(), Some(channel));
+}
+
+async fn accepted(journal: &PgJournal, ids: &[&str]) -> Vec<Ready> {
+    let mut out = Vec::new();
+    for id in ids {
+        journal.accept(&request(id, "1"), "a").await.unwrap();
+        out.push(Ready::of(
+            &journal
+                .load(&PayoutId::parse(id).unwrap())
+                .await
+                .unwrap()
+                .unwrap(),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_batch_is_prepared_all_or_nothing_and_fenced_by_the_lease() {
+    let journal = pg_journal().await;
+    let channel = channels()[0];
+    journal.register_channels(&[channel]).await.unwrap();
+    journal.heartbeat("a", 60_000).await.unwrap();
+    let lease = journal
+        .claim_channel("a", &channel, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut members = accepted(&journal, &["m-1", "m-2", "m-3"]).await;
+    // One member moved on (cancelled) after it was read: nothing of the batch is written.
+    let m2 = journal.load(members[1].id()).await.unwrap().unwrap();
+    journal
+        .apply(
+            &m2,
+            &Step::Cancelled {
+                reason: "caller".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let err = journal
+        .prepare(&lease, &batch(channel, 11, members.clone(), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err, PrepareError::Stale(vec![members[1].id().clone()]));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM envelopes")
+        .fetch_one(journal.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    for id in ["m-1", "m-3"] {
+        let r = journal
+            .load(&PayoutId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.state, r.version), (PayoutState::Accepted, 1));
+    }
+    members.remove(1);
+    // Another instance cannot take a live owner's lease; once it is dead it can, and the
+    // old holder's prepare is refused.
     assert_eq!(
-        journal.lease_channel(&a).await.unwrap(),
-        Some(channel),
-        "same payout gets its lease back"
+        journal.claim_channel("b", &channel, true).await.unwrap(),
+        None
     );
+    journal.heartbeat("a", 0).await.unwrap();
+    let newer = journal
+        .claim_channel("b", &channel, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(newer.epoch > lease.epoch);
+    let err = journal
+        .prepare(&lease, &batch(channel, 11, members.clone(), 2))
+        .await
+        .unwrap_err();
+    assert_eq!(err, PrepareError::LeaseLost);
+    journal
+        .prepare(&newer, &batch(channel, 11, members.clone(), 3))
+        .await
+        .unwrap();
+    for id in ["m-1", "m-3"] {
+        let r = journal
+            .load(&PayoutId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.state, r.version, r.attempt),
+            (PayoutState::Prepared, 2, 1)
+        );
+    }
+    let open = journal.open_batches(&channel).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].members.len(), 2);
+    assert_eq!(open[0].members[1].op_index, 1);
+}
+
+#[tokio::test]
+async fn one_envelope_per_channel_sequence_unless_dead() {
+    let journal = pg_journal().await;
+    let channel = channels()[0];
+    journal.register_channels(&[channel]).await.unwrap();
+    journal.heartbeat("a", 60_000).await.unwrap();
+    let lease = journal
+        .claim_channel("a", &channel, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = accepted(&journal, &["s-1"]).await;
+    let second = accepted(&journal, &["s-2"]).await;
+    let b1 = batch(channel, 21, first, 1);
+    journal.prepare(&lease, &b1).await.unwrap();
+    let b2 = batch(channel, 21, second.clone(), 2);
     assert_eq!(
-        journal.lease_channel(&b).await.unwrap(),
-        None,
-        "one channel, one payout"
+        journal.prepare(&lease, &b2).await.unwrap_err(),
+        PrepareError::SequenceTaken
     );
+    // Proven dead: its sequence number is free again, and its payout back to accepted.
+    let dead = Settlement {
+        status: EnvelopeStatus::Dead,
+        inclusion: None,
+        note: "test".into(),
+        members: vec![(
+            PayoutId::parse("s-1").unwrap(),
+            Step::Requeued {
+                reason: "dead".into(),
+                park: None,
+            },
+        )],
+    };
+    let changed = journal.settle(&b1.envelope.hash, &dead, "a").await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].state, PayoutState::Accepted);
+    assert!(changed[0].envelope.is_none());
+    // Settling again changes nothing.
+    assert!(
+        journal
+            .settle(&b1.envelope.hash, &dead, "a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    journal.prepare(&lease, &b2).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_parked_member_stays_parked_without_its_dead_envelope_and_is_paid_if_applied() {
+    let journal = pg_journal().await;
+    let channel = channels()[0];
+    journal.register_channels(&[channel]).await.unwrap();
+    journal.heartbeat("a", 60_000).await.unwrap();
+    let lease = journal
+        .claim_channel("a", &channel, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let members = accepted(&journal, &["k-1", "k-2"]).await;
+    let b = batch(channel, 31, members, 1);
+    journal.prepare(&lease, &b).await.unwrap();
+    for id in ["k-1", "k-2"] {
+        let r = journal
+            .load(&PayoutId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        journal
+            .apply(
+                &r,
+                &Step::Parked {
+                    reason: "operator".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let applied = Settlement {
+        status: EnvelopeStatus::Applied,
+        inclusion: Some(payoutd_actors::ports::Inclusion {
+            ledger: 12,
+            fee_charged: 200,
+        }),
+        note: "test".into(),
+        members: vec![
+            (
+                PayoutId::parse("k-1").unwrap(),
+                Step::Confirmed {
+                    inclusion: payoutd_actors::ports::Inclusion {
+                        ledger: 12,
+                        fee_charged: 200,
+                    },
+                },
+            ),
+            (
+                PayoutId::parse("k-2").unwrap(),
+                Step::Requeued {
+                    reason: "x".into(),
+                    park: None,
+                },
+            ),
+        ],
+    };
+    let changed = journal
+        .settle(&b.envelope.hash, &applied, "a")
+        .await
+        .unwrap();
+    let k1 = changed.iter().find(|r| r.id().as_str() == "k-1").unwrap();
+    assert_eq!(
+        k1.state,
+        PayoutState::Confirmed,
+        "a parked payout that was paid is confirmed"
+    );
+    assert_eq!(k1.inclusion.unwrap().ledger, 12);
+    let k2 = changed.iter().find(|r| r.id().as_str() == "k-2").unwrap();
+    assert_eq!(k2.state, PayoutState::Parked);
+    assert_eq!(
+        k2.reason.as_deref(),
+        Some("operator"),
+        "the operator's reason stays"
+    );
+    assert!(k2.envelope.is_none());
+}
+
+#[tokio::test]
+async fn orphans_are_adopted_with_an_event() {
+    let journal = pg_journal().await;
+    journal.heartbeat("dead", 0).await.unwrap();
+    journal.heartbeat("alive", 60_000).await.unwrap();
+    journal.accept(&request("o-1", "1"), "dead").await.unwrap();
+    journal
+        .accept(&request("o-2", "1"), "never-heartbeated")
+        .await
+        .unwrap();
+    journal.accept(&request("o-3", "1"), "alive").await.unwrap();
+    let adopted = journal.adopt_orphans("me", 100).await.unwrap();
+    let mut ids: Vec<String> = adopted.iter().map(|r| r.id().to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["o-1", "o-2"]);
+    let r = journal
+        .load(&PayoutId::parse("o-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.owner.as_deref(), r.version), (Some("me"), 2));
+    let kinds: Vec<String> = journal
+        .events(r.id())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["accepted", "adopted"]);
+    assert!(journal.adopt_orphans("me", 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rows_written_before_batches_are_carried_over() {
+    let (pool, _) = fresh_empty_db().await;
+    for sql in [
+        include_str!("../../migrations/0001_journal.sql"),
+        include_str!("../../migrations/0002_ingress_outbox.sql"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // A payout submitted under the old schema, with its envelope and its channel lease.
+    let req = request("old-1", "2");
+    let raw = serde_json::to_value(req.raw()).unwrap();
+    let channel = channels()[0].to_strkey();
+    let hash = "ab".repeat(32);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO payouts (payout_id, fingerprint, request, state, version, attempt, channel,
+                              envelope_xdr, tx_hash, tx_source, tx_sequence, tx_fee, max_time)
+         VALUES ('old-1', decode('{fp}', 'hex'), '{raw}', 'submitted', 3, 1, '{channel}',
+                 'AAAA', '{hash}', '{channel}', 42, 100, 999);
+         INSERT INTO envelopes (tx_hash, payout_id, attempt, source, sequence, max_time, envelope_xdr)
+         VALUES ('{hash}', 'old-1', 1, '{channel}', 42, 999, 'AAAA');
+         INSERT INTO channel_accounts (account, leased_to) VALUES ('{channel}', 'old-1');
+         INSERT INTO outbox (event_id, payout_id, kind, payload)
+         VALUES ('old-1:3', 'old-1', 'submitted', '{{}}');",
+        fp = req.fingerprint().to_hex(),
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
+        "../../migrations/0003_batches_and_cluster.sql"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let journal = PgJournal::new(pool).await;
+    let r = journal.load(req.payout_id()).await.unwrap().unwrap();
+    assert_eq!(r.state, PayoutState::Submitted);
+    assert_eq!(r.envelope.unwrap().hash.to_hex(), hash);
+    assert_eq!(r.envelope.unwrap().op_index, 0);
+    let open = journal.open_batches(&channels()[0]).await.unwrap();
+    assert_eq!(open.len(), 1, "an old envelope is a batch of one");
+    assert_eq!(open[0].envelope.sequence, 42);
+    assert_eq!(open[0].built_ledger, 0);
+    assert_eq!(open[0].members[0].ready.id(), req.payout_id());
+    let version: i64 = sqlx::query_scalar("SELECT version FROM outbox WHERE event_id = 'old-1:3'")
+        .fetch_one(journal.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, 3);
 }

@@ -11,22 +11,22 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use payoutd::journal::PgJournal;
+use payoutd::journal::{AcceptBatching, PgJournal};
 use payoutd::nats::{NatsSettings, ensure_consumer, jetstream};
 use payoutd::outbox::{ensure_events_stream, event_subject, publish_batch};
-use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest};
-use payoutd_actors::memory::MemLedger;
-use payoutd_actors::metrics::Metrics;
-use payoutd_actors::ports::{
-    Accepted, Change, Journal, JournalError, PayoutEvent, PayoutRecord, PayoutState,
-};
-use payoutd_actors::{Context, Payouts, SupervisorConfig};
+use payoutd_actors::Payouts;
+use payoutd_actors::domain::{PayoutId, PayoutRequest};
+use payoutd_actors::memory::{Hooked, Hooks, MemLedger};
+use payoutd_actors::ports::{JournalError, PayoutStore};
+use payoutd_actors::state::PayoutState;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{DEST, channels, eventually, pg_journal, policy, request, wait_state};
+use crate::helpers::{
+    DEST, channels, eventually, fresh_db, policy, request, start_core, wait_state,
+};
 
 const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
 /// Bound on every wait in these tests, in milliseconds.
@@ -207,22 +207,17 @@ impl Drop for NatsServer {
 // ---------------------------------------------------------------------------------------
 // The payout core over Postgres, with a journal that can fail on demand.
 
-/// Delegates to the Postgres journal; `accept` fails while `failing_accepts` > 0 (the
+/// In front of the Postgres journal: `accept` fails while `failing_accepts` > 0 (the
 /// database "down"), waits while `gate` is closed (`false`), and counts its calls.
-struct FlakyJournal {
-    inner: Arc<PgJournal>,
+struct Flaky {
     failing_accepts: AtomicU32,
     accept_calls: AtomicU32,
     gate: watch::Sender<bool>,
 }
 
 #[async_trait]
-impl Journal for FlakyJournal {
-    async fn accept(
-        &self,
-        request: &PayoutRequest,
-        fingerprint: Fingerprint,
-    ) -> Result<Accepted, JournalError> {
+impl Hooks for Flaky {
+    async fn before_accept(&self, _request: &PayoutRequest) -> Result<(), JournalError> {
         self.accept_calls.fetch_add(1, Ordering::SeqCst);
         let _ = self.gate.subscribe().wait_for(|open| *open).await;
         let failing = self
@@ -231,35 +226,11 @@ impl Journal for FlakyJournal {
         if failing.is_ok() {
             return Err(JournalError::Unavailable("test: database down".into()));
         }
-        self.inner.accept(request, fingerprint).await
-    }
-    async fn load(&self, id: &PayoutId) -> Result<Option<PayoutRecord>, JournalError> {
-        self.inner.load(id).await
-    }
-    async fn apply(
-        &self,
-        current: &PayoutRecord,
-        change: &Change,
-    ) -> Result<PayoutRecord, JournalError> {
-        self.inner.apply(current, change).await
-    }
-    async fn park(&self, id: &PayoutId, reason: &str) -> Result<(), JournalError> {
-        self.inner.park(id, reason).await
-    }
-    async fn lease_channel(&self, id: &PayoutId) -> Result<Option<AccountId>, JournalError> {
-        self.inner.lease_channel(id).await
-    }
-    async fn active_ids(
-        &self,
-        after: Option<&PayoutId>,
-        limit: u32,
-    ) -> Result<Vec<PayoutId>, JournalError> {
-        self.inner.active_ids(after, limit).await
-    }
-    async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
-        self.inner.events(id).await
+        Ok(())
     }
 }
+
+type FlakyJournal = Hooked<PgJournal>;
 
 fn body(id: &str, amount: &str) -> String {
     format!(r#"{{"payout_id":"{id}","destination":"{DEST}","asset":"native","amount":"{amount}"}}"#)
@@ -269,6 +240,7 @@ fn body(id: &str, amount: &str) -> String {
 struct Fixture {
     nats: NatsServer,
     journal: Arc<FlakyJournal>,
+    flaky: Arc<Flaky>,
     ledger: Arc<MemLedger>,
     payouts: Payouts,
     settings: NatsSettings,
@@ -280,22 +252,17 @@ impl Fixture {
     }
 
     async fn on(nats: NatsServer) -> Self {
-        let journal = Arc::new(FlakyJournal {
-            inner: pg_journal(&channels()).await,
+        let flaky = Arc::new(Flaky {
             failing_accepts: AtomicU32::new(0),
             accept_calls: AtomicU32::new(0),
             gate: watch::Sender::new(true),
         });
+        // The publisher is on: the journal writes outbox rows.
+        let pg = PgJournal::with_options(fresh_db().await, true, AcceptBatching::default());
+        let journal = Arc::new(Hooked::new(Arc::new(pg), flaky.clone()));
         let ledger = Arc::new(MemLedger::new(&channels()));
-        let ctx = Arc::new(Context {
-            journal: journal.clone(),
-            ledger: ledger.clone(),
-            policy: policy(),
-            metrics: Arc::new(Metrics::default()),
-        });
-        let (payouts, _) = Payouts::start(ctx, SupervisorConfig::default(), 10_000)
-            .await
-            .unwrap();
+        let (payouts, _) =
+            start_core(journal.clone(), ledger.clone(), "nats-test", channels(), policy()).await;
         let mut settings = NatsSettings {
             enabled: true,
             url: SecretString::from(nats.url.clone()),
@@ -313,6 +280,7 @@ impl Fixture {
         Self {
             nats,
             journal,
+            flaky,
             ledger,
             payouts,
             settings,
@@ -451,7 +419,7 @@ async fn valid_message_is_durable_then_acked_and_paid() {
 async fn not_acked_until_durable_redelivered_after_nak() {
     let fx = Fixture::new().await;
     // The database is "down" for the first two attempts.
-    fx.journal.failing_accepts.store(2, Ordering::SeqCst);
+    fx.flaky.failing_accepts.store(2, Ordering::SeqCst);
     let consumer = fx.consumer();
     let js = fx.js().await;
     eventually(WAIT_MS, "the request stream exists", || {
@@ -462,7 +430,7 @@ async fn not_acked_until_durable_redelivered_after_nak() {
     fx.publish(&js, body("p-nats-retry", "3")).await;
     wait_state(fx.journal.as_ref(), "p-nats-retry", PayoutState::Confirmed).await;
     fx.wait_all_acked(1).await;
-    assert!(fx.journal.accept_calls.load(Ordering::SeqCst) >= 3);
+    assert!(fx.flaky.accept_calls.load(Ordering::SeqCst) >= 3);
     let info = fx.consumer_info().await;
     assert!(
         info.delivered.consumer_sequence >= 3,
@@ -480,7 +448,7 @@ async fn last_delivery_is_kept_and_retried_in_process() {
     // One delivery only: a nak would make the server give up on the message, so the
     // consumer keeps it and retries while the database is "down".
     fx.settings.max_deliver = 1;
-    fx.journal.failing_accepts.store(2, Ordering::SeqCst);
+    fx.flaky.failing_accepts.store(2, Ordering::SeqCst);
     let consumer = fx.consumer();
     let js = fx.js().await;
     eventually(WAIT_MS, "the request stream exists", || {
@@ -491,7 +459,7 @@ async fn last_delivery_is_kept_and_retried_in_process() {
     fx.publish(&js, body("p-nats-last", "4")).await;
     wait_state(fx.journal.as_ref(), "p-nats-last", PayoutState::Confirmed).await;
     fx.wait_all_acked(1).await;
-    assert!(fx.journal.accept_calls.load(Ordering::SeqCst) >= 3);
+    assert!(fx.flaky.accept_calls.load(Ordering::SeqCst) >= 3);
     let info = fx.consumer_info().await;
     assert_eq!(info.config.max_deliver, 1);
     assert_eq!(info.delivered.consumer_sequence, 1, "never redelivered");
@@ -501,7 +469,7 @@ async fn last_delivery_is_kept_and_retried_in_process() {
 #[tokio::test]
 async fn shutdown_finishes_the_message_in_flight() {
     let fx = Fixture::new().await;
-    fx.journal.gate.send_replace(false);
+    fx.flaky.gate.send_replace(false);
     let consumer = fx.consumer();
     let js = fx.js().await;
     eventually(WAIT_MS, "the request stream exists", || {
@@ -510,7 +478,7 @@ async fn shutdown_finishes_the_message_in_flight() {
     })
     .await;
     fx.publish(&js, body("p-nats-inflight", "2")).await;
-    let journal = fx.journal.clone();
+    let journal = fx.flaky.clone();
     eventually(WAIT_MS, "the message is being ingested", move || {
         let j = journal.clone();
         async move { j.accept_calls.load(Ordering::SeqCst) == 1 }
@@ -522,7 +490,7 @@ async fn shutdown_finishes_the_message_in_flight() {
         !consumer.task.is_finished(),
         "stopped with a message in flight"
     );
-    fx.journal.gate.send_replace(true);
+    fx.flaky.gate.send_replace(true);
     tokio::time::timeout(Duration::from_millis(WAIT_MS), consumer.task)
         .await
         .expect("stops once the message is done")
@@ -581,7 +549,7 @@ async fn three_copies_and_a_redelivery_make_one_payout() {
         .unwrap();
     assert_eq!(events.iter().filter(|e| e.kind == "accepted").count(), 1);
     assert_eq!(
-        fx.count("SELECT count(*) FROM outbox WHERE kind = 'accepted'")
+        fx.count("SELECT count(*) FROM outbox WHERE version = 1")
             .await,
         1
     );
@@ -816,7 +784,7 @@ async fn outbox_publishes_each_event_once_with_its_event_id() {
         .await
         .unwrap();
     assert_eq!(
-        publish_batch(&js, fx.pool(), &fx.settings.outbox)
+        publish_batch(&js, &mut fx.pool().acquire().await.unwrap(), &fx.settings.outbox)
             .await
             .unwrap(),
         3
@@ -836,7 +804,7 @@ async fn outbox_publishes_each_event_once_with_its_event_id() {
         0
     );
     assert_eq!(
-        publish_batch(&js, fx.pool(), &fx.settings.outbox)
+        publish_batch(&js, &mut fx.pool().acquire().await.unwrap(), &fx.settings.outbox)
             .await
             .unwrap(),
         0

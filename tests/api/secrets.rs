@@ -156,7 +156,7 @@ async fn seeds_and_tokens_never_leak_into_logs_errors_or_the_database() {
         .await
         .unwrap();
     assert!(
-        logs.contains("payout confirmed"),
+        logs.contains("envelope applied"),
         "debug logs were captured: {}",
         &logs[..logs.len().min(2_000)]
     );
@@ -171,6 +171,7 @@ async fn seeds_and_tokens_never_leak_into_logs_errors_or_the_database() {
         "outbox",
         "dead_letters",
         "payout_inbox",
+        "instances",
     ] {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT t::text FROM {table} t"

@@ -7,23 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use payoutd_actors::actor::payment_memo;
 use payoutd_actors::domain::{
     AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
 };
-use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::{
-    Envelope, Journal, Ledger, LedgerError, LedgerHead, Lookup, PayoutRecord, PayoutState,
-    SubmitOutcome, TxHash, TxSpec,
+    Envelope, Ledger, LedgerError, LedgerHead, Lookup, PayoutStore, SequenceRead, SubmitOutcome,
+    TxHash, TxSpec,
 };
-use payoutd_actors::{Context, PayoutPolicy, Payouts, SupervisorConfig};
+use payoutd_actors::state::{PayoutRecord, PayoutState};
+use payoutd_actors::{PayoutPolicy, Payouts};
 use payoutd_simulator::{
     CloseMode, Faults, PaymentFilter, RejectNext, SimConfig, SimHandle, Simulator,
 };
 use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, StellarLedger};
 use sha2::{Digest, Sha256};
+use sqlx::Row;
 
-use crate::helpers::pg_journal;
+use crate::helpers::{pg_journal, start_core};
 
 const PASSPHRASE: &str = "Test SDF Network ; September 2015";
 const XLM: i64 = 10_000_000;
@@ -50,6 +50,7 @@ struct Stack {
 struct StackOptions {
     channels: usize,
     tx_validity_s: u64,
+    payments_per_tx_max: usize,
 }
 
 impl Default for StackOptions {
@@ -57,6 +58,7 @@ impl Default for StackOptions {
         Self {
             channels: 2,
             tx_validity_s: 60,
+            payments_per_tx_max: 100,
         }
     }
 }
@@ -108,13 +110,20 @@ async fn stack(opts: StackOptions) -> Stack {
     let ledger = StellarLedger::connect(&handle.base_url, PASSPHRASE, ring, timeouts())
         .await
         .unwrap();
-    let journal = pg_journal(&channels).await;
+    let journal = pg_journal().await;
     let mut policy = PayoutPolicy::new(distribution);
     policy.poll_interval_ms = 20;
     policy.io_retry_ms = 20;
-    policy.channel_wait_ms = 20;
+    policy.batch_linger_ms = 5;
     policy.tx_validity_s = opts.tx_validity_s;
-    let payouts = start_payouts(journal.clone(), Arc::new(ledger), policy.clone()).await;
+    policy.payments_per_tx_max = opts.payments_per_tx_max;
+    let payouts = start_payouts(
+        journal.clone(),
+        Arc::new(ledger),
+        policy.clone(),
+        channels.clone(),
+    )
+    .await;
     Stack {
         sim: handle,
         journal,
@@ -130,17 +139,19 @@ async fn start_payouts(
     journal: Arc<payoutd::journal::PgJournal>,
     ledger: Arc<dyn Ledger>,
     policy: PayoutPolicy,
+    channels: Vec<AccountId>,
 ) -> Payouts {
-    let ctx = Arc::new(Context {
-        journal,
-        ledger,
-        policy,
-        metrics: Arc::new(Metrics::default()),
-    });
-    Payouts::start(ctx, SupervisorConfig::default(), 10_000)
+    start_core(journal, ledger, "stellar-test", channels, policy)
         .await
-        .unwrap()
         .0
+}
+
+/// What the journal's envelope log says of one envelope.
+struct EnvelopeRow {
+    source: String,
+    sequence: i64,
+    max_time: u64,
+    fee: i64,
 }
 
 impl Stack {
@@ -154,18 +165,41 @@ impl Stack {
             Destination::Account(self.destination),
             Asset::Native,
             Amount::parse(amount).unwrap(),
-            Memo::None,
+            None,
         )
     }
 
-    /// Successful payments on the simulated ledger that carry this payout's memo.
+    /// Successful payments on the simulated ledger with this payout's destination, asset
+    /// and amount (every test gives its payouts distinct amounts).
     fn payments(&self, req: &PayoutRequest) -> usize {
         self.sim()
             .payments(&PaymentFilter {
-                memo: Some(payment_memo(req).canonical()),
-                destination: None,
+                memo: None,
+                destination: Some(req.destination().to_strkey()),
             })
-            .len()
+            .iter()
+            .filter(|p| {
+                p.amount_stroops == req.amount().stroops()
+                    && p.destination == req.destination().to_strkey()
+                    && (p.asset == req.asset().to_string()
+                        || (p.asset == "native" && *req.asset() == Asset::Native))
+            })
+            .count()
+    }
+
+    async fn envelope(&self, hash: &TxHash) -> EnvelopeRow {
+        let row =
+            sqlx::query("SELECT source, sequence, max_time, fee FROM envelopes WHERE tx_hash = $1")
+                .bind(hash.to_hex())
+                .fetch_one(self.journal.pool())
+                .await
+                .unwrap();
+        EnvelopeRow {
+            source: row.get("source"),
+            sequence: row.get("sequence"),
+            max_time: row.get::<i64, _>("max_time") as u64,
+            fee: i64::from(row.get::<i32, _>("fee")),
+        }
     }
 
     async fn record(&self, id: &str) -> PayoutRecord {
@@ -224,8 +258,9 @@ async fn pays_once_with_a_channel_account_and_journals_the_real_hash() {
         s.sim().transaction(&env.hash.to_hex()).is_some(),
         "the journaled hash is the ledger's hash"
     );
+    let row = s.envelope(&env.hash).await;
     assert!(
-        s.channels.contains(&env.source),
+        s.channels.iter().any(|c| c.to_strkey() == row.source),
         "sourced from a channel account"
     );
     assert_eq!(
@@ -272,7 +307,7 @@ async fn credit_asset_to_a_muxed_destination_with_a_memo() {
         },
         Asset::parse(&format!("USDC:{issuer}")).unwrap(),
         Amount::parse("12.5").unwrap(),
-        Memo::Text("invoice 7".into()),
+        Some(Memo::Text("invoice 7".into())),
     );
     s.payouts.submit(req.clone()).await.unwrap();
     s.run_until("sim-usdc", PayoutState::Confirmed).await;
@@ -315,7 +350,7 @@ async fn lost_answers_after_apply_never_pay_twice() {
         ..Faults::default()
     });
     let reqs: Vec<_> = (0..4)
-        .map(|i| s.request(&format!("sim-lost-{i}"), "2"))
+        .map(|i| s.request(&format!("sim-lost-{i}"), &format!("2.{i}")))
         .collect();
     for r in &reqs {
         s.payouts.submit(r.clone()).await.unwrap();
@@ -327,7 +362,8 @@ async fn lost_answers_after_apply_never_pay_twice() {
         assert_eq!(rec.attempt, 1);
         assert_eq!(s.payments(r), 1);
     }
-    assert!(s.sim().fault_counts().answers_lost_after_apply >= 4);
+    // Batched: one transaction (or a few) carried them, each answer lost.
+    assert!(s.sim().fault_counts().answers_lost_after_apply >= 1);
 }
 
 /// A ledger port that submits for real and then never answers: the process "dies" after
@@ -339,6 +375,9 @@ impl Ledger for DiesAfterSubmit {
     fn build_and_sign(&self, spec: &TxSpec) -> Result<Envelope, LedgerError> {
         self.0.build_and_sign(spec)
     }
+    fn can_sign(&self, account: &AccountId) -> bool {
+        self.0.can_sign(account)
+    }
     async fn submit(&self, envelope: &Envelope) -> SubmitOutcome {
         let _ = self.0.submit(envelope).await;
         std::future::pending().await
@@ -346,7 +385,7 @@ impl Ledger for DiesAfterSubmit {
     async fn lookup(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
         self.0.lookup(hash).await
     }
-    async fn account_sequence(&self, account: &AccountId) -> Result<Option<i64>, LedgerError> {
+    async fn account_sequence(&self, account: &AccountId) -> Result<SequenceRead, LedgerError> {
         self.0.account_sequence(account).await
     }
     async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
@@ -364,10 +403,13 @@ async fn answer_lost_then_killed_and_restarted_recovers_without_a_second_payment
             .unwrap(),
     );
     // The first "process" applies the payment and dies before recording the answer.
+    // The stack's own instance stops first: this test runs its two "processes" itself.
+    s.payouts.shutdown(1_000).await;
     let doomed = start_payouts(
         s.journal.clone(),
         Arc::new(DiesAfterSubmit(real.clone())),
         s.policy.clone(),
+        s.channels.clone(),
     )
     .await;
     s.sim().set_faults(Faults {
@@ -385,14 +427,19 @@ async fn answer_lost_then_killed_and_restarted_recovers_without_a_second_payment
     doomed.shutdown(1_000).await;
     let rec = s.record("sim-crash").await;
     assert!(
-        rec.state.has_live_envelope(),
+        rec.holds_envelope(),
         "the journal does not know the answer: {:?}",
         rec.state
     );
     // The second "process" recovers: same envelope, found applied, paid once.
     s.sim().set_faults(Faults::default());
-    let second = start_payouts(s.journal.clone(), real, s.policy.clone()).await;
-    assert!(second.recover().await.unwrap() >= 1);
+    let _second = start_payouts(
+        s.journal.clone(),
+        real,
+        s.policy.clone(),
+        s.channels.clone(),
+    )
+    .await;
     let rec = s.run_until("sim-crash", PayoutState::Confirmed).await;
     assert_eq!(rec.attempt, 1);
     assert_eq!(s.payments(&req), 1);
@@ -403,6 +450,7 @@ async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
     let s = stack(StackOptions {
         channels: 1,
         tx_validity_s: 20,
+        ..StackOptions::default()
     })
     .await;
     let channel = s.channels[0].to_strkey();
@@ -418,7 +466,7 @@ async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
     s.sim().set_account_sequence(&channel, seq - 3).unwrap();
     s.sim().close_ledger();
     let first = s.record("sim-badseq").await;
-    let env = first.envelope.clone().unwrap();
+    let env = first.envelope.unwrap();
     let rec = loop {
         let r = s.record("sim-badseq").await;
         if r.state == PayoutState::Submitted {
@@ -432,7 +480,7 @@ async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
         "not rebuilt while it could still apply"
     );
     assert_eq!(rec.attempt, 1);
-    s.close_past(env.max_time);
+    s.close_past(s.envelope(&env.hash).await.max_time);
     let rec = s.run_until("sim-badseq", PayoutState::Confirmed).await;
     assert_eq!(rec.attempt, 2, "rebuilt once, after it was dead");
     assert_eq!(s.payments(&req), 1);
@@ -443,6 +491,7 @@ async fn expiry_new_envelope_only_after_a_ledger_past_max_time() {
     let s = stack(StackOptions {
         channels: 1,
         tx_validity_s: 30,
+        ..StackOptions::default()
     })
     .await;
     s.sim().set_faults(Faults {
@@ -456,8 +505,9 @@ async fn expiry_new_envelope_only_after_a_ledger_past_max_time() {
     })
     .await;
     let env = s.record("sim-expiry").await.envelope.unwrap();
+    let max_time = s.envelope(&env.hash).await.max_time;
     // Close ledgers up to max_time, never past it: still the same envelope.
-    while s.sim().latest_ledger().close_time + 5 <= env.max_time {
+    while s.sim().latest_ledger().close_time + 5 <= max_time {
         s.sim().close_ledger();
     }
     let before = s.sim().fault_counts().server_errors_before_apply;
@@ -472,7 +522,7 @@ async fn expiry_new_envelope_only_after_a_ledger_past_max_time() {
     );
     // One ledger past max_time: now, and only now, a second envelope.
     s.sim().close_ledger();
-    assert!(s.sim().latest_ledger().close_time > env.max_time);
+    assert!(s.sim().latest_ledger().close_time > max_time);
     s.sim().set_faults(Faults::default());
     let rec = s.run_until("sim-expiry", PayoutState::Confirmed).await;
     assert_eq!(rec.attempt, 2);
@@ -489,7 +539,7 @@ async fn op_no_destination_fails_for_good_with_the_reason() {
         Destination::Account(nowhere),
         Asset::Native,
         Amount::parse("1").unwrap(),
-        Memo::None,
+        None,
     );
     s.payouts.submit(req.clone()).await.unwrap();
     let rec = s.run_until("sim-nodest", PayoutState::Failed).await;
@@ -499,7 +549,6 @@ async fn op_no_destination_fails_for_good_with_the_reason() {
         rec.reason
     );
     assert!(rec.inclusion.is_some(), "the fee was consumed in a ledger");
-    assert!(rec.channel.is_none(), "channel released");
     assert_eq!(s.payments(&req), 0);
 }
 
@@ -508,6 +557,7 @@ async fn insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee() {
     let s = stack(StackOptions {
         channels: 1,
         tx_validity_s: 20,
+        ..StackOptions::default()
     })
     .await;
     s.sim().set_base_fee(200);
@@ -520,12 +570,12 @@ async fn insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let env = rec.envelope.unwrap();
-    assert_eq!(env.fee_stroops, 100);
+    let env = s.envelope(&rec.envelope.unwrap().hash).await;
+    assert_eq!(env.fee, 100);
     s.close_past(env.max_time);
     let rec = s.run_until("sim-fee", PayoutState::Confirmed).await;
     assert_eq!(rec.attempt, 2);
-    assert_eq!(rec.envelope.unwrap().fee_stroops, 200);
+    assert_eq!(s.envelope(&rec.envelope.unwrap().hash).await.fee, 200);
     assert_eq!(s.payments(&req), 1);
 }
 
@@ -548,10 +598,10 @@ async fn chosen_rejections_are_retried_with_the_same_bytes() {
 }
 
 #[tokio::test]
-async fn two_payouts_racing_for_one_channel_each_pay_once() {
+async fn two_payouts_at_once_share_one_transaction() {
     let s = stack(StackOptions {
         channels: 1,
-        tx_validity_s: 60,
+        ..StackOptions::default()
     })
     .await;
     let a = s.request("sim-race-a", "1");
@@ -563,9 +613,30 @@ async fn two_payouts_racing_for_one_channel_each_pay_once() {
     let rec_b = s.run_until("sim-race-b", PayoutState::Confirmed).await;
     assert_eq!((s.payments(&a), s.payments(&b)), (1, 1));
     let (ea, eb) = (rec_a.envelope.unwrap(), rec_b.envelope.unwrap());
+    assert_eq!(ea.hash, eb.hash, "one transaction");
+    assert_ne!(ea.op_index, eb.op_index, "one operation each");
+    let tx = s.sim().transaction(&ea.hash.to_hex()).unwrap();
+    assert_eq!(tx.operation_count, 2);
+}
+
+#[tokio::test]
+async fn one_payment_per_transaction_uses_one_sequence_number_each() {
+    let s = stack(StackOptions {
+        channels: 1,
+        payments_per_tx_max: 1,
+        ..StackOptions::default()
+    })
+    .await;
+    let a = s.request("sim-one-a", "1");
+    let b = s.request("sim-one-b", "2");
+    let (ra, rb) = tokio::join!(s.payouts.submit(a.clone()), s.payouts.submit(b.clone()));
+    ra.unwrap();
+    rb.unwrap();
+    let rec_a = s.run_until("sim-one-a", PayoutState::Confirmed).await;
+    let rec_b = s.run_until("sim-one-b", PayoutState::Confirmed).await;
+    assert_eq!((s.payments(&a), s.payments(&b)), (1, 1));
+    let ea = s.envelope(&rec_a.envelope.unwrap().hash).await;
+    let eb = s.envelope(&rec_b.envelope.unwrap().hash).await;
     assert_eq!(ea.source, eb.source);
-    assert_ne!(
-        ea.sequence, eb.sequence,
-        "one channel, two sequence numbers, one after the other"
-    );
+    assert_ne!(ea.sequence, eb.sequence, "one after the other");
 }

@@ -50,7 +50,7 @@ fn service_env(
     passphrase: &str,
     accounts: &Accounts,
 ) -> Vec<(String, String)> {
-    let pairs: [(&str, String); 25] = [
+    let pairs: [(&str, String); 28] = [
         ("PAYOUTD__SERVER__LISTEN", format!("127.0.0.1:{port}")),
         ("PAYOUTD__SERVER__REQUEST_TIMEOUT_MS", "5000".into()),
         ("PAYOUTD__DATABASE__URL", database_url.into()),
@@ -67,7 +67,7 @@ fn service_env(
         ("PAYOUTD__PAYOUTS__TX_VALIDITY_S", TX_VALIDITY_S.to_string()),
         ("PAYOUTD__PAYOUTS__POLL_INTERVAL_MS", "100".into()),
         ("PAYOUTD__PAYOUTS__IO_RETRY_MS", "100".into()),
-        ("PAYOUTD__PAYOUTS__CHANNEL_WAIT_MS", "25".into()),
+        ("PAYOUTD__PAYOUTS__BATCH_LINGER_MS", "25".into()),
         ("PAYOUTD__PAYOUTS__UNDERFUNDED_RETRY_MS", "1000".into()),
         // Expiry under faults rebuilds often; parking is not what this run is about.
         ("PAYOUTD__PAYOUTS__ATTEMPTS_MAX", "1000".into()),
@@ -80,6 +80,11 @@ fn service_env(
         ("PAYOUTD__NATS__RETRY_DELAY_MS", "200".into()),
         ("PAYOUTD__NATS__RECONNECT_DELAY_MAX_MS", "1000".into()),
         ("PAYOUTD__TELEMETRY__LOG_LEVEL", "info".into()),
+        // A killed twin's payouts are adopted soon (the main instance keeps its name across
+        // restarts and recovers its own at once).
+        ("PAYOUTD__CLUSTER__HEARTBEAT_INTERVAL_MS", "200".into()),
+        ("PAYOUTD__CLUSTER__INSTANCE_TTL_MS", "1000".into()),
+        ("PAYOUTD__CLUSTER__ORPHAN_SWEEP_INTERVAL_MS", "300".into()),
         // Plain text in the log file.
         ("NO_COLOR", "1".into()),
     ];
@@ -353,8 +358,8 @@ impl std::fmt::Display for Report<'_> {
         )?;
         writeln!(
             f,
-            "  envelopes            {} built, {} provably dead, {} payouts rebuilt; {} channel leases left on finished payouts (free by the lease rule)",
-            v.envelopes, v.envelopes_dead, v.rebuilt, v.stale_leases
+            "  envelopes            {} built ({} carried more than one payout), {} provably dead, {} payouts rebuilt, {} unsettled at the end",
+            v.envelopes, v.batched_envelopes, v.envelopes_dead, v.rebuilt, v.unsettled_envelopes
         )?;
         writeln!(
             f,

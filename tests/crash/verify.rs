@@ -75,7 +75,8 @@ struct RawMemo {
 }
 
 struct EnvelopeRow {
-    payout_id: String,
+    /// The payouts of the transaction, in operation order.
+    members: Vec<String>,
     status: String,
 }
 
@@ -106,7 +107,7 @@ async fn load_journal(
             },
         );
     }
-    let rows = sqlx::query("SELECT tx_hash, payout_id, status FROM envelopes")
+    let rows = sqlx::query("SELECT tx_hash, member_ids, status FROM envelopes")
         .fetch_all(pool)
         .await
         .expect("read envelopes");
@@ -116,7 +117,7 @@ async fn load_journal(
             (
                 row.get::<String, _>("tx_hash"),
                 EnvelopeRow {
-                    payout_id: row.get("payout_id"),
+                    members: row.get("member_ids"),
                     status: row.get("status"),
                 },
             )
@@ -149,11 +150,10 @@ pub struct Verdict {
     pub unknown_payments: usize,
     /// Journal and ledger disagree on hash, amount, asset, destination or ledger.
     pub mismatches: usize,
-    /// Channel accounts still marked as leased to a finished payout (a lease a stale
-    /// instance took after the payout finished elsewhere). Not a violation: such a channel
-    /// counts as free for the next lease (the lease rule since commit ac64338); before that
-    /// rule these channels were lost for good. Reported so a regression shows.
-    pub stale_leases: usize,
+    /// Envelopes still live at the end although every payout is terminal.
+    pub unsettled_envelopes: usize,
+    /// Transactions that carried more than one payout.
+    pub batched_envelopes: usize,
     pub violations: Vec<String>,
 }
 
@@ -199,17 +199,15 @@ pub async fn check(
             "a valid request was dead-lettered ({source}): {code}: {reason}"
         ));
     }
-    let leaked: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT c.account, c.leased_to, p.state FROM channel_accounts c
-         JOIN payouts p ON p.payout_id = c.leased_to
-         WHERE p.state IN ('confirmed','failed','cancelled') ORDER BY c.account",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("read channel leases");
-    for (account, payout, state) in leaked {
-        v.stale_leases += 1;
-        println!("  note: channel {account} is still marked leased to {payout} ({state})");
+    v.batched_envelopes = envelopes.values().filter(|e| e.members.len() > 1).count();
+    for (hash, env) in &envelopes {
+        if env.status == "live" {
+            v.unsettled_envelopes += 1;
+            v.violation(format!(
+                "envelope {hash} of {:?} is still live at the end",
+                env.members
+            ));
+        }
     }
     for refused in &feed.refused {
         v.violation(format!("payoutd refused a valid request: {refused}"));
@@ -217,11 +215,40 @@ pub async fn check(
     for gave_up in &feed.gave_up {
         v.violation(format!("a delivery was never answered: {gave_up}"));
     }
-    let by_memo: HashMap<&str, &PayoutSpec> =
-        specs.iter().map(|s| (s.ledger_memo.as_str(), s)).collect();
+    // Every payment from the distribution account is one operation of a journaled
+    // envelope; the envelope's member list says whose.
+    let mut paid_by: HashMap<String, Vec<AppliedPayment>> = HashMap::new();
+    for p in sim.payments(None).await.into_iter().filter(|p| p.source == distribution) {
+        v.ledger_payments += 1;
+        let Some(env) = envelopes.get(&p.tx_hash) else {
+            v.unknown_payments += 1;
+            v.violation(format!(
+                "payment in tx {} (op {}, ledger {}) is not an envelope in the journal",
+                p.tx_hash, p.op_index, p.ledger
+            ));
+            continue;
+        };
+        if env.status == "dead" {
+            v.violation(format!(
+                "tx {} of {:?} was applied in ledger {} but is journaled dead",
+                p.tx_hash, env.members, p.ledger
+            ));
+        }
+        let Some(member) = env.members.get(p.op_index as usize) else {
+            v.unknown_payments += 1;
+            v.violation(format!(
+                "tx {} has a payment at operation {} but only {} journaled members",
+                p.tx_hash,
+                p.op_index,
+                env.members.len()
+            ));
+            continue;
+        };
+        paid_by.entry(member.clone()).or_default().push(p);
+    }
     for spec in specs {
         let accepted = feed.accepted.contains(&spec.id);
-        let paid = sim.payments(Some(&spec.ledger_memo)).await;
+        let paid = paid_by.remove(&spec.id).unwrap_or_default();
         if paid.len() > 1 {
             v.double_payments += 1;
             let hashes: Vec<&str> = paid.iter().map(|p| p.tx_hash.as_str()).collect();
@@ -269,8 +296,8 @@ pub async fn check(
                     [] => {
                         v.lost_payouts += 1;
                         v.violation(format!(
-                            "LOST: {} is confirmed (tx {:?}) but no payment carries its memo {}",
-                            spec.id, row.tx_hash, spec.ledger_memo
+                            "LOST: {} is confirmed (tx {:?}) but the ledger has no payment for it",
+                            spec.id, row.tx_hash
                         ));
                     }
                     [payment] => check_payment(&mut v, spec, row, payment, distribution),
@@ -309,40 +336,9 @@ pub async fn check(
             v.violation(format!("the journal holds a payout nobody sent: {id}"));
         }
     }
-    let all = sim.payments(None).await;
-    for p in all.iter().filter(|p| p.source == distribution) {
-        v.ledger_payments += 1;
-        let owner = p.memo.as_deref().and_then(|m| by_memo.get(m));
-        match (envelopes.get(&p.tx_hash), owner) {
-            (None, _) => {
-                v.unknown_payments += 1;
-                v.violation(format!(
-                    "payment in tx {} (memo {:?}, ledger {}) is not an envelope in the journal",
-                    p.tx_hash, p.memo, p.ledger
-                ));
-            }
-            (Some(env), _) if env.status == "dead" => {
-                v.violation(format!(
-                    "tx {} of {} was applied in ledger {} but is journaled dead",
-                    p.tx_hash, env.payout_id, p.ledger
-                ));
-            }
-            (Some(env), Some(spec)) if env.payout_id != spec.id => {
-                v.mismatches += 1;
-                v.violation(format!(
-                    "tx {} is journaled for {} but carries the memo of {}",
-                    p.tx_hash, env.payout_id, spec.id
-                ));
-            }
-            (Some(env), None) => {
-                v.unknown_payments += 1;
-                v.violation(format!(
-                    "tx {} of {} carries a memo no payout has: {:?}",
-                    p.tx_hash, env.payout_id, p.memo
-                ));
-            }
-            _ => {}
-        }
+    for (id, paid) in paid_by {
+        v.unknown_payments += paid.len();
+        v.violation(format!("{id} was paid on the ledger but nobody sent it"));
     }
     v
 }
@@ -401,6 +397,11 @@ fn check_payment(
     }
     if p.amount_stroops != spec.stroops {
         wrong.push(format!("amount {} vs {}", p.amount_stroops, spec.stroops));
+    }
+    if let Some(memo) = &spec.ledger_memo
+        && p.memo.as_deref() != Some(memo.as_str())
+    {
+        wrong.push(format!("memo {:?} vs the caller's {memo}", p.memo));
     }
     if p.source != distribution {
         wrong.push(format!(

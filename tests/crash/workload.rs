@@ -5,7 +5,6 @@ use payoutd_actors::domain::Destination;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::keys::Accounts;
 
@@ -44,7 +43,9 @@ pub struct PayoutSpec {
     /// `(type, value)` of the request memo, if any.
     pub memo: Option<(&'static str, String)>,
     /// The transaction memo in the simulator's `type:value` form.
-    pub ledger_memo: String,
+    /// The memo its transaction must carry when the caller gave one (`id:…`, `text:…`);
+    /// without one, payoutd names the payout or its batch.
+    pub ledger_memo: Option<String>,
     pub expect: Expect,
     /// How many times the request is sent (1–3).
     pub sends: usize,
@@ -56,13 +57,6 @@ pub struct PayoutSpec {
     pub gaps_ms: Vec<u64>,
     /// Pause before this payout's first send, after the previous payout's start.
     pub start_gap_ms: u64,
-}
-
-/// `hash:` + hex(sha256("payoutd:" + id)): the memo payoutd puts on a payout that has none.
-/// Computed here independently of payoutd's own code.
-pub fn default_memo(id: &str) -> String {
-    let digest = Sha256::digest(format!("payoutd:{id}").as_bytes());
-    format!("hash:{}", hex::encode(digest))
 }
 
 /// Stroops as a decimal string with no trailing zeros (`12.5`), or padded to seven
@@ -174,13 +168,13 @@ pub fn generate(
             let (memo, ledger_memo) = match rng.random_range(0..100) {
                 0..15 => {
                     let v = 1_000_000_000u64 + i as u64;
-                    (Some(("id", v.to_string())), format!("id:{v}"))
+                    (Some(("id", v.to_string())), Some(format!("id:{v}")))
                 }
                 15..30 => {
                     let v = format!("crash {i}");
-                    (Some(("text", v.clone())), format!("text:{v}"))
+                    (Some(("text", v.clone())), Some(format!("text:{v}")))
                 }
-                _ => (None, default_memo(&id)),
+                _ => (None, None),
             };
             let sends = rng.random_range(1..=3);
             let via = match rng.random_range(0..100) {

@@ -1,0 +1,364 @@
+//! The per-payout actor: owns one payout id and handles every request about it strictly one
+//! at a time: submit (accept, duplicate or conflict), cancel, resume. It keeps the journaled
+//! record in memory, so a duplicate of a live payout costs no database I/O at all; channel
+//! workers that move the payout on (prepared, confirmed…) tell it to read the record again.
+//!
+//! It never talks to the ledger: once accepted, the payout waits in the ready queue for a
+//! channel worker. Business errors are answered; an `Err` from a handler or a panic means a
+//! bug, and the supervisor restarts the actor (its state is only a cache of the journal).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{Instrument, info, warn};
+
+use crate::context::Context;
+use crate::domain::{Fingerprint, PayoutId, PayoutRequest};
+use crate::metrics::Metrics;
+use crate::ports::journal::{Accepted, JournalError, Ready};
+use crate::state::{PayoutRecord, PayoutState, Step};
+use crate::supervisor::SupervisorMsg;
+
+/// Why a request about a payout was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayoutError {
+    /// Same id, different content: the stored payout is untouched.
+    #[error("payout {id} already exists with different content (state {state})")]
+    Conflict { id: String, state: PayoutState },
+    #[error("payout {0} not found")]
+    NotFound(String),
+    #[error("payout {id} cannot be cancelled in state {state}: {why}")]
+    NotCancellable {
+        id: String,
+        state: PayoutState,
+        why: &'static str,
+    },
+    #[error("payout {id} is {state}, not parked: nothing to resume")]
+    NotResumable { id: String, state: PayoutState },
+    /// The live-actor bound is reached: try again shortly.
+    #[error("too many payouts in flight; retry later")]
+    Overloaded,
+    /// The journal could not be reached, or the actor stopped before answering: nothing is
+    /// known to have been stored; the same request may be sent again safely.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone)]
+pub enum SubmitAnswer {
+    /// A new payout was stored.
+    Created(PayoutRecord),
+    /// The same request was seen before: nothing was written.
+    Duplicate(PayoutRecord),
+}
+
+impl SubmitAnswer {
+    pub fn record(&self) -> &PayoutRecord {
+        match self {
+            Self::Created(r) | Self::Duplicate(r) => r,
+        }
+    }
+}
+
+/// Messages a payout actor handles, one at a time.
+pub enum PayoutMsg {
+    Submit {
+        request: PayoutRequest,
+        reply: RpcReplyPort<Result<SubmitAnswer, PayoutError>>,
+    },
+    Cancel {
+        reason: String,
+        reply: RpcReplyPort<Result<PayoutRecord, PayoutError>>,
+    },
+    /// An operator resumes a parked payout.
+    Resume {
+        reason: String,
+        reply: RpcReplyPort<Result<PayoutRecord, PayoutError>>,
+    },
+    /// The journaled record moved on elsewhere (a channel worker wrote it): read it again.
+    Invalidate,
+    /// Passivation check, scheduled by the actor itself.
+    IdleCheck,
+}
+
+impl PayoutMsg {
+    /// Answers the caller (if any) with `err` instead of handling the message.
+    pub fn reject(self, err: PayoutError) {
+        // A send error means the caller gave up waiting: nothing to do.
+        match self {
+            Self::Submit { reply, .. } => drop(reply.send(Err(err))),
+            Self::Cancel { reply, .. } | Self::Resume { reply, .. } => drop(reply.send(Err(err))),
+            Self::Invalidate | Self::IdleCheck => {}
+        }
+    }
+
+    /// A request from a caller (as opposed to the actor's own or a worker's notice).
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Self::Submit { .. } | Self::Cancel { .. } | Self::Resume { .. }
+        )
+    }
+}
+
+pub struct PayoutActor;
+
+pub struct PayoutActorArgs {
+    pub id: PayoutId,
+    pub ctx: Arc<Context>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+pub struct PayoutActorState {
+    id: PayoutId,
+    ctx: Arc<Context>,
+    supervisor: ActorRef<SupervisorMsg>,
+    /// `None` until the journal was read (or after an invalidation); then `Some(None)` if
+    /// no such payout exists.
+    record: Option<Option<PayoutRecord>>,
+    last_activity: Instant,
+}
+
+impl Actor for PayoutActor {
+    type Msg = PayoutMsg;
+    type State = PayoutActorState;
+    type Arguments = PayoutActorArgs;
+
+    /// Cheap on purpose: spawning waits for it. The journal is read by the first message.
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let idle = Duration::from_millis(args.ctx.policy.idle_passivate_ms);
+        myself.send_after(idle, || PayoutMsg::IdleCheck);
+        Ok(PayoutActorState {
+            id: args.id,
+            ctx: args.ctx,
+            supervisor: args.supervisor,
+            record: None,
+            last_activity: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if msg.is_request() {
+            state.last_activity = Instant::now();
+        }
+        // Every log line about this payout carries its id.
+        let span = tracing::info_span!("payout", payout_id = %state.id);
+        async {
+            match msg {
+                PayoutMsg::Submit { request, reply } => {
+                    let _ = reply.send(state.submit(request).await);
+                }
+                PayoutMsg::Cancel { reason, reply } => {
+                    let _ = reply.send(state.cancel(reason).await);
+                }
+                PayoutMsg::Resume { reason, reply } => {
+                    let _ = reply.send(state.resume(reason).await);
+                }
+                PayoutMsg::Invalidate => state.record = None,
+                PayoutMsg::IdleCheck => state.idle_check(&myself),
+            }
+        }
+        .instrument(span)
+        .await;
+        Ok(())
+    }
+}
+
+impl PayoutActorState {
+    fn cached(&self) -> Option<&PayoutRecord> {
+        self.record.as_ref().and_then(|r| r.as_ref())
+    }
+
+    async fn load(&mut self) -> Result<Option<PayoutRecord>, PayoutError> {
+        if self.record.is_none() {
+            let loaded = self
+                .ctx
+                .journal
+                .load(&self.id)
+                .await
+                .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
+            self.record = Some(loaded);
+        }
+        Ok(self.cached().cloned())
+    }
+
+    async fn submit(&mut self, request: PayoutRequest) -> Result<SubmitAnswer, PayoutError> {
+        let fingerprint = request.fingerprint();
+        if let Some(existing) = self.cached() {
+            return self.compare(existing.clone(), fingerprint);
+        }
+        // No read first: the insert itself says whether the payout exists (the common case
+        // is a new payout, and a duplicate of a passivated one costs one read).
+        match self.ctx.journal.accept(&request, &self.ctx.instance).await {
+            Ok(Accepted::Created(record)) => {
+                Metrics::inc(&self.ctx.metrics.accepted);
+                info!(payout_id = %self.id, amount = record.request.amount().stroops(), "payout accepted");
+                self.ctx.enqueue(Ready::of(&record));
+                self.record = Some(Some(record.clone()));
+                Ok(SubmitAnswer::Created(record))
+            }
+            Ok(Accepted::Existing(record)) => {
+                self.record = Some(Some(record.clone()));
+                self.compare(record, fingerprint)
+            }
+            Err(e) => Err(PayoutError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn compare(
+        &self,
+        existing: PayoutRecord,
+        fingerprint: Fingerprint,
+    ) -> Result<SubmitAnswer, PayoutError> {
+        if existing.fingerprint == fingerprint {
+            Metrics::inc(&self.ctx.metrics.duplicates);
+            Ok(SubmitAnswer::Duplicate(existing))
+        } else {
+            Metrics::inc(&self.ctx.metrics.conflicts);
+            Err(PayoutError::Conflict {
+                id: self.id.to_string(),
+                state: existing.state,
+            })
+        }
+    }
+
+    /// Applies one step, re-reading and re-deciding (with `decide`) if the stored record
+    /// moved on since it was read.
+    async fn write(
+        &mut self,
+        decide: impl Fn(&PayoutRecord) -> Result<Option<Step>, PayoutError>,
+    ) -> Result<PayoutRecord, PayoutError> {
+        // Each retry follows a write by someone else; a handful is plenty.
+        for _ in 0..8 {
+            let Some(record) = self.load().await? else {
+                return Err(PayoutError::NotFound(self.id.to_string()));
+            };
+            let Some(step) = decide(&record)? else {
+                return Ok(record);
+            };
+            match self.ctx.journal.apply(&record, &step).await {
+                Ok(updated) => {
+                    self.record = Some(Some(updated.clone()));
+                    return Ok(updated);
+                }
+                Err(JournalError::Stale(_)) => {
+                    warn!(payout_id = %self.id, "stale version; reading the payout again");
+                    self.record = None;
+                }
+                Err(e) => {
+                    self.record = None;
+                    return Err(PayoutError::Unavailable(e.to_string()));
+                }
+            }
+        }
+        Err(PayoutError::Unavailable(
+            "the payout kept changing; try again".into(),
+        ))
+    }
+
+    async fn cancel(&mut self, reason: String) -> Result<PayoutRecord, PayoutError> {
+        let id = self.id.to_string();
+        let record = self
+            .write(|r| {
+                let refuse = |why| {
+                    Err(PayoutError::NotCancellable {
+                        id: id.clone(),
+                        state: r.state,
+                        why,
+                    })
+                };
+                match r.state {
+                    PayoutState::Cancelled => Ok(None),
+                    PayoutState::Accepted | PayoutState::Parked if r.envelope.is_none() => {
+                        Ok(Some(Step::Cancelled {
+                            reason: reason.clone(),
+                        }))
+                    }
+                    PayoutState::Confirmed => refuse("it was paid"),
+                    PayoutState::Failed => refuse("it already failed"),
+                    _ => refuse("a transaction envelope exists and may still be applied"),
+                }
+            })
+            .await?;
+        if record.state == PayoutState::Cancelled {
+            self.ctx.queue.remove(&self.id);
+            Metrics::inc(&self.ctx.metrics.cancelled);
+        }
+        Ok(record)
+    }
+
+    async fn resume(&mut self, reason: String) -> Result<PayoutRecord, PayoutError> {
+        let (id, owner) = (self.id.to_string(), self.ctx.instance.clone());
+        let record = self
+            .write(|r| {
+                if r.state != PayoutState::Parked {
+                    return Err(PayoutError::NotResumable {
+                        id: id.clone(),
+                        state: r.state,
+                    });
+                }
+                Ok(Some(Step::Resumed {
+                    reason: reason.clone(),
+                    owner: owner.clone(),
+                }))
+            })
+            .await?;
+        info!(payout_id = %self.id, state = %record.state, "payout resumed by an operator");
+        if record.state == PayoutState::Accepted {
+            self.ctx.enqueue(Ready::of(&record));
+        }
+        Ok(record)
+    }
+
+    fn idle_check(&mut self, myself: &ActorRef<PayoutMsg>) {
+        let idle_ms = self.ctx.policy.idle_passivate_ms;
+        let elapsed = self.last_activity.elapsed();
+        if elapsed >= Duration::from_millis(idle_ms) {
+            // Ask the supervisor: it stops routing to us, then drains our mailbox.
+            let _ = self
+                .supervisor
+                .cast(SupervisorMsg::Passivate(self.id.clone(), myself.get_id()));
+        } else {
+            let wait = Duration::from_millis(idle_ms)
+                .saturating_sub(elapsed)
+                .max(Duration::from_millis(idle_ms.min(1_000)));
+            myself.send_after(wait, || PayoutMsg::IdleCheck);
+        }
+    }
+}
+
+/// Parks a payout for an operator (the supervisor's last resort after repeated failures);
+/// fenced like every write: re-reads and retries on a stale version. A finished payout
+/// stays finished.
+pub async fn park(ctx: &Context, id: &PayoutId, reason: &str) -> Result<(), JournalError> {
+    loop {
+        let Some(record) = ctx.journal.load(id).await? else {
+            return Ok(());
+        };
+        if !record.state.is_active() {
+            return Ok(());
+        }
+        let step = Step::Parked {
+            reason: reason.to_owned(),
+        };
+        match ctx.journal.apply(&record, &step).await {
+            Ok(_) => {
+                ctx.queue.remove(id);
+                return Ok(());
+            }
+            Err(JournalError::Stale(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
