@@ -119,6 +119,8 @@ export function createWorker(options) {
     const stop = cancelled ? AbortSignal.any([closing.signal, cancelled]) : closing.signal;
     const fields = { queue: o.queueName, job_id: job.id, payout_id: body.payout_id };
     for (let attempt = 1; ; attempt++) {
+      // A job taken while the worker closes (its last fetch was under way) goes straight back.
+      if (stop.aborted) return backToQueue(job, token, 'the worker is stopping');
       let answer;
       try {
         answer = await submitPayout({

@@ -51,10 +51,12 @@ async function allCompleted(q, jobs) {
   return until(
     `${jobs.length} jobs completed`,
     async () => {
+      // The states first: a job read before it ends has no return value yet.
+      const states = await Promise.all(jobs.map((j) => q.getJobState(/** @type {string} */ (j.id))));
+      if (!states.every((s) => s === 'completed' || s === 'failed')) return null;
       const now = await Promise.all(jobs.map((j) => Job.fromId(q, /** @type {string} */ (j.id))));
-      const states = await Promise.all(now.map((j) => j?.getState()));
       assert.ok(!states.includes('failed'), `a job failed: ${now.map((j) => j?.failedReason).join(' | ')}`);
-      return states.every((s) => s === 'completed') ? now.map((j) => j?.returnvalue) : null;
+      return now.map((j) => j?.returnvalue);
     },
     { timeoutMs: 30_000 },
   );
