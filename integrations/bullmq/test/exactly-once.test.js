@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { Job, Queue } from 'bullmq';
+import { Queue } from 'bullmq';
 
-import { answerSwallowingProxy, freePort, payoutd, payoutId, startRedis, startWorker, until } from './harness.js';
+import { answerSwallowingProxy, finished, freePort, payoutd, payoutId, startRedis, startWorker, until } from './harness.js';
 
 /** Short timers so that a dead worker's jobs come back within seconds. */
 const FAST = {
@@ -45,21 +45,12 @@ function queue(name) {
 /**
  * Awaits every job completed; returns their return values.
  * @param {Queue} q
- * @param {Job[]} jobs
+ * @param {import('bullmq').Job[]} jobs
  */
 async function allCompleted(q, jobs) {
-  return until(
-    `${jobs.length} jobs completed`,
-    async () => {
-      // The states first: a job read before it ends has no return value yet.
-      const states = await Promise.all(jobs.map((j) => q.getJobState(/** @type {string} */ (j.id))));
-      if (!states.every((s) => s === 'completed' || s === 'failed')) return null;
-      const now = await Promise.all(jobs.map((j) => Job.fromId(q, /** @type {string} */ (j.id))));
-      assert.ok(!states.includes('failed'), `a job failed: ${now.map((j) => j?.failedReason).join(' | ')}`);
-      return now.map((j) => j?.returnvalue);
-    },
-    { timeoutMs: 30_000 },
-  );
+  const ends = await finished(q, jobs);
+  assert.deepEqual(ends.filter((e) => e.state !== 'completed'), [], 'every job completed');
+  return ends.map((e) => e.value);
 }
 
 /**

@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { Job } from 'bullmq';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const PACKAGE_DIR = path.resolve(HERE, '..');
 const WORKER_BIN = path.join(PACKAGE_DIR, 'bin', 'payoutd-bullmq-worker.js');
@@ -43,6 +45,31 @@ export async function until(what, cond, { timeoutMs = 20_000, everyMs = 50 } = {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what} (last: ${String(last)})`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * Awaits the end of every job (completed or failed) and returns what each ended with.
+ * @param {import('bullmq').Queue} q
+ * @param {Array<{ id?: string }>} jobs
+ * @param {number} [timeoutMs]
+ */
+export async function finished(q, jobs, timeoutMs = 30_000) {
+  return until(
+    `${jobs.length} job(s) finished`,
+    async () => {
+      // The states first: a job read before it ends has no return value or reason yet.
+      const states = await Promise.all(jobs.map((j) => q.getJobState(/** @type {string} */ (j.id))));
+      if (!states.every((s) => s === 'completed' || s === 'failed')) return null;
+      const read = await Promise.all(jobs.map((j) => Job.fromId(q, /** @type {string} */ (j.id))));
+      return read.map((j, i) => ({
+        state: states[i],
+        value: j?.returnvalue,
+        reason: j?.failedReason,
+        attemptsMade: j?.attemptsMade,
+      }));
+    },
+    { timeoutMs },
+  );
 }
 
 /** A TCP port free right now on 127.0.0.1. */

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 
 import { Job, Queue } from 'bullmq';
 
-import { freePort, payoutd, payoutId, startRedis, startWorker, until } from './harness.js';
+import { finished, freePort, payoutd, payoutId, startRedis, startWorker, until } from './harness.js';
 
 const TOKEN = 'tok-3f9a1c2e7b-right';
 const WRONG = 'tok-8d04b6e51a-wrong';
@@ -40,18 +40,13 @@ function queue(name) {
 }
 
 /**
- * Awaits a job's end: ['completed', return value] or ['failed', reason].
+ * Awaits a job's end: ['completed', return value] or ['failed', reason, attempts made].
  * @param {Queue} q
  * @param {Job} job
  */
-function outcome(q, job) {
-  return until(`job ${job.id} done`, async () => {
-    // The state first: a job read before it ends has no return value or reason yet.
-    const state = await q.getJobState(/** @type {string} */ (job.id));
-    if (state !== 'completed' && state !== 'failed') return null;
-    const j = await Job.fromId(q, /** @type {string} */ (job.id));
-    return state === 'completed' ? ['completed', j?.returnvalue] : ['failed', j?.failedReason, j?.attemptsMade];
-  });
+async function outcome(q, job) {
+  const [e] = await finished(q, [job]);
+  return e.state === 'completed' ? [e.state, e.value] : [e.state, e.reason, e.attemptsMade];
 }
 
 /** @param {ReturnType<typeof startWorker>} worker */
