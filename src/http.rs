@@ -298,22 +298,13 @@ async fn create_payout(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (body, answer) = match body {
-        Ok(body) => {
-            let answer = submit_payout(&state, &headers, &body).await;
-            (body, answer)
-        }
-        Err(rejection) => (Bytes::new(), Err(body_rejection(&rejection))),
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return refusal(&state, &headers, &[], body_rejection(&rejection)).await,
     };
-    match answer {
+    match submit_payout(&state, &headers, &body).await {
         Ok(response) => response,
-        Err(e) if e.status.is_client_error() => match headers.get(SOURCE_HEADER) {
-            None => e.into_response(),
-            Some(source) => {
-                dead_letter_refusal(&state, &headers, source.as_bytes(), &body, e).await
-            }
-        },
-        Err(e) => e.into_response(),
+        Err(e) => refusal(&state, &headers, &body, e).await,
     }
 }
 
@@ -342,16 +333,14 @@ fn body_rejection(rejection: &BytesRejection) -> ApiError {
     ApiError::new(status, code, rejection.body_text())
 }
 
-/// Records the refusal of a request that named its sender, then answers it. A refusal that
-/// cannot be recorded is answered 503 instead: the sender retries, and the retry is refused
-/// and recorded, so no refusal of a named sender goes unseen in `dead_letters`.
-async fn dead_letter_refusal(
-    state: &ApiState,
-    headers: &HeaderMap,
-    source: &[u8],
-    body: &[u8],
-    e: ApiError,
-) -> Response {
+/// Answers an error; a 4xx to a request that named its sender is recorded first. A refusal
+/// that cannot be recorded is answered 503 instead: the sender retries, and the retry is
+/// refused and recorded, so no refusal of a named sender goes unseen in `dead_letters`.
+async fn refusal(state: &ApiState, headers: &HeaderMap, body: &[u8], e: ApiError) -> Response {
+    let source = match headers.get(SOURCE_HEADER) {
+        Some(source) if e.status.is_client_error() => source.as_bytes(),
+        _ => return e.into_response(),
+    };
     let reason = match e.field {
         Some(field) => format!("{field}: {}", e.message),
         None => e.message.clone(),
