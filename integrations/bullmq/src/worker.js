@@ -105,7 +105,7 @@ export function createWorker(options) {
   /** @type {Ended} */
   let why = { reason: 'closed' };
 
-  const connection = new Redis(o.redisUrl, { maxRetriesPerRequest: null, lazyConnect: false });
+  const connection = new Redis(o.redisUrl, { maxRetriesPerRequest: null });
   connection.on('error', (e) => log('warn', 'redis connection error', { error: scrub(String(e.message), secrets) }));
 
   /**
@@ -115,7 +115,7 @@ export function createWorker(options) {
    */
   const processor = async (job, token, cancelled) => {
     const { body, notes } = mapJob(job.data, o.mapping);
-    const sourceRef = `${o.queueName}:${job.id}`;
+    const sourceRef = headerSafe(`${o.queueName}:${job.id}`);
     const stop = cancelled ? AbortSignal.any([closing.signal, cancelled]) : closing.signal;
     const fields = { queue: o.queueName, job_id: job.id, payout_id: body.payout_id };
     for (let attempt = 1; ; attempt++) {
@@ -265,6 +265,22 @@ export function createWorker(options) {
     authenticated: Boolean(o.payoutdApiToken),
   });
   return { worker, close, ended };
+}
+
+/**
+ * Text as a header value can carry it: printable ASCII as it is, anything else
+ * percent-encoded (a custom job id may hold any character; fetch refuses such a header,
+ * and the job would never get through).
+ * @param {string} text
+ */
+export function headerSafe(text) {
+  return text.replace(/[^\x20-\x7e]/gu, (c) => {
+    try {
+      return encodeURIComponent(c);
+    } catch {
+      return '%EF%BF%BD'; // a lone surrogate: U+FFFD
+    }
+  });
 }
 
 /**

@@ -11,6 +11,7 @@ import {
   MappingError,
   classify,
   configFromEnv,
+  headerSafe,
   jsonLogger,
   mapJob,
   parseMapping,
@@ -160,4 +161,11 @@ test('log lines are JSON with every secret scrubbed, escaped forms too', () => {
   assert.equal(lines.length, 1);
   assert.ok(!lines[0].includes('t0k'), lines[0]);
   assert.equal(JSON.parse(lines[0]).level, 'info');
+});
+
+test('the source reference is always a valid header value', () => {
+  assert.equal(headerSafe('payouts:payout-job:42:pay'), 'payouts:payout-job:42:pay');
+  assert.equal(headerSafe('payouts:jöb\n1'), 'payouts:j%C3%B6b%0A1');
+  assert.equal(headerSafe('q:\uD800'), 'q:%EF%BF%BD');
+  for (const v of ['payouts:jöb\n1', 'q:\uD800', 'q:\u{1F600}']) new Headers({ 'payoutd-source-ref': headerSafe(v) });
 });
