@@ -92,6 +92,10 @@ export function createWorker(options) {
   if (!(o.retryDelayMinMs >= 1 && o.retryDelayMinMs <= o.retryDelayMaxMs)) {
     throw new Error('retryDelayMinMs must be at least 1 and at most retryDelayMaxMs');
   }
+  if (o.payoutdApiToken !== undefined && !/^[\x21-\x7e]+$/.test(o.payoutdApiToken)) {
+    // fetch would refuse the header on every send, and the jobs would wait for ever.
+    throw new Error('payoutdApiToken: printable ASCII only, no spaces');
+  }
   const secrets = [o.payoutdApiToken ?? ''];
   const log = o.log ?? jsonLogger({ secrets });
   // Shutdown: aborts every pause between sends and every request in flight.
