@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -291,18 +292,81 @@ fn redact(message: &str) -> String {
     crate::ingress::redact_secrets(message)
 }
 
+/// Header naming the sender of a request (see [`crate::ingress::HTTP_SOURCES`]): a refused
+/// payout request that carries it is dead-lettered.
+pub const SOURCE_HEADER: &str = "payoutd-source";
+/// Header with the sender's own reference for the request (e.g. `queue:job id`).
+pub const SOURCE_REF_HEADER: &str = "payoutd-source-ref";
+
 async fn create_payout(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return refusal(&state, &headers, &[], body_rejection(&rejection)).await,
+    };
+    match submit_payout(&state, &headers, &body).await {
+        Ok(response) => response,
+        Err(e) => refusal(&state, &headers, &body, e).await,
+    }
+}
+
+async fn submit_payout(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
-    let request = parse_body(&headers, &body)?;
+    let request = parse_body(headers, body)?;
     let answer = state.payouts.submit(request).await?;
     let (status, record) = match &answer {
         SubmitAnswer::Created(r) => (StatusCode::ACCEPTED, r),
         SubmitAnswer::Duplicate(r) => (StatusCode::OK, r),
     };
     Ok((status, Json(PayoutView::from_record(record))).into_response())
+}
+
+/// A body that could not be read: too large (413), or the connection failed mid-body.
+fn body_rejection(rejection: &BytesRejection) -> ApiError {
+    let status = rejection.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "invalid_body"
+    };
+    ApiError::new(status, code, rejection.body_text())
+}
+
+/// Answers an error; a 4xx to a request that named its sender is recorded first. A refusal
+/// that cannot be recorded is answered 503 instead: the sender retries, and the retry is
+/// refused and recorded, so no refusal of a named sender goes unseen in `dead_letters`.
+async fn refusal(state: &ApiState, headers: &HeaderMap, body: &[u8], e: ApiError) -> Response {
+    let source = match headers.get(SOURCE_HEADER) {
+        Some(source) if e.status.is_client_error() => source.as_bytes(),
+        _ => return e.into_response(),
+    };
+    let reason = match e.field {
+        Some(field) => format!("{field}: {}", e.message),
+        None => e.message.clone(),
+    };
+    let source_ref = headers.get(SOURCE_REF_HEADER).map(|v| v.as_bytes());
+    match crate::ingress::dead_letter_http_rejection(
+        state.journal.pool(),
+        source,
+        source_ref,
+        body,
+        e.code,
+        &reason,
+    )
+    .await
+    {
+        Ok(()) => e.into_response(),
+        Err(db) => ApiError::from(PayoutError::Unavailable(format!(
+            "cannot record the dead letter of a refused request: {db}"
+        )))
+        .into_response(),
+    }
 }
 
 fn path_id(id: &str) -> Result<PayoutId, ApiError> {

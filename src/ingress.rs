@@ -1,6 +1,8 @@
 //! What every message-driven ingress (NATS, the Postgres inbox, CSV files) shares: parse a
 //! raw payout request, hand it to the payout core, and dead-letter what cannot be accepted
-//! — with its reason, its payload redacted of anything that looks like a secret seed.
+//! — with its reason, its payload redacted of anything that looks like a secret seed. HTTP
+//! requests that name their sender (`Payoutd-Source`, e.g. the BullMQ worker) are
+//! dead-lettered the same way when they are refused.
 
 use payoutd_actors::domain::{PayoutRequest, RawPayoutRequest, ValidationError};
 use payoutd_actors::state::PayoutState;
@@ -106,6 +108,56 @@ pub async fn dead_letter<'e>(
         .execute(executor)
         .await?;
     Ok(())
+}
+
+/// Sender names a client may give in the `Payoutd-Source` header of an HTTP request. The
+/// dead letter of a refused request is filed under the name given if it is one of these
+/// (compared ignoring ASCII case), else under [`HTTP_SOURCE_OTHER`]: callers never write
+/// source names of their own choosing into `dead_letters`.
+pub const HTTP_SOURCES: &[&str] = &["bullmq"];
+/// Source of the dead letter of a request whose `Payoutd-Source` is not in [`HTTP_SOURCES`].
+pub const HTTP_SOURCE_OTHER: &str = "http";
+/// Longest `Payoutd-Source-Ref` kept, in bytes; a longer one is cut at a character boundary.
+pub const SOURCE_REF_BYTES_MAX: usize = 256;
+
+/// Records the dead letter of an HTTP payout request refused with a 4xx, for a request that
+/// named its sender: `source` is the `Payoutd-Source` header, `source_ref` the
+/// `Payoutd-Source-Ref` header (e.g. `payouts:1234`, queue and job id), both as sent.
+/// The body is stored redacted like any dead letter (and cut at [`MESSAGE_BYTES_MAX`]).
+pub async fn dead_letter_http_rejection<'e>(
+    executor: impl Executor<'e, Database = Postgres>,
+    source: &[u8],
+    source_ref: Option<&[u8]>,
+    body: &[u8],
+    code: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let source = HTTP_SOURCES
+        .iter()
+        .find(|s| s.as_bytes().eq_ignore_ascii_case(source))
+        .copied()
+        .unwrap_or(HTTP_SOURCE_OTHER);
+    let source_ref = source_ref.map(|r| {
+        // Header bytes are not necessarily UTF-8; control characters are dropped.
+        let text: String = String::from_utf8_lossy(r)
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        let mut end = text.len().min(SOURCE_REF_BYTES_MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        redact_secrets(&text[..end])
+    });
+    dead_letter(
+        executor,
+        source,
+        source_ref.as_deref(),
+        body,
+        code,
+        &redact_secrets(reason),
+    )
+    .await
 }
 
 /// Replaces every 56-character window that decodes as a Stellar secret seed (`S…` with a

@@ -407,3 +407,168 @@ async fn metrics_and_readiness() {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
 }
+
+/// One row of `dead_letters`: source, source_ref, payload, code, reason.
+type DeadLetter = (String, Option<String>, String, String, String);
+
+async fn dead_letters(pool: &sqlx::PgPool) -> Vec<DeadLetter> {
+    sqlx::query_as("SELECT source, source_ref, payload, code, reason FROM dead_letters ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn refused_requests_that_name_their_sender_are_dead_lettered() {
+    const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
+    let app = spawn_app(&[(payoutd::config::ENV_API_TOKENS, "dl-token")]).await;
+    let send = |body: String, source: Option<&str>, source_ref: Option<&str>| {
+        let mut r = app
+            .post("/v1/payouts")
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = source {
+            r = r.header("Payoutd-Source", s);
+        }
+        if let Some(s) = source_ref {
+            r = r.header("Payoutd-Source-Ref", s);
+        }
+        r.send()
+    };
+    let json = |v: &Value| v.to_string();
+    // Accepted and duplicate requests leave no dead letter.
+    let good = json(&payout("dl-ok", "1"));
+    for want in [202, 200] {
+        let r = send(good.clone(), Some("bullmq"), Some("payouts:1"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want);
+    }
+    // Refused without the header: answered as before, nothing recorded.
+    let bad_dest = json(
+        &json!({"payout_id": "dl-1", "destination": "GBAD", "asset": "native", "amount": "1"}),
+    );
+    let r = send(bad_dest.clone(), None, None).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(dead_letters(&app.pool).await.is_empty());
+
+    // 422 (a field), 409 (conflict), 400 (a number where the amount string belongs), 415.
+    let r = send(bad_dest.clone(), Some("bullmq"), Some("payouts:2"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let answered: Value = r.json().await.unwrap();
+    let r = send(
+        json(&payout("dl-ok", "2")),
+        Some("bullmq"),
+        Some("payouts:3"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 409);
+    let numeric = r#"{"payout_id":"dl-3","destination":"GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2","asset":"native","amount":12.5}"#;
+    let r = send(numeric.into(), Some("bullmq"), Some("payouts:4"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .post("/v1/payouts")
+        .header("content-type", "text/plain")
+        .header("Payoutd-Source", "bullmq")
+        .header("Payoutd-Source-Ref", "payouts:5")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // 413: the body was never read, so the payload is empty; the answer is JSON with a code.
+    let huge = json(
+        &json!({"payout_id": "dl-6", "destination": DEMO_DESTINATION, "asset": "native", "amount": "1", "memo": {"type": "text", "value": "a".repeat(40_000)}}),
+    );
+    let r = send(huge, Some("bullmq"), Some("payouts:6")).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "body_too_large"
+    );
+    // A seed in the body and in the reference is never stored; the source name is one of
+    // the allowed set (any case) or "http"; a long reference is cut.
+    let seeded =
+        json(&json!({"payout_id": "dl-7", "destination": SEED, "asset": "native", "amount": "1"}));
+    let r = send(seeded, Some("BullMQ"), Some(&format!("payouts:{SEED}")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let long_ref = format!("payouts:{}", "é".repeat(300));
+    let r = send(bad_dest.clone(), Some("someone-else"), Some(&long_ref))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // No reference header: recorded without one.
+    let r = send(bad_dest.clone(), Some("bullmq"), None).await.unwrap();
+    assert_eq!(r.status(), 422);
+    // Unauthenticated requests write nothing, headers or not.
+    let r = app
+        .client
+        .post(format!("{}/v1/payouts", app.base))
+        .header("content-type", "application/json")
+        .header("Payoutd-Source", "bullmq")
+        .header("Payoutd-Source-Ref", "payouts:9")
+        .body(bad_dest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let rows = dead_letters(&app.pool).await;
+    let summary: Vec<(&str, Option<&str>, &str)> = rows
+        .iter()
+        .map(|(s, r, _, c, _)| (s.as_str(), r.as_deref(), c.as_str()))
+        .collect();
+    assert_eq!(
+        summary[..6],
+        [
+            (
+                "bullmq",
+                Some("payouts:2"),
+                answered["error"]["code"].as_str().unwrap()
+            ),
+            ("bullmq", Some("payouts:3"), "payout_conflict"),
+            ("bullmq", Some("payouts:4"), "invalid_body"),
+            ("bullmq", Some("payouts:5"), "unsupported_media_type"),
+            ("bullmq", Some("payouts:6"), "body_too_large"),
+            (
+                "bullmq",
+                Some("payouts:[redacted secret seed]"),
+                "destination_is_secret"
+            ),
+        ]
+    );
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    // Payload as sent (the bodies that were read), reason with the field, as the other
+    // ingresses record them.
+    assert_eq!(rows[0].2, bad_dest);
+    assert_eq!(
+        rows[0].4,
+        format!(
+            "destination: {}",
+            answered["error"]["message"].as_str().unwrap()
+        )
+    );
+    assert!(rows[1].4.contains("dl-ok"), "{}", rows[1].4);
+    assert_eq!(rows[2].2, numeric);
+    assert_eq!(rows[4].2, "");
+    assert!(
+        rows.iter()
+            .all(|r| !format!("{r:?}").contains(&SEED[1..40]))
+    );
+    let (source, source_ref, ..) = &rows[6];
+    assert_eq!(source, "http");
+    let source_ref = source_ref.as_deref().unwrap();
+    assert!(source_ref.len() <= payoutd::ingress::SOURCE_REF_BYTES_MAX);
+    assert!(source_ref.len() > payoutd::ingress::SOURCE_REF_BYTES_MAX - 2);
+    assert!(long_ref.starts_with(source_ref));
+    assert_eq!((rows[7].0.as_str(), rows[7].1.as_deref()), ("bullmq", None));
+    // The refused requests stored no payout.
+    assert_eq!(app.payout_rows().await, 1);
+}
