@@ -189,7 +189,7 @@ export async function payoutd(o = {}) {
     PAYOUTD__LEDGER__SIMULATOR__STATE_FILE: path.join(dir, 'simulator.json'),
     PAYOUTD__LEDGER__SIMULATOR__CLOSE_INTERVAL_MS: '200',
     PAYOUTD__PAYOUTS__POLL_INTERVAL_MS: '50',
-    PAYOUTD__PAYOUTS__CHANNEL_WAIT_MS: '50',
+    PAYOUTD__PAYOUTS__BATCH_LINGER_MS: '10',
     PAYOUTD__TELEMETRY__LOG_FORMAT: 'json',
   });
   if (o.tokens) env.PAYOUTD__SERVER__API_TOKENS = o.tokens.join(',');
