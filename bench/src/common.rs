@@ -1,0 +1,242 @@
+//! What the benchmarks share: a private PostgreSQL with fsync on, the commit rate plain
+//! PostgreSQL reaches beside us, database counters (commits, rows written), latency
+//! percentiles from the journal, RSS, and the report table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use payoutd::pg::LocalPostgres;
+use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, PayoutId, PayoutRequest};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// Connections of the journal's pool in the benchmarks.
+pub const POOL_CONNECTIONS: u32 = 16;
+
+pub type BenchResult<T> = Result<T, String>;
+
+pub fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A private PostgreSQL cluster (fsync on) in a fresh temp folder, removed on drop.
+pub struct Database {
+    pub pg: Option<LocalPostgres>,
+    pub dir: PathBuf,
+    pub url: String,
+}
+
+impl Database {
+    pub async fn start(tag: &str) -> BenchResult<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "payoutd-bench-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let pg = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || LocalPostgres::start(&dir, true)
+        })
+        .await
+        .map_err(err)?
+        .map_err(err)?;
+        let url = pg.url(payoutd::pg::DATABASE);
+        Ok(Self {
+            pg: Some(pg),
+            dir,
+            url,
+        })
+    }
+
+    pub async fn pool(&self, connections: u32) -> BenchResult<PgPool> {
+        let pool = PgPoolOptions::new()
+            .max_connections(connections)
+            .connect(&self.url)
+            .await
+            .map_err(err)?;
+        payoutd::journal::migrate(&pool).await.map_err(err)?;
+        Ok(pool)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(mut pg) = self.pg.take() {
+            pg.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Single-row commits per second of plain PostgreSQL: `count` INSERTs, each its own
+/// transaction, from `connections` concurrent connections.
+pub async fn plain_commit_rate(pool: &PgPool, count: u64, connections: u64) -> BenchResult<f64> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, payload text NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(err)?;
+    let started = Instant::now();
+    let per = count / connections;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    sqlx::query("INSERT INTO bench_plain (payload) VALUES ('x')")
+                        .execute(&pool)
+                        .await
+                        .map_err(err)?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(err)??;
+    }
+    Ok((per * connections) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Commits and rows written so far in the database (for per-payout figures).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DbCounters {
+    pub commits: i64,
+    pub rows: i64,
+}
+
+pub async fn counters(pool: &PgPool) -> BenchResult<DbCounters> {
+    // Statistics reach the shared counters when backends flush them (at most every second
+    // when busy): give them the time.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let commits: i64 = sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(err)?;
+    let rows: Option<i64> = sqlx::query_scalar(
+        "SELECT (sum(n_tup_ins) + sum(n_tup_upd) + sum(n_tup_del))::bigint FROM pg_stat_user_tables
+         WHERE relname <> 'bench_plain'",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(err)?;
+    Ok(DbCounters {
+        commits,
+        rows: rows.unwrap_or(0),
+    })
+}
+
+/// p50, p99 and max of accept → confirmed, in milliseconds, by the journal's own times.
+pub async fn latencies(pool: &PgPool) -> BenchResult<(f64, f64, f64)> {
+    let row: (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms),
+                max(ms)
+         FROM (SELECT extract(epoch FROM updated_at - created_at) * 1000 AS ms
+               FROM payouts WHERE state = 'confirmed') t",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(err)?;
+    Ok((
+        row.0.unwrap_or(0.0),
+        row.1.unwrap_or(0.0),
+        row.2.unwrap_or(0.0),
+    ))
+}
+
+/// Resident set size of this process in KiB (Linux `VmRSS`), if known.
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The destination every benchmark pays (it exists on the simulators the benches start).
+pub const DEST: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
+
+pub fn request(id: &str) -> PayoutRequest {
+    // Constants that are valid by construction.
+    PayoutRequest::new(
+        PayoutId::parse(id).expect("bench ids are valid"),
+        Destination::parse(DEST).expect("constant destination is valid"),
+        Asset::Native,
+        Amount::from_stroops(10_000_000).expect("positive"),
+        None,
+    )
+}
+
+/// `n` channel accounts of the in-memory ledger.
+pub fn channels(n: u32) -> Vec<AccountId> {
+    (0..n)
+        .map(|i| {
+            let mut key = [7u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            AccountId::from_bytes(key)
+        })
+        .collect()
+}
+
+/// One line of the report: what, the figure, the bound it is held to, and the verdict.
+pub struct Row {
+    pub what: String,
+    pub figure: String,
+    pub bound: String,
+    pub verdict: Option<bool>,
+}
+
+impl Row {
+    pub fn new(what: impl Into<String>, figure: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            figure: figure.into(),
+            bound: String::new(),
+            verdict: None,
+        }
+    }
+
+    pub fn bound(mut self, bound: impl Into<String>, met: bool) -> Self {
+        self.bound = bound.into();
+        self.verdict = Some(met);
+        self
+    }
+}
+
+pub fn print_table(title: &str, rows: &[Row]) {
+    let w0 = rows.iter().map(|r| r.what.len()).max().unwrap_or(0).max(8);
+    let w1 = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0).max(6);
+    let w2 = rows.iter().map(|r| r.bound.len()).max().unwrap_or(0).max(5);
+    println!("\n{title}");
+    println!("  {:<w0$}  {:>w1$}  {:<w2$}  verdict", "measure", "figure", "bound");
+    for r in rows {
+        let verdict = match r.verdict {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        println!("  {:<w0$}  {:>w1$}  {:<w2$}  {verdict}", r.what, r.figure, r.bound);
+    }
+}
+
+/// Thousands separators for a figure.
+pub fn n(v: f64) -> String {
+    let whole = v.round() as i64;
+    let s = whole.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if whole < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+pub fn shared<T>(v: T) -> Arc<T> {
+    Arc::new(v)
+}

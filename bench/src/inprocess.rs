@@ -1,0 +1,127 @@
+//! In-process, PostgreSQL with fsync on: payouts accept → confirmed through the real core
+//! (payout actors, group-committed accepts, channel workers, batches, the Postgres
+//! journal) over the in-memory ledger (no network latency), beside plain PostgreSQL's
+//! single-row commit rate at the same connection count.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use payoutd::journal::{AcceptBatching, PgJournal};
+use payoutd_actors::memory::MemLedger;
+use payoutd_actors::metrics::Metrics;
+use payoutd_actors::queue::ReadyQueue;
+use payoutd_actors::{
+    ClusterConfig, Context, PayoutPolicy, Payouts, ServiceConfig, SupervisorConfig,
+};
+
+use crate::common::{
+    BenchResult, Database, POOL_CONNECTIONS, channels, counters, err, latencies,
+    plain_commit_rate, request,
+};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub count: u64,
+    pub concurrency: u64,
+    pub channels: u32,
+    pub payments_per_tx_max: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub count: u64,
+    pub payments_per_tx_max: usize,
+    pub payouts_per_s: f64,
+    pub plain_commits_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub commits_per_payout: f64,
+    pub rows_per_payout: f64,
+    pub envelopes: u64,
+}
+
+pub fn policy(ppt: usize) -> PayoutPolicy {
+    let mut p = PayoutPolicy::new(payoutd_actors::domain::AccountId::from_bytes([1; 32]));
+    p.payments_per_tx_max = ppt;
+    p.batch_linger_ms = 10;
+    p.poll_interval_ms = 50;
+    p.io_retry_ms = 50;
+    p.idle_passivate_ms = 1_000;
+    p
+}
+
+pub async fn run(o: &Options) -> BenchResult<Figures> {
+    let db = Database::start("inprocess").await?;
+    let pool = db.pool(POOL_CONNECTIONS).await?;
+    let plain = plain_commit_rate(&pool, 20_000, u64::from(POOL_CONNECTIONS)).await?;
+    let chans = channels(o.channels);
+    let payer = payoutd_actors::domain::AccountId::from_bytes([1; 32]);
+    let ledger =
+        Arc::new(MemLedger::new(&[chans.clone(), vec![payer]].concat()).without_payment_log());
+    let journal = Arc::new(PgJournal::with_options(
+        pool.clone(),
+        false,
+        AcceptBatching::default(),
+    ));
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(
+        journal,
+        ledger,
+        policy(o.payments_per_tx_max),
+        metrics.clone(),
+        "bench",
+        Arc::new(ReadyQueue::new(1_000_000)),
+    ));
+    let config = ServiceConfig {
+        supervisor: SupervisorConfig {
+            live_actors_max: 1_000_000,
+            ..SupervisorConfig::default()
+        },
+        cluster: ClusterConfig::default(),
+        call_timeout_ms: 60_000,
+        channels: chans,
+    };
+    let payouts = Payouts::start(ctx, config).await.map_err(err)?;
+    let before = counters(&pool).await?;
+    let started = Instant::now();
+    let per = o.count / o.concurrency;
+    let total = per * o.concurrency;
+    let tasks: Vec<_> = (0..o.concurrency)
+        .map(|t| {
+            let payouts = payouts.clone();
+            tokio::spawn(async move {
+                for i in 0..per {
+                    payouts
+                        .submit(request(&format!("b{t}-{i}")))
+                        .await
+                        .map_err(err)?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(err)??;
+    }
+    while Metrics::get(&metrics.confirmed) < total {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let after = counters(&pool).await?;
+    let (p50, p99, max) = latencies(&pool).await?;
+    payouts.shutdown(5_000).await;
+    Ok(Figures {
+        count: total,
+        payments_per_tx_max: o.payments_per_tx_max,
+        payouts_per_s: total as f64 / secs,
+        plain_commits_per_s: plain,
+        p50_ms: p50,
+        p99_ms: p99,
+        max_ms: max,
+        commits_per_payout: (after.commits - before.commits) as f64 / total as f64,
+        rows_per_payout: (after.rows - before.rows) as f64 / total as f64,
+        envelopes: metrics.envelopes_built.load(Ordering::Relaxed),
+    })
+}
