@@ -197,7 +197,7 @@ async fn account(State(sim): State<Arc<Simulator>>, Path(id): Path<String>) -> R
             "balances": balances,
             "signers": [{ "weight": 1, "key": id, "type": "ed25519_public_key" }],
             "data": {},
-            "num_sponsoring": 0,
+            "num_sponsoring": a.num_sponsoring,
             "num_sponsored": 0,
             "paging_token": id,
         }),

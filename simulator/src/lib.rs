@@ -17,16 +17,38 @@
 //! `tower::ServiceExt::oneshot`) or [`spawn`] (a real loopback port).
 //!
 //! Choices worth knowing:
-//! - Reserves are kept: an account must hold `(2 + trustlines) * 0.5 XLM`
-//!   ([`SimConfig::base_reserve_stroops`], 0 turns it off); fees and native payments may
-//!   not spend it (`tx_insufficient_balance`, `op_underfunded`).
+//! - Reserves are kept: an account must hold `(2 + trustlines + sponsoring) * 0.5 XLM`
+//!   ([`SimConfig::base_reserve_stroops`], 0 turns it off), where sponsoring counts one per
+//!   claimant of each open claimable balance it created; fees, native payments, new
+//!   accounts' starting balances and claimable balances may not spend it
+//!   (`tx_insufficient_balance`, `op_underfunded`, `op_low_reserve`).
 //! - Every account's only signer is its master key (weight 1, thresholds 0).
-//! - Only V1 envelopes with payment operations are applied; V0 and fee-bump envelopes are
+//! - Only V1 envelopes are applied, with four operation kinds: payment, create-account,
+//!   create-claimable-balance and claim-claimable-balance. V0 and fee-bump envelopes are
 //!   `tx_malformed`, other operations `op_not_supported` (both rejected before inclusion).
-//! - A transaction of many payments (up to 100) needs `operations * base fee`. If any
+//! - Create-account checks as core does: `op_malformed` (negative starting balance, or the
+//!   source itself), then `op_already_exists`, `op_low_reserve` (below 2 base reserves),
+//!   `op_underfunded`. The new account's sequence number is `ledger << 32`.
+//! - Create-claimable-balance takes the amount from the source (native above its reserve,
+//!   or a credit asset from its trustline; `op_no_trust`, `op_underfunded`), then locks one
+//!   base reserve per claimant on it as the balance's sponsor (`op_low_reserve`). Its id is
+//!   core's: the sha256 of the XDR `HashIdPreimage::OpId` of the transaction's source
+//!   account, sequence number and the operation's index, shown as Horizon does (the hex of
+//!   the `ClaimableBalanceId` XDR, `00000000…`) and returned in the operation result. Only
+//!   unconditional claimants are modelled: any other predicate is `op_not_supported`
+//!   before inclusion. Claim-claimable-balance credits a claimant (`op_cannot_claim` for
+//!   others, `op_no_trust`/`op_line_full` for a credit asset it cannot hold) and returns
+//!   the reserves to the sponsor. Open balances are in the state file and in
+//!   `GET /sim/claimable_balances[?claimant=G…]` and `GET /sim/claimable_balances/{id}`.
+//! - A transaction of many operations (up to 100) needs `operations * base fee`. If any
 //!   operation fails, the transaction is in the ledger as `tx_failed`: fee charged, sequence
-//!   number used, no balance moved, no payment recorded, and its result holds one result per
+//!   number used, nothing else changed (no balance moved, account created or claimable
+//!   balance created or claimed), no payment recorded, and its result holds one result per
 //!   operation in order (those that would have succeeded say `op_success`, as in core).
+//! - `GET /sim/payments` lists payments, create-account and create-claimable-balance
+//!   operations, each with a `kind` (`payment`, `create_account`,
+//!   `create_claimable_balance`); a claimable balance also has its `balance_id` and
+//!   `claimants`, and a `destination` filter matches any of its claimants.
 //! - A missing signature of an operation source is `tx_bad_auth` (core says `tx_failed` with
 //!   `op_bad_auth`); a sequence number above the next one is `tx_bad_seq` at once.
 //! - `POST /transactions_async` answers from the current state as core does: an envelope
@@ -67,13 +89,14 @@
 //!
 //! Layout:
 //! - [`config`]: [`SimConfig`], [`CloseMode`], [`Faults`] and the fault counters.
-//! - `keys`: strkey account keys and asset identities.
+//! - `keys`: strkey account keys, asset identities and claimable balance ids.
 //! - `codes`: result code names and `TransactionResult` XDR.
 //! - `format`: 7-decimal amounts and RFC 3339 timestamps (integers only, no floats).
-//! - [`state`]: accounts, trustlines, applied transactions; what the state file holds.
+//! - [`state`]: accounts, trustlines, claimable balances, applied transactions; what the
+//!   state file holds.
 //! - `persist`: the state file (a snapshot plus one appended delta per change).
 //! - `validate`: envelope decoding, signature checks and the validity rules.
-//! - `apply`: applying payment operations at ledger close.
+//! - `apply`: applying the operations at ledger close.
 //! - [`sim`]: [`Simulator`], the shared state behind a mutex, ledger closing, faults.
 //! - `horizon` / `admin`: the HTTP routes (Horizon subset with its `Latest-Ledger` header,
 //!   `/sim/*` admin including `GET /sim/status`, friendbot).
@@ -100,7 +123,7 @@ pub use format::{format_stroops, rfc3339};
 pub use server::{SimHandle, router, serve, spawn, spawn_closer};
 pub use sim::{GENESIS_LEDGER, Node, NodeView, PaymentFilter, SimError, Simulator};
 pub use standalone::{StandaloneArgs, run_standalone};
-pub use state::{AppliedPayment, LedgerHeader, TxRecord};
+pub use state::{AppliedPayment, ClaimableBalance, LedgerHeader, PaymentKind, TxRecord};
 
 /// The passphrase of Stellar's test network.
 pub const TESTNET_PASSPHRASE: &str = "Test SDF Network ; September 2015";

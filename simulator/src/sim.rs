@@ -22,14 +22,15 @@ use sha2::{Digest as _, Sha256};
 use stellar_xdr::{Memo, MuxedAccount, Preconditions, Transaction, TransactionResultResult};
 use tokio::sync::{oneshot, watch};
 
-use crate::apply::{self, Applied};
+use crate::apply::{self, Applied, Books};
 use crate::codes;
 use crate::config::{CloseMode, FaultCounts, Faults, SimConfig};
 use crate::format::now_unix_s;
 use crate::keys::{AccountKey, AssetId};
 use crate::persist::{self, Journal};
 use crate::state::{
-    Account, AppliedPayment, Delta, LedgerHeader, LedgerState, Snapshot, Trustline, TxRecord,
+    Account, AppliedPayment, ClaimableBalance, Delta, LedgerHeader, LedgerState, PaymentKind,
+    Snapshot, Trustline, TxRecord,
 };
 use crate::validate::{self, Auth, Body, Ctx, Invalid};
 
@@ -65,7 +66,8 @@ pub enum SimError {
 pub struct PaymentFilter {
     /// `id:123` | `text:abc` | `hash:<hex>` | `return:<hex>`.
     pub memo: Option<String>,
-    /// A `G…` matches payments to that account, muxed or not; an `M…` matches exactly.
+    /// A `G…` matches payments to that account, muxed or not; an `M…` matches exactly. A
+    /// claimable balance matches any of its claimants.
     pub destination: Option<String>,
 }
 
@@ -318,6 +320,7 @@ impl Simulator {
                 accounts: Default::default(),
                 transactions: Vec::new(),
                 payments: Vec::new(),
+                claimable_balances: Default::default(),
             },
         };
         // The configured base fee wins over the one saved, like any other start option.
@@ -446,6 +449,7 @@ impl Simulator {
                         seq_time: header.close_time,
                         last_modified_ledger: header.sequence,
                         trustlines: Default::default(),
+                        num_sponsoring: 0,
                     },
                 );
             }
@@ -625,6 +629,7 @@ impl Simulator {
         let dest_matches = |p: &AppliedPayment| match &filter.destination {
             None => true,
             Some(d) if *d == p.destination => true,
+            Some(d) if p.kind == PaymentKind::CreateClaimableBalance => p.claimants.contains(d),
             Some(d) if d.starts_with('G') && p.destination.starts_with('M') => {
                 MuxedAccount::from_str(&p.destination)
                     .is_ok_and(|m| AccountKey::from_muxed(&m).to_string() == *d)
@@ -648,6 +653,32 @@ impl Simulator {
                 .cloned()
                 .collect(),
         }
+    }
+
+    /// The open claimable balances, by id; with `claimant`, those it may claim.
+    pub fn claimable_balances(
+        &self,
+        claimant: Option<&str>,
+    ) -> Result<Vec<ClaimableBalance>, SimError> {
+        let claimant = claimant.map(AccountKey::parse).transpose()?;
+        let inner = self.lock();
+        Ok(inner
+            .state
+            .claimable_balances
+            .values()
+            .filter(|cb| claimant.is_none_or(|k| cb.claimants.contains(&k)))
+            .cloned()
+            .collect())
+    }
+
+    /// An open claimable balance by id (Horizon's hex form, any case).
+    pub fn claimable_balance(&self, id: &str) -> Option<ClaimableBalance> {
+        let inner = self.lock();
+        inner
+            .state
+            .claimable_balances
+            .get(&id.to_ascii_lowercase())
+            .cloned()
     }
 
     /// How many transactions (successful or failed) are in closed ledgers.
@@ -1010,6 +1041,7 @@ impl Simulator {
         // Without a state file there is no delta to write: skip collecting it.
         let persisting = inner.journal.is_some();
         let mut touched = BTreeSet::new();
+        let mut touched_balances = BTreeSet::new();
         let mut delta = Delta {
             header: Some(header),
             ..Delta::default()
@@ -1041,10 +1073,17 @@ impl Simulator {
                     .map_or(0, |a| a.balance);
                 valid.fee = surge.min(balance).max(valid.fee);
             }
-            let applied = apply::apply_tx(&mut inner.state.accounts, &p.tx, &valid, &ctx);
+            let applied = {
+                let mut books = Books {
+                    accounts: &mut inner.state.accounts,
+                    balances: &mut inner.state.claimable_balances,
+                };
+                apply::apply_tx(&mut books, &p.tx, &valid, &ctx, &hash_hex)
+            };
             application_order += 1;
             if persisting {
                 touched.extend(applied.touched.iter().copied());
+                touched_balances.extend(applied.touched_balances.iter().cloned());
             }
             let record = Arc::new(tx_record(
                 &p,
@@ -1056,6 +1095,7 @@ impl Simulator {
             ));
             for pay in applied.payments {
                 let payment = AppliedPayment {
+                    kind: pay.kind,
                     tx_hash: hash_hex.clone(),
                     ledger: header.sequence,
                     op_index: pay.op_index,
@@ -1065,6 +1105,8 @@ impl Simulator {
                     amount_stroops: pay.amount,
                     memo: record.memo_filter.clone(),
                     close_time: header.close_time,
+                    balance_id: pay.balance_id,
+                    claimants: pay.claimants,
                 };
                 if persisting {
                     delta.payments.push(payment.clone());
@@ -1083,6 +1125,12 @@ impl Simulator {
             .into_iter()
             .filter_map(|k| inner.state.accounts.get(&k).map(|a| (k, a.clone())))
             .collect();
+        for id in touched_balances {
+            match inner.state.claimable_balances.get(&id) {
+                Some(cb) => delta.claimable_balances.push(cb.clone()),
+                None => delta.claimable_balances_removed.push(id),
+            }
+        }
         if let Err(e) = append(inner, delta) {
             tracing::error!(error = %e, ledger = header.sequence, "could not write the closed ledger to the state file");
         }

@@ -1,6 +1,9 @@
-//! The ledger's state: header, accounts with trustlines, applied transactions and payments.
+//! The ledger's state: header, accounts with trustlines, claimable balances, applied
+//! transactions and payments.
 //!
-//! Every type here is what the state file stores, so all of it is serde-serializable.
+//! Every type here is what the state file stores, so all of it is serde-serializable. Fields
+//! added after the first state files were written carry `#[serde(default)]`, so older files
+//! still load.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,13 +33,20 @@ pub struct Account {
     pub last_modified_ledger: u32,
     /// Trustlines keyed by `CODE:ISSUER`.
     pub trustlines: BTreeMap<String, Trustline>,
+    /// Base reserves this account locks for entries it sponsors: one per claimant of every
+    /// open claimable balance it created (core's `numSponsoring`).
+    #[serde(default)]
+    pub num_sponsoring: u32,
 }
 
 impl Account {
-    /// The XLM this account must keep: `(2 + subentries) * base_reserve`.
+    /// The XLM this account must keep: `(2 + subentries + sponsoring) * base_reserve`.
     pub fn min_balance(&self, base_reserve: i64) -> i64 {
         let subentries = i64::try_from(self.trustlines.len()).unwrap_or(i64::MAX);
-        subentries.saturating_add(2).saturating_mul(base_reserve)
+        subentries
+            .saturating_add(2)
+            .saturating_add(i64::from(self.num_sponsoring))
+            .saturating_mul(base_reserve)
     }
 
     /// XLM that fees and payments may spend.
@@ -92,9 +102,28 @@ pub struct TxRecord {
     pub operation_codes: Vec<String>,
 }
 
-/// A payment operation that a successful transaction applied.
+/// What kind of operation moved the value of an [`AppliedPayment`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    /// A payment operation (also what records written before kinds existed are).
+    #[default]
+    Payment,
+    /// A create-account operation: `destination` is the new account, the amount its
+    /// starting balance, always native.
+    CreateAccount,
+    /// A create-claimable-balance operation: `destination` is the first claimant, every
+    /// claimant is in `claimants`, and the balance is `balance_id` until claimed.
+    CreateClaimableBalance,
+}
+
+/// A value-moving operation (payment, create-account, create-claimable-balance) that a
+/// successful transaction applied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedPayment {
+    /// Which operation; `payment` in records written before kinds existed.
+    #[serde(default)]
+    pub kind: PaymentKind,
     pub tx_hash: String,
     pub ledger: u32,
     /// Index of the operation within its transaction.
@@ -110,6 +139,33 @@ pub struct AppliedPayment {
     pub memo: Option<String>,
     /// Close time of the ledger (unix seconds).
     pub close_time: u64,
+    /// The claimable balance's id (Horizon's hex form), for `create_claimable_balance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_id: Option<String>,
+    /// Every claimant (`G…`), for `create_claimable_balance`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claimants: Vec<String>,
+}
+
+/// An open claimable balance. Every claimant's predicate is unconditional (the only one
+/// the simulator accepts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimableBalance {
+    /// Horizon's form of the `ClaimableBalanceId`: the hex of its XDR (`00000000` + the
+    /// sha256 of the operation id).
+    pub id: String,
+    /// `native` or `CODE:ISSUER`.
+    pub asset: String,
+    pub amount_stroops: i64,
+    /// Who may claim it, in the operation's order.
+    pub claimants: Vec<AccountKey>,
+    /// The account that created it and locks one base reserve per claimant for it.
+    pub sponsor: AccountKey,
+    /// The ledger it was created in.
+    pub last_modified_ledger: u32,
+    /// The creating transaction and operation index.
+    pub tx_hash: String,
+    pub op_index: u32,
 }
 
 /// The whole state as the state file's first line stores it.
@@ -121,6 +177,9 @@ pub struct Snapshot {
     pub accounts: BTreeMap<AccountKey, Account>,
     pub transactions: Vec<TxRecord>,
     pub payments: Vec<AppliedPayment>,
+    /// Open claimable balances by id.
+    #[serde(default)]
+    pub claimable_balances: BTreeMap<String, ClaimableBalance>,
 }
 
 /// What one change (a ledger close or an admin call) added or replaced.
@@ -131,6 +190,12 @@ pub struct Delta {
     pub accounts: Vec<(AccountKey, Account)>,
     pub transactions: Vec<TxRecord>,
     pub payments: Vec<AppliedPayment>,
+    /// Claimable balances created or changed.
+    #[serde(default)]
+    pub claimable_balances: Vec<ClaimableBalance>,
+    /// Ids of claimable balances claimed (applied after `claimable_balances`).
+    #[serde(default)]
+    pub claimable_balances_removed: Vec<String>,
 }
 
 impl Snapshot {
@@ -145,6 +210,12 @@ impl Snapshot {
         self.accounts.extend(d.accounts);
         self.transactions.extend(d.transactions);
         self.payments.extend(d.payments);
+        for cb in d.claimable_balances {
+            self.claimable_balances.insert(cb.id.clone(), cb);
+        }
+        for id in d.claimable_balances_removed {
+            self.claimable_balances.remove(&id);
+        }
     }
 }
 
@@ -154,6 +225,8 @@ pub(crate) struct LedgerState {
     pub header: LedgerHeader,
     pub base_fee: i64,
     pub accounts: HashMap<AccountKey, Account>,
+    /// Open claimable balances by id (Horizon's hex form).
+    pub claimable_balances: BTreeMap<String, ClaimableBalance>,
     /// Applied transactions by hash, in application order in `tx_order`.
     pub txs: HashMap<[u8; 32], Arc<TxRecord>>,
     pub tx_order: Vec<Arc<TxRecord>>,
@@ -168,6 +241,7 @@ impl LedgerState {
             header: s.header,
             base_fee: s.base_fee_stroops,
             accounts: s.accounts.into_iter().collect(),
+            claimable_balances: s.claimable_balances,
             txs: HashMap::new(),
             tx_order: Vec::new(),
             payments: Vec::new(),
