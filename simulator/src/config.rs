@@ -90,8 +90,9 @@ pub struct Faults {
     /// It has ingested `max(genesis, head - lookup_lag_ledgers)`; `GET /transactions/{hash}`
     /// and re-posts it serves do not see transactions in later ledgers.
     pub lookup_lag_ledgers: u32,
-    /// Probability that a lookup by hash or a submission is served by the lagging node
-    /// (drawn per request from the seeded RNG). Only matters while `lookup_lag_ledgers > 0`.
+    /// Probability that a lookup by hash, a history listing page or a submission is served
+    /// by the lagging node (drawn per request from the seeded RNG). Only matters while
+    /// `lookup_lag_ledgers > 0`.
     pub p_lookup_lagging: f64,
     /// How many ledgers of history a node keeps (0 = all): its elder ledger is
     /// `max(genesis, latest - history_retention_ledgers + 1)`, and transactions in older
@@ -135,7 +136,8 @@ pub struct FaultCounts {
     pub answers_lost_after_apply: u64,
     /// Submissions rejected by `reject_next`.
     pub rejected_by_code: u64,
-    /// Lookups by hash and submissions served by the lagging node (while a lag is set).
+    /// Lookups by hash, listing pages and submissions served by the lagging node (while a
+    /// lag is set).
     #[serde(default)]
     pub answers_from_lagging_node: u64,
     /// Lookups answered 404 and re-posts answered by core (`tx_bad_seq`) because the

@@ -56,21 +56,32 @@
 //! - Horizon is two nodes over one ledger, as behind a load balancer. Every Horizon answer
 //!   (errors too) carries `Latest-Ledger: N`, the last ledger the answering node ingested.
 //!   The head node has the latest closed ledger; `GET /` and `GET /accounts/{id}` always come
-//!   from it. With [`Faults::lookup_lag_ledgers`] = K > 0, a lookup by hash or a submission is
-//!   served by a lagging node with probability [`Faults::p_lookup_lagging`] (default 1.0),
-//!   which holds ledgers up to `max(1, head - K)`: a transaction in a later ledger is a 404
-//!   there, and a re-post of it goes to core as if new, which answers as core does for a
-//!   used sequence number (`tx_bad_seq`; an earlier check such as expired time bounds wins,
-//!   as in core). A fresh sync submission it serves is answered once it has ingested the
-//!   transaction's ledger (else the usual 504 after the submit wait).
+//!   from it. With [`Faults::lookup_lag_ledgers`] = K > 0, a lookup by hash, a history
+//!   listing page or a submission is served by a lagging node with probability
+//!   [`Faults::p_lookup_lagging`] (default 1.0), which holds ledgers up to
+//!   `max(1, head - K)`: a transaction in a later ledger is a 404 there (and missing from
+//!   its listings), and a re-post of it goes to core as if new, which answers as core does
+//!   for a used sequence number (`tx_bad_seq`; an earlier check such as expired time bounds
+//!   wins, as in core). A fresh sync submission it serves is answered once it has ingested
+//!   the transaction's ledger (else the usual 504 after the submit wait).
 //! - Which node serves is drawn from a second RNG seeded from [`SimConfig::seed`], one draw
-//!   per lookup by hash of a well-formed hash and per decodable submission whatever the
-//!   faults; the submission faults keep their own stream of three draws per submission, so
-//!   how often a client polls never changes which submissions fail.
+//!   per lookup by hash of a well-formed hash, per listing page and per decodable submission
+//!   whatever the faults; the submission faults keep their own stream of three draws per
+//!   submission, so how often a client polls never changes which submissions fail.
 //! - [`Faults::history_retention_ledgers`] = N > 0 makes each node keep its last N ledgers:
 //!   `history_elder_ledger` (in `GET /`) is `max(1, latest - N + 1)`, and lookups and
 //!   re-posts treat older transactions like ones not ingested. History is only hidden: the
 //!   state file, [`Simulator::transaction`] and `/sim/payments` keep all of it.
+//! - History listings, for reconciliation: `GET /accounts/{id}/transactions`, `/operations`
+//!   and `/payments` (Horizon's HAL pages: `cursor`, `order=asc|desc`, `limit` 1..=200
+//!   default 10, `include_failed`; `paging_token` is the TOID, with the operation number for
+//!   operations). An account takes part in a transaction as its source, an operation's
+//!   source, or an account an operation names (payment destination, new account, claimant);
+//!   in an operation as its source or an account it names. `/payments` lists payment and
+//!   create-account operations; claimable balance operations are under `/operations`. A page
+//!   holds only what its node holds: ascending with a cursor before the elder ledger it
+//!   starts at the oldest record held (compare with `history_elder_ledger` to see the gap);
+//!   descending with a cursor at or before the elder ledger it is 410 `before_history`.
 //! - A ledger holds at most [`SimConfig::ops_per_ledger_max`] operations (default 1000,
 //!   `--ops-per-ledger-max`). At each close the pending transactions are taken by fee bid
 //!   per operation, highest first (compared by cross-multiplication, no rounding), equal
@@ -98,8 +109,10 @@
 //! - `validate`: envelope decoding, signature checks and the validity rules.
 //! - `apply`: applying the operations at ledger close.
 //! - [`sim`]: [`Simulator`], the shared state behind a mutex, ledger closing, faults.
-//! - `horizon` / `admin`: the HTTP routes (Horizon subset with its `Latest-Ledger` header,
-//!   `/sim/*` admin including `GET /sim/status`, friendbot).
+//! - `history`: operations and participants of applied transactions, TOIDs.
+//! - `horizon` / `listings` / `admin`: the HTTP routes (Horizon subset with its
+//!   `Latest-Ledger` header, account history listings, `/sim/*` admin including
+//!   `GET /sim/status`, friendbot).
 //! - [`server`]: [`router`], [`serve`], [`spawn`] and the interval closer.
 //! - [`standalone`]: the command line of the `payoutd-simulator` binary.
 #![forbid(unsafe_code)]
@@ -109,8 +122,10 @@ mod apply;
 mod codes;
 pub mod config;
 mod format;
+mod history;
 mod horizon;
 mod keys;
+mod listings;
 mod persist;
 pub mod server;
 pub mod sim;

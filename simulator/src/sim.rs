@@ -26,6 +26,7 @@ use crate::apply::{self, Applied, Books};
 use crate::codes;
 use crate::config::{CloseMode, FaultCounts, Faults, SimConfig};
 use crate::format::now_unix_s;
+use crate::history::{self, OpInfo};
 use crate::keys::{AccountKey, AssetId};
 use crate::persist::{self, Journal};
 use crate::state::{
@@ -153,6 +154,64 @@ pub struct Lookup {
     pub latest_ledger: u32,
     /// The transaction, if it is in a ledger that node holds.
     pub record: Option<Arc<TxRecord>>,
+}
+
+/// Which history listing of an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// `/accounts/{id}/transactions`: transactions it takes part in.
+    Transactions,
+    /// `/accounts/{id}/operations`: operations it takes part in.
+    Operations,
+    /// `/accounts/{id}/payments`: its operations that are payments or create-account.
+    Payments,
+}
+
+/// Where a page starts (exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// From the oldest record (ascending) or the newest (descending).
+    Start,
+    /// Horizon's `now`: after the newest record (ascending pages are empty).
+    Now,
+    /// A paging token (TOID).
+    At(u64),
+}
+
+/// A page request, as Horizon's query parameters give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageQuery {
+    pub cursor: Cursor,
+    pub descending: bool,
+    /// Records per page (the HTTP layer keeps it in 1..=200).
+    pub limit: usize,
+    /// Horizon's `include_failed`: also records of failed transactions.
+    pub include_failed: bool,
+}
+
+/// One record of a page: a transaction, or one of its operations.
+#[derive(Clone, Debug)]
+pub struct PageRecord {
+    /// The paging token: the transaction's TOID, or the operation's.
+    pub toid: u64,
+    pub tx: Arc<TxRecord>,
+    pub op: Option<OpInfo>,
+}
+
+/// A page of an account's history, and the node that served it.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub node: Node,
+    pub view: NodeView,
+    pub records: Vec<PageRecord>,
+}
+
+/// A page the node cannot serve: a descending cursor at or before its elder ledger asks
+/// for history it no longer holds (Horizon's 410 `before_history`).
+#[derive(Clone, Copy, Debug)]
+pub struct BeforeHistory {
+    pub node: Node,
+    pub view: NodeView,
 }
 
 /// A submission's answer and the node that gives it.
@@ -731,6 +790,49 @@ impl Simulator {
         }
     }
 
+    /// A page of `account`'s history (see [`Listing`]), from the node drawn to serve it (one
+    /// draw per page, as for a lookup by hash): only records in ledgers that node holds, in
+    /// TOID order. Ascending pages with a cursor before the node's elder ledger start at
+    /// what it holds, as Horizon's do; descending ones are [`BeforeHistory`].
+    pub fn account_page(
+        &self,
+        account: &str,
+        listing: Listing,
+        q: &PageQuery,
+    ) -> Result<Result<Page, BeforeHistory>, SimError> {
+        let key = AccountKey::parse(account)?;
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let view = inner.view(node);
+        let elder_toid = history::toid(view.elder, 0, 0);
+        if let (true, Cursor::At(c)) = (q.descending, q.cursor)
+            && c <= elder_toid
+        {
+            return Ok(Err(BeforeHistory { node, view }));
+        }
+        let st = &inner.state;
+        // Only what the node holds: TOIDs from its elder ledger to its latest one.
+        let held = (
+            elder_toid,
+            history::toid(view.latest.saturating_add(1), 0, 0),
+        );
+        let records = match listing {
+            Listing::Transactions => {
+                let entries = st.tx_by_account.get(&key).map_or(&[][..], Vec::as_slice);
+                page_of(st, entries, |p| (p, None), held, listing, q)
+            }
+            Listing::Operations | Listing::Payments => {
+                let entries = st.ops_by_account.get(&key).map_or(&[][..], Vec::as_slice);
+                page_of(st, entries, |(p, i)| (p, Some(i)), held, listing, q)
+            }
+        };
+        Ok(Ok(Page {
+            node,
+            view,
+            records,
+        }))
+    }
+
     /// Sleeps for the configured latency fault, counting it.
     pub async fn inject_latency(&self) {
         let ms = {
@@ -1116,7 +1218,7 @@ impl Simulator {
             if persisting {
                 delta.transactions.push(TxRecord::clone(&record));
             }
-            inner.state.add_tx(p.hash, Arc::clone(&record));
+            inner.state.add_tx(p.hash, Arc::clone(&record), &p.tx);
             notes.push((p.waiters, Outcome::Included(record)));
         }
         inner.state.header = header;
@@ -1135,6 +1237,60 @@ impl Simulator {
             tracing::error!(error = %e, ledger = header.sequence, "could not write the closed ledger to the state file");
         }
         (header, notes)
+    }
+}
+
+/// The records of one page from `entries` (an account's index, in TOID order; `entry`
+/// gives the position in `tx_order` and the operation index of each), within the TOIDs
+/// `held` (`[from, to)`) of the serving node.
+fn page_of<T: Copy>(
+    st: &LedgerState,
+    entries: &[T],
+    entry: impl Fn(T) -> (u32, Option<u32>),
+    held: (u64, u64),
+    listing: Listing,
+    q: &PageQuery,
+) -> Vec<PageRecord> {
+    let record = |e: T| -> Option<(u64, &Arc<TxRecord>, Option<&OpInfo>)> {
+        let (pos, op) = entry(e);
+        let pos = usize::try_from(pos).ok()?;
+        let rec = st.tx_order.get(pos)?;
+        let op = match op {
+            None => None,
+            Some(i) => Some(st.tx_ops.get(pos)?.get(usize::try_from(i).ok()?)?),
+        };
+        let op_number = op.map_or(0, |o| o.index.saturating_add(1));
+        Some((
+            history::toid(rec.ledger, rec.application_order, op_number),
+            rec,
+            op,
+        ))
+    };
+    let toid = |e: &T| record(*e).map_or(u64::MAX, |(t, _, _)| t);
+    // Records are strictly after an ascending cursor and strictly before a descending one.
+    let (from, to) = match (q.cursor, q.descending) {
+        (Cursor::Start, _) => held,
+        (Cursor::Now, false) => (held.1, held.1),
+        (Cursor::Now, true) => held,
+        (Cursor::At(c), false) => (c.saturating_add(1).max(held.0), held.1),
+        (Cursor::At(c), true) => (held.0, c.min(held.1)),
+    };
+    let lo = entries.partition_point(|e| toid(e) < from);
+    let hi = entries.partition_point(|e| toid(e) < to).max(lo);
+    let keep = |e: &T| -> Option<PageRecord> {
+        let (toid, rec, op) = record(*e)?;
+        let kind_ok = listing != Listing::Payments || op.is_some_and(|o| o.body.is_payment());
+        (kind_ok && (q.include_failed || rec.successful)).then(|| PageRecord {
+            toid,
+            tx: Arc::clone(rec),
+            op: op.cloned(),
+        })
+    };
+    let window = &entries[lo..hi];
+    if q.descending {
+        window.iter().rev().filter_map(keep).take(q.limit).collect()
+    } else {
+        window.iter().filter_map(keep).take(q.limit).collect()
     }
 }
 

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use stellar_xdr::Transaction;
 
+use crate::history::{self, OpInfo};
 use crate::keys::AccountKey;
 
 /// The header of a closed ledger.
@@ -230,6 +232,13 @@ pub(crate) struct LedgerState {
     /// Applied transactions by hash, in application order in `tx_order`.
     pub txs: HashMap<[u8; 32], Arc<TxRecord>>,
     pub tx_order: Vec<Arc<TxRecord>>,
+    /// The operations of `tx_order[i]` at `i`.
+    pub tx_ops: Vec<Arc<[OpInfo]>>,
+    /// Positions in `tx_order` of the transactions each account takes part in, ascending.
+    pub tx_by_account: HashMap<AccountKey, Vec<u32>>,
+    /// (position in `tx_order`, operation index) of the operations each account takes part
+    /// in, ascending.
+    pub ops_by_account: HashMap<AccountKey, Vec<(u32, u32)>>,
     pub payments: Vec<AppliedPayment>,
     /// Positions in `payments` by memo filter string.
     pub memo_index: HashMap<String, Vec<usize>>,
@@ -244,6 +253,9 @@ impl LedgerState {
             claimable_balances: s.claimable_balances,
             txs: HashMap::new(),
             tx_order: Vec::new(),
+            tx_ops: Vec::new(),
+            tx_by_account: HashMap::new(),
+            ops_by_account: HashMap::new(),
             payments: Vec::new(),
             memo_index: HashMap::new(),
         };
@@ -251,7 +263,9 @@ impl LedgerState {
             let mut hash = [0u8; 32];
             hex::decode_to_slice(&t.hash, &mut hash)
                 .map_err(|e| format!("transaction hash {:?} in the state file: {e}", t.hash))?;
-            st.add_tx(hash, Arc::new(t));
+            let tx = history::decode_tx(&t.envelope_xdr)
+                .map_err(|e| format!("transaction {}: {e}", t.hash))?;
+            st.add_tx(hash, Arc::new(t), &tx);
         }
         for p in s.payments {
             st.add_payment(p);
@@ -259,9 +273,25 @@ impl LedgerState {
         Ok(st)
     }
 
-    pub fn add_tx(&mut self, hash: [u8; 32], rec: Arc<TxRecord>) {
+    /// Adds an applied transaction (`tx` is its body) and indexes who takes part in it.
+    pub fn add_tx(&mut self, hash: [u8; 32], rec: Arc<TxRecord>, tx: &Transaction) {
+        // Positions fit in u32: a ledger history of 4 billion transactions is out of reach.
+        let pos = u32::try_from(self.tx_order.len()).unwrap_or(u32::MAX);
+        let ops = history::operations(tx);
+        for k in history::tx_participants(tx, &ops) {
+            self.tx_by_account.entry(k).or_default().push(pos);
+        }
+        for op in &ops {
+            for k in &op.participants {
+                self.ops_by_account
+                    .entry(*k)
+                    .or_default()
+                    .push((pos, op.index));
+            }
+        }
         self.txs.insert(hash, Arc::clone(&rec));
         self.tx_order.push(rec);
+        self.tx_ops.push(ops.into());
     }
 
     pub fn add_payment(&mut self, p: AppliedPayment) {
