@@ -99,6 +99,12 @@ pub struct Faults {
     /// ledgers are invisible to lookups and re-posts. History is hidden, never deleted:
     /// the state file and `/sim/payments` keep all of it.
     pub history_retention_ledgers: u32,
+    /// Probability that core answers a submission TRY_AGAIN_LATER (its queue is full)
+    /// without accepting it: Horizon's 503 `transaction_submission_try_again_later`, the
+    /// async and RPC status `TRY_AGAIN_LATER`. Drawn, from a stream of its own, after the
+    /// checks that come first in core (an envelope that is invalid or already pending is
+    /// answered as such).
+    pub p_try_again_later: f64,
 }
 
 impl Default for Faults {
@@ -112,6 +118,7 @@ impl Default for Faults {
             // A lag, once set, applies to every request unless a probability says otherwise.
             p_lookup_lagging: 1.0,
             history_retention_ledgers: 0,
+            p_try_again_later: 0.0,
         }
     }
 }
@@ -148,4 +155,7 @@ pub struct FaultCounts {
     /// ledger older than the answering node's elder ledger.
     #[serde(default)]
     pub transactions_hidden_by_pruning: u64,
+    /// Submissions answered TRY_AGAIN_LATER by `p_try_again_later`.
+    #[serde(default)]
+    pub try_again_later_injected: u64,
 }

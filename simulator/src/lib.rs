@@ -53,6 +53,11 @@
 //!   `op_bad_auth`); a sequence number above the next one is `tx_bad_seq` at once.
 //! - `POST /transactions_async` answers from the current state as core does: an envelope
 //!   already in a ledger gets `ERROR` with `tx_bad_seq`, a pending one `DUPLICATE`.
+//! - [`Faults::p_try_again_later`] makes core refuse a valid submission with
+//!   TRY_AGAIN_LATER (its queue is full) without accepting it, on every submission path;
+//!   checks core makes first (invalid, already pending, one per source) still answer as
+//!   such. It draws from a third seeded stream, one draw per decodable submission, so it
+//!   never shifts which submissions the other faults hit.
 //! - Horizon is two nodes over one ledger, as behind a load balancer. Every Horizon answer
 //!   (errors too) carries `Latest-Ledger: N`, the last ledger the answering node ingested.
 //!   The head node has the latest closed ledger; `GET /` and `GET /accounts/{id}` always come

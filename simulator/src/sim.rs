@@ -289,6 +289,9 @@ struct Inner {
     /// submission. A stream of its own, so lookups (whose number depends on how often a
     /// client polls) never shift the submission faults a seed replays.
     node_rng: StdRng,
+    /// The `p_try_again_later` fault: one draw per decodable submission, a stream of its own
+    /// so the faults of the other streams replay as they did before it existed.
+    busy_rng: StdRng,
     journal: Option<Journal>,
 }
 
@@ -320,6 +323,8 @@ impl Inner {
 
 /// Salt between the seed and the node RNG's seed, so the two streams differ.
 const NODE_RNG_SALT: u64 = 0x6c61_6767_696e_6721;
+/// Salt between the seed and the `p_try_again_later` RNG's seed.
+const BUSY_RNG_SALT: u64 = 0x7472_7961_6761_696e;
 
 struct Pending {
     hash: [u8; 32],
@@ -339,6 +344,8 @@ struct Rolls {
     fail_5xx: bool,
     lose_answer: bool,
     pick_503: bool,
+    /// Core answers TRY_AGAIN_LATER (`p_try_again_later`).
+    busy: bool,
 }
 
 /// A transaction's operation count (at least 1, as fees count it).
@@ -409,6 +416,7 @@ impl Simulator {
                 counts: FaultCounts::default(),
                 rng: StdRng::seed_from_u64(cfg.seed),
                 node_rng: StdRng::seed_from_u64(cfg.seed ^ NODE_RNG_SALT),
+                busy_rng: StdRng::seed_from_u64(cfg.seed ^ BUSY_RNG_SALT),
                 journal,
             }),
         }))
@@ -875,10 +883,12 @@ impl Simulator {
             let roll_lose: f64 = inner.rng.random();
             let pick_503: bool = inner.rng.random();
             let node = inner.pick_node();
+            let roll_busy: f64 = inner.busy_rng.random();
             let rolls = Rolls {
                 fail_5xx: roll_5xx < inner.faults.p_5xx_before_apply,
                 lose_answer: roll_lose < inner.faults.p_lose_answer_after_apply,
                 pick_503,
+                busy: roll_busy < inner.faults.p_try_again_later,
             };
             let (submission, notes) = self.submit_locked(inner, decoded, kind, node, rolls);
             (Submitted { node, submission }, notes)
@@ -998,6 +1008,11 @@ impl Simulator {
             Ok(v) => v,
         };
         if inner.pending_by_source.contains_key(&valid.source) {
+            return (Submission::TryAgainLater { hash }, no_notes);
+        }
+        // Core's queue refusing a valid transaction, after the checks above.
+        if rolls.busy {
+            inner.counts.try_again_later_injected += 1;
             return (Submission::TryAgainLater { hash }, no_notes);
         }
         let (waiter_tx, waiter_rx) = oneshot::channel();

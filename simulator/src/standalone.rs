@@ -13,7 +13,8 @@ use crate::sim::{SimError, Simulator};
     about = "A Horizon-compatible Stellar ledger simulator",
     after_help = "Faults are set at runtime: PUT /sim/faults with a JSON object (latency_ms, \
 p_5xx_before_apply, p_lose_answer_after_apply, reject_next, lookup_lag_ledgers, \
-p_lookup_lagging, history_retention_ledgers; a field left out is off, p_lookup_lagging 1.0), \
+p_lookup_lagging, history_retention_ledgers, p_try_again_later; a field left out is off, \
+p_lookup_lagging 1.0), \
 counted by GET /sim/faults. GET /sim/status shows the ledger, its capacity, what is pending, \
 the head and lagging Horizon nodes, and the faults. Ledgers close by hand with \
 POST /sim/close_ledger."
