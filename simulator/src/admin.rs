@@ -191,6 +191,7 @@ async fn status(State(sim): State<Arc<Simulator>>) -> Response {
         "latest_ledger_close_time": h.close_time,
         "base_fee_stroops": sim.base_fee(),
         "ops_per_ledger_max": sim.ops_per_ledger_max(),
+        "rpc_retention_ledgers": sim.rpc_retention_ledgers(),
         "pending_transactions": sim.pending_count(),
         "pending_operations": sim.pending_operations(),
         "head_node": sim.node_view(Node::Head),

@@ -58,6 +58,9 @@ pub struct PaymentDone {
 pub struct Books<'a> {
     pub accounts: &'a mut HashMap<AccountKey, Account>,
     pub balances: &'a mut BTreeMap<String, ClaimableBalance>,
+    /// If set, every account's entry as it was before its first change in this ledger
+    /// (`None`: it did not exist), for the lagging node's view of account history.
+    pub prior: Option<&'a mut HashMap<AccountKey, Option<Account>>>,
 }
 
 /// Applies `tx`, which [`crate::validate::check_valid`] accepted against `books` and `ctx`.
@@ -70,6 +73,11 @@ pub fn apply_tx(
     tx_hash: &str,
 ) -> Applied {
     let mut touched = vec![valid.source];
+    if let Some(prior) = books.prior.as_deref_mut() {
+        prior
+            .entry(valid.source)
+            .or_insert_with(|| books.accounts.get(&valid.source).cloned());
+    }
     if let Some(src) = books.accounts.get_mut(&valid.source) {
         src.balance -= valid.fee;
         src.seq = tx.seq_num.0;
@@ -184,7 +192,10 @@ pub fn apply_tx(
             if !touched.contains(&key) {
                 touched.push(key);
             }
-            books.accounts.insert(key, account);
+            let old = books.accounts.insert(key, account);
+            if let Some(prior) = books.prior.as_deref_mut() {
+                prior.entry(key).or_insert(old);
+            }
         }
         for (id, balance) in balances_changed {
             match balance {

@@ -24,6 +24,15 @@ pub fn toid(ledger: u32, application_order: u32, op_number: u32) -> u64 {
         | u64::from(op_number & 0xFFF)
 }
 
+/// The (ledger, application order, operation number) of a TOID.
+pub fn parse_toid(id: u64) -> (u32, u32, u32) {
+    // Each part is masked to its width, so the conversions cannot lose anything.
+    let ledger = u32::try_from(id >> 32).unwrap_or(u32::MAX);
+    let order = u32::try_from((id >> 12) & 0xF_FFFF).unwrap_or(0);
+    let op = u32::try_from(id & 0xFFF).unwrap_or(0);
+    (ledger, order, op)
+}
+
 /// One operation of an applied transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpInfo {
@@ -176,6 +185,7 @@ mod tests {
     fn toids_round_trip_and_order() {
         let id = toid(7, 3, 2);
         assert_eq!(id, (7u64 << 32) | (3 << 12) | 2);
+        assert_eq!(parse_toid(id), (7, 3, 2));
         assert!(toid(7, 3, 0) < toid(7, 3, 1));
         assert!(toid(7, 3, 100) < toid(7, 4, 0));
         assert!(toid(7, 999, 100) < toid(8, 1, 0));

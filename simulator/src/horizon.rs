@@ -28,7 +28,7 @@ use crate::state::TxRecord;
 
 /// The protocol version the simulator reports (classic payments behave the same in all
 /// recent versions).
-const PROTOCOL_VERSION: u32 = 23;
+pub(crate) const PROTOCOL_VERSION: u32 = 23;
 const HAL_JSON: &str = "application/hal+json; charset=utf-8";
 const PROBLEM_JSON: &str = "application/problem+json; charset=utf-8";
 const PROBLEM_BASE: &str = "https://stellar.org/horizon-errors/";

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 use stellar_xdr::{
-    AccountId, Asset, Claimant, HashIdPreimage, HashIdPreimageOperationId, Limits, MuxedAccount,
-    PublicKey, SequenceNumber, Uint256, WriteXdr,
+    AccountId, AlphaNum4, AlphaNum12, Asset, AssetCode4, AssetCode12, Claimant, HashIdPreimage,
+    HashIdPreimageOperationId, Limits, MuxedAccount, PublicKey, SequenceNumber, Uint256, WriteXdr,
 };
 
 use crate::sim::SimError;
@@ -125,6 +125,31 @@ impl AssetId {
             Some((code, issuer)) => Self::credit(code, issuer),
         }
     }
+
+    /// The XDR asset: 1–4 character codes are alphanum4, longer ones alphanum12.
+    pub fn to_xdr(&self) -> Asset {
+        match self {
+            Self::Native => Asset::Native,
+            Self::Credit { code, issuer } if code.len() <= 4 => {
+                let mut bytes = [0u8; 4];
+                bytes[..code.len()].copy_from_slice(code.as_bytes());
+                Asset::CreditAlphanum4(AlphaNum4 {
+                    asset_code: AssetCode4(bytes),
+                    issuer: issuer.to_account_id(),
+                })
+            }
+            Self::Credit { code, issuer } => {
+                let mut bytes = [0u8; 12];
+                // A credit code is at most 12 bytes (checked where an AssetId is built).
+                let len = code.len().min(12);
+                bytes[..len].copy_from_slice(&code.as_bytes()[..len]);
+                Asset::CreditAlphanum12(AlphaNum12 {
+                    asset_code: AssetCode12(bytes),
+                    issuer: issuer.to_account_id(),
+                })
+            }
+        }
+    }
 }
 
 /// The id of the claimable balance that operation `op_index` (0-based) of a transaction
@@ -179,6 +204,14 @@ fn code_from_bytes(bytes: &[u8], min_len: usize) -> Option<String> {
     valid.then(|| String::from_utf8_lossy(code).into_owned())
 }
 
+/// The hash of a Horizon-form claimable balance id (`00000000` + 64 hex), if it is one.
+pub fn parse_balance_id(id: &str) -> Option<[u8; 32]> {
+    let hash_hex = id.strip_prefix("00000000")?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hash_hex, &mut hash).ok()?;
+    Some(hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,10 +231,24 @@ mod tests {
 
     #[test]
     fn balance_ids_are_shown_in_horizon_form() {
-        assert_eq!(
-            balance_id_hex(&[0xab; 32]),
-            format!("00000000{}", "ab".repeat(32))
-        );
+        let id = balance_id_hex(&[0xab; 32]);
+        assert_eq!(id, format!("00000000{}", "ab".repeat(32)));
+        assert_eq!(parse_balance_id(&id), Some([0xab; 32]));
+        assert_eq!(parse_balance_id(&"ab".repeat(36)), None);
+    }
+
+    #[test]
+    fn assets_round_trip_through_xdr() {
+        let issuer = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
+        for key in [
+            "native".to_owned(),
+            format!("USDC:{issuer}"),
+            format!("LONGCODE1:{issuer}"),
+        ] {
+            let a = AssetId::from_key(&key).expect("valid");
+            assert_eq!(AssetId::from_xdr(&a.to_xdr()), Some(a.clone()));
+            assert_eq!(a.key(), key);
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! A Stellar ledger simulator that answers the Horizon HTTP subset payoutd uses, with real rules.
+//! A Stellar ledger simulator that answers the Horizon HTTP subset payoutd uses, and Stellar
+//! RPC's JSON-RPC methods, over one ledger with real rules.
 //!
-//! It is the test peer for payoutd's Horizon client and the network of the out-of-the-box demo.
+//! It is the test peer for payoutd's Horizon and RPC clients and the network of the
+//! out-of-the-box demo.
 //! It checks what the real network checks (signatures against the network passphrase,
 //! sequence numbers, time and ledger bounds against its own ledger close time, fees,
 //! balances, trustlines, result codes, the duplicate rule, one transaction per source
@@ -9,10 +11,11 @@
 //! Run it on its own: `cargo run -p payoutd-simulator -- --listen 127.0.0.1:8000
 //! --close-interval-ms 5000 --state-file sim.jsonl --fund G…=100000000000` (`--help` lists the
 //! rest; `--close-interval-ms 0` closes ledgers only on `POST /sim/close_ledger`, `--instant`
-//! at every accepted submission, `--ops-per-ledger-max` sets the ledger capacity). Faults have
+//! at every accepted submission, `--ops-per-ledger-max` sets the ledger capacity,
+//! `--rpc-retention-ledgers` RPC's history window). Faults have
 //! no flags: set them with `PUT /sim/faults` (a JSON [`Faults`]; a field left out is off,
 //! `p_lookup_lagging` 1.0) and read their counts with `GET /sim/faults`; `GET /sim/status`
-//! shows the ledger, its capacity, what is pending, both Horizon nodes and the faults. In
+//! shows the ledger, its capacity, what is pending, both nodes and the faults. In
 //! tests, start it with [`Simulator::new`] and either [`router`] (no port,
 //! `tower::ServiceExt::oneshot`) or [`spawn`] (a real loopback port).
 //!
@@ -103,6 +106,50 @@
 //!   refused at submission with `tx_malformed`, a permanent rejection (nothing consumed)
 //!   rather than a TRY_AGAIN_LATER that would invite retries for ever.
 //!
+//! Stellar RPC (`POST /rpc`, and `POST /` since Horizon's root is GET only), JSON-RPC 2.0
+//! with named parameters, on the same ledger, nodes and faults:
+//! - Methods: `getHealth` (`status`, `latestLedger`, `oldestLedger`,
+//!   `ledgerRetentionWindow`), `getNetwork` (`passphrase`, `protocolVersion`, and
+//!   `friendbotUrl`, this simulator's `/friendbot` at the request's `Host`),
+//!   `getLatestLedger` (`id`, `sequence`, `protocolVersion`, and `closeTime` as newer RPC
+//!   versions send it, a string of unix seconds; `id` is a stand-in hash of the network,
+//!   sequence and close time, as there are no real ledger headers), `getLedgerEntries`
+//!   (account, trustline and claimable balance keys as `LedgerEntryData` XDR with
+//!   `lastModifiedLedgerSeq`; missing entries and other kinds are absent; at most 200
+//!   keys), `sendTransaction` (core's answer from the current state, as
+//!   `POST /transactions_async`: `PENDING`, `DUPLICATE` for a pending one, `TRY_AGAIN_LATER`,
+//!   `ERROR` with `errorResultXdr`, e.g. `tx_bad_seq` for one already in a ledger),
+//!   `getTransaction` (`SUCCESS`/`FAILED` with `ledger`, `createdAt`, `applicationOrder`,
+//!   `envelopeXdr`, `resultXdr`, `feeBump` false, and a minimal valid `resultMetaXdr`: a V3
+//!   `TransactionMeta` with one empty operation meta per operation, no entry changes;
+//!   `NOT_FOUND` otherwise) and `getTransactions` (from `startLedger` or
+//!   `pagination.cursor`, `limit` default 50, at most 200, in ledger and application order;
+//!   the cursor is RPC's TOID with operation number 1).
+//! - Errors as RPC gives them: -32700 for a body that is not JSON, -32600 for a request
+//!   that is not a JSON-RPC 2.0 object (batches too), and for `getTransactions` outside the
+//!   ledger range or with both `startLedger` and a cursor, -32601 for an unknown method,
+//!   -32602 for bad parameters (positional ones too, an undecodable envelope is
+//!   `invalid_xdr`), all as HTTP 200.
+//! - Retention: [`SimConfig::rpc_retention_ledgers`] (default 120960, RPC's stock window)
+//!   ledgers, or [`Faults::history_retention_ledgers`] if smaller: `oldestLedger` is
+//!   `max(genesis, latest - window + 1, elder)`; a transaction before it is `NOT_FOUND` (it
+//!   stays in Horizon's history unless the pruning fault hides it there too), a
+//!   `startLedger` before it is -32600, a cursor before it -32602. Close times of every
+//!   ledger are kept (and in the state file) for `oldestLedgerCloseTime`.
+//! - Faults: `latency_ms` on every answer; `p_5xx_before_apply` turns a `sendTransaction`
+//!   into HTTP 503/500 with a plain-text body and no JSON-RPC answer (what the proxy in
+//!   front of a provider's RPC answers), nothing accepted; `p_lose_answer_after_apply` into
+//!   HTTP 504 after accepting it; `reject_next` and `p_try_again_later` come back as `ERROR`
+//!   and `TRY_AGAIN_LATER`. Every method that reads the ledger is served by a drawn node (one
+//!   draw per request): the lagging node reports its own `latestLedger`, does not find
+//!   transactions of later ledgers, and shows accounts (and their trustlines) as they were
+//!   at the end of its latest ledger, from a per-account history of versions kept while a
+//!   lag is set (at most 64 per account; a lag set at runtime only sees changes made after
+//!   it was set). Claimable balances are always read as they are now. RPC has no
+//!   `Latest-Ledger` header: the `latestLedger` fields are what counts.
+//! - Fee-bump envelopes are refused at submission (`tx_malformed`), so `feeBump` is always
+//!   false.
+//!
 //! Layout:
 //! - [`config`]: [`SimConfig`], [`CloseMode`], [`Faults`] and the fault counters.
 //! - `keys`: strkey account keys, asset identities and claimable balance ids.
@@ -115,9 +162,11 @@
 //! - `apply`: applying the operations at ledger close.
 //! - [`sim`]: [`Simulator`], the shared state behind a mutex, ledger closing, faults.
 //! - `history`: operations and participants of applied transactions, TOIDs.
-//! - `horizon` / `listings` / `admin`: the HTTP routes (Horizon subset with its
-//!   `Latest-Ledger` header, account history listings, `/sim/*` admin including
-//!   `GET /sim/status`, friendbot).
+//! - `versions`: past account entries for the lagging node's reads.
+//! - `entries`: ledger entries as XDR for RPC.
+//! - `horizon` / `listings` / `rpc` / `admin`: the HTTP routes (Horizon subset with its
+//!   `Latest-Ledger` header, account history listings, Stellar RPC, `/sim/*` admin
+//!   including `GET /sim/status`, friendbot).
 //! - [`server`]: [`router`], [`serve`], [`spawn`] and the interval closer.
 //! - [`standalone`]: the command line of the `payoutd-simulator` binary.
 #![forbid(unsafe_code)]
@@ -126,17 +175,20 @@ mod admin;
 mod apply;
 mod codes;
 pub mod config;
+mod entries;
 mod format;
 mod history;
 mod horizon;
 mod keys;
 mod listings;
 mod persist;
+mod rpc;
 pub mod server;
 pub mod sim;
 pub mod standalone;
 pub mod state;
 mod validate;
+mod versions;
 
 pub use config::{CloseMode, FaultCounts, Faults, RejectNext, SimConfig};
 pub use format::{format_stroops, rfc3339};

@@ -4,8 +4,8 @@
 //! reads or changes the ledger happens under it. A closed ledger is written to the state file
 //! before any waiting submission is answered, so an answer never gets ahead of durable state.
 //!
-//! Horizon is modelled as two nodes over one ledger: the head node, up to date, and a lagging
-//! node ([`Faults::lookup_lag_ledgers`] behind). Both show only the ledgers they hold
+//! Horizon (and Stellar RPC) is modelled as two nodes over one ledger: the head node, up to
+//! date, and a lagging node ([`Faults::lookup_lag_ledgers`] behind). Both show only the ledgers they hold
 //! ([`NodeView`]); nothing is copied, a node's view is a window onto the one ledger history.
 
 use std::collections::{BTreeSet, HashMap};
@@ -25,15 +25,17 @@ use tokio::sync::{oneshot, watch};
 use crate::apply::{self, Applied, Books};
 use crate::codes;
 use crate::config::{CloseMode, FaultCounts, Faults, SimConfig};
+use crate::entries;
 use crate::format::now_unix_s;
 use crate::history::{self, OpInfo};
 use crate::keys::{AccountKey, AssetId};
 use crate::persist::{self, Journal};
 use crate::state::{
-    Account, AppliedPayment, ClaimableBalance, Delta, LedgerHeader, LedgerState, PaymentKind,
-    Snapshot, Trustline, TxRecord,
+    self as st, Account, AppliedPayment, ClaimableBalance, Delta, LedgerHeader, LedgerState,
+    PaymentKind, Snapshot, Trustline, TxRecord,
 };
 use crate::validate::{self, Auth, Body, Ctx, Invalid};
+use crate::versions::AccountVersions;
 
 /// Errors of the simulator's Rust API and admin endpoints.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +216,53 @@ pub struct BeforeHistory {
     pub view: NodeView,
 }
 
+/// The ledgers a Stellar RPC node answers from, and the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RpcRange {
+    pub node: Node,
+    /// Its `latestLedger`: what the node has ingested.
+    pub latest: u32,
+    /// Unix seconds.
+    pub latest_close_time: u64,
+    /// Its `oldestLedger`: the later of its retention window's start and its elder ledger.
+    pub oldest: u32,
+    /// Unix seconds.
+    pub oldest_close_time: u64,
+    /// Its `ledgerRetentionWindow`: the configured window, or the pruning fault's if smaller.
+    pub window: u32,
+}
+
+impl RpcRange {
+    pub fn holds(&self, ledger: u32) -> bool {
+        self.oldest <= ledger && ledger <= self.latest
+    }
+}
+
+/// Where an RPC `getTransactions` page starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RpcStart {
+    /// `startLedger`: its first transaction on.
+    Ledger(u32),
+    /// `pagination.cursor`: the transaction after this TOID on.
+    Cursor(u64),
+}
+
+/// Why RPC refuses a `getTransactions` page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcPageError {
+    /// `startLedger` outside `oldestLedger..=latestLedger` (RPC's invalid-request error).
+    OutOfRange { start: u32, range: RpcRange },
+    /// A cursor in a ledger the node no longer holds (RPC's invalid-params error).
+    Pruned { ledger: u32 },
+}
+
+/// A ledger entry as RPC returns it: its data and last-modified ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcEntry {
+    pub data: stellar_xdr::LedgerEntryData,
+    pub last_modified_ledger: u32,
+}
+
 /// A submission's answer and the node that gives it.
 #[derive(Debug)]
 pub struct Submitted {
@@ -259,6 +308,7 @@ pub struct Simulator {
     close_time_step_s: u64,
     base_reserve: i64,
     ops_per_ledger_max: u32,
+    rpc_retention_ledgers: u32,
     /// The last ledger the lagging node has ingested, for sync submissions it serves, which
     /// wait until it has ingested their ledger. Updated under the state lock; read without it.
     lagging_latest: watch::Sender<u32>,
@@ -292,6 +342,8 @@ struct Inner {
     /// The `p_try_again_later` fault: one draw per decodable submission, a stream of its own
     /// so the faults of the other streams replay as they did before it existed.
     busy_rng: StdRng,
+    /// Past account entries, for the lagging node's ledger-entry reads.
+    versions: AccountVersions,
     journal: Option<Journal>,
 }
 
@@ -309,6 +361,35 @@ impl Inner {
 
     fn view(&self, node: Node) -> NodeView {
         node_view(self.state.header.sequence, &self.faults, node)
+    }
+
+    /// What `node` answers RPC requests from, with a retention window of `retention`
+    /// ledgers.
+    fn rpc_range(&self, node: Node, retention: u32) -> RpcRange {
+        let view = self.view(node);
+        // The last `retention` ledgers are latest - retention + 1 ..= latest; retention >= 1.
+        let window_start = view
+            .latest
+            .saturating_sub(retention.saturating_sub(1))
+            .max(GENESIS_LEDGER);
+        let oldest = window_start.max(view.elder);
+        let close_time = |l: u32| {
+            self.state
+                .close_time_of(l)
+                .unwrap_or(self.state.header.close_time)
+        };
+        let window = match self.faults.history_retention_ledgers {
+            0 => retention,
+            n => retention.min(n),
+        };
+        RpcRange {
+            node,
+            latest: view.latest,
+            latest_close_time: close_time(view.latest),
+            oldest,
+            oldest_close_time: close_time(oldest),
+            window,
+        }
     }
 
     /// Counts a transaction of ledger `ledger` that a node with `view` does not show.
@@ -362,6 +443,11 @@ impl Simulator {
                 "ops_per_ledger_max must be at least 1".to_owned(),
             ));
         }
+        if cfg.rpc_retention_ledgers == 0 {
+            return Err(SimError::InvalidConfig(
+                "rpc_retention_ledgers must be at least 1".to_owned(),
+            ));
+        }
         let network_id: [u8; 32] = Sha256::digest(cfg.network_passphrase.as_bytes()).into();
         let genesis = LedgerHeader {
             sequence: GENESIS_LEDGER,
@@ -387,6 +473,7 @@ impl Simulator {
                 transactions: Vec::new(),
                 payments: Vec::new(),
                 claimable_balances: Default::default(),
+                ledger_close_times: vec![genesis.close_time],
             },
         };
         // The configured base fee wins over the one saved, like any other start option.
@@ -406,6 +493,7 @@ impl Simulator {
             close_time_step_s: cfg.close_time_step_s,
             base_reserve: cfg.base_reserve_stroops,
             ops_per_ledger_max: cfg.ops_per_ledger_max,
+            rpc_retention_ledgers: cfg.rpc_retention_ledgers,
             lagging_latest,
             inner: Mutex::new(Inner {
                 state,
@@ -417,6 +505,7 @@ impl Simulator {
                 rng: StdRng::seed_from_u64(cfg.seed),
                 node_rng: StdRng::seed_from_u64(cfg.seed ^ NODE_RNG_SALT),
                 busy_rng: StdRng::seed_from_u64(cfg.seed ^ BUSY_RNG_SALT),
+                versions: AccountVersions::default(),
                 journal,
             }),
         }))
@@ -448,6 +537,11 @@ impl Simulator {
     /// Ledger capacity in operations.
     pub fn ops_per_ledger_max(&self) -> u32 {
         self.ops_per_ledger_max
+    }
+
+    /// Ledgers of history the RPC interface keeps.
+    pub fn rpc_retention_ledgers(&self) -> u32 {
+        self.rpc_retention_ledgers
     }
 
     /// What `node` holds now.
@@ -496,6 +590,7 @@ impl Simulator {
             return Err(SimError::InvalidAmount(xlm_stroops));
         }
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let header = inner.state.header;
         match inner.state.accounts.get_mut(&key) {
             Some(a) => {
@@ -521,20 +616,21 @@ impl Simulator {
                 );
             }
         }
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// Sets an account's sequence number (a test and demo helper, like a bump-sequence).
     pub fn set_account_sequence(&self, account: &str, seq: i64) -> Result<(), SimError> {
         let key = AccountKey::parse(account)?;
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let a = inner
             .state
             .accounts
             .get_mut(&key)
             .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
         a.seq = seq;
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// Adds a trustline (or changes its limit, which may not go below its balance).
@@ -554,6 +650,7 @@ impl Simulator {
             return Err(SimError::InvalidAmount(limit_stroops));
         }
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let ledger = inner.state.header.sequence;
         let a = inner
             .state
@@ -574,7 +671,7 @@ impl Simulator {
         line.limit = limit_stroops;
         line.last_modified_ledger = ledger;
         a.last_modified_ledger = ledger;
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// The issuer mints `amount_stroops` of `asset_code` to `account`'s trustline.
@@ -591,6 +688,7 @@ impl Simulator {
             return Err(SimError::InvalidAmount(amount_stroops));
         }
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let ledger = inner.state.header.sequence;
         let a = inner
             .state
@@ -615,7 +713,7 @@ impl Simulator {
         line.balance = new_balance;
         line.last_modified_ledger = ledger;
         a.last_modified_ledger = ledger;
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// XLM balance (`asset` = `None`) or a trustline balance (`Some((code, issuer))`).
@@ -648,6 +746,10 @@ impl Simulator {
     pub fn set_faults(&self, f: Faults) {
         let mut inner = self.lock();
         inner.faults = f;
+        if inner.faults.lookup_lag_ledgers == 0 {
+            // Without a lag every read is the head's: no version is needed any more.
+            inner.versions.clear();
+        }
         self.publish_lagging(&inner);
     }
 
@@ -839,6 +941,161 @@ impl Simulator {
             view,
             records,
         }))
+    }
+
+    /// The ledger range of RPC node `node`, or (`None`) of the node drawn to serve a
+    /// request (one draw, as for a lookup by hash).
+    pub fn rpc_range(&self, node: Option<Node>) -> RpcRange {
+        let mut inner = self.lock();
+        let node = node.unwrap_or_else(|| inner.pick_node());
+        inner.rpc_range(node, self.rpc_retention_ledgers)
+    }
+
+    /// RPC `getTransaction`: the transaction if it is in a ledger the drawn node holds
+    /// within its retention window.
+    pub fn rpc_transaction(&self, hash: &[u8; 32]) -> (RpcRange, Option<Arc<TxRecord>>) {
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let range = inner.rpc_range(node, self.rpc_retention_ledgers);
+        let record = match inner.state.txs.get(hash).cloned() {
+            Some(rec) if range.holds(rec.ledger) => Some(rec),
+            Some(rec) => {
+                if rec.ledger > range.latest {
+                    inner.counts.transactions_hidden_by_lag += 1;
+                } else {
+                    inner.counts.transactions_hidden_by_pruning += 1;
+                }
+                None
+            }
+            None => None,
+        };
+        (range, record)
+    }
+
+    /// RPC `getLedgerEntries`: each key's entry as the drawn node sees it, `None` if absent.
+    /// Accounts (and their trustlines) are as of the node's latest ledger; claimable
+    /// balances as they are now. Other entry kinds are not modelled, so always absent.
+    pub fn rpc_ledger_entries(
+        &self,
+        keys: &[stellar_xdr::LedgerKey],
+    ) -> (RpcRange, Vec<Option<RpcEntry>>) {
+        use stellar_xdr::{LedgerKey, TrustLineAsset};
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let range = inner.rpc_range(node, self.rpc_retention_ledgers);
+        let head = inner.state.header.sequence;
+        let account_at = |k: &AccountKey| -> Option<&Account> {
+            match inner.versions.at(k, range.latest) {
+                Some(version) if range.latest < head => version,
+                _ => inner.state.accounts.get(k),
+            }
+        };
+        let entries = keys
+            .iter()
+            .map(|key| match key {
+                LedgerKey::Account(k) => {
+                    let id = AccountKey::from_account_id(&k.account_id);
+                    account_at(&id).map(|a| RpcEntry {
+                        data: entries::account_entry(id, a),
+                        last_modified_ledger: a.last_modified_ledger,
+                    })
+                }
+                LedgerKey::Trustline(t) => {
+                    let id = AccountKey::from_account_id(&t.account_id);
+                    let asset = match &t.asset {
+                        TrustLineAsset::CreditAlphanum4(a) => {
+                            AssetId::from_xdr(&stellar_xdr::Asset::CreditAlphanum4(a.clone()))
+                        }
+                        TrustLineAsset::CreditAlphanum12(a) => {
+                            AssetId::from_xdr(&stellar_xdr::Asset::CreditAlphanum12(a.clone()))
+                        }
+                        TrustLineAsset::Native | TrustLineAsset::PoolShare(_) => None,
+                    }?;
+                    let line = account_at(&id)?.trustlines.get(&asset.key())?;
+                    Some(RpcEntry {
+                        data: entries::trustline_entry(id, &t.asset, line),
+                        last_modified_ledger: line.last_modified_ledger,
+                    })
+                }
+                LedgerKey::ClaimableBalance(cb) => {
+                    let stellar_xdr::ClaimableBalanceId::ClaimableBalanceIdTypeV0(h) =
+                        &cb.balance_id;
+                    let balance = inner
+                        .state
+                        .claimable_balances
+                        .get(&crate::keys::balance_id_hex(&h.0))?;
+                    Some(RpcEntry {
+                        data: entries::balance_entry(balance)?,
+                        last_modified_ledger: balance.last_modified_ledger,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        (range, entries)
+    }
+
+    /// RPC `getTransactions`: up to `limit` transactions from `start` on, in ledger and
+    /// application order, within the drawn node's range; and the cursor RPC returns (the
+    /// TOID, with operation number 1, of the last transaction listed, or once the page ends
+    /// before `limit`, of the latest ledger's last transaction, order 0 if none was after
+    /// the start there).
+    pub fn rpc_transactions(
+        &self,
+        start: RpcStart,
+        limit: usize,
+    ) -> Result<(RpcRange, Vec<Arc<TxRecord>>, u64), RpcPageError> {
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let range = inner.rpc_range(node, self.rpc_retention_ledgers);
+        // The first (ledger, application order) listed.
+        let from = match start {
+            RpcStart::Ledger(l) if !range.holds(l) => {
+                return Err(RpcPageError::OutOfRange { start: l, range });
+            }
+            RpcStart::Ledger(l) => (l, 1),
+            RpcStart::Cursor(c) => {
+                let (l, order, _) = history::parse_toid(c);
+                if l > range.latest {
+                    return Ok((range, Vec::new(), 0));
+                }
+                if l < range.oldest {
+                    return Err(RpcPageError::Pruned { ledger: l });
+                }
+                (l, order.saturating_add(1))
+            }
+        };
+        let st = &inner.state;
+        let first = st
+            .tx_order
+            .partition_point(|r| (r.ledger, r.application_order) < from);
+        let txs: Vec<Arc<TxRecord>> = st.tx_order[first..]
+            .iter()
+            .take_while(|r| r.ledger <= range.latest)
+            .take(limit)
+            .cloned()
+            .collect();
+        let cursor = match txs.last() {
+            Some(last) if txs.len() == limit => {
+                history::toid(last.ledger, last.application_order, 1)
+            }
+            _ => {
+                let in_latest = st.tx_order[first..]
+                    .iter()
+                    .filter(|r| r.ledger == range.latest)
+                    .count();
+                let last_order = st
+                    .tx_order
+                    .iter()
+                    .rev()
+                    .take_while(|r| r.ledger >= range.latest)
+                    .find(|r| r.ledger == range.latest)
+                    .map_or(0, |r| r.application_order);
+                let order = if in_latest > 0 { last_order } else { 0 };
+                history::toid(range.latest, order, 1)
+            }
+        };
+        Ok((range, txs, cursor))
     }
 
     /// Sleeps for the configured latency fault, counting it.
@@ -1159,6 +1416,9 @@ impl Simulator {
         let persisting = inner.journal.is_some();
         let mut touched = BTreeSet::new();
         let mut touched_balances = BTreeSet::new();
+        // While a lag is set, the entries the ledger replaces are kept for the lagging node.
+        let versioning = inner.faults.lookup_lag_ledgers > 0;
+        let mut prior: HashMap<AccountKey, Option<Account>> = HashMap::new();
         let mut delta = Delta {
             header: Some(header),
             ..Delta::default()
@@ -1194,6 +1454,7 @@ impl Simulator {
                 let mut books = Books {
                     accounts: &mut inner.state.accounts,
                     balances: &mut inner.state.claimable_balances,
+                    prior: versioning.then_some(&mut prior),
                 };
                 apply::apply_tx(&mut books, &p.tx, &valid, &ctx, &hash_hex)
             };
@@ -1237,7 +1498,11 @@ impl Simulator {
             notes.push((p.waiters, Outcome::Included(record)));
         }
         inner.state.header = header;
+        st::record_close_time(&mut inner.state.ledger_close_times, header);
         self.publish_lagging(inner);
+        if versioning {
+            record_versions(inner, prior, header.sequence);
+        }
         delta.accounts = touched
             .into_iter()
             .filter_map(|k| inner.state.accounts.get(&k).map(|a| (k, a.clone())))
@@ -1326,7 +1591,15 @@ fn append(inner: &mut Inner, delta: Delta) -> std::io::Result<()> {
     }
 }
 
-fn persist_accounts(inner: &mut Inner, keys: &[AccountKey]) -> Result<(), SimError> {
+/// After admin changes to accounts at the head ledger (`changes`: each account and its entry
+/// before): keeps their old versions for the lagging node and writes them to the state file.
+fn accounts_changed(
+    inner: &mut Inner,
+    changes: Vec<(AccountKey, Option<Account>)>,
+) -> Result<(), SimError> {
+    let ledger = inner.state.header.sequence;
+    let keys: Vec<AccountKey> = changes.iter().map(|(k, _)| *k).collect();
+    record_versions(inner, changes, ledger);
     if inner.journal.is_none() {
         return Ok(());
     }
@@ -1342,6 +1615,26 @@ fn persist_accounts(inner: &mut Inner, keys: &[AccountKey]) -> Result<(), SimErr
         },
     )?;
     Ok(())
+}
+
+/// Keeps the entries `changes` replaced in `ledger` (each account with its entry before)
+/// for the lagging node's reads, while a lag is set; without one, forgets them.
+fn record_versions(
+    inner: &mut Inner,
+    changes: impl IntoIterator<Item = (AccountKey, Option<Account>)>,
+    ledger: u32,
+) {
+    if inner.faults.lookup_lag_ledgers == 0 {
+        for (k, _) in changes {
+            inner.versions.forget(&k);
+        }
+        return;
+    }
+    let keep_from = inner.view(Node::Lagging).latest;
+    for (k, old) in changes {
+        let new = inner.state.accounts.get(&k);
+        inner.versions.record(k, old, new, ledger, keep_from);
+    }
 }
 
 fn rejection(hash: String, envelope_xdr: String, invalid: Invalid) -> Rejection {

@@ -1,5 +1,5 @@
 //! The ledger's state: header, accounts with trustlines, claimable balances, applied
-//! transactions and payments.
+//! transactions and payments, and the close time of every ledger.
 //!
 //! Every type here is what the state file stores, so all of it is serde-serializable. Fields
 //! added after the first state files were written carry `#[serde(default)]`, so older files
@@ -182,6 +182,10 @@ pub struct Snapshot {
     /// Open claimable balances by id.
     #[serde(default)]
     pub claimable_balances: BTreeMap<String, ClaimableBalance>,
+    /// Close time (unix seconds) of ledger `GENESIS_LEDGER + i` at index `i` (what RPC's
+    /// `oldestLedgerCloseTime` needs). 8 bytes of memory per ledger.
+    #[serde(default)]
+    pub ledger_close_times: Vec<u64>,
 }
 
 /// What one change (a ledger close or an admin call) added or replaced.
@@ -200,11 +204,28 @@ pub struct Delta {
     pub claimable_balances_removed: Vec<String>,
 }
 
+/// Records `header`'s close time in `times` (close time of ledger `GENESIS_LEDGER + i` at
+/// `i`). A gap, which only a state file from before close times were kept leaves, is
+/// filled with the first known close time after it, no earlier than the real ones.
+pub fn record_close_time(times: &mut Vec<u64>, header: LedgerHeader) {
+    let Some(index) = header
+        .sequence
+        .checked_sub(crate::sim::GENESIS_LEDGER)
+        .and_then(|i| usize::try_from(i).ok())
+    else {
+        return;
+    };
+    times.truncate(index);
+    times.resize(index, header.close_time);
+    times.push(header.close_time);
+}
+
 impl Snapshot {
     /// Folds a delta into this snapshot.
     pub fn apply(&mut self, d: Delta) {
         if let Some(h) = d.header {
             self.header = h;
+            record_close_time(&mut self.ledger_close_times, h);
         }
         if let Some(f) = d.base_fee_stroops {
             self.base_fee_stroops = f;
@@ -242,6 +263,8 @@ pub(crate) struct LedgerState {
     pub payments: Vec<AppliedPayment>,
     /// Positions in `payments` by memo filter string.
     pub memo_index: HashMap<String, Vec<usize>>,
+    /// Close time of ledger `GENESIS_LEDGER + i` at index `i`.
+    pub ledger_close_times: Vec<u64>,
 }
 
 impl LedgerState {
@@ -258,7 +281,10 @@ impl LedgerState {
             ops_by_account: HashMap::new(),
             payments: Vec::new(),
             memo_index: HashMap::new(),
+            ledger_close_times: s.ledger_close_times,
         };
+        // A state file from before close times were kept knows only the latest one.
+        record_close_time(&mut st.ledger_close_times, st.header);
         for t in s.transactions {
             let mut hash = [0u8; 32];
             hex::decode_to_slice(&t.hash, &mut hash)
@@ -302,5 +328,11 @@ impl LedgerState {
                 .push(self.payments.len());
         }
         self.payments.push(p);
+    }
+
+    /// The close time of `ledger`, if it has closed.
+    pub fn close_time_of(&self, ledger: u32) -> Option<u64> {
+        let i = usize::try_from(ledger.checked_sub(crate::sim::GENESIS_LEDGER)?).ok()?;
+        self.ledger_close_times.get(i).copied()
     }
 }
