@@ -2,22 +2,21 @@
 //! RPC's JSON-RPC methods, over one ledger with real rules.
 //!
 //! It is the test peer for payoutd's Horizon and RPC clients and the network of the
-//! out-of-the-box demo.
-//! It checks what the real network checks (signatures against the network passphrase,
-//! sequence numbers, time and ledger bounds against its own ledger close time, fees,
-//! balances, trustlines, result codes, the duplicate rule, one transaction per source
-//! account per ledger) and can inject faults from a seeded RNG.
+//! out-of-the-box demo. It checks what the real network checks (signatures against the
+//! network passphrase, sequence numbers, time and ledger bounds against its own ledger close
+//! time, fees, balances, reserves, trustlines, result codes, the duplicate rule, one
+//! transaction per source account per ledger) and can inject faults from a seeded RNG.
 //!
 //! Run it on its own: `cargo run -p payoutd-simulator -- --listen 127.0.0.1:8000
 //! --close-interval-ms 5000 --state-file sim.jsonl --fund G…=100000000000` (`--help` lists the
 //! rest; `--close-interval-ms 0` closes ledgers only on `POST /sim/close_ledger`, `--instant`
 //! at every accepted submission, `--ops-per-ledger-max` sets the ledger capacity,
-//! `--rpc-retention-ledgers` RPC's history window). Faults have
-//! no flags: set them with `PUT /sim/faults` (a JSON [`Faults`]; a field left out is off,
-//! `p_lookup_lagging` 1.0) and read their counts with `GET /sim/faults`; `GET /sim/status`
-//! shows the ledger, its capacity, what is pending, both nodes and the faults. In
-//! tests, start it with [`Simulator::new`] and either [`router`] (no port,
-//! `tower::ServiceExt::oneshot`) or [`spawn`] (a real loopback port).
+//! `--rpc-retention-ledgers` RPC's history window). Faults have no flags: set them with
+//! `PUT /sim/faults` (a JSON [`Faults`]; a field left out is off, `p_lookup_lagging` 1.0) and
+//! read their counts with `GET /sim/faults`; `GET /sim/status` shows the ledger, its
+//! capacity, what is pending, both nodes and the faults. In tests, start it with
+//! [`Simulator::new`] and either [`router`] (no port, `tower::ServiceExt::oneshot`) or
+//! [`spawn`] (a real loopback port).
 //!
 //! Choices worth knowing:
 //! - Reserves are kept: an account must hold `(2 + trustlines + sponsoring) * 0.5 XLM`
