@@ -1,15 +1,15 @@
 //! Admin endpoints under `/sim/` (not Horizon) and a testnet-like `/friendbot`.
 //!
 //! They set up accounts and trustlines, close ledgers by hand, switch faults and base fee,
-//! show the simulator's status, and list the payments applied, for tests, benchmarks and
-//! reconciliation in the demo.
+//! show the simulator's status, and list the payments applied and the claimable balances
+//! open, for tests, benchmarks and reconciliation in the demo.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -36,6 +36,8 @@ pub fn routes() -> Router<Arc<Simulator>> {
         .route("/sim/base_fee", put(set_base_fee))
         .route("/sim/status", get(status))
         .route("/sim/payments", get(payments))
+        .route("/sim/claimable_balances", get(claimable_balances))
+        .route("/sim/claimable_balances/{id}", get(claimable_balance))
         .route("/friendbot", get(friendbot).post(friendbot))
 }
 
@@ -75,6 +77,12 @@ struct Sequence {
 #[serde(deny_unknown_fields)]
 struct BaseFee {
     stroops: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BalanceQuery {
+    claimant: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +191,7 @@ async fn status(State(sim): State<Arc<Simulator>>) -> Response {
         "latest_ledger_close_time": h.close_time,
         "base_fee_stroops": sim.base_fee(),
         "ops_per_ledger_max": sim.ops_per_ledger_max(),
+        "rpc_retention_ledgers": sim.rpc_retention_ledgers(),
         "pending_transactions": sim.pending_count(),
         "pending_operations": sim.pending_operations(),
         "head_node": sim.node_view(Node::Head),
@@ -216,6 +225,33 @@ async fn payments(
             ok(json!({ "count": list.len(), "payments": list }))
         }
         Err(e) => body_error(&e),
+    }
+}
+
+/// The open claimable balances, all or those a `claimant` may claim.
+async fn claimable_balances(
+    State(sim): State<Arc<Simulator>>,
+    q: Result<Query<BalanceQuery>, QueryRejection>,
+) -> Response {
+    let claimant = match q {
+        Ok(Query(q)) => q.claimant,
+        Err(e) => return body_error(&e),
+    };
+    match sim.claimable_balances(claimant.as_deref()) {
+        Ok(list) => ok(json!({ "count": list.len(), "claimable_balances": list })),
+        Err(e) => sim_error(&e),
+    }
+}
+
+/// One open claimable balance; 404 once claimed (or if it never existed).
+async fn claimable_balance(State(sim): State<Arc<Simulator>>, Path(id): Path<String>) -> Response {
+    match sim.claimable_balance(&id) {
+        Some(cb) => ok(json!(cb)),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no open claimable balance {id}"), "status": 404 })),
+        )
+            .into_response(),
     }
 }
 

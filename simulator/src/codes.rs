@@ -1,8 +1,9 @@
 //! Result codes: Horizon's names for them and the `TransactionResult` XDR that carries them.
 
 use stellar_xdr::{
-    Limits, OperationResult, OperationResultTr, PaymentResult, TransactionResult,
-    TransactionResultExt, TransactionResultResult, VecM, WriteXdr,
+    ClaimClaimableBalanceResult, CreateAccountResult, CreateClaimableBalanceResult, Limits,
+    OperationResult, OperationResultTr, PaymentResult, TransactionResult, TransactionResultExt,
+    TransactionResultResult, VecM, WriteXdr,
 };
 
 /// Horizon's name of a transaction result code (`extras.result_codes.transaction`).
@@ -59,6 +60,31 @@ pub fn tx_code_from_name(name: &str) -> Option<TransactionResultResult> {
 pub fn op_code_name(r: &OperationResult) -> &'static str {
     match r {
         OperationResult::OpInner(OperationResultTr::Payment(p)) => payment_code_name(p),
+        OperationResult::OpInner(OperationResultTr::CreateAccount(r)) => match r {
+            CreateAccountResult::Success => "op_success",
+            CreateAccountResult::Malformed => "op_malformed",
+            CreateAccountResult::Underfunded => "op_underfunded",
+            CreateAccountResult::LowReserve => "op_low_reserve",
+            CreateAccountResult::AlreadyExist => "op_already_exists",
+        },
+        OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(r)) => match r {
+            CreateClaimableBalanceResult::Success(_) => "op_success",
+            CreateClaimableBalanceResult::Malformed => "op_malformed",
+            CreateClaimableBalanceResult::LowReserve => "op_low_reserve",
+            CreateClaimableBalanceResult::NoTrust => "op_no_trust",
+            CreateClaimableBalanceResult::NotAuthorized => "op_not_authorized",
+            CreateClaimableBalanceResult::Underfunded => "op_underfunded",
+        },
+        OperationResult::OpInner(OperationResultTr::ClaimClaimableBalance(r)) => match r {
+            ClaimClaimableBalanceResult::Success => "op_success",
+            ClaimClaimableBalanceResult::DoesNotExist => "op_does_not_exist",
+            ClaimClaimableBalanceResult::CannotClaim => "op_cannot_claim",
+            ClaimClaimableBalanceResult::LineFull => "op_line_full",
+            ClaimClaimableBalanceResult::NoTrust => "op_no_trust",
+            ClaimClaimableBalanceResult::NotAuthorized => "op_not_authorized",
+            // Trustlines are never frozen here; the name follows the pattern of the others.
+            ClaimClaimableBalanceResult::TrustlineFrozen => "op_trustline_frozen",
+        },
         // Every other operation is rejected as unsupported before it could produce a result.
         OperationResult::OpInner(_) => "op_success",
         OperationResult::OpBadAuth => "op_bad_auth",
@@ -90,11 +116,30 @@ pub fn payment_result(p: PaymentResult) -> OperationResult {
     OperationResult::OpInner(OperationResultTr::Payment(p))
 }
 
+pub fn create_account_result(r: CreateAccountResult) -> OperationResult {
+    OperationResult::OpInner(OperationResultTr::CreateAccount(r))
+}
+
+pub fn create_claimable_balance_result(r: CreateClaimableBalanceResult) -> OperationResult {
+    OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(r))
+}
+
+pub fn claim_claimable_balance_result(r: ClaimClaimableBalanceResult) -> OperationResult {
+    OperationResult::OpInner(OperationResultTr::ClaimClaimableBalance(r))
+}
+
 /// Whether an operation result is a success.
 pub fn op_succeeded(r: &OperationResult) -> bool {
     matches!(
         r,
-        OperationResult::OpInner(OperationResultTr::Payment(PaymentResult::Success))
+        OperationResult::OpInner(
+            OperationResultTr::Payment(PaymentResult::Success)
+                | OperationResultTr::CreateAccount(CreateAccountResult::Success)
+                | OperationResultTr::CreateClaimableBalance(CreateClaimableBalanceResult::Success(
+                    _
+                ))
+                | OperationResultTr::ClaimClaimableBalance(ClaimClaimableBalanceResult::Success)
+        )
     )
 }
 
@@ -152,6 +197,57 @@ mod tests {
             result_codes(&failed),
             ("tx_failed".to_owned(), vec!["op_no_destination".to_owned()])
         );
+    }
+
+    #[test]
+    fn new_operation_codes_have_horizon_names() {
+        let id =
+            stellar_xdr::ClaimableBalanceId::ClaimableBalanceIdTypeV0(stellar_xdr::Hash([1; 32]));
+        for (r, name, ok) in [
+            (
+                create_account_result(CreateAccountResult::Success),
+                "op_success",
+                true,
+            ),
+            (
+                create_account_result(CreateAccountResult::AlreadyExist),
+                "op_already_exists",
+                false,
+            ),
+            (
+                create_account_result(CreateAccountResult::LowReserve),
+                "op_low_reserve",
+                false,
+            ),
+            (
+                create_account_result(CreateAccountResult::Underfunded),
+                "op_underfunded",
+                false,
+            ),
+            (
+                create_claimable_balance_result(CreateClaimableBalanceResult::Success(id)),
+                "op_success",
+                true,
+            ),
+            (
+                create_claimable_balance_result(CreateClaimableBalanceResult::LowReserve),
+                "op_low_reserve",
+                false,
+            ),
+            (
+                claim_claimable_balance_result(ClaimClaimableBalanceResult::CannotClaim),
+                "op_cannot_claim",
+                false,
+            ),
+            (
+                claim_claimable_balance_result(ClaimClaimableBalanceResult::Success),
+                "op_success",
+                true,
+            ),
+        ] {
+            assert_eq!(op_code_name(&r), name);
+            assert_eq!(op_succeeded(&r), ok, "{name}");
+        }
     }
 
     #[test]

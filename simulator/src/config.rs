@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// Default ledger capacity in operations (the public network's classic limit).
 pub const DEFAULT_OPS_PER_LEDGER_MAX: u32 = 1_000;
+/// Default history window of the Stellar RPC interface, in ledgers: RPC's stock window
+/// (seven days of 5-second ledgers).
+pub const DEFAULT_RPC_RETENTION_LEDGERS: u32 = 120_960;
 
 /// When ledgers close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +53,10 @@ pub struct SimConfig {
     /// transactions with the highest fee per operation go first and the rest wait for a
     /// later ledger (surge pricing). The public network's classic limit is 1000.
     pub ops_per_ledger_max: u32,
+    /// How many ledgers of history the Stellar RPC interface keeps (at least 1): its
+    /// `oldestLedger` is `max(genesis, latest - rpc_retention_ledgers + 1)`, or the node's
+    /// elder ledger under [`Faults::history_retention_ledgers`] if that is later.
+    pub rpc_retention_ledgers: u32,
 }
 
 impl Default for SimConfig {
@@ -66,18 +73,19 @@ impl Default for SimConfig {
             base_fee_stroops: 100,
             base_reserve_stroops: 5_000_000,
             ops_per_ledger_max: DEFAULT_OPS_PER_LEDGER_MAX,
+            rpc_retention_ledgers: DEFAULT_RPC_RETENTION_LEDGERS,
         }
     }
 }
 
-/// Faults injected into the Horizon answers.
+/// Faults injected into the Horizon and Stellar RPC answers.
 ///
 /// In JSON (`PUT /sim/faults`) every field may be left out; it then takes the value of
 /// [`Faults::default`] (everything off, `p_lookup_lagging` 1.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Faults {
-    /// Added to every Horizon answer (not to `/sim/*` admin answers).
+    /// Added to every Horizon and RPC answer (not to `/sim/*` admin answers).
     pub latency_ms: u64,
     /// Probability that a submission answers 503 or 500 without accepting the transaction.
     pub p_5xx_before_apply: f64,
@@ -86,18 +94,26 @@ pub struct Faults {
     pub p_lose_answer_after_apply: f64,
     /// The next `count` submissions are rejected with `code` before inclusion.
     pub reject_next: Option<RejectNext>,
-    /// How many ledgers the lagging Horizon node is behind the head (0 = no lagging node).
-    /// It has ingested `max(genesis, head - lookup_lag_ledgers)`; `GET /transactions/{hash}`
-    /// and re-posts it serves do not see transactions in later ledgers.
+    /// How many ledgers the lagging node is behind the head (0 = no lagging node). It has
+    /// ingested `max(genesis, head - lookup_lag_ledgers)`; lookups, listings, re-posts and
+    /// RPC reads it serves do not see transactions in later ledgers, and RPC's
+    /// `getLedgerEntries` shows accounts as they were at its latest ledger.
     pub lookup_lag_ledgers: u32,
-    /// Probability that a lookup by hash or a submission is served by the lagging node
-    /// (drawn per request from the seeded RNG). Only matters while `lookup_lag_ledgers > 0`.
+    /// Probability that a lookup by hash, a history listing page, a submission or an RPC
+    /// ledger read is served by the lagging node (drawn per request from the seeded RNG).
+    /// Only matters while `lookup_lag_ledgers > 0`.
     pub p_lookup_lagging: f64,
     /// How many ledgers of history a node keeps (0 = all): its elder ledger is
     /// `max(genesis, latest - history_retention_ledgers + 1)`, and transactions in older
     /// ledgers are invisible to lookups and re-posts. History is hidden, never deleted:
     /// the state file and `/sim/payments` keep all of it.
     pub history_retention_ledgers: u32,
+    /// Probability that core answers a submission TRY_AGAIN_LATER (its queue is full)
+    /// without accepting it: Horizon's 503 `transaction_submission_try_again_later`, the
+    /// async and RPC status `TRY_AGAIN_LATER`. Drawn, from a stream of its own, after the
+    /// checks that come first in core (an envelope that is invalid or already pending is
+    /// answered as such).
+    pub p_try_again_later: f64,
 }
 
 impl Default for Faults {
@@ -111,6 +127,7 @@ impl Default for Faults {
             // A lag, once set, applies to every request unless a probability says otherwise.
             p_lookup_lagging: 1.0,
             history_retention_ledgers: 0,
+            p_try_again_later: 0.0,
         }
     }
 }
@@ -135,15 +152,20 @@ pub struct FaultCounts {
     pub answers_lost_after_apply: u64,
     /// Submissions rejected by `reject_next`.
     pub rejected_by_code: u64,
-    /// Lookups by hash and submissions served by the lagging node (while a lag is set).
+    /// Lookups by hash, listing pages, submissions and RPC reads served by the lagging node
+    /// (while a lag is set).
     #[serde(default)]
     pub answers_from_lagging_node: u64,
-    /// Lookups answered 404 and re-posts answered by core (`tx_bad_seq`) because the
-    /// transaction is in a ledger the lagging node has not ingested yet.
+    /// Lookups answered 404 (RPC: `NOT_FOUND`) and re-posts answered by core (`tx_bad_seq`)
+    /// because the transaction is in a ledger the lagging node has not ingested yet.
     #[serde(default)]
     pub transactions_hidden_by_lag: u64,
-    /// Lookups answered 404 and re-posts answered by core because the transaction is in a
-    /// ledger older than the answering node's elder ledger.
+    /// Lookups answered 404 (RPC: `NOT_FOUND`) and re-posts answered by core because the
+    /// transaction is in a ledger older than the answering node's elder ledger (RPC: its
+    /// `oldestLedger`).
     #[serde(default)]
     pub transactions_hidden_by_pruning: u64,
+    /// Submissions answered TRY_AGAIN_LATER by `p_try_again_later`.
+    #[serde(default)]
+    pub try_again_later_injected: u64,
 }

@@ -1,5 +1,6 @@
 //! The Horizon HTTP subset: root, accounts, transaction submission (sync and async) and
-//! transaction lookup, with Horizon's field names, status codes and problem documents.
+//! transaction lookup, with Horizon's field names, status codes and problem documents (the
+//! account history listings are in `listings`).
 //!
 //! Every answer carries Horizon's `Latest-Ledger` header: the last ledger the answering node
 //! has ingested. Lookups by hash and submissions say which node served them ([`Node`]); a
@@ -27,7 +28,7 @@ use crate::state::TxRecord;
 
 /// The protocol version the simulator reports (classic payments behave the same in all
 /// recent versions).
-const PROTOCOL_VERSION: u32 = 23;
+pub(crate) const PROTOCOL_VERSION: u32 = 23;
 const HAL_JSON: &str = "application/hal+json; charset=utf-8";
 const PROBLEM_JSON: &str = "application/problem+json; charset=utf-8";
 const PROBLEM_BASE: &str = "https://stellar.org/horizon-errors/";
@@ -41,6 +42,7 @@ pub fn routes(sim: &Arc<Simulator>) -> Router<Arc<Simulator>> {
         .route("/transactions", post(submit_sync))
         .route("/transactions_async", post(submit_async))
         .route("/transactions/{hash}", get(transaction))
+        .merge(crate::listings::routes())
         .layer(axum::middleware::map_response_with_state(
             Arc::clone(sim),
             head_latest_ledger,
@@ -48,7 +50,7 @@ pub fn routes(sim: &Arc<Simulator>) -> Router<Arc<Simulator>> {
 }
 
 /// Sets `Latest-Ledger` on an answer.
-fn with_latest_ledger(mut resp: Response, ledger: u32) -> Response {
+pub fn with_latest_ledger(mut resp: Response, ledger: u32) -> Response {
     resp.headers_mut()
         .insert(LATEST_LEDGER, HeaderValue::from(ledger));
     resp
@@ -109,7 +111,7 @@ fn not_found() -> Response {
     )
 }
 
-fn bad_request(field: &str, reason: &str) -> Response {
+pub fn bad_request(field: &str, reason: &str) -> Response {
     problem(
         StatusCode::BAD_REQUEST,
         "bad_request",
@@ -128,6 +130,7 @@ async fn root(State(sim): State<Arc<Simulator>>) -> Response {
         &json!({
             "_links": {
                 "account": { "href": "/accounts/{account_id}", "templated": true },
+                "account_transactions": { "href": "/accounts/{account_id}/transactions{?cursor,limit,order}", "templated": true },
                 "transaction": { "href": "/transactions/{hash}", "templated": true },
                 "transactions": { "href": "/transactions" },
                 "friendbot": { "href": "/friendbot{?addr}", "templated": true },
@@ -197,7 +200,7 @@ async fn account(State(sim): State<Arc<Simulator>>, Path(id): Path<String>) -> R
             "balances": balances,
             "signers": [{ "weight": 1, "key": id, "type": "ed25519_public_key" }],
             "data": {},
-            "num_sponsoring": 0,
+            "num_sponsoring": a.num_sponsoring,
             "num_sponsored": 0,
             "paging_token": id,
         }),

@@ -4,7 +4,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use stellar_xdr::{AccountId, Asset, MuxedAccount, PublicKey, Uint256};
+use sha2::{Digest as _, Sha256};
+use stellar_xdr::{
+    AccountId, AlphaNum4, AlphaNum12, Asset, AssetCode4, AssetCode12, Claimant, HashIdPreimage,
+    HashIdPreimageOperationId, Limits, MuxedAccount, PublicKey, SequenceNumber, Uint256, WriteXdr,
+};
 
 use crate::sim::SimError;
 
@@ -32,6 +36,10 @@ impl AccountKey {
     pub fn from_account_id(a: &AccountId) -> Self {
         let AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(k))) = a;
         Self(*k)
+    }
+
+    pub fn to_account_id(self) -> AccountId {
+        AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(self.0)))
     }
 
     /// The signature hint of this key: its last 4 bytes.
@@ -108,6 +116,71 @@ impl AssetId {
             Self::Credit { code, issuer } => format!("{code}:{issuer}"),
         }
     }
+
+    /// The inverse of [`AssetId::key`].
+    pub fn from_key(key: &str) -> Result<Self, SimError> {
+        match key.split_once(':') {
+            None if key == "native" => Ok(Self::Native),
+            None => Err(SimError::InvalidAsset(key.to_owned())),
+            Some((code, issuer)) => Self::credit(code, issuer),
+        }
+    }
+
+    /// The XDR asset: 1–4 character codes are alphanum4, longer ones alphanum12.
+    pub fn to_xdr(&self) -> Asset {
+        match self {
+            Self::Native => Asset::Native,
+            Self::Credit { code, issuer } if code.len() <= 4 => {
+                let mut bytes = [0u8; 4];
+                bytes[..code.len()].copy_from_slice(code.as_bytes());
+                Asset::CreditAlphanum4(AlphaNum4 {
+                    asset_code: AssetCode4(bytes),
+                    issuer: issuer.to_account_id(),
+                })
+            }
+            Self::Credit { code, issuer } => {
+                let mut bytes = [0u8; 12];
+                // A credit code is at most 12 bytes (checked where an AssetId is built).
+                let len = code.len().min(12);
+                bytes[..len].copy_from_slice(&code.as_bytes()[..len]);
+                Asset::CreditAlphanum12(AlphaNum12 {
+                    asset_code: AssetCode12(bytes),
+                    issuer: issuer.to_account_id(),
+                })
+            }
+        }
+    }
+}
+
+/// The id of the claimable balance that operation `op_index` (0-based) of a transaction
+/// with source `tx_source` and sequence number `seq` creates: the sha256 of the XDR of
+/// `HashIdPreimage::OpId`, as core computes it (the transaction's source, not the
+/// operation's).
+pub fn balance_id(tx_source: AccountKey, seq: i64, op_index: u32) -> [u8; 32] {
+    let preimage = HashIdPreimage::OpId(HashIdPreimageOperationId {
+        source_account: tx_source.to_account_id(),
+        seq_num: SequenceNumber(seq),
+        op_num: op_index,
+    });
+    // Writing a fixed-size value to a growable buffer without limits cannot fail.
+    let xdr = preimage.to_xdr(Limits::none()).unwrap_or_default();
+    Sha256::digest(&xdr).into()
+}
+
+/// The claimant accounts of a create-claimable-balance operation, in order.
+pub fn claimant_keys(claimants: &[Claimant]) -> Vec<AccountKey> {
+    claimants
+        .iter()
+        .map(|c| match c {
+            Claimant::ClaimantTypeV0(v0) => AccountKey::from_account_id(&v0.destination),
+        })
+        .collect()
+}
+
+/// Horizon's form of a claimable balance id: the hex of the `ClaimableBalanceId` XDR, i.e.
+/// the 4-byte type (0, V0) then the hash.
+pub fn balance_id_hex(hash: &[u8; 32]) -> String {
+    format!("00000000{}", hex::encode(hash))
 }
 
 /// Horizon's `asset_type` for a credit asset code.
@@ -131,6 +204,14 @@ fn code_from_bytes(bytes: &[u8], min_len: usize) -> Option<String> {
     valid.then(|| String::from_utf8_lossy(code).into_owned())
 }
 
+/// The hash of a Horizon-form claimable balance id (`00000000` + 64 hex), if it is one.
+pub fn parse_balance_id(id: &str) -> Option<[u8; 32]> {
+    let hash_hex = id.strip_prefix("00000000")?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hash_hex, &mut hash).ok()?;
+    Some(hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +227,28 @@ mod tests {
         assert!(
             AccountKey::parse("SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH").is_err()
         );
+    }
+
+    #[test]
+    fn balance_ids_are_shown_in_horizon_form() {
+        let id = balance_id_hex(&[0xab; 32]);
+        assert_eq!(id, format!("00000000{}", "ab".repeat(32)));
+        assert_eq!(parse_balance_id(&id), Some([0xab; 32]));
+        assert_eq!(parse_balance_id(&"ab".repeat(36)), None);
+    }
+
+    #[test]
+    fn assets_round_trip_through_xdr() {
+        let issuer = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
+        for key in [
+            "native".to_owned(),
+            format!("USDC:{issuer}"),
+            format!("LONGCODE1:{issuer}"),
+        ] {
+            let a = AssetId::from_key(&key).expect("valid");
+            assert_eq!(AssetId::from_xdr(&a.to_xdr()), Some(a.clone()));
+            assert_eq!(a.key(), key);
+        }
     }
 
     #[test]

@@ -14,9 +14,11 @@ use tokio::time::MissedTickBehavior;
 use crate::config::CloseMode;
 use crate::sim::Simulator;
 
-/// Every route: the Horizon subset, `/friendbot` and the `/sim/*` admin endpoints.
+/// Every route: the Horizon subset, Stellar RPC (`POST /rpc` and `POST /`), `/friendbot`
+/// and the `/sim/*` admin endpoints.
 pub fn router(sim: Arc<Simulator>) -> Router {
     crate::horizon::routes(&sim)
+        .merge(crate::rpc::routes())
         .merge(crate::admin::routes())
         .with_state(sim)
 }

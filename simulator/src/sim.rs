@@ -4,8 +4,8 @@
 //! reads or changes the ledger happens under it. A closed ledger is written to the state file
 //! before any waiting submission is answered, so an answer never gets ahead of durable state.
 //!
-//! Horizon is modelled as two nodes over one ledger: the head node, up to date, and a lagging
-//! node ([`Faults::lookup_lag_ledgers`] behind). Both show only the ledgers they hold
+//! Horizon (and Stellar RPC) is modelled as two nodes over one ledger: the head node, up to
+//! date, and a lagging node ([`Faults::lookup_lag_ledgers`] behind). Both show only the ledgers they hold
 //! ([`NodeView`]); nothing is copied, a node's view is a window onto the one ledger history.
 
 use std::collections::{BTreeSet, HashMap};
@@ -22,16 +22,20 @@ use sha2::{Digest as _, Sha256};
 use stellar_xdr::{Memo, MuxedAccount, Preconditions, Transaction, TransactionResultResult};
 use tokio::sync::{oneshot, watch};
 
-use crate::apply::{self, Applied};
+use crate::apply::{self, Applied, Books};
 use crate::codes;
 use crate::config::{CloseMode, FaultCounts, Faults, SimConfig};
+use crate::entries;
 use crate::format::now_unix_s;
+use crate::history::{self, OpInfo};
 use crate::keys::{AccountKey, AssetId};
 use crate::persist::{self, Journal};
 use crate::state::{
-    Account, AppliedPayment, Delta, LedgerHeader, LedgerState, Snapshot, Trustline, TxRecord,
+    self as st, Account, AppliedPayment, ClaimableBalance, Delta, LedgerHeader, LedgerState,
+    PaymentKind, Snapshot, Trustline, TxRecord,
 };
 use crate::validate::{self, Auth, Body, Ctx, Invalid};
+use crate::versions::AccountVersions;
 
 /// Errors of the simulator's Rust API and admin endpoints.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +69,8 @@ pub enum SimError {
 pub struct PaymentFilter {
     /// `id:123` | `text:abc` | `hash:<hex>` | `return:<hex>`.
     pub memo: Option<String>,
-    /// A `G…` matches payments to that account, muxed or not; an `M…` matches exactly.
+    /// A `G…` matches payments to that account, muxed or not; an `M…` matches exactly. A
+    /// claimable balance matches any of its claimants.
     pub destination: Option<String>,
 }
 
@@ -153,6 +158,111 @@ pub struct Lookup {
     pub record: Option<Arc<TxRecord>>,
 }
 
+/// Which history listing of an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// `/accounts/{id}/transactions`: transactions it takes part in.
+    Transactions,
+    /// `/accounts/{id}/operations`: operations it takes part in.
+    Operations,
+    /// `/accounts/{id}/payments`: its operations that are payments or create-account.
+    Payments,
+}
+
+/// Where a page starts (exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// From the oldest record (ascending) or the newest (descending).
+    Start,
+    /// Horizon's `now`: after the newest record (ascending pages are empty).
+    Now,
+    /// A paging token (TOID).
+    At(u64),
+}
+
+/// A page request, as Horizon's query parameters give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageQuery {
+    pub cursor: Cursor,
+    pub descending: bool,
+    /// Records per page (the HTTP layer keeps it in 1..=200).
+    pub limit: usize,
+    /// Horizon's `include_failed`: also records of failed transactions.
+    pub include_failed: bool,
+}
+
+/// One record of a page: a transaction, or one of its operations.
+#[derive(Clone, Debug)]
+pub struct PageRecord {
+    /// The paging token: the transaction's TOID, or the operation's.
+    pub toid: u64,
+    pub tx: Arc<TxRecord>,
+    pub op: Option<OpInfo>,
+}
+
+/// A page of an account's history, and the node that served it.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub node: Node,
+    pub view: NodeView,
+    pub records: Vec<PageRecord>,
+}
+
+/// A page the node cannot serve: a descending cursor at or before its elder ledger asks
+/// for history it no longer holds (Horizon's 410 `before_history`).
+#[derive(Clone, Copy, Debug)]
+pub struct BeforeHistory {
+    pub node: Node,
+    pub view: NodeView,
+}
+
+/// The ledgers a Stellar RPC node answers from, and the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RpcRange {
+    pub node: Node,
+    /// Its `latestLedger`: what the node has ingested.
+    pub latest: u32,
+    /// Unix seconds.
+    pub latest_close_time: u64,
+    /// Its `oldestLedger`: the later of its retention window's start and its elder ledger.
+    pub oldest: u32,
+    /// Unix seconds.
+    pub oldest_close_time: u64,
+    /// Its `ledgerRetentionWindow`: the configured window, or the pruning fault's if smaller.
+    pub window: u32,
+}
+
+impl RpcRange {
+    pub fn holds(&self, ledger: u32) -> bool {
+        self.oldest <= ledger && ledger <= self.latest
+    }
+}
+
+/// Where an RPC `getTransactions` page starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RpcStart {
+    /// `startLedger`: its first transaction on.
+    Ledger(u32),
+    /// `pagination.cursor`: the transaction after this TOID on.
+    Cursor(u64),
+}
+
+/// Why RPC refuses a `getTransactions` page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RpcPageError {
+    /// `startLedger` outside `oldestLedger..=latestLedger` (RPC's invalid-request error).
+    OutOfRange { start: u32, range: RpcRange },
+    /// A cursor in a ledger the node no longer holds (RPC's invalid-params error).
+    Pruned { ledger: u32 },
+}
+
+/// A ledger entry as RPC returns it: its data and last-modified ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcEntry {
+    pub data: stellar_xdr::LedgerEntryData,
+    pub last_modified_ledger: u32,
+}
+
 /// A submission's answer and the node that gives it.
 #[derive(Debug)]
 pub struct Submitted {
@@ -198,6 +308,7 @@ pub struct Simulator {
     close_time_step_s: u64,
     base_reserve: i64,
     ops_per_ledger_max: u32,
+    rpc_retention_ledgers: u32,
     /// The last ledger the lagging node has ingested, for sync submissions it serves, which
     /// wait until it has ingested their ledger. Updated under the state lock; read without it.
     lagging_latest: watch::Sender<u32>,
@@ -228,6 +339,11 @@ struct Inner {
     /// submission. A stream of its own, so lookups (whose number depends on how often a
     /// client polls) never shift the submission faults a seed replays.
     node_rng: StdRng,
+    /// The `p_try_again_later` fault: one draw per decodable submission, a stream of its own
+    /// so the faults of the other streams replay as they did before it existed.
+    busy_rng: StdRng,
+    /// Past account entries, for the lagging node's ledger-entry reads.
+    versions: AccountVersions,
     journal: Option<Journal>,
 }
 
@@ -247,6 +363,35 @@ impl Inner {
         node_view(self.state.header.sequence, &self.faults, node)
     }
 
+    /// What `node` answers RPC requests from, with a retention window of `retention`
+    /// ledgers.
+    fn rpc_range(&self, node: Node, retention: u32) -> RpcRange {
+        let view = self.view(node);
+        // The last `retention` ledgers are latest - retention + 1 ..= latest; retention >= 1.
+        let window_start = view
+            .latest
+            .saturating_sub(retention.saturating_sub(1))
+            .max(GENESIS_LEDGER);
+        let oldest = window_start.max(view.elder);
+        let close_time = |l: u32| {
+            self.state
+                .close_time_of(l)
+                .unwrap_or(self.state.header.close_time)
+        };
+        let window = match self.faults.history_retention_ledgers {
+            0 => retention,
+            n => retention.min(n),
+        };
+        RpcRange {
+            node,
+            latest: view.latest,
+            latest_close_time: close_time(view.latest),
+            oldest,
+            oldest_close_time: close_time(oldest),
+            window,
+        }
+    }
+
     /// Counts a transaction of ledger `ledger` that a node with `view` does not show.
     fn count_hidden(&mut self, ledger: u32, view: NodeView) {
         if ledger > view.latest {
@@ -259,6 +404,8 @@ impl Inner {
 
 /// Salt between the seed and the node RNG's seed, so the two streams differ.
 const NODE_RNG_SALT: u64 = 0x6c61_6767_696e_6721;
+/// Salt between the seed and the `p_try_again_later` RNG's seed.
+const BUSY_RNG_SALT: u64 = 0x7472_7961_6761_696e;
 
 struct Pending {
     hash: [u8; 32],
@@ -278,6 +425,8 @@ struct Rolls {
     fail_5xx: bool,
     lose_answer: bool,
     pick_503: bool,
+    /// Core answers TRY_AGAIN_LATER (`p_try_again_later`).
+    busy: bool,
 }
 
 /// A transaction's operation count (at least 1, as fees count it).
@@ -292,6 +441,11 @@ impl Simulator {
         if cfg.ops_per_ledger_max == 0 {
             return Err(SimError::InvalidConfig(
                 "ops_per_ledger_max must be at least 1".to_owned(),
+            ));
+        }
+        if cfg.rpc_retention_ledgers == 0 {
+            return Err(SimError::InvalidConfig(
+                "rpc_retention_ledgers must be at least 1".to_owned(),
             ));
         }
         let network_id: [u8; 32] = Sha256::digest(cfg.network_passphrase.as_bytes()).into();
@@ -318,6 +472,8 @@ impl Simulator {
                 accounts: Default::default(),
                 transactions: Vec::new(),
                 payments: Vec::new(),
+                claimable_balances: Default::default(),
+                ledger_close_times: vec![genesis.close_time],
             },
         };
         // The configured base fee wins over the one saved, like any other start option.
@@ -337,6 +493,7 @@ impl Simulator {
             close_time_step_s: cfg.close_time_step_s,
             base_reserve: cfg.base_reserve_stroops,
             ops_per_ledger_max: cfg.ops_per_ledger_max,
+            rpc_retention_ledgers: cfg.rpc_retention_ledgers,
             lagging_latest,
             inner: Mutex::new(Inner {
                 state,
@@ -347,6 +504,8 @@ impl Simulator {
                 counts: FaultCounts::default(),
                 rng: StdRng::seed_from_u64(cfg.seed),
                 node_rng: StdRng::seed_from_u64(cfg.seed ^ NODE_RNG_SALT),
+                busy_rng: StdRng::seed_from_u64(cfg.seed ^ BUSY_RNG_SALT),
+                versions: AccountVersions::default(),
                 journal,
             }),
         }))
@@ -378,6 +537,11 @@ impl Simulator {
     /// Ledger capacity in operations.
     pub fn ops_per_ledger_max(&self) -> u32 {
         self.ops_per_ledger_max
+    }
+
+    /// Ledgers of history the RPC interface keeps.
+    pub fn rpc_retention_ledgers(&self) -> u32 {
+        self.rpc_retention_ledgers
     }
 
     /// What `node` holds now.
@@ -426,6 +590,7 @@ impl Simulator {
             return Err(SimError::InvalidAmount(xlm_stroops));
         }
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let header = inner.state.header;
         match inner.state.accounts.get_mut(&key) {
             Some(a) => {
@@ -446,24 +611,26 @@ impl Simulator {
                         seq_time: header.close_time,
                         last_modified_ledger: header.sequence,
                         trustlines: Default::default(),
+                        num_sponsoring: 0,
                     },
                 );
             }
         }
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// Sets an account's sequence number (a test and demo helper, like a bump-sequence).
     pub fn set_account_sequence(&self, account: &str, seq: i64) -> Result<(), SimError> {
         let key = AccountKey::parse(account)?;
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let a = inner
             .state
             .accounts
             .get_mut(&key)
             .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
         a.seq = seq;
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// Adds a trustline (or changes its limit, which may not go below its balance).
@@ -483,6 +650,7 @@ impl Simulator {
             return Err(SimError::InvalidAmount(limit_stroops));
         }
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let ledger = inner.state.header.sequence;
         let a = inner
             .state
@@ -503,7 +671,7 @@ impl Simulator {
         line.limit = limit_stroops;
         line.last_modified_ledger = ledger;
         a.last_modified_ledger = ledger;
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// The issuer mints `amount_stroops` of `asset_code` to `account`'s trustline.
@@ -520,6 +688,7 @@ impl Simulator {
             return Err(SimError::InvalidAmount(amount_stroops));
         }
         let mut inner = self.lock();
+        let old = inner.state.accounts.get(&key).cloned();
         let ledger = inner.state.header.sequence;
         let a = inner
             .state
@@ -544,7 +713,7 @@ impl Simulator {
         line.balance = new_balance;
         line.last_modified_ledger = ledger;
         a.last_modified_ledger = ledger;
-        persist_accounts(&mut inner, &[key])
+        accounts_changed(&mut inner, vec![(key, old)])
     }
 
     /// XLM balance (`asset` = `None`) or a trustline balance (`Some((code, issuer))`).
@@ -577,6 +746,10 @@ impl Simulator {
     pub fn set_faults(&self, f: Faults) {
         let mut inner = self.lock();
         inner.faults = f;
+        if inner.faults.lookup_lag_ledgers == 0 {
+            // Without a lag every read is the head's: no version is needed any more.
+            inner.versions.clear();
+        }
         self.publish_lagging(&inner);
     }
 
@@ -625,6 +798,7 @@ impl Simulator {
         let dest_matches = |p: &AppliedPayment| match &filter.destination {
             None => true,
             Some(d) if *d == p.destination => true,
+            Some(d) if p.kind == PaymentKind::CreateClaimableBalance => p.claimants.contains(d),
             Some(d) if d.starts_with('G') && p.destination.starts_with('M') => {
                 MuxedAccount::from_str(&p.destination)
                     .is_ok_and(|m| AccountKey::from_muxed(&m).to_string() == *d)
@@ -648,6 +822,32 @@ impl Simulator {
                 .cloned()
                 .collect(),
         }
+    }
+
+    /// The open claimable balances, by id; with `claimant`, those it may claim.
+    pub fn claimable_balances(
+        &self,
+        claimant: Option<&str>,
+    ) -> Result<Vec<ClaimableBalance>, SimError> {
+        let claimant = claimant.map(AccountKey::parse).transpose()?;
+        let inner = self.lock();
+        Ok(inner
+            .state
+            .claimable_balances
+            .values()
+            .filter(|cb| claimant.is_none_or(|k| cb.claimants.contains(&k)))
+            .cloned()
+            .collect())
+    }
+
+    /// An open claimable balance by id (Horizon's hex form, any case).
+    pub fn claimable_balance(&self, id: &str) -> Option<ClaimableBalance> {
+        let inner = self.lock();
+        inner
+            .state
+            .claimable_balances
+            .get(&id.to_ascii_lowercase())
+            .cloned()
     }
 
     /// How many transactions (successful or failed) are in closed ledgers.
@@ -700,6 +900,204 @@ impl Simulator {
         }
     }
 
+    /// A page of `account`'s history (see [`Listing`]), from the node drawn to serve it (one
+    /// draw per page, as for a lookup by hash): only records in ledgers that node holds, in
+    /// TOID order. Ascending pages with a cursor before the node's elder ledger start at
+    /// what it holds, as Horizon's do; descending ones are [`BeforeHistory`].
+    pub fn account_page(
+        &self,
+        account: &str,
+        listing: Listing,
+        q: &PageQuery,
+    ) -> Result<Result<Page, BeforeHistory>, SimError> {
+        let key = AccountKey::parse(account)?;
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let view = inner.view(node);
+        let elder_toid = history::toid(view.elder, 0, 0);
+        if let (true, Cursor::At(c)) = (q.descending, q.cursor)
+            && c <= elder_toid
+        {
+            return Ok(Err(BeforeHistory { node, view }));
+        }
+        let st = &inner.state;
+        // Only what the node holds: TOIDs from its elder ledger to its latest one.
+        let held = (
+            elder_toid,
+            history::toid(view.latest.saturating_add(1), 0, 0),
+        );
+        let records = match listing {
+            Listing::Transactions => {
+                let entries = st.tx_by_account.get(&key).map_or(&[][..], Vec::as_slice);
+                page_of(st, entries, |p| (p, None), held, listing, q)
+            }
+            Listing::Operations | Listing::Payments => {
+                let entries = st.ops_by_account.get(&key).map_or(&[][..], Vec::as_slice);
+                page_of(st, entries, |(p, i)| (p, Some(i)), held, listing, q)
+            }
+        };
+        Ok(Ok(Page {
+            node,
+            view,
+            records,
+        }))
+    }
+
+    /// The ledger range of RPC node `node`, or (`None`) of the node drawn to serve a
+    /// request (one draw, as for a lookup by hash).
+    pub fn rpc_range(&self, node: Option<Node>) -> RpcRange {
+        let mut inner = self.lock();
+        let node = node.unwrap_or_else(|| inner.pick_node());
+        inner.rpc_range(node, self.rpc_retention_ledgers)
+    }
+
+    /// RPC `getTransaction`: the transaction if it is in a ledger the drawn node holds
+    /// within its retention window.
+    pub fn rpc_transaction(&self, hash: &[u8; 32]) -> (RpcRange, Option<Arc<TxRecord>>) {
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let range = inner.rpc_range(node, self.rpc_retention_ledgers);
+        let record = match inner.state.txs.get(hash).cloned() {
+            Some(rec) if range.holds(rec.ledger) => Some(rec),
+            Some(rec) => {
+                if rec.ledger > range.latest {
+                    inner.counts.transactions_hidden_by_lag += 1;
+                } else {
+                    inner.counts.transactions_hidden_by_pruning += 1;
+                }
+                None
+            }
+            None => None,
+        };
+        (range, record)
+    }
+
+    /// RPC `getLedgerEntries`: each key's entry as the drawn node sees it, `None` if absent.
+    /// Accounts (and their trustlines) are as of the node's latest ledger; claimable
+    /// balances as they are now. Other entry kinds are not modelled, so always absent.
+    pub fn rpc_ledger_entries(
+        &self,
+        keys: &[stellar_xdr::LedgerKey],
+    ) -> (RpcRange, Vec<Option<RpcEntry>>) {
+        use stellar_xdr::{LedgerKey, TrustLineAsset};
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let range = inner.rpc_range(node, self.rpc_retention_ledgers);
+        let head = inner.state.header.sequence;
+        let account_at = |k: &AccountKey| -> Option<&Account> {
+            match inner.versions.at(k, range.latest) {
+                Some(version) if range.latest < head => version,
+                _ => inner.state.accounts.get(k),
+            }
+        };
+        let entries = keys
+            .iter()
+            .map(|key| match key {
+                LedgerKey::Account(k) => {
+                    let id = AccountKey::from_account_id(&k.account_id);
+                    account_at(&id).map(|a| RpcEntry {
+                        data: entries::account_entry(id, a),
+                        last_modified_ledger: a.last_modified_ledger,
+                    })
+                }
+                LedgerKey::Trustline(t) => {
+                    let id = AccountKey::from_account_id(&t.account_id);
+                    let asset = match &t.asset {
+                        TrustLineAsset::CreditAlphanum4(a) => {
+                            AssetId::from_xdr(&stellar_xdr::Asset::CreditAlphanum4(a.clone()))
+                        }
+                        TrustLineAsset::CreditAlphanum12(a) => {
+                            AssetId::from_xdr(&stellar_xdr::Asset::CreditAlphanum12(a.clone()))
+                        }
+                        TrustLineAsset::Native | TrustLineAsset::PoolShare(_) => None,
+                    }?;
+                    let line = account_at(&id)?.trustlines.get(&asset.key())?;
+                    Some(RpcEntry {
+                        data: entries::trustline_entry(id, &t.asset, line),
+                        last_modified_ledger: line.last_modified_ledger,
+                    })
+                }
+                LedgerKey::ClaimableBalance(cb) => {
+                    let stellar_xdr::ClaimableBalanceId::ClaimableBalanceIdTypeV0(h) =
+                        &cb.balance_id;
+                    let balance = inner
+                        .state
+                        .claimable_balances
+                        .get(&crate::keys::balance_id_hex(&h.0))?;
+                    Some(RpcEntry {
+                        data: entries::balance_entry(balance)?,
+                        last_modified_ledger: balance.last_modified_ledger,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        (range, entries)
+    }
+
+    /// RPC `getTransactions`: up to `limit` transactions from `start` on, in ledger and
+    /// application order, within the drawn node's range; and the cursor RPC returns (the
+    /// TOID, with operation number 1, of the last transaction listed, or once the page ends
+    /// before `limit`, of the latest ledger's last transaction, order 0 if none was after
+    /// the start there).
+    pub fn rpc_transactions(
+        &self,
+        start: RpcStart,
+        limit: usize,
+    ) -> Result<(RpcRange, Vec<Arc<TxRecord>>, u64), RpcPageError> {
+        let mut inner = self.lock();
+        let node = inner.pick_node();
+        let range = inner.rpc_range(node, self.rpc_retention_ledgers);
+        // The first (ledger, application order) listed.
+        let from = match start {
+            RpcStart::Ledger(l) if !range.holds(l) => {
+                return Err(RpcPageError::OutOfRange { start: l, range });
+            }
+            RpcStart::Ledger(l) => (l, 1),
+            RpcStart::Cursor(c) => {
+                let (l, order, _) = history::parse_toid(c);
+                if l > range.latest {
+                    return Ok((range, Vec::new(), 0));
+                }
+                if l < range.oldest {
+                    return Err(RpcPageError::Pruned { ledger: l });
+                }
+                (l, order.saturating_add(1))
+            }
+        };
+        let st = &inner.state;
+        let first = st
+            .tx_order
+            .partition_point(|r| (r.ledger, r.application_order) < from);
+        let txs: Vec<Arc<TxRecord>> = st.tx_order[first..]
+            .iter()
+            .take_while(|r| r.ledger <= range.latest)
+            .take(limit)
+            .cloned()
+            .collect();
+        let cursor = match txs.last() {
+            Some(last) if txs.len() == limit => {
+                history::toid(last.ledger, last.application_order, 1)
+            }
+            _ => {
+                let in_latest = st.tx_order[first..]
+                    .iter()
+                    .filter(|r| r.ledger == range.latest)
+                    .count();
+                let last_order = st
+                    .tx_order
+                    .iter()
+                    .rev()
+                    .take_while(|r| r.ledger >= range.latest)
+                    .find(|r| r.ledger == range.latest)
+                    .map_or(0, |r| r.application_order);
+                let order = if in_latest > 0 { last_order } else { 0 };
+                history::toid(range.latest, order, 1)
+            }
+        };
+        Ok((range, txs, cursor))
+    }
+
     /// Sleeps for the configured latency fault, counting it.
     pub async fn inject_latency(&self) {
         let ms = {
@@ -742,10 +1140,12 @@ impl Simulator {
             let roll_lose: f64 = inner.rng.random();
             let pick_503: bool = inner.rng.random();
             let node = inner.pick_node();
+            let roll_busy: f64 = inner.busy_rng.random();
             let rolls = Rolls {
                 fail_5xx: roll_5xx < inner.faults.p_5xx_before_apply,
                 lose_answer: roll_lose < inner.faults.p_lose_answer_after_apply,
                 pick_503,
+                busy: roll_busy < inner.faults.p_try_again_later,
             };
             let (submission, notes) = self.submit_locked(inner, decoded, kind, node, rolls);
             (Submitted { node, submission }, notes)
@@ -865,6 +1265,11 @@ impl Simulator {
             Ok(v) => v,
         };
         if inner.pending_by_source.contains_key(&valid.source) {
+            return (Submission::TryAgainLater { hash }, no_notes);
+        }
+        // Core's queue refusing a valid transaction, after the checks above.
+        if rolls.busy {
+            inner.counts.try_again_later_injected += 1;
             return (Submission::TryAgainLater { hash }, no_notes);
         }
         let (waiter_tx, waiter_rx) = oneshot::channel();
@@ -1010,6 +1415,10 @@ impl Simulator {
         // Without a state file there is no delta to write: skip collecting it.
         let persisting = inner.journal.is_some();
         let mut touched = BTreeSet::new();
+        let mut touched_balances = BTreeSet::new();
+        // While a lag is set, the entries the ledger replaces are kept for the lagging node.
+        let versioning = inner.faults.lookup_lag_ledgers > 0;
+        let mut prior: HashMap<AccountKey, Option<Account>> = HashMap::new();
         let mut delta = Delta {
             header: Some(header),
             ..Delta::default()
@@ -1041,10 +1450,18 @@ impl Simulator {
                     .map_or(0, |a| a.balance);
                 valid.fee = surge.min(balance).max(valid.fee);
             }
-            let applied = apply::apply_tx(&mut inner.state.accounts, &p.tx, &valid, &ctx);
+            let applied = {
+                let mut books = Books {
+                    accounts: &mut inner.state.accounts,
+                    balances: &mut inner.state.claimable_balances,
+                    prior: versioning.then_some(&mut prior),
+                };
+                apply::apply_tx(&mut books, &p.tx, &valid, &ctx, &hash_hex)
+            };
             application_order += 1;
             if persisting {
                 touched.extend(applied.touched.iter().copied());
+                touched_balances.extend(applied.touched_balances.iter().cloned());
             }
             let record = Arc::new(tx_record(
                 &p,
@@ -1056,6 +1473,7 @@ impl Simulator {
             ));
             for pay in applied.payments {
                 let payment = AppliedPayment {
+                    kind: pay.kind,
                     tx_hash: hash_hex.clone(),
                     ledger: header.sequence,
                     op_index: pay.op_index,
@@ -1065,6 +1483,8 @@ impl Simulator {
                     amount_stroops: pay.amount,
                     memo: record.memo_filter.clone(),
                     close_time: header.close_time,
+                    balance_id: pay.balance_id,
+                    claimants: pay.claimants,
                 };
                 if persisting {
                     delta.payments.push(payment.clone());
@@ -1074,19 +1494,83 @@ impl Simulator {
             if persisting {
                 delta.transactions.push(TxRecord::clone(&record));
             }
-            inner.state.add_tx(p.hash, Arc::clone(&record));
+            inner.state.add_tx(p.hash, Arc::clone(&record), &p.tx);
             notes.push((p.waiters, Outcome::Included(record)));
         }
         inner.state.header = header;
+        st::record_close_time(&mut inner.state.ledger_close_times, header);
         self.publish_lagging(inner);
+        if versioning {
+            record_versions(inner, prior, header.sequence);
+        }
         delta.accounts = touched
             .into_iter()
             .filter_map(|k| inner.state.accounts.get(&k).map(|a| (k, a.clone())))
             .collect();
+        for id in touched_balances {
+            match inner.state.claimable_balances.get(&id) {
+                Some(cb) => delta.claimable_balances.push(cb.clone()),
+                None => delta.claimable_balances_removed.push(id),
+            }
+        }
         if let Err(e) = append(inner, delta) {
             tracing::error!(error = %e, ledger = header.sequence, "could not write the closed ledger to the state file");
         }
         (header, notes)
+    }
+}
+
+/// The records of one page from `entries` (an account's index, in TOID order; `entry`
+/// gives the position in `tx_order` and the operation index of each), within the TOIDs
+/// `held` (`[from, to)`) of the serving node.
+fn page_of<T: Copy>(
+    st: &LedgerState,
+    entries: &[T],
+    entry: impl Fn(T) -> (u32, Option<u32>),
+    held: (u64, u64),
+    listing: Listing,
+    q: &PageQuery,
+) -> Vec<PageRecord> {
+    let record = |e: T| -> Option<(u64, &Arc<TxRecord>, Option<&OpInfo>)> {
+        let (pos, op) = entry(e);
+        let pos = usize::try_from(pos).ok()?;
+        let rec = st.tx_order.get(pos)?;
+        let op = match op {
+            None => None,
+            Some(i) => Some(st.tx_ops.get(pos)?.get(usize::try_from(i).ok()?)?),
+        };
+        let op_number = op.map_or(0, |o| o.index.saturating_add(1));
+        Some((
+            history::toid(rec.ledger, rec.application_order, op_number),
+            rec,
+            op,
+        ))
+    };
+    let toid = |e: &T| record(*e).map_or(u64::MAX, |(t, _, _)| t);
+    // Records are strictly after an ascending cursor and strictly before a descending one.
+    let (from, to) = match (q.cursor, q.descending) {
+        (Cursor::Start, _) => held,
+        (Cursor::Now, false) => (held.1, held.1),
+        (Cursor::Now, true) => held,
+        (Cursor::At(c), false) => (c.saturating_add(1).max(held.0), held.1),
+        (Cursor::At(c), true) => (held.0, c.min(held.1)),
+    };
+    let lo = entries.partition_point(|e| toid(e) < from);
+    let hi = entries.partition_point(|e| toid(e) < to).max(lo);
+    let keep = |e: &T| -> Option<PageRecord> {
+        let (toid, rec, op) = record(*e)?;
+        let kind_ok = listing != Listing::Payments || op.is_some_and(|o| o.body.is_payment());
+        (kind_ok && (q.include_failed || rec.successful)).then(|| PageRecord {
+            toid,
+            tx: Arc::clone(rec),
+            op: op.cloned(),
+        })
+    };
+    let window = &entries[lo..hi];
+    if q.descending {
+        window.iter().rev().filter_map(keep).take(q.limit).collect()
+    } else {
+        window.iter().filter_map(keep).take(q.limit).collect()
     }
 }
 
@@ -1107,7 +1591,15 @@ fn append(inner: &mut Inner, delta: Delta) -> std::io::Result<()> {
     }
 }
 
-fn persist_accounts(inner: &mut Inner, keys: &[AccountKey]) -> Result<(), SimError> {
+/// After admin changes to accounts at the head ledger (`changes`: each account and its entry
+/// before): keeps their old versions for the lagging node and writes them to the state file.
+fn accounts_changed(
+    inner: &mut Inner,
+    changes: Vec<(AccountKey, Option<Account>)>,
+) -> Result<(), SimError> {
+    let ledger = inner.state.header.sequence;
+    let keys: Vec<AccountKey> = changes.iter().map(|(k, _)| *k).collect();
+    record_versions(inner, changes, ledger);
     if inner.journal.is_none() {
         return Ok(());
     }
@@ -1123,6 +1615,26 @@ fn persist_accounts(inner: &mut Inner, keys: &[AccountKey]) -> Result<(), SimErr
         },
     )?;
     Ok(())
+}
+
+/// Keeps the entries `changes` replaced in `ledger` (each account with its entry before)
+/// for the lagging node's reads, while a lag is set; without one, forgets them.
+fn record_versions(
+    inner: &mut Inner,
+    changes: impl IntoIterator<Item = (AccountKey, Option<Account>)>,
+    ledger: u32,
+) {
+    if inner.faults.lookup_lag_ledgers == 0 {
+        for (k, _) in changes {
+            inner.versions.forget(&k);
+        }
+        return;
+    }
+    let keep_from = inner.view(Node::Lagging).latest;
+    for (k, old) in changes {
+        let new = inner.state.accounts.get(&k);
+        inner.versions.record(k, old, new, ledger, keep_from);
+    }
 }
 
 fn rejection(hash: String, envelope_xdr: String, invalid: Invalid) -> Rejection {

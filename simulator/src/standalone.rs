@@ -10,13 +10,19 @@ use crate::sim::{SimError, Simulator};
 #[command(
     name = "payoutd-simulator",
     version,
-    about = "A Horizon-compatible Stellar ledger simulator",
-    after_help = "Faults are set at runtime: PUT /sim/faults with a JSON object (latency_ms, \
-p_5xx_before_apply, p_lose_answer_after_apply, reject_next, lookup_lag_ledgers, \
-p_lookup_lagging, history_retention_ledgers; a field left out is off, p_lookup_lagging 1.0), \
-counted by GET /sim/faults. GET /sim/status shows the ledger, its capacity, what is pending, \
-the head and lagging Horizon nodes, and the faults. Ledgers close by hand with \
-POST /sim/close_ledger."
+    about = "A Stellar ledger simulator that answers Horizon and Stellar RPC",
+    after_help = "Horizon: GET /, /accounts/{id}, /accounts/{id}/transactions|operations|payments, \
+/transactions/{hash}; POST /transactions, /transactions_async. Stellar RPC (JSON-RPC 2.0): \
+POST /rpc or POST / with getHealth, getNetwork, getLatestLedger, getLedgerEntries, \
+sendTransaction, getTransaction, getTransactions. Operations applied: payment, create_account, \
+create_claimable_balance, claim_claimable_balance.\n\n\
+Faults are set at runtime: PUT /sim/faults with a JSON object (latency_ms, \
+p_5xx_before_apply, p_lose_answer_after_apply, p_try_again_later, reject_next, \
+lookup_lag_ledgers, p_lookup_lagging, history_retention_ledgers; a field left out is off, \
+p_lookup_lagging 1.0), counted by GET /sim/faults. They apply to Horizon and RPC alike. \
+GET /sim/status shows the ledger, its capacity, what is pending, the head and lagging nodes, \
+and the faults; GET /sim/payments and /sim/claimable_balances list what was paid and what \
+waits to be claimed. Ledgers close by hand with POST /sim/close_ledger."
 )]
 pub struct StandaloneArgs {
     /// Address to listen on.
@@ -58,6 +64,11 @@ pub struct StandaloneArgs {
     #[arg(long, default_value_t = crate::config::DEFAULT_OPS_PER_LEDGER_MAX,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub ops_per_ledger_max: u32,
+    /// Ledgers of history the Stellar RPC interface keeps (its `oldestLedger` is
+    /// `latest - N + 1`; the default is RPC's stock window, 7 days of 5-second ledgers).
+    #[arg(long, default_value_t = crate::config::DEFAULT_RPC_RETENTION_LEDGERS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpc_retention_ledgers: u32,
 }
 
 fn parse_fund(s: &str) -> Result<(String, i64), String> {
@@ -92,6 +103,7 @@ impl StandaloneArgs {
             base_fee_stroops: self.base_fee,
             base_reserve_stroops: self.base_reserve,
             ops_per_ledger_max: self.ops_per_ledger_max,
+            rpc_retention_ledgers: self.rpc_retention_ledgers,
             ..SimConfig::default()
         }
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use ed25519_dalek::{Signature, VerifyingKey};
 use payoutd_simulator::{
-    CloseMode, Faults, PUBLIC_PASSPHRASE, PaymentFilter, RejectNext, SimConfig, Simulator, router,
+    CloseMode, FaultCounts, Faults, PUBLIC_PASSPHRASE, PaymentFilter, RejectNext, SimConfig,
+    Simulator, router,
 };
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -808,6 +809,91 @@ async fn fault_injection_is_deterministic_for_a_seed() {
     assert_eq!(counts.answers_lost_after_apply, lost);
     // A lost answer still paid: the ledger has every 200 and every 504.
     assert_eq!(bob_balance, 1_000 * XLM + (ok + lost as i64) * XLM);
+}
+
+/// Posts 30 payments to `path` in instant mode with 5xx and TRY_AGAIN_LATER faults; each
+/// answer as `5xx`, `busy` (TRY_AGAIN_LATER) or its status, and the fault counts.
+async fn busy_run(seed: u64, p_busy: f64, path: &str) -> (Vec<String>, FaultCounts) {
+    let sim = Simulator::new(SimConfig {
+        close_mode: CloseMode::Instant,
+        seed,
+        faults: Faults {
+            p_5xx_before_apply: 0.3,
+            p_try_again_later: p_busy,
+            ..Faults::default()
+        },
+        ..manual_config()
+    })
+    .expect("starts");
+    let app = router(Arc::clone(&sim));
+    let (alice, bob) = (Key::new("alice"), Key::new("bob"));
+    fund(&sim, &[&alice, &bob], 1_000);
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        let s = seq(&sim, &alice);
+        let tx = Tx::new(
+            &alice,
+            s + 1,
+            vec![payment(None, bob.muxed(), Asset::Native, XLM)],
+        );
+        let a = post_tx(&app, path, &tx.sign(&[&alice])).await;
+        let busy = a.json["tx_status"] == "TRY_AGAIN_LATER"
+            || a.json["extras"]["tx_status"] == "TRY_AGAIN_LATER";
+        answers.push(if busy {
+            assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(seq(&sim, &alice), s, "not accepted: nothing consumed");
+            "busy".to_owned()
+        } else if a.status.is_server_error() {
+            "5xx".to_owned()
+        } else {
+            a.status.as_u16().to_string()
+        });
+    }
+    (answers, sim.fault_counts())
+}
+
+#[tokio::test]
+async fn try_again_later_fault_refuses_without_accepting_and_replays() {
+    for path in ["/transactions", "/transactions_async"] {
+        let (a, counts) = busy_run(3, 0.5, path).await;
+        let (b, _) = busy_run(3, 0.5, path).await;
+        assert_eq!(a, b, "{path}: same seed, same answers");
+        let busy = a.iter().filter(|s| *s == "busy").count() as u64;
+        assert!(busy > 0 && a.iter().any(|s| s == "5xx"), "{path}: {a:?}");
+        assert_eq!(counts.try_again_later_injected, busy, "{path}");
+        // Its own stream: the 5xx answers fall where they fall without it.
+        let (without, _) = busy_run(3, 0.0, path).await;
+        let five_xx = |v: &[String]| -> Vec<bool> { v.iter().map(|s| s == "5xx").collect() };
+        assert_eq!(five_xx(&a), five_xx(&without), "{path}");
+        assert!(!without.contains(&"busy".to_owned()));
+    }
+    // An envelope already pending is DUPLICATE first, as core checks that before its queue.
+    let (sim, app) = manual_sim();
+    let (alice, bob) = (Key::new("alice"), Key::new("bob"));
+    fund(&sim, &[&alice, &bob], 100);
+    let tx = Tx::new(
+        &alice,
+        seq(&sim, &alice) + 1,
+        vec![payment(None, bob.muxed(), Asset::Native, XLM)],
+    );
+    let a = post_tx(&app, "/transactions_async", &tx.sign(&[&alice])).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    sim.set_faults(Faults {
+        p_try_again_later: 1.0,
+        ..Faults::default()
+    });
+    let a = post_tx(&app, "/transactions_async", &tx.sign(&[&alice])).await;
+    assert_eq!(a.json["tx_status"], "DUPLICATE");
+    let bad = Tx::new(
+        &alice,
+        seq(&sim, &alice) + 5,
+        vec![payment(None, bob.muxed(), Asset::Native, XLM)],
+    );
+    let a = post_tx(&app, "/transactions_async", &bad.sign(&[&alice])).await;
+    assert_eq!(
+        a.json["tx_status"], "ERROR",
+        "an invalid one is an error first"
+    );
 }
 
 #[tokio::test]

@@ -14,10 +14,12 @@ use payoutd_simulator::{CloseMode, SimConfig, Simulator, TESTNET_PASSPHRASE, rou
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use stellar_xdr::{
-    AccountId, AlphaNum4, Asset, AssetCode4, DecoratedSignature, Limits, Memo, MuxedAccount,
-    MuxedAccountMed25519, Operation, OperationBody, PaymentOp, Preconditions, PublicKey,
-    SequenceNumber, Signature, SignatureHint, TimeBounds, TimePoint, Transaction,
-    TransactionEnvelope, TransactionExt, TransactionV1Envelope, Uint256, WriteXdr,
+    AccountId, AlphaNum4, Asset, AssetCode4, ClaimClaimableBalanceOp, ClaimPredicate,
+    ClaimableBalanceId, Claimant, ClaimantV0, CreateAccountOp, CreateClaimableBalanceOp,
+    DecoratedSignature, Hash, Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation,
+    OperationBody, PaymentOp, Preconditions, PublicKey, SequenceNumber, Signature, SignatureHint,
+    TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt, TransactionV1Envelope,
+    Uint256, WriteXdr,
 };
 
 /// Ledger 1's close time in the tests (Manual mode then steps 5 s per ledger).
@@ -85,6 +87,71 @@ pub fn payment(source: Option<&Key>, dest: MuxedAccount, asset: Asset, amount: i
             amount,
         }),
     }
+}
+
+pub fn create_account(source: Option<&Key>, dest: &Key, starting_balance: i64) -> Operation {
+    Operation {
+        source_account: source.map(Key::muxed),
+        body: OperationBody::CreateAccount(CreateAccountOp {
+            destination: dest.account_id(),
+            starting_balance,
+        }),
+    }
+}
+
+/// A claimable balance for `claimants`, all unconditional.
+pub fn create_balance(
+    source: Option<&Key>,
+    asset: Asset,
+    amount: i64,
+    claimants: &[&Key],
+) -> Operation {
+    let claimants: Vec<Claimant> = claimants
+        .iter()
+        .map(|k| {
+            Claimant::ClaimantTypeV0(ClaimantV0 {
+                destination: k.account_id(),
+                predicate: ClaimPredicate::Unconditional,
+            })
+        })
+        .collect();
+    Operation {
+        source_account: source.map(Key::muxed),
+        body: OperationBody::CreateClaimableBalance(CreateClaimableBalanceOp {
+            asset,
+            amount,
+            claimants: claimants.try_into().expect("at most 10 claimants"),
+        }),
+    }
+}
+
+/// Claims the balance with Horizon-form id `id_hex` (`00000000` + 64 hex).
+pub fn claim(source: Option<&Key>, id_hex: &str) -> Operation {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&id_hex[8..], &mut hash).expect("a 72-hex-character balance id");
+    Operation {
+        source_account: source.map(Key::muxed),
+        body: OperationBody::ClaimClaimableBalance(ClaimClaimableBalanceOp {
+            balance_id: ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(hash)),
+        }),
+    }
+}
+
+/// The id of the claimable balance that operation `op_index` of a transaction from
+/// `tx_source` with sequence number `seq` creates, in Horizon's hex form, computed from the
+/// byte layout of the XDR `HashIdPreimage` (not through the XDR library): the envelope type
+/// ENVELOPE_TYPE_OP_ID (6), the account's key type (0, ed25519) and 32 key bytes, the
+/// sequence number (8 bytes) and the operation index (4 bytes), all big-endian; hashed with
+/// sha256, then prefixed with the id's type (4 bytes of 0).
+pub fn expected_balance_id(tx_source: &Key, seq: i64, op_index: u32) -> String {
+    let mut preimage = Vec::with_capacity(4 + 4 + 32 + 8 + 4);
+    preimage.extend_from_slice(&6u32.to_be_bytes());
+    preimage.extend_from_slice(&0u32.to_be_bytes());
+    preimage.extend_from_slice(&tx_source.public());
+    preimage.extend_from_slice(&seq.to_be_bytes());
+    preimage.extend_from_slice(&op_index.to_be_bytes());
+    let hash: [u8; 32] = Sha256::digest(&preimage).into();
+    format!("00000000{}", hex::encode(hash))
 }
 
 /// A transaction with the usual shape: one fee per op of 100, no bounds, no memo.
