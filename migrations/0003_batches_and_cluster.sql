@@ -86,3 +86,14 @@ ALTER TABLE outbox
     ALTER COLUMN version SET NOT NULL,
     DROP COLUMN kind,
     DROP COLUMN payload;
+
+-- The event log, lean for batches: one index, (payout_id, version), which is also the
+-- rule "one event per version"; no foreign key (every event is written in the same
+-- statement as the payout row it belongs to, and the check cost a lookup per event).
+ALTER TABLE payout_events
+    DROP CONSTRAINT payout_events_payout_id_fkey,
+    DROP CONSTRAINT payout_events_pkey;
+ALTER TABLE payout_events
+    DROP CONSTRAINT payout_events_payout_id_version_key,
+    DROP COLUMN id,
+    ADD CONSTRAINT payout_events_pkey PRIMARY KEY (payout_id, version);

@@ -134,6 +134,7 @@ pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
                     }
                 },
                 state_file: Some(cfg.simulator.state_file.clone()),
+                ops_per_ledger_max: cfg.simulator.ops_per_ledger_max,
                 ..SimConfig::default()
             };
             if let Some(parent) = cfg.simulator.state_file.parent() {
@@ -351,6 +352,8 @@ impl Application {
             journal: journal.clone(),
             tokens: Arc::new(settings.server.api_tokens.clone()),
             request_timeout_ms: settings.server.request_timeout_ms,
+            batch_items_max: settings.server.batch_items_max,
+            batch_body_bytes_max: settings.server.batch_body_bytes_max,
         };
         let router = with_body_limit(router(state), settings.server.body_bytes_max);
         let listener = TcpListener::bind(&settings.server.listen)

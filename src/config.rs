@@ -51,6 +51,8 @@ pub struct ServerSettings {
     pub listen: String,
     pub body_bytes_max: usize,
     pub request_timeout_ms: u64,
+    pub batch_items_max: usize,
+    pub batch_body_bytes_max: usize,
     /// Bearer tokens, from `PAYOUTD__SERVER__API_TOKENS` (comma-separated) or a file.
     /// Empty = authentication off (only sensible on loopback; a warning is logged).
     #[serde(skip)]
@@ -105,6 +107,7 @@ pub struct SimulatorSettings {
     pub listen: String,
     pub state_file: PathBuf,
     pub channels: u32,
+    pub ops_per_ledger_max: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +314,15 @@ impl Settings {
             return invalid(
                 "payouts.payments_per_tx_max",
                 "must be 1 to 100 (a Stellar transaction holds at most 100 operations)",
+            );
+        }
+        if self.server.batch_items_max == 0 || self.server.batch_items_max > 10_000 {
+            return invalid("server.batch_items_max", "must be 1 to 10000");
+        }
+        if self.server.batch_body_bytes_max < self.server.body_bytes_max {
+            return invalid(
+                "server.batch_body_bytes_max",
+                "must be at least server.body_bytes_max",
             );
         }
         if self.payouts.ready_queue_max == 0 {

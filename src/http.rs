@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use payoutd_actors::domain::{PayoutId, RawPayoutRequest};
+use payoutd_actors::domain::{JsonRequestError, PayoutId, RawPayoutRequest, ValidationError};
 use payoutd_actors::state::{PayoutEvent, PayoutRecord, PayoutState};
 use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
 use secrecy::{ExposeSecret, SecretString};
@@ -32,6 +32,9 @@ pub struct ApiState {
     pub journal: Arc<PgJournal>,
     pub tokens: Arc<Vec<SecretString>>,
     pub request_timeout_ms: u64,
+    /// `POST /v1/payouts/batch`: requests per body at most, and its body limit in bytes.
+    pub batch_items_max: usize,
+    pub batch_body_bytes_max: usize,
 }
 
 /// An API error: HTTP status, stable code, message, and the offending field if any.
@@ -145,6 +148,10 @@ impl PayoutView {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/v1/payouts", post(create_payout).get(list_payouts))
+        .route(
+            "/v1/payouts/batch",
+            post(create_batch).layer(DefaultBodyLimit::max(state.batch_body_bytes_max)),
+        )
         .route("/v1/payouts/{id}", get(get_payout))
         .route("/v1/payouts/{id}/cancel", post(cancel_payout))
         .route("/v1/payouts/{id}/resume", post(resume_payout))
@@ -251,6 +258,11 @@ pub fn parse_body(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<payoutd_actors::domain::PayoutRequest, ApiError> {
+    require_json(headers)?;
+    parse_raw(RawPayoutRequest::from_json_slice(body))
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -262,29 +274,40 @@ pub fn parse_body(
                 .eq_ignore_ascii_case("application/json")
         })
         .unwrap_or(false);
-    if !json_type {
-        return Err(ApiError::new(
+    if json_type {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send Content-Type: application/json",
-        ));
+        ))
     }
-    let raw: RawPayoutRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!(
-                "the body is not a valid payout request: {}",
-                redact(&e.to_string())
-            ),
-        )
-    })?;
-    raw.parse().map_err(|e| ApiError {
+}
+
+/// A request read as JSON, then checked field by field: 400 for a body that is not a
+/// request at all, 422 for a field that breaks a rule (with the field named).
+fn parse_raw(
+    raw: Result<RawPayoutRequest, JsonRequestError>,
+) -> Result<payoutd_actors::domain::PayoutRequest, ApiError> {
+    let invalid = |e: ValidationError| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         code: e.code,
         message: e.message,
         field: Some(e.field),
-    })
+    };
+    match raw {
+        Ok(raw) => raw.parse().map_err(invalid),
+        Err(JsonRequestError::Field(e)) => Err(invalid(e)),
+        Err(JsonRequestError::Body(detail)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "the body is not a valid payout request: {}",
+                redact(&detail)
+            ),
+        )),
+    }
 }
 
 /// serde_json errors quote input; a secret pasted into a field must not come back.
@@ -325,6 +348,136 @@ async fn submit_payout(
         SubmitAnswer::Duplicate(r) => (StatusCode::OK, r),
     };
     Ok((status, Json(PayoutView::from_record(record))).into_response())
+}
+
+/// One item of a batch's answer.
+#[derive(Debug, Serialize)]
+struct BatchItem {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payout_id: Option<String>,
+    /// created | duplicate | conflict | invalid | unavailable
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payout: Option<PayoutView>,
+}
+
+impl BatchItem {
+    fn refused(index: usize, payout_id: Option<String>, status: &'static str, e: ApiError) -> Self {
+        Self {
+            index,
+            payout_id,
+            status,
+            code: Some(e.code),
+            field: e.field,
+            message: Some(e.message),
+            payout: None,
+        }
+    }
+}
+
+/// `{"payouts": [request, …]}`: every request is handled as if sent alone (its own actor,
+/// duplicate and conflict rules), concurrently; concurrent accepts share database
+/// statements. One answer per item, in order; the HTTP status is 200 whenever the body was
+/// a batch. `unavailable` items may be sent again.
+async fn create_batch(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| body_rejection(&r))?;
+    require_json(&headers)?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        payouts: Vec<serde_json::Value>,
+    }
+    let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "the body is not {{\"payouts\": [payout request, …]}}: {}",
+                redact(&e.to_string())
+            ),
+        )
+    })?;
+    let n = batch.payouts.len();
+    if n == 0 || n > state.batch_items_max {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "batch_size",
+            format!(
+                "a batch holds 1 to {} payout requests, not {n}",
+                state.batch_items_max
+            ),
+        ));
+    }
+    let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(n);
+    let mut calls = Vec::new();
+    for (index, item) in batch.payouts.into_iter().enumerate() {
+        let id_hint = item
+            .get("payout_id")
+            .and_then(|v| v.as_str())
+            .filter(|id| PayoutId::parse(id).is_ok())
+            .map(str::to_owned);
+        match parse_raw(RawPayoutRequest::from_json_value(item)) {
+            Ok(request) => {
+                let payouts = state.payouts.clone();
+                calls.push((
+                    index,
+                    tokio::spawn(async move { payouts.submit(request).await }),
+                ));
+                results.push(None);
+            }
+            Err(e) => results.push(Some(BatchItem::refused(index, id_hint, "invalid", e))),
+        }
+    }
+    for (index, call) in calls {
+        let answer = call
+            .await
+            .unwrap_or_else(|e| Err(PayoutError::Unavailable(e.to_string())));
+        results[index] = Some(match answer {
+            Ok(answer) => {
+                let (status, record) = match &answer {
+                    SubmitAnswer::Created(r) => ("created", r),
+                    SubmitAnswer::Duplicate(r) => ("duplicate", r),
+                };
+                BatchItem {
+                    index,
+                    payout_id: Some(record.id().to_string()),
+                    status,
+                    code: None,
+                    field: None,
+                    message: None,
+                    payout: Some(PayoutView::from_record(record)),
+                }
+            }
+            Err(e) => {
+                let status = match e {
+                    PayoutError::Conflict { .. } => "conflict",
+                    _ => "unavailable",
+                };
+                BatchItem::refused(index, None, status, ApiError::from(e))
+            }
+        });
+    }
+    let results: Vec<BatchItem> = results.into_iter().flatten().collect();
+    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
+    let counts = json!({
+        "created": count("created"),
+        "duplicate": count("duplicate"),
+        "conflict": count("conflict"),
+        "invalid": count("invalid"),
+        "unavailable": count("unavailable"),
+    });
+    Ok(Json(json!({ "results": results, "counts": counts })).into_response())
 }
 
 /// A body that could not be read: too large (413), or the connection failed mid-body.
@@ -495,7 +648,12 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let text = render_prometheus(&state.payouts.context().metrics);
+    let ctx = state.payouts.context();
+    // The queue knows its length better than the gauge the sweep loop last wrote.
+    ctx.metrics
+        .ready_queue
+        .store(ctx.queue.len() as i64, std::sync::atomic::Ordering::Relaxed);
+    let text = render_prometheus(&ctx.metrics);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -4,7 +4,7 @@
 //! requests that name their sender (`Payoutd-Source`, e.g. the BullMQ worker) are
 //! dead-lettered the same way when they are refused.
 
-use payoutd_actors::domain::{PayoutRequest, RawPayoutRequest, ValidationError};
+use payoutd_actors::domain::{JsonRequestError, PayoutRequest, RawPayoutRequest, ValidationError};
 use payoutd_actors::state::PayoutState;
 use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
 use sqlx::{Executor, Postgres};
@@ -47,14 +47,12 @@ pub fn parse_message(bytes: &[u8]) -> Result<PayoutRequest, (String, String)> {
             "message is not valid UTF-8".to_owned(),
         )
     })?;
-    let raw: RawPayoutRequest = serde_json::from_str(text).map_err(|e| {
-        (
+    let raw = RawPayoutRequest::from_json_slice(text.as_bytes()).map_err(|e| match e {
+        JsonRequestError::Body(detail) => (
             "invalid_body".to_owned(),
-            format!(
-                "not a valid payout request: {}",
-                redact_secrets(&e.to_string())
-            ),
-        )
+            format!("not a valid payout request: {}", redact_secrets(&detail)),
+        ),
+        JsonRequestError::Field(e) => (e.code.to_owned(), format!("{}: {}", e.field, e.message)),
     })?;
     raw.parse()
         .map_err(|e: ValidationError| (e.code.to_owned(), format!("{}: {}", e.field, e.message)))

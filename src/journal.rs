@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest, RawPayoutRequest};
 use payoutd_actors::ports::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, Envelope, Inclusion,
-    JournalError, Member, PayoutStore, PrepareError, Ready, Settlement, TxHash,
+    JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement, TxHash,
 };
 use payoutd_actors::state::{EnvelopeRef, PayoutEvent, PayoutRecord, PayoutState, Step};
 use sqlx::postgres::{PgPool, PgRow};
@@ -166,7 +166,7 @@ const SETTLE_SQL: &str = "WITH env AS (
         FROM s
         WHERE p.payout_id = s.payout_id AND p.tx_hash = $1
           AND p.state IN ('prepared', 'submitted', 'parked')
-        RETURNING p.*
+        RETURNING p.payout_id, p.state, p.version, p.attempt, p.owner
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
         SELECT u.payout_id, u.version, s.event_kind, u.state, s.detail FROM u JOIN s USING (payout_id)
@@ -174,8 +174,7 @@ const SETTLE_SQL: &str = "WITH env AS (
         INSERT INTO outbox (event_id, payout_id, version)
         SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $12
      )
-     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
-            op_index, ledger, fee_charged FROM u";
+     SELECT payout_id, state, version, attempt, owner FROM u";
 
 const ADOPT_SQL: &str = "WITH dead AS (
         SELECT instance_id FROM instances WHERE expires_at <= now() AND instance_id <> $1
@@ -447,6 +446,23 @@ fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
     })
 }
 
+fn parse_settled(row: &PgRow) -> Result<Settled, JournalError> {
+    let id: String = row.try_get("payout_id").map_err(unavailable)?;
+    let corrupt = |detail: String| JournalError::Corrupt {
+        id: id.clone(),
+        detail,
+    };
+    let state: String = row.try_get("state").map_err(unavailable)?;
+    Ok(Settled {
+        state: PayoutState::parse(&state).ok_or_else(|| corrupt(format!("state {state}")))?,
+        version: row.try_get("version").map_err(unavailable)?,
+        attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(unavailable)?)
+            .map_err(|e| corrupt(e.to_string()))?,
+        owner: row.try_get("owner").map_err(unavailable)?,
+        id: PayoutId::parse(&id).map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
 fn parse_ready(row: &PgRow) -> Result<Ready, JournalError> {
     parse_row(row).map(|r| Ready::of(&r))
 }
@@ -549,7 +565,7 @@ impl PayoutStore for PgJournal {
         let rows = sqlx::query(
             "SELECT version, kind, state, detail,
                     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at
-             FROM payout_events WHERE payout_id = $1 ORDER BY version, id",
+             FROM payout_events WHERE payout_id = $1 ORDER BY version",
         )
         .bind(id.as_str())
         .fetch_all(&self.pool)
@@ -677,7 +693,7 @@ impl BatchStore for PgJournal {
         hash: &TxHash,
         settlement: &Settlement,
         owner: &str,
-    ) -> Result<Vec<PayoutRecord>, JournalError> {
+    ) -> Result<Vec<Settled>, JournalError> {
         let n = settlement.members.len();
         let (mut ids, mut kinds, mut event_kinds, mut reasons, mut details) = (
             Vec::with_capacity(n),
@@ -711,7 +727,7 @@ impl BatchStore for PgJournal {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(parse_row).collect()
+        rows.iter().map(parse_settled).collect()
     }
 
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// See Cargo.toml: many small short-lived allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use payoutd::app::{Application, database};
 use payoutd::config::Settings;
 use payoutd_actors::domain::PayoutId;

@@ -91,6 +91,12 @@ impl LocalPostgres {
     /// Starts (initialising if needed) the cluster in `data_dir`, or attaches to the one
     /// already running there. `fsync` off is for throwaway test clusters only.
     pub fn start(data_dir: &Path, fsync: bool) -> Result<Self, PgError> {
+        Self::start_with(data_dir, fsync, "")
+    }
+
+    /// As `start`, with more server options (`-c name=value …`; the benchmarks load
+    /// `pg_stat_statements` this way to show where the database spends its time).
+    pub fn start_with(data_dir: &Path, fsync: bool, options: &str) -> Result<Self, PgError> {
         let bindir = find_bindir().ok_or(PgError::NotInstalled)?;
         let as_postgres_user = is_root();
         fs::create_dir_all(data_dir).map_err(io(data_dir))?;
@@ -102,6 +108,16 @@ impl LocalPostgres {
             as_postgres_user,
             owned: true,
         };
+        // Already running (left by a payoutd that was killed, or the shared test cluster
+        // another test process started): attach. The folder is ours, so is the server
+        // (stopped on drop unless `detach`ed). No chown then: the server owns its files
+        // and creates and removes some while it runs.
+        if pg.data_dir.join("postmaster.pid").exists()
+            && let Some(port) = pg.running_port()
+        {
+            pg.port = port;
+            return Ok(pg);
+        }
         if as_postgres_user {
             pg.chown_to_postgres(&pg.data_dir.clone())?;
             pg.check_reachable()?;
@@ -110,15 +126,13 @@ impl LocalPostgres {
             pg.initdb()?;
         }
         if let Some(port) = pg.running_port() {
-            // Left running by a payoutd that was killed: the folder is ours, so is the
-            // server (stopped on drop unless `detach`ed, as the shared test cluster is).
             pg.port = port;
             return Ok(pg);
         }
         pg.port = free_port().map_err(io(&pg.data_dir))?;
         let log = pg.data_dir.join("server.log");
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync={} -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync={} -c max_connections=200 {options}",
             pg.port,
             pg.data_dir.display(),
             if fsync { "on" } else { "off" }

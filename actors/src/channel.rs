@@ -714,16 +714,24 @@ impl WorkerState {
         };
         let m = &self.ctx.metrics;
         let retry_at = Instant::now() + Duration::from_millis(self.ctx.policy.underfunded_retry_ms);
-        for record in &changed {
-            match record.state {
+        for s in &changed {
+            match s.state {
                 PayoutState::Confirmed => Metrics::inc(&m.confirmed),
                 PayoutState::Failed => Metrics::inc(&m.failed),
                 PayoutState::Parked => Metrics::inc(&m.parked),
                 PayoutState::Accepted => {
                     Metrics::inc(&m.requeued);
-                    if record.owner.as_deref() == Some(self.ctx.instance.as_str()) {
-                        let ready = Ready::of(record);
-                        if later.contains(record.id()) {
+                    let member = t.batch.members.iter().find(|m| m.ready.id() == &s.id);
+                    if let (Some(member), true) = (
+                        member,
+                        s.owner.as_deref() == Some(self.ctx.instance.as_str()),
+                    ) {
+                        let ready = Ready {
+                            request: member.ready.request.clone(),
+                            version: s.version,
+                            attempt: s.attempt,
+                        };
+                        if later.contains(&s.id) {
                             self.ctx.queue.push_at(ready, retry_at);
                         } else {
                             self.ctx.enqueue(ready);
@@ -733,7 +741,7 @@ impl WorkerState {
                 _ => {}
             }
         }
-        self.ctx.invalidate(changed.iter().map(|r| r.id().clone()));
+        self.ctx.invalidate(changed.into_iter().map(|s| s.id));
         true
     }
 

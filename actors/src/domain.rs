@@ -483,7 +483,86 @@ pub struct RawPayoutRequest {
     pub memo: Option<RawMemo>,
 }
 
+/// Why a JSON payout request could not be read as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonRequestError {
+    /// Not JSON, not an object, an unknown or repeated field: the body as a whole is wrong.
+    /// The text is serde's and may quote the input: redact it before showing it.
+    Body(String),
+    /// A known field is missing or of the wrong JSON type.
+    Field(ValidationError),
+}
+
+/// The request's string fields, in the order they are reported.
+const STRING_FIELDS: [&str; 4] = ["payout_id", "destination", "asset", "amount"];
+
 impl RawPayoutRequest {
+    /// Reads a request strictly (no unknown or repeated fields, every field a string, the
+    /// memo an object); when that fails, says which field was wrong if one was.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Self, JsonRequestError> {
+        serde_json::from_slice::<Self>(bytes).map_err(|e| {
+            let value = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+            Self::explain(value.as_ref(), &e)
+        })
+    }
+
+    /// As `from_json_slice`, for one item of a larger document.
+    pub fn from_json_value(value: serde_json::Value) -> Result<Self, JsonRequestError> {
+        serde_json::from_value::<Self>(value.clone()).map_err(|e| Self::explain(Some(&value), &e))
+    }
+
+    fn explain(value: Option<&serde_json::Value>, e: &serde_json::Error) -> JsonRequestError {
+        let body = || JsonRequestError::Body(e.to_string());
+        let Some(obj) = value.and_then(|v| v.as_object()) else {
+            return body();
+        };
+        let field = |field: &'static str, code: &'static str, message: &str| {
+            JsonRequestError::Field(ValidationError::new(field, code, message))
+        };
+        for name in STRING_FIELDS {
+            match obj.get(name) {
+                None => return field(name, "field_missing", "is required"),
+                Some(v) if !v.is_string() => {
+                    return field(
+                        name,
+                        "field_type",
+                        "must be a JSON string (amounts too: \"12.5\", never a number)",
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        match obj.get("memo") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(m)) => {
+                if !m.get("type").is_some_and(|t| t.is_string()) {
+                    return field(
+                        "memo",
+                        "field_type",
+                        "needs a \"type\" that is a JSON string",
+                    );
+                }
+                if m.get("value")
+                    .is_some_and(|v| !v.is_string() && !v.is_null())
+                {
+                    return field(
+                        "memo",
+                        "field_type",
+                        "\"value\" must be a JSON string (ids too: \"42\")",
+                    );
+                }
+            }
+            Some(_) => {
+                return field(
+                    "memo",
+                    "field_type",
+                    "must be an object {\"type\": …, \"value\": …}",
+                );
+            }
+        }
+        body()
+    }
+
     /// Checks every field; the first failing field is reported.
     pub fn parse(&self) -> Result<PayoutRequest, ValidationError> {
         Ok(PayoutRequest {
@@ -608,6 +687,54 @@ mod tests {
             amount: amount.into(),
             memo: None,
         }
+    }
+
+    #[test]
+    fn json_type_errors_name_the_field() {
+        let field = |json: &str| match RawPayoutRequest::from_json_slice(json.as_bytes()) {
+            Err(JsonRequestError::Field(e)) => (e.field, e.code),
+            other => panic!("{json}: {other:?}"),
+        };
+        let base = format!(r#""payout_id":"p","destination":"{DEST}","asset":"native""#);
+        assert_eq!(
+            field(&format!(r#"{{{base},"amount":12.5}}"#)),
+            ("amount", "field_type")
+        );
+        assert_eq!(
+            field(&format!(r#"{{{base}}}"#)),
+            ("amount", "field_missing")
+        );
+        assert_eq!(
+            field(&format!(
+                r#"{{{base},"amount":"1","memo":{{"type":"id","value":42}}}}"#
+            )),
+            ("memo", "field_type")
+        );
+        assert_eq!(
+            field(&format!(r#"{{{base},"amount":"1","memo":"x"}}"#)),
+            ("memo", "field_type")
+        );
+        // The body as a whole: unknown or repeated fields, not JSON, not an object.
+        for bad in [
+            format!(r#"{{{base},"amount":"1","extra":1}}"#),
+            format!(r#"{{{base},"amount":"1","amount":"2"}}"#),
+            "[1]".to_owned(),
+            "{".to_owned(),
+        ] {
+            assert!(
+                matches!(
+                    RawPayoutRequest::from_json_slice(bad.as_bytes()),
+                    Err(JsonRequestError::Body(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(
+            RawPayoutRequest::from_json_slice(
+                format!(r#"{{{base},"amount":"1","memo":null}}"#).as_bytes()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

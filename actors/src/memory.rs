@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
 use crate::ports::journal::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, JournalError, Member,
-    PayoutStore, PrepareError, Ready, Settlement,
+    PayoutStore, PrepareError, Ready, Settled, Settlement,
 };
 use crate::ports::ledger::{
     Coverage, Envelope, Inclusion, Ledger, LedgerError, LedgerHead, Lookup, OpSpec, SequenceRead,
@@ -265,7 +265,7 @@ impl BatchStore for MemJournal {
         hash: &TxHash,
         settlement: &Settlement,
         owner: &str,
-    ) -> Result<Vec<PayoutRecord>, JournalError> {
+    ) -> Result<Vec<Settled>, JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
         let Some(row) = inner.envelopes.get_mut(hash) else {
@@ -290,7 +290,7 @@ impl BatchStore for MemJournal {
                         r.owner = Some(owner.to_owned());
                     }
                 }
-                changed.push(record);
+                changed.push(Settled::of(&record));
             }
         }
         self.wrote();
@@ -983,7 +983,7 @@ impl<J: BatchStore> BatchStore for Hooked<J> {
         hash: &TxHash,
         settlement: &Settlement,
         owner: &str,
-    ) -> Result<Vec<PayoutRecord>, JournalError> {
+    ) -> Result<Vec<Settled>, JournalError> {
         self.inner.settle(hash, settlement, owner).await
     }
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {

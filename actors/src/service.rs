@@ -20,7 +20,7 @@ use crate::payout::{PayoutError, PayoutMsg, SubmitAnswer};
 use crate::ports::journal::JournalError;
 use crate::state::{PayoutEvent, PayoutRecord};
 use crate::supervisor::{
-    Supervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg, SupervisorStats,
+    Registry, Supervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg, SupervisorStats,
 };
 
 /// How one instance runs.
@@ -45,6 +45,8 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Payouts {
     supervisor: ActorRef<SupervisorMsg>,
+    /// Live payout actors: duplicates go straight to them.
+    registry: Arc<Registry>,
     channels: ActorRef<ChannelSupMsg>,
     ctx: Arc<Context>,
     config: Arc<ServiceConfig>,
@@ -56,12 +58,14 @@ impl Payouts {
     /// Starts an instance (unnamed actors: several instances may live in one process, as
     /// in the tests).
     pub async fn start(ctx: Arc<Context>, config: ServiceConfig) -> Result<Self, StartError> {
+        let registry = Arc::new(Registry::default());
         let (supervisor, _) = Actor::spawn(
             None,
             Supervisor,
             SupervisorArgs {
                 ctx: ctx.clone(),
                 config: config.supervisor.clone(),
+                registry: registry.clone(),
             },
         )
         .await
@@ -95,6 +99,7 @@ impl Payouts {
         info!(instance = %ctx.instance, recovered, channels = config.channels.len(), "payout core started");
         Ok(Self {
             supervisor,
+            registry,
             channels,
             ctx,
             config: Arc::new(config),
@@ -147,8 +152,33 @@ impl Payouts {
     }
 
     /// Accepts a payout (or recognises a duplicate, or reports a conflict).
+    ///
+    /// A payout whose actor is alive is asked directly (a duplicate then costs one message
+    /// and no I/O). If that actor is on its way out (passivating: ractor drops messages
+    /// behind its drain marker unanswered), the request goes through the supervisor, which
+    /// hands it to the payout's next actor; sending a submit twice is harmless.
     pub async fn submit(&self, request: PayoutRequest) -> Result<SubmitAnswer, PayoutError> {
         let id = request.payout_id().clone();
+        if let Some(actor) = self.registry.get(&id) {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            let msg = PayoutMsg::Submit {
+                request: request.clone(),
+                reply: tx.into(),
+            };
+            if actor.send_message(msg).is_ok() {
+                let timeout = Duration::from_millis(self.config.call_timeout_ms);
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(answer)) => return answer,
+                    Ok(Err(_)) => {} // dropped unanswered: through the supervisor
+                    Err(_) => {
+                        return Err(PayoutError::Unavailable(format!(
+                            "no answer within {} ms",
+                            self.config.call_timeout_ms
+                        )));
+                    }
+                }
+            }
+        }
         self.call(&id, |reply| PayoutMsg::Submit { request, reply })
             .await
     }

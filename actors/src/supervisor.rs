@@ -73,11 +73,61 @@ pub struct Supervisor;
 pub struct SupervisorArgs {
     pub ctx: Arc<Context>,
     pub config: SupervisorConfig,
+    pub registry: Arc<Registry>,
+}
+
+/// Shards of the live-actor registry (a power of two).
+const REGISTRY_SHARDS: usize = 16;
+
+/// The live payout actors, readable by callers: a request for a payout whose actor is
+/// alive can go straight to it instead of through the supervisor's mailbox. Only the
+/// supervisor writes it: an actor is in it from its spawn until its passivation begins,
+/// its death or its failure.
+pub struct Registry {
+    shards: [std::sync::Mutex<HashMap<PayoutId, ActorRef<PayoutMsg>>>; REGISTRY_SHARDS],
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| std::sync::Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl Registry {
+    fn shard(
+        &self,
+        id: &PayoutId,
+    ) -> std::sync::MutexGuard<'_, HashMap<PayoutId, ActorRef<PayoutMsg>>> {
+        use std::hash::{BuildHasher, RandomState};
+        static HASHER: std::sync::LazyLock<RandomState> =
+            std::sync::LazyLock::new(RandomState::new);
+        let i = (HASHER.hash_one(id) as usize) & (REGISTRY_SHARDS - 1);
+        // A poisoned shard only means a panic while holding it; the map stays valid.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, id: &PayoutId) -> Option<ActorRef<PayoutMsg>> {
+        self.shard(id).get(id).cloned()
+    }
+
+    fn insert(&self, id: PayoutId, actor: ActorRef<PayoutMsg>) {
+        self.shard(&id).insert(id, actor);
+    }
+
+    fn remove(&self, id: &PayoutId, actor: ActorId) {
+        let mut shard = self.shard(id);
+        if shard.get(id).is_some_and(|a| a.get_id() == actor) {
+            shard.remove(id);
+        }
+    }
 }
 
 pub struct SupervisorState {
     ctx: Arc<Context>,
     config: SupervisorConfig,
+    registry: Arc<Registry>,
     children: HashMap<PayoutId, Child>,
     by_actor: HashMap<ActorId, PayoutId>,
     restarts: HashMap<PayoutId, VecDeque<Instant>>,
@@ -96,6 +146,7 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             ctx: args.ctx,
             config: args.config,
+            registry: args.registry,
             children: HashMap::new(),
             by_actor: HashMap::new(),
             restarts: HashMap::new(),
@@ -122,6 +173,7 @@ impl Actor for Supervisor {
                     && actor.get_id() == actor_id
                 {
                     let actor = actor.clone();
+                    state.registry.remove(&id, actor_id);
                     // The drain marker goes behind everything already forwarded; newer
                     // messages wait in `Stopping` until the actor has terminated.
                     if actor.drain().is_err() {
@@ -197,6 +249,7 @@ impl Actor for Supervisor {
 impl SupervisorState {
     fn forget(&mut self, actor_id: ActorId) -> Option<PayoutId> {
         let id = self.by_actor.remove(&actor_id)?;
+        self.registry.remove(&id, actor_id);
         self.ctx
             .metrics
             .live_actors
@@ -243,6 +296,7 @@ impl SupervisorState {
             Ok((actor, _)) => {
                 Metrics::inc(&self.ctx.metrics.actors_spawned);
                 self.by_actor.insert(actor.get_id(), id.clone());
+                self.registry.insert(id.clone(), actor.clone());
                 self.ctx
                     .metrics
                     .live_actors

@@ -3,7 +3,6 @@
 //! percentiles from the journal, RSS, and the report table.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use payoutd::pg::LocalPostgres;
@@ -35,7 +34,13 @@ impl Database {
         ));
         let pg = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || LocalPostgres::start(&dir, true)
+            move || {
+                LocalPostgres::start_with(
+                    &dir,
+                    true,
+                    "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
+                )
+            }
         })
         .await
         .map_err(err)?
@@ -55,8 +60,43 @@ impl Database {
             .await
             .map_err(err)?;
         payoutd::journal::migrate(&pool).await.map_err(err)?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await
+            .map_err(err)?;
         Ok(pool)
     }
+}
+
+/// Forgets the statement statistics (before the measured part of a run).
+pub async fn reset_statements(pool: &PgPool) -> BenchResult<()> {
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(pool)
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Where the database spent its time since the last reset: the top statements by total
+/// execution time, as (share of the total, calls, mean ms, rows per call, statement head).
+pub async fn top_statements(pool: &PgPool, n: i64) -> BenchResult<Vec<String>> {
+    let rows: Vec<(f64, i64, f64, f64, String)> = sqlx::query_as(
+        "SELECT (100 * total_exec_time / sum(total_exec_time) OVER ())::float8,
+                calls, mean_exec_time::float8, (rows::float8 / greatest(calls, 1)),
+                regexp_replace(left(query, 90), '\\s+', ' ', 'g')
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+         ORDER BY total_exec_time DESC LIMIT $1",
+    )
+    .bind(n)
+    .fetch_all(pool)
+    .await
+    .map_err(err)?;
+    Ok(rows
+        .into_iter()
+        .map(|(share, calls, mean, rows, q)| {
+            format!("{share:5.1}%  {calls:>8} calls  {mean:7.2} ms  {rows:7.1} rows/call  {q}")
+        })
+        .collect())
 }
 
 impl Drop for Database {
@@ -71,10 +111,12 @@ impl Drop for Database {
 /// Single-row commits per second of plain PostgreSQL: `count` INSERTs, each its own
 /// transaction, from `connections` concurrent connections.
 pub async fn plain_commit_rate(pool: &PgPool, count: u64, connections: u64) -> BenchResult<f64> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, payload text NOT NULL)")
-        .execute(pool)
-        .await
-        .map_err(err)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, payload text NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .map_err(err)?;
     let started = Instant::now();
     let per = count / connections;
     let tasks: Vec<_> = (0..connections)
@@ -130,9 +172,9 @@ pub async fn counters(pool: &PgPool) -> BenchResult<DbCounters> {
 /// p50, p99 and max of accept → confirmed, in milliseconds, by the journal's own times.
 pub async fn latencies(pool: &PgPool) -> BenchResult<(f64, f64, f64)> {
     let row: (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms),
-                max(ms)
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::float8,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::float8,
+                max(ms)::float8
          FROM (SELECT extract(epoch FROM updated_at - created_at) * 1000 AS ms
                FROM payouts WHERE state = 'confirmed') t",
     )
@@ -205,17 +247,28 @@ impl Row {
 
 pub fn print_table(title: &str, rows: &[Row]) {
     let w0 = rows.iter().map(|r| r.what.len()).max().unwrap_or(0).max(8);
-    let w1 = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0).max(6);
+    let w1 = rows
+        .iter()
+        .map(|r| r.figure.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     let w2 = rows.iter().map(|r| r.bound.len()).max().unwrap_or(0).max(5);
     println!("\n{title}");
-    println!("  {:<w0$}  {:>w1$}  {:<w2$}  verdict", "measure", "figure", "bound");
+    println!(
+        "  {:<w0$}  {:>w1$}  {:<w2$}  verdict",
+        "measure", "figure", "bound"
+    );
     for r in rows {
         let verdict = match r.verdict {
             Some(true) => "met",
             Some(false) => "MISSED",
             None => "",
         };
-        println!("  {:<w0$}  {:>w1$}  {:<w2$}  {verdict}", r.what, r.figure, r.bound);
+        println!(
+            "  {:<w0$}  {:>w1$}  {:<w2$}  {verdict}",
+            r.what, r.figure, r.bound
+        );
     }
 }
 
@@ -225,18 +278,10 @@ pub fn n(v: f64) -> String {
     let s = whole.abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
-    if whole < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-pub fn shared<T>(v: T) -> Arc<T> {
-    Arc::new(v)
+    if whole < 0 { format!("-{out}") } else { out }
 }

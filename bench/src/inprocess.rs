@@ -16,8 +16,8 @@ use payoutd_actors::{
 };
 
 use crate::common::{
-    BenchResult, Database, POOL_CONNECTIONS, channels, counters, err, latencies,
-    plain_commit_rate, request,
+    BenchResult, Database, POOL_CONNECTIONS, channels, counters, err, latencies, plain_commit_rate,
+    request, reset_statements, rss_kib, top_statements,
 };
 
 #[derive(Debug, Clone)]
@@ -40,6 +40,11 @@ pub struct Figures {
     pub commits_per_payout: f64,
     pub rows_per_payout: f64,
     pub envelopes: u64,
+    /// Where PostgreSQL spent its time (pg_stat_statements).
+    pub top_statements: Vec<String>,
+    /// (payouts confirmed, resident memory in KiB) at every tenth of the run.
+    pub rss_kib: Vec<(u64, u64)>,
+    pub live_actors_at_end: i64,
 }
 
 pub fn policy(ppt: usize) -> PayoutPolicy {
@@ -49,6 +54,9 @@ pub fn policy(ppt: usize) -> PayoutPolicy {
     p.poll_interval_ms = 50;
     p.io_retry_ms = 50;
     p.idle_passivate_ms = 1_000;
+    // The in-memory ledger's clock moves 5 s per closed ledger, and with every channel
+    // closing ledgers back to back an hour passes in seconds: envelopes must outlive that.
+    p.tx_validity_s = 3_600;
     p
 }
 
@@ -85,6 +93,7 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
     };
     let payouts = Payouts::start(ctx, config).await.map_err(err)?;
     let before = counters(&pool).await?;
+    reset_statements(&pool).await?;
     let started = Instant::now();
     let per = o.count / o.concurrency;
     let total = per * o.concurrency;
@@ -102,15 +111,28 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
             })
         })
         .collect();
+    // Resident memory at every tenth of the run (while payouts still arrive).
+    let mut rss = Vec::new();
+    let step = (total / 10).max(1);
+    let mut next_sample = step;
+    loop {
+        let done = Metrics::get(&metrics.confirmed);
+        if done >= next_sample {
+            rss.push((done, rss_kib().unwrap_or(0)));
+            next_sample += step;
+        }
+        if done >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for t in tasks {
         t.await.map_err(err)??;
-    }
-    while Metrics::get(&metrics.confirmed) < total {
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
     let after = counters(&pool).await?;
     let (p50, p99, max) = latencies(&pool).await?;
+    let top = top_statements(&pool, 8).await?;
     payouts.shutdown(5_000).await;
     Ok(Figures {
         count: total,
@@ -123,5 +145,8 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         commits_per_payout: (after.commits - before.commits) as f64 / total as f64,
         rows_per_payout: (after.rows - before.rows) as f64 / total as f64,
         envelopes: metrics.envelopes_built.load(Ordering::Relaxed),
+        top_statements: top,
+        rss_kib: rss,
+        live_actors_at_end: metrics.live_actors.load(Ordering::Relaxed),
     })
 }

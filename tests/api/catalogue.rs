@@ -372,26 +372,26 @@ fn catalogue() -> Vec<Bad> {
         ),
         raw(
             "amount as a JSON number",
-            "invalid_body",
+            "field_type",
             &format!(
                 r#"{{"payout_id":"bad-53","destination":"{DEST}","asset":"native","amount":12.5}}"#
             ),
         ),
         raw(
             "missing amount",
-            "invalid_body",
+            "field_missing",
             &format!(r#"{{"payout_id":"bad-54","destination":"{DEST}","asset":"native"}}"#),
         ),
         raw(
             "null payout id",
-            "invalid_body",
+            "field_type",
             &format!(
                 r#"{{"payout_id":null,"destination":"{DEST}","asset":"native","amount":"1"}}"#
             ),
         ),
         raw(
             "payout id as a number",
-            "invalid_body",
+            "field_type",
             &format!(r#"{{"payout_id":42,"destination":"{DEST}","asset":"native","amount":"1"}}"#),
         ),
         raw(
@@ -403,7 +403,7 @@ fn catalogue() -> Vec<Bad> {
         ),
         raw(
             "object as destination",
-            "invalid_body",
+            "field_type",
             r#"{"payout_id":"bad-58","destination":{"id":"G"},"asset":"native","amount":"1"}"#,
         ),
         raw(
@@ -415,12 +415,12 @@ fn catalogue() -> Vec<Bad> {
         ),
         raw(
             "memo as a string",
-            "invalid_body",
+            "field_type",
             &format!(
                 r#"{{"payout_id":"bad-60","destination":"{DEST}","asset":"native","amount":"1","memo":"hello"}}"#
             ),
         ),
-        raw("empty object", "invalid_body", "{}"),
+        raw("empty object", "field_missing", "{}"),
         raw("array", "invalid_body", "[]"),
         raw("JSON null", "invalid_body", "null"),
         raw("not JSON", "invalid_body", "hello"),

@@ -58,6 +58,8 @@ async fn serve_api(tokens: &[&str]) -> Api {
                 .collect(),
         ),
         request_timeout_ms: 10_000,
+        batch_items_max: 1_000,
+        batch_body_bytes_max: 2 << 20,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

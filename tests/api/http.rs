@@ -14,6 +14,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub pool: sqlx::PgPool,
     pub token: Option<String>,
+    /// The built-in simulator's Horizon URL.
+    pub sim_url: String,
     _stop: tokio::sync::oneshot::Sender<()>,
     _state_dir: TempDir,
 }
@@ -72,6 +74,11 @@ pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
         .await
         .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
+    let sim_url = app
+        .simulator
+        .as_ref()
+        .map(|s| s.base_url.clone())
+        .unwrap_or_default();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
@@ -81,12 +88,17 @@ pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
         client: reqwest::Client::new(),
         pool,
         token,
+        sim_url,
         _stop: stop,
         _state_dir: state_dir,
     }
 }
 
 impl TestApp {
+    pub fn simulator_url(&self) -> &str {
+        &self.sim_url
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         let r = self.client.post(format!("{}{path}", self.base));
         match &self.token {
@@ -341,8 +353,9 @@ async fn transport_level_bad_input() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    // Not JSON at all, and JSON of the wrong shape.
-    for body in ["not json", "[]", "null", "{}", r#"{"payout_id":"t-3"}"#] {
+    // Not JSON at all, and JSON of the wrong shape (an object with fields missing is a
+    // 422 naming the first missing field, see `a_json_type_error_names_the_field`).
+    for body in ["not json", "[]", "null"] {
         let r = app
             .client
             .post(&url)
@@ -470,7 +483,7 @@ async fn refused_requests_that_name_their_sender_are_dead_lettered() {
     let r = send(numeric.into(), Some("bullmq"), Some("payouts:4"))
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 422);
     let r = app
         .post("/v1/payouts")
         .header("content-type", "text/plain")
@@ -534,7 +547,7 @@ async fn refused_requests_that_name_their_sender_are_dead_lettered() {
                 answered["error"]["code"].as_str().unwrap()
             ),
             ("bullmq", Some("payouts:3"), "payout_conflict"),
-            ("bullmq", Some("payouts:4"), "invalid_body"),
+            ("bullmq", Some("payouts:4"), "field_type"),
             ("bullmq", Some("payouts:5"), "unsupported_media_type"),
             ("bullmq", Some("payouts:6"), "body_too_large"),
             (
@@ -571,4 +584,128 @@ async fn refused_requests_that_name_their_sender_are_dead_lettered() {
     assert_eq!((rows[7].0.as_str(), rows[7].1.as_deref()), ("bullmq", None));
     // The refused requests stored no payout.
     assert_eq!(app.payout_rows().await, 1);
+}
+
+#[tokio::test]
+async fn a_batch_answers_item_by_item_and_pays_each_once() {
+    let app = spawn_app(&[]).await;
+    let (status, _) = app.submit(&payout("batch-0", "1")).await;
+    assert_eq!(status, 202);
+    let mut items: Vec<Value> = (1..=20)
+        .map(|i| payout(&format!("batch-{i}"), "2"))
+        .collect();
+    items.push(payout("batch-0", "1")); // a duplicate of an earlier payout
+    items.push(payout("batch-0", "9")); // a conflict with it
+    items.push(json!({ "payout_id": "batch-bad", "destination": DEMO_DESTINATION, "asset": "native", "amount": 12.5 }));
+    items.push(payout("batch-5", "2")); // a duplicate inside the batch
+    let resp = app
+        .post("/v1/payouts/batch")
+        .json(&json!({ "payouts": items }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 24);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["index"], i);
+    }
+    assert!(results[..20].iter().all(|r| r["status"] == "created"));
+    assert_eq!(results[20]["status"], "duplicate");
+    assert_eq!(results[21]["status"], "conflict");
+    assert_eq!(results[21]["code"], "payout_conflict");
+    assert_eq!(
+        (
+            &results[22]["status"],
+            &results[22]["code"],
+            &results[22]["field"]
+        ),
+        (&json!("invalid"), &json!("field_type"), &json!("amount"))
+    );
+    assert_eq!(results[22]["payout_id"], "batch-bad");
+    assert!(["created", "duplicate"].contains(&results[23]["status"].as_str().unwrap()));
+    assert_eq!(body["counts"]["invalid"], 1);
+    for i in 0..=20 {
+        app.wait_state(&format!("batch-{i}"), "confirmed").await;
+    }
+    assert_eq!(app.payout_rows().await, 21);
+    // Too many items, and not a batch at all.
+    let many: Vec<Value> = (0..1001).map(|i| payout(&format!("m-{i}"), "1")).collect();
+    let resp = app
+        .post("/v1/payouts/batch")
+        .json(&json!({ "payouts": many }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "batch_size");
+    let resp = app
+        .post("/v1/payouts/batch")
+        .json(&json!([1, 2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn a_json_type_error_names_the_field() {
+    let app = spawn_app(&[]).await;
+    let (status, body) = app
+        .submit(&json!({ "payout_id": "t-1", "destination": DEMO_DESTINATION, "asset": "native", "amount": 12.5 }))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "amount");
+    assert_eq!(body["error"]["code"], "field_type");
+    let (status, body) = app
+        .submit(&json!({ "payout_id": "t-2", "destination": DEMO_DESTINATION, "asset": "native" }))
+        .await;
+    assert_eq!((status, &body["error"]["field"]), (422, &json!("amount")));
+    assert_eq!(app.payout_rows().await, 0);
+}
+
+#[tokio::test]
+async fn an_explicit_none_memo_means_no_memo_on_the_transaction() {
+    let app = spawn_app(&[]).await;
+    let mut with_none = payout("memo-none", "1.5");
+    with_none["memo"] = json!({ "type": "none" });
+    assert_eq!(app.submit(&with_none).await.0, 202);
+    let done = app.wait_state("memo-none", "confirmed").await;
+    let tx: Value = app
+        .client
+        .get(format!(
+            "{}/transactions/{}",
+            app.simulator_url(),
+            done["tx_hash"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tx["memo_type"], "none", "{tx}");
+    // Without a memo, payoutd puts one that names the payout (or its batch).
+    assert_eq!(app.submit(&payout("memo-absent", "1.6")).await.0, 202);
+    let done = app.wait_state("memo-absent", "confirmed").await;
+    let tx: Value = app
+        .client
+        .get(format!(
+            "{}/transactions/{}",
+            app.simulator_url(),
+            done["tx_hash"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tx["memo_type"], "hash", "{tx}");
+    // And the two are different requests for the same id.
+    let mut absent_again = payout("memo-none", "1.5");
+    absent_again.as_object_mut().unwrap().remove("memo");
+    assert_eq!(app.submit(&absent_again).await.0, 409);
 }

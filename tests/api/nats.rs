@@ -261,8 +261,14 @@ impl Fixture {
         let pg = PgJournal::with_options(fresh_db().await, true, AcceptBatching::default());
         let journal = Arc::new(Hooked::new(Arc::new(pg), flaky.clone()));
         let ledger = Arc::new(MemLedger::new(&channels()));
-        let (payouts, _) =
-            start_core(journal.clone(), ledger.clone(), "nats-test", channels(), policy()).await;
+        let (payouts, _) = start_core(
+            journal.clone(),
+            ledger.clone(),
+            "nats-test",
+            channels(),
+            policy(),
+        )
+        .await;
         let mut settings = NatsSettings {
             enabled: true,
             url: SecretString::from(nats.url.clone()),
@@ -784,9 +790,13 @@ async fn outbox_publishes_each_event_once_with_its_event_id() {
         .await
         .unwrap();
     assert_eq!(
-        publish_batch(&js, &mut fx.pool().acquire().await.unwrap(), &fx.settings.outbox)
-            .await
-            .unwrap(),
+        publish_batch(
+            &js,
+            &mut fx.pool().acquire().await.unwrap(),
+            &fx.settings.outbox
+        )
+        .await
+        .unwrap(),
         3
     );
     for _ in 0..3 {
@@ -804,9 +814,13 @@ async fn outbox_publishes_each_event_once_with_its_event_id() {
         0
     );
     assert_eq!(
-        publish_batch(&js, &mut fx.pool().acquire().await.unwrap(), &fx.settings.outbox)
-            .await
-            .unwrap(),
+        publish_batch(
+            &js,
+            &mut fx.pool().acquire().await.unwrap(),
+            &fx.settings.outbox
+        )
+        .await
+        .unwrap(),
         0
     );
 }

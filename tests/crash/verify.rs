@@ -218,7 +218,12 @@ pub async fn check(
     // Every payment from the distribution account is one operation of a journaled
     // envelope; the envelope's member list says whose.
     let mut paid_by: HashMap<String, Vec<AppliedPayment>> = HashMap::new();
-    for p in sim.payments(None).await.into_iter().filter(|p| p.source == distribution) {
+    for p in sim
+        .payments(None)
+        .await
+        .into_iter()
+        .filter(|p| p.source == distribution)
+    {
         v.ledger_payments += 1;
         let Some(env) = envelopes.get(&p.tx_hash) else {
             v.unknown_payments += 1;

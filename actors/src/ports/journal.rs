@@ -160,6 +160,28 @@ pub struct Settlement {
     pub members: Vec<(PayoutId, Step)>,
 }
 
+/// What a settlement made of one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub id: PayoutId,
+    pub state: crate::state::PayoutState,
+    pub version: i64,
+    pub attempt: u32,
+    pub owner: Option<String>,
+}
+
+impl Settled {
+    pub fn of(record: &PayoutRecord) -> Self {
+        Self {
+            id: record.id().clone(),
+            state: record.state,
+            version: record.version,
+            attempt: record.attempt,
+            owner: record.owner.clone(),
+        }
+    }
+}
+
 /// Persistence of batches.
 #[async_trait]
 pub trait BatchStore: Send + Sync + 'static {
@@ -183,7 +205,7 @@ pub trait BatchStore: Send + Sync + 'static {
         hash: &TxHash,
         settlement: &Settlement,
         owner: &str,
-    ) -> Result<Vec<PayoutRecord>, JournalError>;
+    ) -> Result<Vec<Settled>, JournalError>;
     /// The channel's live envelopes with their members, oldest first.
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError>;
 }

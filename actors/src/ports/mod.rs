@@ -7,7 +7,7 @@ pub mod ledger;
 
 pub use journal::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, EnvelopeStatus, Journal,
-    JournalError, Member, PayoutStore, PrepareError, Ready, Settlement,
+    JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement,
 };
 pub use ledger::{
     Coverage, Envelope, Inclusion, Ledger, LedgerError, LedgerHead, Lookup, OpSpec, SequenceRead,

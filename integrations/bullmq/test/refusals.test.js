@@ -86,8 +86,8 @@ test('payoutd refusals fail the job for good with payoutd code; the token is nev
 
     for (const [job, code] of [
       [jobs.badDestination, 'destination_invalid'],
-      [jobs.numericAmount, 'invalid_body'],
-      [jobs.noAmount, 'invalid_body'],
+      [jobs.numericAmount, 'field_type'],
+      [jobs.noAmount, 'field_missing'],
       [conflict, 'payout_conflict'],
     ]) {
       const [s, reason, attemptsMade] = await outcome(q, /** @type {Job} */ (job));
