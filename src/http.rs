@@ -636,15 +636,71 @@ async fn list_payouts(
     Ok(Json(json!({ "payouts": items, "next_cursor": next })))
 }
 
+/// Ready when the database and the ledger answer. The body also shows the channel pool
+/// (what each channel this instance drives is doing, and how long the oldest queued payout
+/// has waited), so a full or disabled pool is visible without logs.
 async fn readyz(State(state): State<ApiState>) -> Response {
     let db = crate::journal::ping(state.journal.pool()).await;
-    let ledger = state.payouts.context().ledger.latest_ledger().await.is_ok();
+    let ctx = state.payouts.context();
+    let ledger = ctx.ledger.latest_ledger().await.is_ok();
     let status = if db && ledger {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "database": db, "ledger": ledger }))).into_response()
+    let statuses = ctx.channel_statuses();
+    let channels: Vec<serde_json::Value> = statuses
+        .iter()
+        .map(|(account, s)| {
+            let state = match (&s.disabled, &s.open, s.can_sign) {
+                (Some(_), _, _) => "disabled",
+                (None, Some(_), _) => "busy",
+                (None, None, false) => "settling",
+                (None, None, true) => "idle",
+            };
+            json!({
+                "account": account.to_strkey(),
+                "state": state,
+                "envelope": s.open.as_ref().map(|o| o.hash.to_hex()),
+                "payouts": s.open.as_ref().map(|o| o.payouts.len()),
+                "held_for_ms": s.open.as_ref().map(|o| o.since.elapsed().as_millis() as u64),
+                "unresolved_envelopes": s.unresolved,
+                "disabled_reason": s.disabled,
+            })
+        })
+        .collect();
+    let usable = statuses
+        .values()
+        .filter(|s| s.can_sign && s.disabled.is_none())
+        .count();
+    let busy = statuses.values().filter(|s| s.open.is_some()).count();
+    let oldest = ctx.queue.oldest_wait(std::time::Instant::now());
+    let mut warnings = Vec::new();
+    if usable == 0 {
+        warnings.push("no usable channel account: payouts are accepted but not paid".to_owned());
+    } else if busy >= usable && oldest.is_some_and(|w| w.as_secs() >= 30) {
+        warnings.push(format!(
+            "every usable channel is busy and the oldest queued payout has waited {} s",
+            oldest.map(|w| w.as_secs()).unwrap_or(0)
+        ));
+    }
+    let body = json!({
+        "database": db,
+        "ledger": ledger,
+        "instance": ctx.instance,
+        "queue": {
+            "waiting": ctx.queue.len(),
+            "oldest_wait_ms": oldest.map(|w| w.as_millis() as u64),
+        },
+        "channels": {
+            "usable": usable,
+            "busy": busy,
+            "disabled": statuses.values().filter(|s| s.disabled.is_some()).count(),
+            "detail": channels,
+        },
+        "warnings": warnings,
+    });
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

@@ -382,11 +382,18 @@ fn warn_if_pool_full(ctx: &Context, config: &ClusterConfig, last: &mut Option<In
         .iter()
         .filter_map(|(a, s)| {
             s.open.as_ref().map(|o| {
+                let some: Vec<&str> = o.payouts.iter().take(5).map(|p| p.as_str()).collect();
                 format!(
-                    "{a}: {} ({} payouts, {} s)",
+                    "{a}: {} ({} payouts for {} s: {}{})",
                     o.hash,
                     o.payouts.len(),
-                    o.since.elapsed().as_secs()
+                    o.since.elapsed().as_secs(),
+                    some.join(", "),
+                    if o.payouts.len() > some.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
                 )
             })
         })

@@ -393,6 +393,23 @@ async fn metrics_and_readiness() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (&ready["database"], &ready["ledger"]),
+        (&json!(true), &json!(true))
+    );
+    // The built-in simulator's eight demo channels, all usable, each described.
+    assert_eq!(ready["channels"]["usable"], 8, "{ready}");
+    assert_eq!(ready["channels"]["detail"].as_array().unwrap().len(), 8);
+    assert!(
+        ready["channels"]["detail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| ["idle", "busy"].contains(&c["state"].as_str().unwrap())),
+        "{ready}"
+    );
+    assert_eq!(ready["warnings"], json!([]));
     let text = app
         .client
         .get(format!("{}/metrics", app.base))
