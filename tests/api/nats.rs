@@ -449,12 +449,12 @@ async fn not_acked_until_durable_redelivered_after_nak() {
 }
 
 #[tokio::test]
-async fn last_delivery_is_kept_and_retried_in_process() {
+async fn a_request_on_its_last_delivery_survives_a_kill_in_the_inbox() {
     let mut fx = Fixture::new().await;
-    // One delivery only: a nak would make the server give up on the message, so the
-    // consumer keeps it and retries while the database is "down".
-    fx.settings.max_deliver = 1;
-    fx.flaky.failing_accepts.store(2, Ordering::SeqCst);
+    // Two deliveries at most, and the core cannot take the request on either: on the last
+    // one it goes to the Postgres inbox, and only then is it acknowledged.
+    fx.settings.max_deliver = 2;
+    fx.flaky.failing_accepts.store(u32::MAX, Ordering::SeqCst);
     let consumer = fx.consumer();
     let js = fx.js().await;
     eventually(WAIT_MS, "the request stream exists", || {
@@ -463,12 +463,74 @@ async fn last_delivery_is_kept_and_retried_in_process() {
     })
     .await;
     fx.publish(&js, body("p-nats-last", "4")).await;
-    wait_state(fx.journal.as_ref(), "p-nats-last", PayoutState::Confirmed).await;
     fx.wait_all_acked(1).await;
-    assert!(fx.flaky.accept_calls.load(Ordering::SeqCst) >= 3);
+    assert_eq!(fx.count("SELECT count(*) FROM payout_inbox").await, 1);
     let info = fx.consumer_info().await;
-    assert_eq!(info.config.max_deliver, 1);
-    assert_eq!(info.delivered.consumer_sequence, 1, "never redelivered");
+    assert_eq!(
+        info.delivered.consumer_sequence, 2,
+        "delivered twice, then stored"
+    );
+    // "kill -9": the consumer vanishes without any shutdown step; nothing of the request
+    // was only in its memory.
+    consumer.task.abort();
+    // The next life's inbox worker makes it a payout.
+    fx.flaky.failing_accepts.store(0, Ordering::SeqCst);
+    let drained = payoutd::inbox::drain_once(
+        fx.pool(),
+        &fx.payouts,
+        &payoutd::inbox::InboxSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(drained.created, 1);
+    wait_state(fx.journal.as_ref(), "p-nats-last", PayoutState::Confirmed).await;
+    assert_eq!(fx.count("SELECT count(*) FROM payout_inbox").await, 0);
+}
+
+#[tokio::test]
+async fn the_request_stream_never_expires_requests_and_the_lag_is_measured() {
+    let mut fx = Fixture::new().await;
+    fx.settings.lag_poll_interval_ms = 20;
+    // The core takes nothing for now: requests wait in the broker.
+    fx.flaky.gate.send_replace(false);
+    let consumer = fx.consumer();
+    let js = fx.js().await;
+    eventually(WAIT_MS, "the request stream exists", || {
+        let js = js.clone();
+        async move { js.get_stream("PAYOUTS").await.is_ok() }
+    })
+    .await;
+    let config = js
+        .get_stream("PAYOUTS")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(
+        config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    assert_eq!(config.max_age, Duration::ZERO, "no age limit");
+    for i in 0..3 {
+        fx.publish(&js, body(&format!("p-nats-lag-{i}"), "1")).await;
+    }
+    let metrics = fx.payouts.context().metrics.clone();
+    eventually(WAIT_MS, "the lag is measured", || {
+        let m = metrics.clone();
+        async move {
+            m.broker_waiting.load(Ordering::Relaxed) == 3
+                && m.broker_oldest_waiting_ms.load(Ordering::Relaxed) > 0
+        }
+    })
+    .await;
+    fx.flaky.gate.send_replace(true);
+    eventually(WAIT_MS, "the backlog is gone", || {
+        let m = metrics.clone();
+        async move { m.broker_waiting.load(Ordering::Relaxed) == 0 }
+    })
+    .await;
+    assert_eq!(metrics.broker_oldest_waiting_ms.load(Ordering::Relaxed), 0);
     consumer.stop().await;
 }
 
