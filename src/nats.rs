@@ -320,17 +320,57 @@ fn scrub(message: &str, url: &str) -> String {
     out
 }
 
+/// The credentials a server URL carries in its user info (`user:password@` or `token@`),
+/// percent-decoded, and the URL without them.
+fn split_credentials(one: &str) -> (String, Option<(String, Option<String>)>) {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let (scheme, rest) = one.split_once("://").map_or(("", one), |(s, r)| (s, r));
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) if !userinfo.is_empty() => {
+            let bare = if scheme.is_empty() {
+                host.to_owned()
+            } else {
+                format!("{scheme}://{host}")
+            };
+            let creds = match userinfo.split_once(':') {
+                Some((user, pass)) => (decode(user), Some(decode(pass))),
+                None => (decode(userinfo), None),
+            };
+            (bare, Some(creds))
+        }
+        _ => (one.to_owned(), None),
+    }
+}
+
 /// Opens a connection. The client reconnects by itself afterwards (and buffers meanwhile);
 /// only the first connection is this function's to retry.
+///
+/// Credentials in the URL are taken out of it and given to the client as options: the
+/// client logs the addresses it connects to (at debug level), and those must carry no
+/// secret. One set of credentials serves every server of the list (the first one given).
 pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
     let url = settings.url.expose_secret();
     let server = redacted_url(url);
-    let servers: Vec<&str> = url
+    let mut credentials = None;
+    let servers: Vec<String> = url
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
+        .map(|one| {
+            let (bare, creds) = split_credentials(one);
+            if credentials.is_none() {
+                credentials = creds;
+            }
+            bare
+        })
         .collect();
-    let options = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new();
+    let options = match credentials {
+        Some((user, Some(pass))) => options.user_and_password(user, pass),
+        Some((token, None)) => options.token(token),
+        None => options,
+    };
+    let options = options
         .name("payoutd")
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)))
@@ -354,6 +394,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
                 other => warn!(event = %other, "NATS connection event"),
             }
         });
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
     options
         .connect(servers.as_slice())
         .await
@@ -986,6 +1027,22 @@ mod tests {
         assert!(is_valid_subject("a.*.>", true));
         assert!(!is_valid_subject("a..b", false));
         assert!(!is_valid_subject("a.>.b", true));
+    }
+
+    #[test]
+    fn credentials_leave_the_url_before_the_client_sees_it() {
+        assert_eq!(
+            split_credentials("nats://u:p%40ss@h:4222"),
+            (
+                "nats://h:4222".to_owned(),
+                Some(("u".to_owned(), Some("p@ss".to_owned())))
+            )
+        );
+        assert_eq!(
+            split_credentials("tls://tok@h"),
+            ("tls://h".to_owned(), Some(("tok".to_owned(), None)))
+        );
+        assert_eq!(split_credentials("nats://h:1"), ("nats://h:1".to_owned(), None));
     }
 
     #[test]
