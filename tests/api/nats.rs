@@ -886,3 +886,86 @@ async fn outbox_publishes_each_event_once_with_its_event_id() {
         0
     );
 }
+
+#[tokio::test]
+async fn two_publishers_publish_each_event_once_in_version_order() {
+    let fx = Fixture::new().await;
+    let js = fx.js().await;
+    ensure_events_stream(&js, &fx.settings.outbox)
+        .await
+        .unwrap();
+    let watcher = fx.nats.client().await;
+    let mut seen = watcher.subscribe("payouts.events.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    // Two instances' publishers at once: the advisory lock lets one of them publish.
+    let first = fx.publisher();
+    let second = fx.publisher();
+    let ids: Vec<String> = (0..8).map(|n| format!("p-two-{n}")).collect();
+    for id in &ids {
+        fx.payouts.submit(request(id, "1")).await.unwrap();
+    }
+    for id in &ids {
+        wait_state(fx.journal.as_ref(), id, PayoutState::Confirmed).await;
+    }
+    let fxr = &fx;
+    eventually(WAIT_MS, "every outbox row is published", move || async move {
+        fxr.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await
+            == 0
+    })
+    .await;
+    // Every publish shows on the core subscription (the stream would hide a copy).
+    let mut versions: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for _ in 0..ids.len() * 3 {
+        let m = next_message(&mut seen).await;
+        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        versions
+            .entry(json["payout_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(json["version"].as_u64().unwrap());
+    }
+    for id in &ids {
+        assert_eq!(versions[id], [1, 2, 3], "{id}: each event once, in order");
+    }
+    watcher.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), seen.next())
+            .await
+            .is_err(),
+        "no event published twice"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn published_outbox_rows_are_pruned_and_the_event_log_kept() {
+    let fx = Fixture::new().await;
+    let js = fx.js().await;
+    ensure_events_stream(&js, &fx.settings.outbox)
+        .await
+        .unwrap();
+    fx.payouts.submit(request("p-prune", "1")).await.unwrap();
+    wait_state(fx.journal.as_ref(), "p-prune", PayoutState::Confirmed).await;
+    let mut conn = fx.pool().acquire().await.unwrap();
+    // Nothing published yet: nothing to prune, whatever the retention.
+    assert_eq!(payoutd::outbox::prune(&mut conn, 0).await.unwrap(), 0);
+    assert_eq!(
+        publish_batch(&js, &mut conn, &fx.settings.outbox)
+            .await
+            .unwrap(),
+        3
+    );
+    // Within a day's retention the published rows stay; with none they go.
+    assert_eq!(
+        payoutd::outbox::prune(&mut conn, 86_400_000).await.unwrap(),
+        0
+    );
+    assert_eq!(payoutd::outbox::prune(&mut conn, 0).await.unwrap(), 3);
+    assert_eq!(fx.count("SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(
+        fx.count("SELECT count(*) FROM payout_events WHERE payout_id = 'p-prune'")
+            .await,
+        3
+    );
+}
