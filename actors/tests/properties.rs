@@ -377,6 +377,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     (world, limits, 1usize..=12).prop_flat_map(|(world, limits, payouts)| {
         let (slots, disjoint_keys, chans, per_tx, linger, attempts_max, manual, closer) = world;
         let disjoint_keys = disjoint_keys || (slots > 1 && avoiding("keyless"));
+        let attempts_max = if avoiding("attempts-reload") {
+            10
+        } else {
+            attempts_max
+        };
         // Disjoint keys: one or two per slot, so that every slot can pay.
         let channels = if disjoint_keys {
             slots * chans.div_ceil(2)
@@ -423,7 +428,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 /// Known bugs (see the regression tests at the end) that `PAYOUTD_PROPS_AVOID`, a comma
 /// separated list of these names, keeps out of the generated scenarios, to look past an
 /// open bug for others. The default run avoids nothing.
-const KNOWN_BUGS: &[&str] = &["keyless", "delayed-requeue"];
+const KNOWN_BUGS: &[&str] = &["keyless", "delayed-requeue", "attempts-reload"];
 
 fn avoiding(bug: &str) -> bool {
     std::env::var("PAYOUTD_PROPS_AVOID").is_ok_and(|list| {
@@ -2054,6 +2059,49 @@ async fn a_payout_requeued_for_later_by_a_drive_only_worker_is_paid() {
         r.state,
         PayoutState::Confirmed,
         "requeued for later in b's queue, funds back, b's own channel idle: {}",
+        describe(&r)
+    );
+}
+
+/// `attempts_max` counts the envelopes a payout has been in. A worker that resumes a
+/// journaled envelope (after a restart, a takeover or its own panic) reads its members as
+/// they are now, with the attempt that already counts this envelope, and `requeue` adds
+/// one for it again: when that envelope dies, its payouts are parked one envelope early
+/// ("gave up after 2 envelopes" after one, with `attempts_max` 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_envelope_costs_its_payouts_one_attempt() {
+    let mut s = plain(1, 1, 1, false);
+    s.attempts_max = 2;
+    let scenario = Arc::new(s);
+    let shared = world(&scenario);
+    let flags = shared.ledger.flags();
+    flags.submit_outage.store(true, Ordering::SeqCst);
+    let a = start_slot(&shared, &scenario, 0, "a").await;
+    a.payouts
+        .submit(request(&scenario, 0, Variant::Original))
+        .await
+        .expect("accepted");
+    wait_for(&shared, 0, PayoutState::Submitted).await;
+    a.payouts.shutdown(500).await;
+    a.freeze.set(Life::Dead);
+    // Someone else consumes the channel's sequence number: the envelope can never apply.
+    let seq = shared
+        .ledger
+        .account_sequence(&channel(0))
+        .await
+        .expect("read")
+        .sequence
+        .expect("exists");
+    shared.ledger.bump_sequence(&channel(0), seq + 1);
+    flags.submit_outage.store(false, Ordering::SeqCst);
+    // Same name: its channel's envelope is resumed from the journal, proven dead, and its
+    // payout joins a second envelope (its second attempt, within attempts_max 2).
+    let _a = start_slot(&shared, &scenario, 0, "a").await;
+    let r = wait_for(&shared, 0, PayoutState::Confirmed).await;
+    assert_eq!(
+        r.state,
+        PayoutState::Confirmed,
+        "in one envelope so far, attempts_max 2: {}",
         describe(&r)
     );
 }
