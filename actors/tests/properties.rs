@@ -442,6 +442,10 @@ fn avoiding(bug: &str) -> bool {
 fn known_trigger(op: &Op) -> bool {
     match op {
         Op::Underfunded { on: true, .. } => avoiding("delayed-requeue"),
+        // A disabled channel leaves its instance without a usable one: "keyless" too.
+        Op::Ledger(Answer::Reject("tx_bad_auth" | "tx_insufficient_balance")) => {
+            avoiding("keyless")
+        }
         _ => false,
     }
 }
@@ -564,6 +568,9 @@ struct Shared {
     violations: Mutex<Vec<String>>,
     /// What the case exercised (for `PAYOUTD_PROPS_TRACE`).
     hits: Mutex<BTreeMap<String, u32>>,
+    /// What happened when (ops, starts, leases, envelopes), printed with a failure.
+    timeline: Mutex<Vec<String>>,
+    started: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -574,6 +581,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     fn hit(&self, what: impl Into<String>) {
         *lock(&self.hits).entry(what.into()).or_default() += 1;
+    }
+
+    fn note(&self, what: impl std::fmt::Display) {
+        let at = self.started.elapsed().as_millis();
+        lock(&self.timeline).push(format!("{at:>5} ms  {what}"));
     }
 
     fn violation(&self, what: String) {
@@ -703,6 +715,7 @@ impl Shared {
 struct ProcJournal {
     shared: Arc<Shared>,
     freeze: Freeze,
+    name: String,
 }
 
 impl ProcJournal {
@@ -767,6 +780,21 @@ impl BatchStore for ProcJournal {
             let _write = shared.write_lock.lock().await;
             let before = shared.journal.envelopes();
             let out = shared.journal.prepare(lease, batch).await;
+            let e = &batch.envelope;
+            shared.note(format_args!(
+                "{}: prepare {} ch{} seq {} epoch {} members {:?}: {:?}",
+                self.name,
+                &e.hash.to_hex()[..8],
+                e.source.as_bytes()[0].wrapping_sub(100),
+                e.sequence,
+                lease.epoch,
+                batch
+                    .members
+                    .iter()
+                    .map(|m| m.ready.id().to_string())
+                    .collect::<Vec<_>>(),
+                out
+            ));
             if out.is_ok() {
                 shared.audit_prepare(batch, &before).await;
             }
@@ -798,6 +826,17 @@ impl BatchStore for ProcJournal {
                 .into_iter()
                 .find(|(b, status)| b.envelope.hash == *hash && *status == "live");
             let out = shared.journal.settle(hash, settlement, owner).await;
+            shared.note(format_args!(
+                "{}: settle {} {} ({}): {:?}",
+                self.name,
+                &hash.to_hex()[..8],
+                settlement.status.as_str(),
+                settlement.note,
+                out.as_ref().map(|c| c
+                    .iter()
+                    .map(|r| format!("{} {}", r.id(), r.state))
+                    .collect::<Vec<_>>())
+            ));
             if out.is_ok()
                 && let Some((batch, _)) = live
             {
@@ -824,7 +863,10 @@ impl ClusterStore for ProcJournal {
             .await
     }
     async fn retire(&self, instance: &str) -> Result<(), JournalError> {
-        self.io(None, self.shared.journal.retire(instance)).await
+        let out = self.io(None, self.shared.journal.retire(instance)).await;
+        self.shared
+            .note(format_args!("{instance}: retire: {out:?}"));
+        out
     }
     async fn claim_channel(
         &self,
@@ -833,12 +875,29 @@ impl ClusterStore for ProcJournal {
         can_sign: bool,
     ) -> Result<Option<ChannelLease>, JournalError> {
         let j = &self.shared.journal;
-        self.io(None, j.claim_channel(instance, account, can_sign))
-            .await
+        let out = self
+            .io(None, j.claim_channel(instance, account, can_sign))
+            .await;
+        if !matches!(out, Ok(None)) {
+            self.shared.note(format_args!(
+                "{instance}: claim ch{} can_sign {can_sign}: {:?}",
+                account.as_bytes()[0].wrapping_sub(100),
+                out.as_ref().map(|l| l.as_ref().map(|l| l.epoch))
+            ));
+        }
+        out
     }
     async fn release_channel(&self, lease: &ChannelLease) -> Result<(), JournalError> {
-        self.io(None, self.shared.journal.release_channel(lease))
-            .await
+        let out = self
+            .io(None, self.shared.journal.release_channel(lease))
+            .await;
+        self.shared.note(format_args!(
+            "{}: release ch{} epoch {}: {out:?}",
+            lease.owner,
+            lease.account.as_bytes()[0].wrapping_sub(100),
+            lease.epoch
+        ));
+        out
     }
     async fn channels(&self) -> Result<Vec<ChannelInfo>, JournalError> {
         self.io(None, self.shared.journal.channels()).await
@@ -988,6 +1047,7 @@ async fn start_proc(
             Arc::new(ProcJournal {
                 shared: shared.clone(),
                 freeze: freeze.clone(),
+                name: name.clone(),
             }),
             Arc::new(ProcLedger {
                 view: shared.ledger.view(&keys),
@@ -1002,6 +1062,7 @@ async fn start_proc(
         ));
         match Payouts::start(ctx, service_config(&scenario, keys.clone())).await {
             Ok(payouts) => {
+                shared.note(format_args!("{name}: started"));
                 return Proc {
                     name,
                     payouts,
@@ -1097,6 +1158,7 @@ impl Driver {
 
     async fn run_op(&mut self, op: &Op) {
         self.refresh().await;
+        self.shared.note(format_args!("op {op:?}"));
         let shared = self.shared.clone();
         let scenario = self.scenario.clone();
         match op {
@@ -1218,12 +1280,13 @@ impl Driver {
                     if *expire_now {
                         shared.journal.expire(&p.name);
                     }
-                    let (freeze, ms) = (p.freeze.clone(), *ms);
+                    let (freeze, ms, name) = (p.freeze.clone(), *ms, p.name.clone());
                     let back = freeze.clone();
                     let task = tokio::spawn(async move {
                         // The length of the pause is the fault itself.
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                         back.set(Life::Running);
+                        shared.note(format_args!("{name}: pause over"));
                     });
                     self.paused.push((freeze, task));
                 }
@@ -1367,6 +1430,8 @@ fn world(scenario: &Scenario) -> Arc<Shared> {
         submit_lock: tokio::sync::Mutex::new(()),
         violations: Mutex::default(),
         hits: Mutex::default(),
+        timeline: Mutex::default(),
+        started: Instant::now(),
     })
 }
 
@@ -1390,7 +1455,7 @@ async fn wait_owners_alive(shared: &Shared, live: &[String]) -> bool {
     }
 }
 
-async fn run_case(scenario: Arc<Scenario>) -> (Vec<String>, BTreeMap<String, u32>) {
+async fn run_case(scenario: Arc<Scenario>) -> (Vec<String>, BTreeMap<String, u32>, Vec<String>) {
     let shared = world(&scenario);
     let mut driver = Driver {
         shared: shared.clone(),
@@ -1427,6 +1492,7 @@ async fn run_case(scenario: Arc<Scenario>) -> (Vec<String>, BTreeMap<String, u32
     }
 
     // Heal; zombies come back; a fresh instance with every key joins; ledgers close.
+    shared.note("heal");
     heal(&shared, &scenario).await;
     for (freeze, task) in driver.paused.drain(..) {
         task.abort();
@@ -1453,8 +1519,28 @@ async fn run_case(scenario: Arc<Scenario>) -> (Vec<String>, BTreeMap<String, u32
             "(d) a running instance of {live:?} holds a channel lease but does not heartbeat"
         ));
     }
-    let all_keys: Vec<AccountId> = (0..scenario.channels).map(channel).collect();
-    let healer = start_proc(shared.clone(), scenario.clone(), "healer".into(), all_keys).await;
+    // The healer holds every key; avoiding the "keyless" bug, only those of the slots
+    // without a running instance (so that it never takes a channel from a live keyholder,
+    // which would strand that instance's payouts).
+    let healer_keys: Vec<AccountId> = if avoiding("keyless") {
+        let held: HashSet<AccountId> = (0..scenario.slots)
+            .filter(|s| matches!(driver.slots[*s], Slot::Running(_)))
+            .flat_map(|s| scenario.keys(s))
+            .collect();
+        (0..scenario.channels)
+            .map(channel)
+            .filter(|c| !held.contains(c))
+            .collect()
+    } else {
+        (0..scenario.channels).map(channel).collect()
+    };
+    let healer = start_proc(
+        shared.clone(),
+        scenario.clone(),
+        "healer".into(),
+        healer_keys,
+    )
+    .await;
     let ticker = {
         let ledger = shared.ledger.clone();
         tokio::spawn(async move {
@@ -1517,9 +1603,10 @@ async fn run_case(scenario: Arc<Scenario>) -> (Vec<String>, BTreeMap<String, u32
     violations.extend(std::mem::take(&mut *lock(&shared.violations)));
     violations.extend(check(&shared, &scenario, &calls).await);
     let hits = std::mem::take(&mut *lock(&shared.hits));
+    let timeline = std::mem::take(&mut *lock(&shared.timeline));
     drop(healer);
     drop(driver);
-    (violations, hits)
+    (violations, hits, timeline)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1868,7 +1955,7 @@ fn run(scenario: &Scenario) -> Result<(), String> {
         .build()
         .expect("a tokio runtime");
     let started = Instant::now();
-    let (violations, hits) = runtime.block_on(run_case(Arc::new(scenario.clone())));
+    let (violations, hits, timeline) = runtime.block_on(run_case(Arc::new(scenario.clone())));
     runtime.shutdown_timeout(Duration::from_millis(100));
     if std::env::var_os("PAYOUTD_PROPS_TRACE").is_some() {
         eprintln!(
@@ -1909,8 +1996,9 @@ fn run(scenario: &Scenario) -> Result<(), String> {
         format!("a shrinking step of case {first}")
     };
     let report = format!(
-        "{replay}\n{}\nscenario: {scenario:#?}",
-        violations.join("\n")
+        "{replay}\n{}\nscenario: {scenario:#?}\ntimeline:\n{}",
+        violations.join("\n"),
+        timeline.join("\n")
     );
     if first == case {
         // Shrinking may take a while and need not reproduce a concurrent failure: the
@@ -2102,6 +2190,36 @@ async fn a_resumed_envelope_costs_its_payouts_one_attempt() {
         r.state,
         PayoutState::Confirmed,
         "in one envelope so far, attempts_max 2: {}",
+        describe(&r)
+    );
+}
+
+/// The same stranding with disjoint keys and every instance holding a lease: one
+/// channel-disabling rejection (`tx_bad_auth`) disables "a"'s only channel for its life;
+/// "a" goes on accepting payouts, owns them while it lives, and nobody pays them ("b",
+/// with a usable channel, may not take them: "a" is alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_of_an_instance_whose_channels_are_disabled_are_paid() {
+    let scenario = Arc::new(plain(2, 2, 2, true));
+    let shared = world(&scenario);
+    let a = start_slot(&shared, &scenario, 0, "a").await;
+    let _b = start_slot(&shared, &scenario, 1, "b").await;
+    lock(&shared.script).push_back(Scripted::Reject("tx_bad_auth".into()));
+    a.payouts
+        .submit(request(&scenario, 0, Variant::Original))
+        .await
+        .expect("accepted");
+    // Its envelope (refused once, then applied) settles; the channel stays disabled.
+    wait_for(&shared, 0, PayoutState::Confirmed).await;
+    a.payouts
+        .submit(request(&scenario, 1, Variant::Original))
+        .await
+        .expect("accepted");
+    let r = wait_for(&shared, 1, PayoutState::Confirmed).await;
+    assert_eq!(
+        r.state,
+        PayoutState::Confirmed,
+        "accepted by \"a\" after its only channel was disabled: {}",
         describe(&r)
     );
 }
