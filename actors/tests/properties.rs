@@ -428,7 +428,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 /// Known bugs (see the regression tests at the end) that `PAYOUTD_PROPS_AVOID`, a comma
 /// separated list of these names, keeps out of the generated scenarios, to look past an
 /// open bug for others. The default run avoids nothing.
-const KNOWN_BUGS: &[&str] = &["keyless", "delayed-requeue", "attempts-reload", "stranded"];
+const KNOWN_BUGS: &[&str] = &[
+    "keyless",
+    "delayed-requeue",
+    "attempts-reload",
+    "stranded",
+    "lost-prepare",
+];
 
 fn avoiding(bug: &str) -> bool {
     std::env::var("PAYOUTD_PROPS_AVOID").is_ok_and(|list| {
@@ -442,6 +448,7 @@ fn avoiding(bug: &str) -> bool {
 fn known_trigger(op: &Op) -> bool {
     match op {
         Op::Underfunded { on: true, .. } => avoiding("delayed-requeue"),
+        Op::Journal(JMethod::Prepare, JFault::LoseAnswer) => avoiding("lost-prepare"),
         // Payouts dropped from the ready queue's memory and never read back.
         Op::Journal(JMethod::Prepare, JFault::PanicBefore)
         | Op::Journal(
@@ -2317,6 +2324,32 @@ async fn an_envelope_whose_prepare_answer_was_lost_is_still_submitted() {
         r.state,
         PayoutState::Confirmed,
         "its envelope was journaled, the answer lost: {}",
+        describe(&r)
+    );
+}
+
+/// The same lost prepare answer on an instance with two channels: the worker puts the
+/// batch back into the queue, which wakes the other channel's idle worker; that one takes
+/// it, and its prepare is refused (the members are in the envelope the first one wrote),
+/// so it drops them. The first worker finds the queue empty and waits for work. Nobody
+/// knows of the live envelope: never submitted, its payouts `prepared` (not cancellable)
+/// until that channel happens to build its next envelope and finds the sequence taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_whose_prepare_answer_was_lost_is_submitted_when_another_channel_takes_the_batch()
+ {
+    let scenario = Arc::new(plain(1, 2, 1, false));
+    let shared = world(&scenario);
+    lock(&shared.faults).push((JMethod::Prepare, JFault::LoseAnswer));
+    let a = start_slot(&shared, &scenario, 0, "a").await;
+    a.payouts
+        .submit(request(&scenario, 0, Variant::Original))
+        .await
+        .expect("accepted");
+    let r = wait_for(&shared, 0, PayoutState::Confirmed).await;
+    assert_eq!(
+        r.state,
+        PayoutState::Confirmed,
+        "its envelope was journaled, the answer lost, the batch taken by the other channel: {}",
         describe(&r)
     );
 }
