@@ -2353,3 +2353,41 @@ async fn an_envelope_whose_prepare_answer_was_lost_is_submitted_when_another_cha
         describe(&r)
     );
 }
+
+/// A channel worker that finds the ready queue empty goes idle in two steps: `take` finds
+/// nothing (under the queue's lock), then, after the step returns, it registers its waker
+/// (`wait`, under the lock again). A payout pushed in between wakes nobody, and the worker
+/// sleeps without a timer: the payout waits until some later arrival wakes a worker. Here
+/// payouts arrive one at a time, each as soon as the previous one is confirmed, so that
+/// arrivals keep landing just as the worker goes idle; each must be paid before the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_arriving_as_the_worker_goes_idle_is_paid() {
+    const PAYOUTS: usize = 1_500;
+    let mut s = plain(PAYOUTS, 1, 1, false);
+    // No linger: the worker takes each payout at once, and is idle again right after.
+    s.batch_linger_ms = 0;
+    let scenario = Arc::new(s);
+    let shared = world(&scenario);
+    let a = start_slot(&shared, &scenario, 0, "a").await;
+    for n in 0..PAYOUTS {
+        a.payouts
+            .submit(request(&scenario, n, Variant::Original))
+            .await
+            .expect("accepted");
+        let id = payout_id(n);
+        let deadline = Instant::now() + Duration::from_millis(STALL_MS);
+        loop {
+            let r = shared.journal.load(&id).await.expect("up").expect("stored");
+            if r.state == PayoutState::Confirmed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payout {n} of {PAYOUTS} waits in the queue of an idle worker: {}",
+                describe(&r)
+            );
+            // No sleep: the next arrival should land right when the worker goes idle.
+            tokio::task::yield_now().await;
+        }
+    }
+}
