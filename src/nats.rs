@@ -323,7 +323,11 @@ fn scrub(message: &str, url: &str) -> String {
 /// The credentials a server URL carries in its user info (`user:password@` or `token@`),
 /// percent-decoded, and the URL without them.
 fn split_credentials(one: &str) -> (String, Option<(String, Option<String>)>) {
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let (scheme, rest) = one.split_once("://").map_or(("", one), |(s, r)| (s, r));
     match rest.rsplit_once('@') {
         Some((userinfo, host)) if !userinfo.is_empty() => {
@@ -1042,7 +1046,10 @@ mod tests {
             split_credentials("tls://tok@h"),
             ("tls://h".to_owned(), Some(("tok".to_owned(), None)))
         );
-        assert_eq!(split_credentials("nats://h:1"), ("nats://h:1".to_owned(), None));
+        assert_eq!(
+            split_credentials("nats://h:1"),
+            ("nats://h:1".to_owned(), None)
+        );
     }
 
     #[test]

@@ -45,9 +45,9 @@
 //! runs only that case (a race need not reproduce at once: run it a few times).
 //! `PAYOUTD_PROPS_TRACE=1` prints one line per case (how long, what it exercised).
 //!
-//! The regression tests at the end reproduce, deterministically, what the property found.
-//! `PAYOUTD_PROPS_AVOID=<names>` (comma separated, or `all`; see `KNOWN_BUGS`) keeps a known
-//! bug's triggers out of the generated scenarios, to look past it for others; the checks
+//! The regression tests at the end reproduce, deterministically, what the property found
+//! (all fixed). `PAYOUTD_PROPS_AVOID=<names>` (comma separated, or `all`; see `KNOWN_BUGS`)
+//! keeps a bug's triggers out of the generated scenarios, to look past it for others; the checks
 //! stay the same, and the default run avoids nothing. Avoiding `keyless` also means: keys
 //! are disjoint whenever more than one instance may run, and the healer holds only the
 //! keys of slots without a running instance (and joins only if there are such keys).
@@ -67,7 +67,7 @@ use payoutd_actors::memory::{MemJournal, MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::journal::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, EnvelopeStatus,
-    JournalError, PayoutStore, PrepareError, Ready, Settlement,
+    JournalError, PayoutStore, PrepareError, Ready, Settled, Settlement,
 };
 use payoutd_actors::ports::ledger::{
     Envelope, Ledger, LedgerError, LedgerHead, Lookup, SequenceRead, SubmitOutcome, TxHash, TxSpec,
@@ -438,9 +438,10 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     })
 }
 
-/// Known bugs (each with its regression test at the end) that `PAYOUTD_PROPS_AVOID`, a
-/// comma separated list of these names, keeps out of the generated scenarios, to look past
-/// an open bug for others. The default run avoids nothing.
+/// Bugs this property found, all fixed since (each with its regression test at the end).
+/// Should one come back, `PAYOUTD_PROPS_AVOID`, a comma separated list of these names,
+/// keeps its triggers out of the generated scenarios, to look past it for others. The
+/// default run avoids nothing.
 /// - `keyless`: payouts owned by a live instance without a usable channel (none claimed,
 ///   all disabled, or taken over) are never paid;
 /// - `delayed-requeue`: a payout requeued for later (`op_underfunded`) wakes no worker;
@@ -449,7 +450,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 ///   `prepare`; accept, settle, adopt or resume answers lost) are never read back;
 /// - `lost-prepare`: a prepare whose answer was lost leaves a live envelope nobody submits.
 ///
-/// (The lost wake-up of a worker going idle has no trigger to avoid: it is a race.)
+/// (The lost wake-up of a worker going idle, also fixed, has no trigger to avoid: it was
+/// a race.)
 const KNOWN_BUGS: &[&str] = &[
     "keyless",
     "delayed-requeue",
@@ -873,7 +875,7 @@ impl BatchStore for ProcJournal {
         hash: &TxHash,
         settlement: &Settlement,
         owner: &str,
-    ) -> Result<Vec<PayoutRecord>, JournalError> {
+    ) -> Result<Vec<Settled>, JournalError> {
         let shared = &self.shared;
         self.io(Some(JMethod::Settle), async {
             if !shared.audit.load(Ordering::SeqCst) {
@@ -897,7 +899,7 @@ impl BatchStore for ProcJournal {
                 settlement.note,
                 out.as_ref().map(|c| c
                     .iter()
-                    .map(|r| format!("{} {}", r.id(), r.state))
+                    .map(|r| format!("{} {}", r.id, r.state))
                     .collect::<Vec<_>>())
             ));
             if out.is_ok()
@@ -925,8 +927,10 @@ impl ClusterStore for ProcJournal {
         self.io(None, self.shared.journal.heartbeat(instance, ttl_ms))
             .await
     }
-    async fn retire(&self, instance: &str) -> Result<(), JournalError> {
-        let out = self.io(None, self.shared.journal.retire(instance)).await;
+    async fn retire(&self, instance: &str, leases: &[ChannelLease]) -> Result<(), JournalError> {
+        let out = self
+            .io(None, self.shared.journal.retire(instance, leases))
+            .await;
         self.shared
             .note(format_args!("{instance}: retire: {out:?}"));
         out
@@ -2412,15 +2416,14 @@ async fn an_envelope_whose_prepare_answer_was_lost_is_submitted_when_another_cha
     );
 }
 
-/// A channel worker that finds the ready queue empty goes idle in two steps: `take` finds
-/// nothing (under the queue's lock), then, after the step returns, it registers its waker
-/// (`wait`, under the lock again). A payout pushed in between wakes nobody, and the worker
-/// sleeps without a timer: the payout waits until some later arrival wakes a worker. Here
-/// payout `n` is accepted (and pushed) `n % 64` microseconds after the settlement of
-/// payout `n - 1`, from which the worker goes straight to idle: the arrivals sweep across
-/// its way there, again and again. Each must be paid. A race: on the current core this
-/// fails about two runs in three (`a_worker_registering_after_an_arrival_learns_of_it` is
-/// the same interleaving, step by step).
+/// A channel worker that found the ready queue empty used to go idle in two steps: `take`
+/// found nothing, then, after the step returned, it registered its waker. A payout pushed
+/// in between woke nobody, and the worker slept without a timer. Here payout `n` is
+/// accepted (and pushed) `n % 64` microseconds after the settlement of payout `n - 1`,
+/// from which the worker goes straight to idle: the arrivals sweep across its way there,
+/// again and again. Each must be paid. Before the fix this failed about two runs in three
+/// (`a_worker_going_idle_learns_of_the_next_arrival` is the same interleaving, step by
+/// step).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payout_arriving_as_the_worker_goes_idle_is_paid() {
     const PAYOUTS: usize = 4_000;
@@ -2463,13 +2466,12 @@ async fn a_payout_arriving_as_the_worker_goes_idle_is_paid() {
     assert!(all.is_ok(), "the last payout was never paid");
 }
 
-/// The lost wake-up above, step by step as a channel worker goes idle, on the ready queue
-/// itself: `take` finds nothing, a payout arrives (waking nobody: no worker waits yet),
-/// then the worker registers with `wait`. Nothing ever wakes it for that payout. (Written
-/// against the queue: a fix that re-checks the queue in the worker instead would make this
-/// test obsolete, not wrong.)
+/// The lost wake-up above, on the ready queue itself. It happened when a worker looked
+/// (`take` found nothing), a payout arrived (waking nobody: no worker waited yet), and the
+/// worker registered only then. Looking and registering are now one step
+/// (`take_or_wait`), so the arrival that follows wakes it.
 #[test]
-fn a_worker_registering_after_an_arrival_learns_of_it() {
+fn a_worker_going_idle_learns_of_the_next_arrival() {
     struct Flag(Arc<AtomicBool>);
     impl payoutd_actors::queue::Waker for Flag {
         fn wake(&self) -> bool {
@@ -2480,17 +2482,17 @@ fn a_worker_registering_after_an_arrival_learns_of_it() {
     let scenario = plain(1, 1, 1, false);
     let queue = ReadyQueue::new(100);
     let now = std::time::Instant::now();
+    // The look and the registration are one step: the arrival that follows wakes it.
+    let woken = Arc::new(AtomicBool::new(false));
     assert!(matches!(
-        queue.take(5, Duration::ZERO, now),
+        queue.take_or_wait(5, Duration::ZERO, now, Box::new(Flag(woken.clone()))),
         payoutd_actors::queue::Take::Empty
     ));
     let record = PayoutRecord::accepted(request(&scenario, 0, Variant::Original), "a");
     queue.push(Ready::of(&record));
-    let woken = Arc::new(AtomicBool::new(false));
-    queue.wait(Box::new(Flag(woken.clone())));
     assert!(
         woken.load(Ordering::SeqCst),
-        "a worker that registers while a payout waits is never woken for it ({} queued)",
+        "a worker that went idle just before an arrival is never woken for it ({} queued)",
         queue.len()
     );
 }

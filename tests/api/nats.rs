@@ -908,11 +908,15 @@ async fn two_publishers_publish_each_event_once_in_version_order() {
         wait_state(fx.journal.as_ref(), id, PayoutState::Confirmed).await;
     }
     let fxr = &fx;
-    eventually(WAIT_MS, "every outbox row is published", move || async move {
-        fxr.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .await
-            == 0
-    })
+    eventually(
+        WAIT_MS,
+        "every outbox row is published",
+        move || async move {
+            fxr.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .await
+                == 0
+        },
+    )
     .await;
     // Every publish shows on the core subscription (the stream would hide a copy).
     let mut versions: std::collections::HashMap<String, Vec<u64>> = Default::default();

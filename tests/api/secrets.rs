@@ -253,7 +253,10 @@ fn with_password(url: &str, password: &str) -> String {
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [HZ_USER_PASS, HZ_PATH_KEY, HZ_QUERY_KEY, DB_PASS, NATS_PASS] {
-        assert!(!text.contains(secret), "{secret} appears in {what}:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "{secret} appears in {what}:\n{text}"
+        );
     }
 }
 
@@ -326,13 +329,26 @@ async fn credentials_in_urls_never_show() {
     // with a password.
     let closed = with_password(&horizon, "x").replace(&handle.base_url[7..], "127.0.0.1:1");
     let unreachable_horizon = horizon.replacen(
-        horizon.split('@').nth(1).unwrap().split('/').next().unwrap(),
+        horizon
+            .split('@')
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap(),
         "127.0.0.1:1",
         1,
     );
     let _ = closed;
-    let out = run_to_exit(&base_env(&unreachable_horizon, &with_password(&db_url, DB_PASS))).await;
-    assert!(out.contains("127.0.0.1:1"), "the error names the server: {out}");
+    let out = run_to_exit(&base_env(
+        &unreachable_horizon,
+        &with_password(&db_url, DB_PASS),
+    ))
+    .await;
+    assert!(
+        out.contains("127.0.0.1:1"),
+        "the error names the server: {out}"
+    );
     assert_clean("the output of a start against an unreachable Horizon", &out);
     let dead_db = with_password(&db_url, DB_PASS).replacen(
         db_url.split('@').nth(1).unwrap().split('/').next().unwrap(),
@@ -341,7 +357,10 @@ async fn credentials_in_urls_never_show() {
     );
     let out = run_to_exit(&base_env(&horizon, &dead_db)).await;
     assert!(out.to_lowercase().contains("database"), "{out}");
-    assert_clean("the output of a start against an unreachable database", &out);
+    assert_clean(
+        "the output of a start against an unreachable database",
+        &out,
+    );
 
     // Running: a payout paid through the provider, events published over NATS.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payoutd"))
@@ -419,13 +438,25 @@ async fn credentials_in_urls_never_show() {
         .read_to_string(&mut logs)
         .await
         .unwrap();
-    assert!(logs.contains("connected to Horizon"), "logs captured: {}", &logs[..logs.len().min(500)]);
+    assert!(
+        logs.contains("connected to Horizon"),
+        "logs captured: {}",
+        &logs[..logs.len().min(500)]
+    );
     assert_clean("the logs", &logs);
     for b in &bodies {
         assert_clean("an HTTP body", b);
     }
     let mut db = String::new();
-    for table in ["payouts", "payout_events", "envelopes", "channel_accounts", "outbox", "dead_letters", "instances"] {
+    for table in [
+        "payouts",
+        "payout_events",
+        "envelopes",
+        "channel_accounts",
+        "outbox",
+        "dead_letters",
+        "instances",
+    ] {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT t::text FROM {table} t"
         )))
