@@ -779,23 +779,33 @@ mod tests {
             ),
             (
                 "order",
-                format!(
-                    "[[limits.assets]]\nasset = \"native\"\nhourly_amount_max = \"20\"\ndaily_amount_max = \"10\"\n"
-                ),
+                "[[limits.assets]]
+asset = \"native\"
+hourly_amount_max = \"20\"
+daily_amount_max = \"10\"
+"
+                .to_owned(),
                 "limits.assets[0].hourly_amount_max",
                 "never be reached",
             ),
             (
                 "never",
-                format!(
-                    "[[limits.assets]]\nasset = \"native\"\nper_payout_max = \"20\"\ndaily_amount_max = \"10\"\n"
-                ),
+                "[[limits.assets]]
+asset = \"native\"
+per_payout_max = \"20\"
+daily_amount_max = \"10\"
+"
+                .to_owned(),
                 "limits.assets[0].per_payout_max",
                 "never be paid",
             ),
             (
                 "unknown",
-                format!("[[limits.assets]]\nasset = \"native\"\nweekly_amount_max = \"20\"\n"),
+                "[[limits.assets]]
+asset = \"native\"
+weekly_amount_max = \"20\"
+"
+                .to_owned(),
                 "weekly_amount_max",
                 "",
             ),
