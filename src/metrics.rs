@@ -135,6 +135,11 @@ fn table(m: &Metrics) -> Vec<(&'static str, &'static str, Value<'_>)> {
             "Envelopes that can no longer apply, whose fate is not proven yet.",
             G(&m.envelopes_unresolved),
         ),
+        (
+            "payoutd_envelopes_beyond_history",
+            "Unresolved envelopes older than the ledger server's history: no lookup can settle them; an operator must (see /readyz).",
+            G(&m.envelopes_beyond_history),
+        ),
     ]
 }
 
