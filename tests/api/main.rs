@@ -7,5 +7,6 @@ mod http;
 mod inbox;
 mod journal;
 mod nats;
+mod rpc;
 mod secrets;
 mod stellar;
