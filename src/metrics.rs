@@ -140,6 +140,21 @@ fn table(m: &Metrics) -> Vec<(&'static str, &'static str, Value<'_>)> {
             "Unresolved envelopes older than the ledger server's history: no lookup can settle them; an operator must (see /readyz).",
             G(&m.envelopes_beyond_history),
         ),
+        (
+            "payoutd_paused",
+            "1 while paying is paused cluster-wide (no new envelopes), else 0.",
+            G(&m.paused),
+        ),
+        (
+            "payoutd_breaker_trips_total",
+            "Times this instance's circuit breaker paused paying.",
+            C(&m.breaker_trips),
+        ),
+        (
+            "payoutd_prepares_paused_total",
+            "Envelopes the journal refused because paying was paused.",
+            C(&m.prepares_paused),
+        ),
     ]
 }
 
