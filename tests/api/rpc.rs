@@ -452,3 +452,47 @@ async fn envelopes_sent_over_rpc_decode_hash_and_verify_with_the_official_python
         _ => panic!("the official SDK disagrees:\n{stdout}\n{stderr}"),
     }
 }
+
+/// The demo (`ledger.mode = "simulator"`, the built-in simulator) over RPC by configuration
+/// alone: the whole application pays over JSON-RPC. Horizon's `POST /transactions` waits
+/// for inclusion and answers "applied"; RPC's `sendTransaction` never does, so every
+/// submission outcome is "pending" and the confirmation came from `getTransaction`.
+#[tokio::test]
+async fn the_demo_runs_over_rpc_when_configured() {
+    use crate::http::{payout, spawn_app};
+    let app = spawn_app(&[("PAYOUTD__LEDGER__SIMULATOR__PROTOCOL", "rpc")]).await;
+    let (status, body) = app.submit(&payout("demo-rpc-1", "3.25")).await;
+    assert_eq!(status, 202, "{body}");
+    let done = app.wait_state("demo-rpc-1", "confirmed").await;
+    let hash = done["tx_hash"].as_str().unwrap().to_owned();
+    // The same ledger answers over JSON-RPC at the simulator's /rpc.
+    let url = format!("{}/rpc", app.simulator_url().trim_end_matches('/'));
+    let got = raw_rpc(&url, "getTransaction", json!({"hash": hash})).await;
+    assert_eq!(got["status"], "SUCCESS", "{got}");
+    assert_eq!(got["ledger"], done["ledger"]);
+    let ready: Value = app
+        .get("/readyz")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ledger"], true, "{ready}");
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("payoutd_ledger_outcomes_total{code=\"pending\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("payoutd_ledger_outcomes_total{code=\"applied\"}"),
+        "a submission answered applied: not RPC\n{metrics}"
+    );
+}
