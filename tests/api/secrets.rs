@@ -537,9 +537,18 @@ async fn rpc_mode_pays_through_a_keyed_provider_url_and_never_shows_a_secret() {
         }
     };
     // A start against an unreachable RPC behind the same credentials.
-    let host = rpc_url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let host = rpc_url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
     let out = run_to_exit(&base_env(&rpc_url.replacen(host, "127.0.0.1:1", 1))).await;
-    assert!(out.contains("127.0.0.1:1"), "the error names the server: {out}");
+    assert!(
+        out.contains("127.0.0.1:1"),
+        "the error names the server: {out}"
+    );
     check("the output of a start against an unreachable RPC", &out);
     // A start against the wrong network is refused, and says so without the key.
     let mut wrong = base_env(&rpc_url);
