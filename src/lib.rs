@@ -25,4 +25,5 @@ pub mod nats;
 pub mod openapi;
 pub mod outbox;
 pub mod pg;
+pub mod rpc_config;
 pub mod telemetry;

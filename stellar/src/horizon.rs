@@ -409,7 +409,7 @@ fn transport_error(error: reqwest::Error) -> HorizonError {
 }
 
 /// The error and its causes on one line, shortened.
-fn error_chain(error: impl std::error::Error) -> String {
+pub(crate) fn error_chain(error: impl std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -421,7 +421,7 @@ fn error_chain(error: impl std::error::Error) -> String {
 }
 
 /// At most `BODY_SNIPPET_CHARS_MAX` characters of `text`, on one line.
-fn snippet(text: &str) -> String {
+pub(crate) fn snippet(text: &str) -> String {
     let mut out: String = text
         .chars()
         .take(BODY_SNIPPET_CHARS_MAX)

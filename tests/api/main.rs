@@ -9,5 +9,6 @@ mod inbox;
 mod journal;
 mod limits;
 mod nats;
+mod rpc;
 mod secrets;
 mod stellar;
