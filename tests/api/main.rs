@@ -9,3 +9,6 @@ mod journal;
 mod nats;
 mod secrets;
 mod stellar;
+// The shared test cluster; the rest of tests/support is for process-level tests.
+#[path = "../support/pg.rs"]
+mod test_pg;
