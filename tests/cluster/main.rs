@@ -8,6 +8,7 @@
 //! - [`failover`]: two and three instances with disjoint channel keys; one is killed for
 //!   good with work in flight, the survivors settle its envelopes without its keys and
 //!   adopt its payouts.
+//! - [`unknown_ids`]: reads of unknown payouts spawn no actor.
 //!
 //! The journal is held against the ledger by [`audit`]; the processes, keys and simulator
 //! client are tests/support's (shared with tests/crash). Every test is seeded and awaits
@@ -19,4 +20,5 @@ mod failover;
 mod lagging;
 #[path = "../support/mod.rs"]
 mod support;
+mod unknown_ids;
 mod world;

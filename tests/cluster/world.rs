@@ -297,6 +297,25 @@ impl Instance {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.service.log_path()).unwrap_or_default()
     }
+
+    /// `GET /metrics`: the value of an unlabelled sample.
+    pub async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
+        let url = format!("{}/metrics", self.url());
+        let text = http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        text.lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .unwrap_or_else(|| panic!("GET {url}: no sample {name}"))
+    }
 }
 
 /// Awaits `cond`, polling every 50 ms; false when `timeout` passed first.
