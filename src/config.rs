@@ -299,6 +299,12 @@ impl Settings {
                 detail: e.detail,
             });
         }
+        if self.nats.enabled && self.nats.max_deliver != -1 && !self.inbox.enabled {
+            return invalid(
+                "nats.max_deliver",
+                "a finite cap needs inbox.enabled = true (a request that cannot be made durable on its last delivery is stored there)",
+            );
+        }
         if let Err(detail) = self.inbox.validate() {
             return Err(ConfigError::Invalid {
                 key: "inbox".into(),

@@ -154,6 +154,18 @@ struct InboxRow {
 
 /// Runs one round: claims up to `batch_max` rows, ingests them, deletes or dead-letters
 /// each, and commits. Several callers (instances) may run rounds on one table at once.
+/// Adds one request to the inbox (as another system would); returns the row's id. Used
+/// by the broker ingress for a message it cannot make durable any other way.
+pub async fn insert(pool: &PgPool, payload: &[u8]) -> Result<i64, sqlx::Error> {
+    // The payload column is text: a message that is not UTF-8 is stored lossily and then
+    // dead-lettered by the inbox worker like any other bad row.
+    let text = String::from_utf8_lossy(payload);
+    sqlx::query_scalar("INSERT INTO payout_inbox (payload) VALUES ($1) RETURNING id")
+        .bind(text.as_ref())
+        .fetch_one(pool)
+        .await
+}
+
 pub async fn drain_once(
     pool: &PgPool,
     payouts: &Payouts,

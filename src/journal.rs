@@ -177,7 +177,10 @@ const SETTLE_SQL: &str = "WITH env AS (
      SELECT payout_id, state, version, attempt, owner FROM u";
 
 const ADOPT_SQL: &str = "WITH dead AS (
-        SELECT instance_id FROM instances WHERE expires_at <= now() AND instance_id <> $1
+        -- Gone, or alive without a signing lease (it cannot pay what it owns).
+        SELECT instance_id FROM instances i WHERE instance_id <> $1
+          AND (expires_at <= now() OR NOT EXISTS (
+                SELECT 1 FROM channel_accounts c WHERE c.owner = i.instance_id AND c.owner_can_sign))
      ), pick AS (
         SELECT payout_id FROM payouts
         WHERE state = 'accepted' AND owner IS DISTINCT FROM $1
@@ -815,12 +818,18 @@ impl ClusterStore for PgJournal {
         Ok(())
     }
 
-    async fn retire(&self, instance: &str) -> Result<(), JournalError> {
+    async fn retire(&self, instance: &str, leases: &[ChannelLease]) -> Result<(), JournalError> {
+        let accounts: Vec<String> = leases.iter().map(|l| l.account.to_strkey()).collect();
+        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
         sqlx::query(
             "WITH i AS (UPDATE instances SET expires_at = now() WHERE instance_id = $1)
-             UPDATE channel_accounts SET owner = NULL WHERE owner = $1",
+             UPDATE channel_accounts c SET owner = NULL
+             FROM unnest($2::text[], $3::bigint[]) AS l(account, epoch)
+             WHERE c.account = l.account AND c.owner = $1 AND c.lease_epoch = l.epoch",
         )
         .bind(instance)
+        .bind(&accounts)
+        .bind(&epochs)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;

@@ -11,10 +11,19 @@
 //!   `retry_delay_ms`, so the message comes back.
 //! - `Retry` → `-NAK` with `retry_delay_ms`.
 //!
-//! On its last allowed delivery (`max_deliver`) a message is never given back to the server
-//! (which would stop redelivering it): it is kept here, its ack deadline extended with
-//! `+WPI`, and retried every `retry_delay_ms` until it is durable or dead-lettered, or until
-//! shutdown.
+//! Nothing the broker acknowledged to a publisher is ever held only in memory here:
+//! - By default (`max_deliver = -1`) the server redelivers a message until payoutd
+//!   acknowledges it, however long the database is down.
+//! - With a finite `max_deliver`, a message that cannot be made durable as a payout on its
+//!   last delivery is written as a row of the Postgres inbox (`payout_inbox`, which the
+//!   inbox worker turns into a payout like any other row) and acknowledged only once that
+//!   row is committed. If even that fails, it is left unacknowledged in the stream (durable
+//!   on the broker, no longer delivered) and an error names its stream sequence.
+//! - The requests stream payoutd creates keeps a request until it is acknowledged (work
+//!   queue retention, no age limit): nothing expires unconsumed.
+//!
+//! Lag: every `lag_poll_interval_ms` the consumer reads how many requests wait (undelivered
+//! plus unacknowledged) and how old the oldest is, for the metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,15 +76,18 @@ pub struct NatsSettings {
     /// left as it is when it exists.
     pub stream: String,
     pub subjects: Vec<String>,
-    /// How long the stream keeps a request when created by payoutd, in milliseconds.
+    /// How long the stream keeps a request when created by payoutd, in milliseconds;
+    /// 0 (the default): until it is consumed, never expired unconsumed.
     pub stream_max_age_ms: u64,
     /// The durable pull consumer's name: every payoutd instance shares it (one group).
     pub durable: String,
     /// Time the server waits for an acknowledgement before redelivering, in milliseconds.
     pub ack_wait_ms: u64,
-    /// Deliveries of one message the server makes at most (the last one is kept and retried
-    /// in-process, see the module doc).
+    /// Deliveries of one message the server makes at most: -1 (the default) for no limit,
+    /// else at least 2 (see the module doc for the last delivery).
     pub max_deliver: i64,
+    /// How often the consumer's lag is read for the metrics, in milliseconds.
+    pub lag_poll_interval_ms: u64,
     /// Messages asked for per pull request, at most.
     pub fetch_batch_max: usize,
     /// How long one pull request waits for messages, in milliseconds.
@@ -103,10 +115,11 @@ impl Default for NatsSettings {
             reconnect_delay_max_ms: 10_000,
             stream: "PAYOUTS".into(),
             subjects: vec!["payouts.requests.>".into()],
-            stream_max_age_ms: 7 * 24 * 3_600 * 1_000,
+            stream_max_age_ms: 0,
             durable: "payoutd".into(),
             ack_wait_ms: 30_000,
-            max_deliver: 1_000,
+            max_deliver: -1,
+            lag_poll_interval_ms: 5_000,
             fetch_batch_max: 256,
             fetch_wait_ms: 5_000,
             in_flight_max: 256,
@@ -145,8 +158,8 @@ impl NatsSettings {
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
             ("reconnect_delay_min_ms", self.reconnect_delay_min_ms),
-            ("stream_max_age_ms", self.stream_max_age_ms),
             ("ack_wait_ms", self.ack_wait_ms),
+            ("lag_poll_interval_ms", self.lag_poll_interval_ms),
             ("fetch_wait_ms", self.fetch_wait_ms),
             ("retry_delay_ms", self.retry_delay_ms),
         ] {
@@ -160,8 +173,11 @@ impl NatsSettings {
                 "must be at least reconnect_delay_min_ms",
             ));
         }
-        if self.max_deliver < 1 {
-            return Err(invalid("max_deliver", "must be at least 1"));
+        if self.max_deliver != -1 && self.max_deliver < 2 {
+            return Err(invalid(
+                "max_deliver",
+                "must be -1 (no limit) or at least 2",
+            ));
         }
         if !(1..=FETCH_BATCH_MAX_LIMIT).contains(&self.fetch_batch_max) {
             return Err(invalid(
@@ -304,17 +320,61 @@ fn scrub(message: &str, url: &str) -> String {
     out
 }
 
+/// The credentials a server URL carries in its user info (`user:password@` or `token@`),
+/// percent-decoded, and the URL without them.
+fn split_credentials(one: &str) -> (String, Option<(String, Option<String>)>) {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let (scheme, rest) = one.split_once("://").map_or(("", one), |(s, r)| (s, r));
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) if !userinfo.is_empty() => {
+            let bare = if scheme.is_empty() {
+                host.to_owned()
+            } else {
+                format!("{scheme}://{host}")
+            };
+            let creds = match userinfo.split_once(':') {
+                Some((user, pass)) => (decode(user), Some(decode(pass))),
+                None => (decode(userinfo), None),
+            };
+            (bare, Some(creds))
+        }
+        _ => (one.to_owned(), None),
+    }
+}
+
 /// Opens a connection. The client reconnects by itself afterwards (and buffers meanwhile);
 /// only the first connection is this function's to retry.
+///
+/// Credentials in the URL are taken out of it and given to the client as options: the
+/// client logs the addresses it connects to (at debug level), and those must carry no
+/// secret. One set of credentials serves every server of the list (the first one given).
 pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
     let url = settings.url.expose_secret();
     let server = redacted_url(url);
-    let servers: Vec<&str> = url
+    let mut credentials = None;
+    let servers: Vec<String> = url
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
+        .map(|one| {
+            let (bare, creds) = split_credentials(one);
+            if credentials.is_none() {
+                credentials = creds;
+            }
+            bare
+        })
         .collect();
-    let options = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new();
+    let options = match credentials {
+        Some((user, Some(pass))) => options.user_and_password(user, pass),
+        Some((token, None)) => options.token(token),
+        None => options,
+    };
+    let options = options
         .name("payoutd")
         .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)))
@@ -338,6 +398,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
                 other => warn!(event = %other, "NATS connection event"),
             }
         });
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
     options
         .connect(servers.as_slice())
         .await
@@ -390,9 +451,10 @@ pub fn request_stream_config(settings: &NatsSettings) -> StreamConfig {
         name: settings.stream.clone(),
         description: Some("payoutd: payout requests".into()),
         subjects: settings.subjects.clone(),
-        // Limits, not work-queue: an acknowledged or terminated request stays readable
-        // until `stream_max_age_ms` (audit, replay).
-        retention: RetentionPolicy::Limits,
+        // Work queue: a request stays until it is acknowledged (or terminated after its
+        // dead letter is durable), and only then goes; payoutd's journal is the record.
+        // No age limit unless configured: a request is never expired unconsumed.
+        retention: RetentionPolicy::WorkQueue,
         discard: DiscardPolicy::Old,
         storage: StorageType::File,
         max_age: Duration::from_millis(settings.stream_max_age_ms),
@@ -607,11 +669,13 @@ impl Consume {
         backoff: &mut Backoff,
     ) -> Result<(), NatsError> {
         let settings = &self.handler.settings;
-        let consumer = tokio::select! {
+        let mut consumer = tokio::select! {
             c = ensure_consumer(js, settings) => c?,
             () = stopped(shutdown) => return Ok(()),
         };
         backoff.reset();
+        let lag_every = Duration::from_millis(settings.lag_poll_interval_ms);
+        let mut lag_read: Option<std::time::Instant> = None;
         info!(stream = %settings.stream, durable = %settings.durable, "NATS consumer ready");
         let fetch_wait = Duration::from_millis(settings.fetch_wait_ms);
         loop {
@@ -628,6 +692,10 @@ impl Consume {
                     return Ok(());
                 }
                 continue;
+            }
+            if lag_read.is_none_or(|t| t.elapsed() >= lag_every) {
+                lag_read = Some(std::time::Instant::now());
+                self.read_lag(js, &mut consumer).await;
             }
             // Ask for no more than can be processed now, so that fetched messages do not sit
             // here while their ack deadline runs.
@@ -664,13 +732,61 @@ impl Consume {
                 // The semaphore is never closed; if it were, stop like on shutdown.
                 let Ok(permit) = permit else { return Ok(()) };
                 let handler = self.handler.clone();
-                let stop = shutdown.clone();
                 tasks.spawn(async move {
-                    handler.handle(message, stop).await;
+                    handler.handle(message).await;
                     drop(permit);
                 });
             }
         }
+    }
+}
+
+impl Consume {
+    /// Requests waiting (not yet delivered, or delivered and not acknowledged) and the age
+    /// of the oldest, into the metrics. A failed read leaves the last figures.
+    async fn read_lag(&self, js: &jetstream::Context, consumer: &mut PullConsumer) {
+        let metrics = &self.handler.payouts.context().metrics;
+        let info = match consumer.info().await {
+            Ok(info) => info.clone(),
+            Err(e) => {
+                debug!(error = %e, "cannot read the consumer's lag");
+                return;
+            }
+        };
+        let waiting = info.num_pending + info.num_ack_pending as u64;
+        metrics
+            .broker_waiting
+            .store(waiting as i64, std::sync::atomic::Ordering::Relaxed);
+        let age_ms = if waiting == 0 {
+            0
+        } else {
+            // The oldest unacknowledged request follows the acknowledgement floor.
+            let seq = info.ack_floor.stream_sequence + 1;
+            let stream = js.get_stream(&self.handler.settings.stream).await;
+            match stream {
+                Ok(stream) => match stream.get_raw_message(seq).await {
+                    Ok(m) => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as i64)
+                            .unwrap_or(0);
+                        let then = (m.time.unix_timestamp_nanos() / 1_000_000) as i64;
+                        (now - then).max(0)
+                    }
+                    Err(e) => {
+                        debug!(error = %e, seq, "cannot read the oldest waiting request");
+                        return;
+                    }
+                },
+                Err(e) => {
+                    debug!(error = %e, "cannot read the request stream");
+                    return;
+                }
+            }
+        };
+        metrics
+            .broker_oldest_waiting_ms
+            .store(age_ms, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -704,7 +820,7 @@ fn peek_payout_id(payload: &[u8]) -> Option<PayoutId> {
 }
 
 impl Handler {
-    async fn handle(&self, message: jetstream::Message, mut shutdown: watch::Receiver<bool>) {
+    async fn handle(&self, message: jetstream::Message) {
         let (stream_seq, delivered) = match message.info() {
             Ok(info) => (info.stream_sequence, info.delivered),
             Err(e) => {
@@ -723,34 +839,35 @@ impl Handler {
             span.record("payout_id", id.as_str());
         }
         async {
-            let last_delivery = delivered >= self.settings.max_deliver;
-            loop {
-                let (kind, what) = match self.decide(&message, stream_seq, delivered).await {
-                    Verdict::Ack => (AckKind::Ack, "ack"),
-                    Verdict::Term => (AckKind::Term, "term"),
-                    Verdict::Again(reason) if !last_delivery => {
-                        warn!(reason = %reason, retry_in_ms = self.settings.retry_delay_ms, "not durable yet; the message comes back");
-                        (AckKind::Nak(Some(Duration::from_millis(self.settings.retry_delay_ms))), "nak")
-                    }
-                    Verdict::Again(reason) => {
-                        // Last delivery: the server would not send it again, so keep it.
-                        warn!(reason = %reason, retry_in_ms = self.settings.retry_delay_ms, "not durable yet on the last allowed delivery; retrying in-process");
-                        if let Err(e) = message.ack_with(AckKind::Progress).await {
-                            warn!(error = %e, "cannot extend the ack deadline");
+            let last_delivery =
+                self.settings.max_deliver > 0 && delivered >= self.settings.max_deliver;
+            let (kind, what) = match self.decide(&message, stream_seq, delivered).await {
+                Verdict::Ack => (AckKind::Ack, "ack"),
+                Verdict::Term => (AckKind::Term, "term"),
+                Verdict::Again(reason) if !last_delivery => {
+                    warn!(reason = %reason, retry_in_ms = self.settings.retry_delay_ms, "not durable yet; the message comes back");
+                    let delay = Duration::from_millis(self.settings.retry_delay_ms);
+                    (AckKind::Nak(Some(delay)), "nak")
+                }
+                Verdict::Again(reason) => {
+                    // Last delivery: the server would not send it again. Store it where it
+                    // is durable (the inbox), never in memory.
+                    match crate::inbox::insert(&self.pool, &message.payload).await {
+                        Ok(row) => {
+                            warn!(reason = %reason, inbox_row = row, "not durable as a payout on its last delivery; stored in the inbox, which makes it one");
+                            (AckKind::Ack, "ack")
                         }
-                        if sleep_or_stop(self.settings.retry_delay_ms, &mut shutdown).await {
-                            error!(stream_seq, "stopping with a message on its last delivery not durable: it stays in the stream; replay it (raise max_deliver)");
+                        Err(e) => {
+                            error!(stream_seq, reason = %reason, error = %e, "a request on its last delivery could not be stored anywhere: it stays unacknowledged in the stream (durable on the broker, not delivered again); replay it, and set nats.max_deliver = -1");
                             return;
                         }
-                        continue;
                     }
-                };
-                // A lost ack is harmless: the redelivery is a duplicate (or an already
-                // dead-lettered message), answered without a second payout.
-                if let Err(e) = message.ack_with(kind).await {
-                    warn!(error = %e, what, "acknowledgement not sent; the server redelivers");
                 }
-                return;
+            };
+            // A lost ack is harmless: the redelivery is a duplicate (or an already
+            // dead-lettered message), answered without a second payout.
+            if let Err(e) = message.ack_with(kind).await {
+                warn!(error = %e, what, "acknowledgement not sent; the server redelivers");
             }
         }
         .instrument(span)
@@ -914,6 +1031,25 @@ mod tests {
         assert!(is_valid_subject("a.*.>", true));
         assert!(!is_valid_subject("a..b", false));
         assert!(!is_valid_subject("a.>.b", true));
+    }
+
+    #[test]
+    fn credentials_leave_the_url_before_the_client_sees_it() {
+        assert_eq!(
+            split_credentials("nats://u:p%40ss@h:4222"),
+            (
+                "nats://h:4222".to_owned(),
+                Some(("u".to_owned(), Some("p@ss".to_owned())))
+            )
+        );
+        assert_eq!(
+            split_credentials("tls://tok@h"),
+            ("tls://h".to_owned(), Some(("tok".to_owned(), None)))
+        );
+        assert_eq!(
+            split_credentials("nats://h:1"),
+            ("nats://h:1".to_owned(), None)
+        );
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum ChannelMsg {
     Tick(u64),
     /// The ready queue has work.
     Wake,
+    /// The journal holds live envelopes of this channel the worker does not know of (the
+    /// sweep saw them): read the channel's envelopes again.
+    Reload,
 }
 
 pub struct ChannelWorker;
@@ -114,6 +117,7 @@ enum Next {
 
 pub struct WorkerState {
     ctx: Arc<Context>,
+    myself: ActorRef<ChannelMsg>,
     lease: ChannelLease,
     can_sign: bool,
     /// The channel's sequence number as last learned (`None`: read it before building).
@@ -128,6 +132,9 @@ pub struct WorkerState {
     timer_generation: u64,
     /// Shared with the waker this worker left in the queue: true while it waits for work.
     waiting: Arc<AtomicBool>,
+    /// A batch whose `prepare` got no answer: it may or may not be journaled. The reload
+    /// that follows finds its envelope, or puts its payouts back in the queue.
+    uncertain: Option<Batch>,
 }
 
 struct WorkerWaker {
@@ -157,6 +164,7 @@ impl Actor for ChannelWorker {
         let fee_per_op = args.ctx.policy.fee_per_op_stroops;
         Ok(WorkerState {
             ctx: args.ctx,
+            myself: myself.clone(),
             lease: args.lease,
             can_sign: args.can_sign,
             sequence: None,
@@ -169,6 +177,7 @@ impl Actor for ChannelWorker {
             lease_lost: false,
             timer_generation: 0,
             waiting: Arc::new(AtomicBool::new(false)),
+            uncertain: None,
         })
     }
 
@@ -193,6 +202,10 @@ impl Actor for ChannelWorker {
         match msg {
             ChannelMsg::Tick(g) if g != state.timer_generation => return Ok(()),
             ChannelMsg::Tick(_) | ChannelMsg::Wake => {}
+            ChannelMsg::Reload => {
+                info!(channel = %state.lease.account, "the journal holds envelopes of this channel the worker did not know of; reading them again");
+                state.loaded = false;
+            }
         }
         state.waiting.store(false, Ordering::Release);
         let span = tracing::info_span!("channel", channel = %state.lease.account);
@@ -202,11 +215,7 @@ impl Actor for ChannelWorker {
             Next::Now => state.schedule(&myself, 0),
             Next::After(ms) => state.schedule(&myself, ms),
             Next::Idle(check) => {
-                state.waiting.store(true, Ordering::Release);
-                state.ctx.queue.wait(Box::new(WorkerWaker {
-                    actor: myself.clone(),
-                    waiting: state.waiting.clone(),
-                }));
+                // Its waker is in the queue already (registered as it looked).
                 match check {
                     Some(ms) => state.schedule(&myself, ms),
                     // A newer generation cancels any pending timer.
@@ -287,6 +296,15 @@ impl WorkerState {
                 return self.io_retry();
             }
         };
+        // The journal is the truth: what this worker tracked is read again from it.
+        self.open = None;
+        self.unresolved.clear();
+        if let Some(b) = self.uncertain.take()
+            && !batches.iter().any(|j| j.envelope.hash == b.envelope.hash)
+        {
+            // Its prepare never committed: the payouts are still `accepted`.
+            self.ctx.queue.unshift(members(b), Instant::now());
+        }
         if batches.is_empty() {
             self.loaded = true;
             return Next::Now;
@@ -573,7 +591,20 @@ impl WorkerState {
         let poll = (!self.unresolved.is_empty()).then_some(policy.poll_interval_ms);
         let now = Instant::now();
         let linger = Duration::from_millis(policy.batch_linger_ms);
-        let (lane, items) = match self.ctx.queue.take(policy.payments_per_tx_max, linger, now) {
+        // Waiting from the look on: an arrival right after it wakes this worker.
+        self.waiting.store(true, Ordering::Release);
+        let waker = Box::new(WorkerWaker {
+            actor: self.myself.clone(),
+            waiting: self.waiting.clone(),
+        });
+        let taken = self
+            .ctx
+            .queue
+            .take_or_wait(policy.payments_per_tx_max, linger, now, waker);
+        if matches!(taken, Take::Batch(..)) {
+            self.waiting.store(false, Ordering::Release);
+        }
+        let (lane, items) = match taken {
             Take::Empty => return Next::Idle(poll),
             Take::NotBefore(at) => {
                 let ms = u64::try_from(at.saturating_duration_since(now).as_millis())
@@ -649,6 +680,12 @@ impl WorkerState {
         };
         match self.ctx.journal.prepare(&self.lease, &batch).await {
             Ok(()) => {
+                let mut batch = batch;
+                // The members as the journal now holds them: prepared, one more attempt.
+                for m in &mut batch.members {
+                    m.ready.version += 1;
+                    m.ready.attempt += 1;
+                }
                 let m = &self.ctx.metrics;
                 Metrics::inc(&m.envelopes_built);
                 m.batch_size.observe(batch.members.len() as u64);
@@ -689,8 +726,13 @@ impl WorkerState {
                 Next::Now
             }
             Err(PrepareError::Journal(e)) => {
-                warn!(error = %e, "cannot journal the envelope; retrying");
-                self.ctx.queue.unshift(members(batch), now);
+                // No answer: it may have committed. Not back to the queue (another channel
+                // would take the payouts and its prepare be refused, leaving this envelope
+                // live and unsubmitted): the channel's envelopes are read again first.
+                warn!(error = %e, "cannot journal the envelope (it may be journaled); reading the channel again");
+                self.uncertain = Some(batch);
+                self.sequence = None;
+                self.loaded = false;
                 self.io_retry()
             }
         }
@@ -870,11 +912,11 @@ impl WorkerState {
 /// A member whose envelope ended without paying it: back to the queue, or parked once it
 /// has been in `attempts_max` envelopes.
 fn requeue(ready: &Ready, reason: String, attempts_max: u32) -> Step {
-    // `ready.attempt` counts the envelopes before this one.
-    let park = (ready.attempt + 1 >= attempts_max).then(|| {
+    // A member's `attempt` counts the envelopes it was in, this one included.
+    let park = (ready.attempt >= attempts_max).then(|| {
         format!(
             "gave up after {} envelopes (attempts_max); last: {reason}",
-            ready.attempt + 1
+            ready.attempt
         )
     });
     Step::Requeued { reason, park }

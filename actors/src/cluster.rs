@@ -16,7 +16,7 @@
 //! payout by its version, a new envelope by the channel lease's epoch and by the rule that
 //! a channel's sequence number is held by at most one envelope that is not dead.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,8 +67,16 @@ impl Default for ClusterConfig {
 }
 
 pub enum ChannelSupMsg {
-    Start { lease: ChannelLease, can_sign: bool },
-    Running(RpcReplyPort<HashSet<AccountId>>),
+    Start {
+        lease: ChannelLease,
+        can_sign: bool,
+    },
+    /// The channels with a running worker, and whether it signs.
+    Running(RpcReplyPort<HashMap<AccountId, bool>>),
+    /// The leases the running workers hold.
+    Leases(RpcReplyPort<Vec<ChannelLease>>),
+    /// Tells a channel's worker to read its envelopes from the journal again.
+    Reload(AccountId),
 }
 
 /// Supervises the channel workers: starts one per claimed lease, restarts a failed one
@@ -115,7 +123,17 @@ impl Actor for ChannelSupervisor {
                 }
             }
             ChannelSupMsg::Running(reply) => {
-                let _ = reply.send(state.workers.keys().copied().collect());
+                let running = state.workers.iter().map(|(a, w)| (*a, w.2)).collect();
+                let _ = reply.send(running);
+            }
+            ChannelSupMsg::Leases(reply) => {
+                let _ = reply.send(state.workers.values().map(|w| w.1.clone()).collect());
+            }
+            ChannelSupMsg::Reload(account) => {
+                if let Some((worker, _, _)) = state.workers.get(&account) {
+                    // A send error: the worker is stopping; its successor reads anyway.
+                    let _ = worker.cast(ChannelMsg::Reload);
+                }
             }
         }
         Ok(())
@@ -191,6 +209,37 @@ impl ChannelSupState {
     }
 }
 
+/// Runs [`run`] on a task of its own until `stop` turns true, starting it again (after a
+/// heartbeat interval) if it panics: without it this instance would stop heartbeating and
+/// sweeping while it still accepts payouts.
+pub fn spawn(
+    ctx: Arc<Context>,
+    config: ClusterConfig,
+    keyed: Vec<AccountId>,
+    channels: ActorRef<ChannelSupMsg>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let task = tokio::spawn(run(
+                ctx.clone(),
+                config.clone(),
+                keyed.clone(),
+                channels.clone(),
+                stop.clone(),
+            ));
+            match task.await {
+                Err(e) if e.is_panic() && !*stop.borrow() => {
+                    error!(error = %e, "the heartbeat and sweep loop panicked; starting it again");
+                    Metrics::inc(&ctx.metrics.worker_restarts);
+                    tokio::time::sleep(Duration::from_millis(config.heartbeat_interval_ms)).await;
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
 /// The sweep loop: heartbeat, channel claims, adoption of orphans, refills. Runs until
 /// `stop` turns true.
 pub async fn run(
@@ -216,9 +265,11 @@ pub async fn run(
         if sweep_due {
             last_sweep = Some(Instant::now());
             sweep(&ctx, &config, &keyed, &channels).await;
-            if ctx.queue.take_spilled() {
-                refill(&ctx, &mut refill_after).await;
-            }
+            // The queue is only a cache of the journal: payouts it lost (a worker that
+            // panicked with a batch in hand, an answer lost after the commit) or had no
+            // room for are read back.
+            ctx.queue.take_spilled();
+            refill(&ctx, &mut refill_after).await;
             warn_if_pool_full(&ctx, &config, &mut last_pool_warning);
         }
         ctx.metrics
@@ -256,8 +307,12 @@ pub async fn sweep(
     let start = |lease: ChannelLease, can_sign: bool| {
         let _ = channels.cast(ChannelSupMsg::Start { lease, can_sign });
     };
+    // Whether this instance can sign anything: only then does it adopt payouts.
+    let mut signs = running
+        .iter()
+        .any(|(account, signs)| *signs && !ctx.is_disabled(account));
     for account in keyed {
-        if running.contains(account) || ctx.is_disabled(account) {
+        if running.contains_key(account) || ctx.is_disabled(account) {
             continue;
         }
         match ctx
@@ -265,17 +320,32 @@ pub async fn sweep(
             .claim_channel(&ctx.instance, account, true)
             .await
         {
-            Ok(Some(lease)) => start(lease, true),
+            Ok(Some(lease)) => {
+                signs = true;
+                start(lease, true)
+            }
             Ok(None) => {}
             Err(e) => warn!(channel = %account, error = %e, "cannot claim the channel"),
         }
     }
     match ctx.journal.channels().await {
         Ok(all) => {
+            let statuses = ctx.channel_statuses();
+            for info in &all {
+                // A worker of ours that does not know of every live envelope of its channel
+                // (a prepare whose answer was lost, then committed): it reads them again.
+                let mine = info.owner.as_deref() == Some(ctx.instance.as_str());
+                let known = statuses
+                    .get(&info.account)
+                    .map_or(0, |s| u32::from(s.open.is_some()) + s.unresolved as u32);
+                if mine && running.contains_key(&info.account) && info.open_envelopes > known {
+                    let _ = channels.cast(ChannelSupMsg::Reload(info.account));
+                }
+            }
             for info in all {
                 let orphaned = info.open_envelopes > 0
                     && !info.owner_alive
-                    && !running.contains(&info.account)
+                    && !running.contains_key(&info.account)
                     && !keyed.contains(&info.account);
                 if !orphaned {
                     continue;
@@ -298,7 +368,8 @@ pub async fn sweep(
         }
         Err(e) => warn!(error = %e, "cannot list the channels"),
     }
-    while ctx.queue.has_room() {
+    // Adopting payouts this instance cannot sign for would only strand them.
+    while signs && ctx.queue.has_room() {
         match ctx
             .journal
             .adopt_orphans(&ctx.instance, config.adopt_page_max)

@@ -349,12 +349,15 @@ impl ClusterStore for MemJournal {
         Ok(())
     }
 
-    async fn retire(&self, instance: &str) -> Result<(), JournalError> {
+    async fn retire(&self, instance: &str, leases: &[ChannelLease]) -> Result<(), JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
         inner.instances.insert(instance.to_owned(), Instant::now());
-        for (owner, _, _) in inner.channels.values_mut() {
-            if owner.as_deref() == Some(instance) {
+        for lease in leases {
+            if let Some((owner, epoch, _)) = inner.channels.get_mut(&lease.account)
+                && owner.as_deref() == Some(lease.owner.as_str())
+                && *epoch == lease.epoch
+            {
                 *owner = None;
             }
         }
@@ -428,6 +431,13 @@ impl ClusterStore for MemJournal {
     async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
+        // An owner that is gone, or alive without a signing lease (it cannot pay them).
+        let signs = |o: &str| {
+            inner
+                .channels
+                .values()
+                .any(|(owner, _, can_sign)| *can_sign && owner.as_deref() == Some(o))
+        };
         let orphans: Vec<PayoutId> = inner
             .payouts
             .values()
@@ -435,7 +445,7 @@ impl ClusterStore for MemJournal {
                 r.state == PayoutState::Accepted
                     && r.owner
                         .as_deref()
-                        .is_none_or(|o| o != instance && !inner.alive(o))
+                        .is_none_or(|o| o != instance && (!inner.alive(o) || !signs(o)))
             })
             .take(limit as usize)
             .map(|r| r.id().clone())
@@ -999,8 +1009,8 @@ impl<J: ClusterStore> ClusterStore for Hooked<J> {
     async fn heartbeat(&self, instance: &str, ttl_ms: u64) -> Result<(), JournalError> {
         self.inner.heartbeat(instance, ttl_ms).await
     }
-    async fn retire(&self, instance: &str) -> Result<(), JournalError> {
-        self.inner.retire(instance).await
+    async fn retire(&self, instance: &str, leases: &[ChannelLease]) -> Result<(), JournalError> {
+        self.inner.retire(instance, leases).await
     }
     async fn claim_channel(
         &self,

@@ -93,6 +93,10 @@ pub struct Metrics {
     pub ready_queue: AtomicI64,
     /// Envelopes not proven yet that can no longer apply (their payouts wait).
     pub envelopes_unresolved: AtomicI64,
+    /// Requests waiting in the broker for this consumer group (undelivered + unacknowledged),
+    /// and the age of the oldest, in milliseconds (read by the broker ingress).
+    pub broker_waiting: AtomicI64,
+    pub broker_oldest_waiting_ms: AtomicI64,
     /// Ledger answers by outcome code (`applied`, `tx_failed`, `tx_bad_seq`, `unknown`…).
     ledger_outcomes: Mutex<BTreeMap<&'static str, u64>>,
     pub submit_latency_ms: Histogram<14>,
@@ -126,6 +130,8 @@ impl Default for Metrics {
             channels_disabled: AtomicI64::new(0),
             ready_queue: AtomicI64::new(0),
             envelopes_unresolved: AtomicI64::new(0),
+            broker_waiting: AtomicI64::new(0),
+            broker_oldest_waiting_ms: AtomicI64::new(0),
             ledger_outcomes: Mutex::new(BTreeMap::new()),
             submit_latency_ms: Histogram::new(LATENCY_BUCKETS_MS),
             batch_size: Histogram::new(BATCH_SIZE_BUCKETS),

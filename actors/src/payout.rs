@@ -210,6 +210,16 @@ impl PayoutActorState {
             }
             Ok(Accepted::Existing(record)) => {
                 self.record = Some(Some(record.clone()));
+                // An earlier accept whose answer was lost (its caller retries): it was
+                // never queued.
+                let ours = record.owner.as_deref() == Some(self.ctx.instance.as_str());
+                if record.state == PayoutState::Accepted
+                    && ours
+                    && record.fingerprint == fingerprint
+                    && !self.ctx.queue.contains(record.id())
+                {
+                    self.ctx.enqueue(Ready::of(&record));
+                }
                 self.compare(record, fingerprint)
             }
             Err(e) => Err(PayoutError::Unavailable(e.to_string())),

@@ -125,13 +125,15 @@ impl ReadyQueue {
         inner.wake_one();
     }
 
-    /// Queues a payout that may join a batch only at `at`.
+    /// Queues a payout that may join a batch only at `at`. An idle worker is woken to
+    /// learn the time (it sets its own timer for it).
     pub fn push_at(&self, ready: Ready, at: Instant) {
         let mut inner = self.lock();
         let seq = inner.next_back;
         inner.next_back += 1;
         inner.index.insert(ready.id().clone(), seq);
         inner.delayed.insert((at, seq), ready);
+        inner.wake_one();
     }
 
     /// Forgets a payout (it was cancelled, or moved on elsewhere).
@@ -178,15 +180,35 @@ impl ReadyQueue {
             .max()
     }
 
-    /// Registers a worker to wake at the next arrival.
-    pub fn wait(&self, waker: Box<dyn Waker>) {
-        self.lock().idle.push_back(waker);
-    }
-
     /// Takes a batch of at most `max` payouts of one lane, if a lane is ready at `now`.
     pub fn take(&self, max: usize, linger: Duration, now: Instant) -> Take {
-        let max = max.max(1);
+        self.lock().take(max, linger, now)
+    }
+
+    /// Like [`take`](Self::take), but when no lane is ready the worker's `waker` is
+    /// registered under the same lock, so an arrival between the look and the wait still
+    /// wakes it. A worker that goes idle with payouts lingering also sets its own timer for
+    /// [`Take::NotBefore`].
+    pub fn take_or_wait(
+        &self,
+        max: usize,
+        linger: Duration,
+        now: Instant,
+        waker: Box<dyn Waker>,
+    ) -> Take {
         let mut inner = self.lock();
+        let taken = inner.take(max, linger, now);
+        if !matches!(taken, Take::Batch(..)) {
+            inner.idle.push_back(waker);
+        }
+        taken
+    }
+}
+
+impl Inner {
+    fn take(&mut self, max: usize, linger: Duration, now: Instant) -> Take {
+        let max = max.max(1);
+        let inner = self;
         inner.release_due(now);
         inner.drop_stale_fronts();
         let mut not_before: Option<Instant> = inner.delayed.keys().next().map(|(at, _)| *at);
@@ -220,9 +242,7 @@ impl ReadyQueue {
         }
         Take::Batch(lane, taken)
     }
-}
 
-impl Inner {
     fn insert(&mut self, seq: i64, arrived: Instant, ready: Ready, front: bool) {
         let lane = Lane::of(&ready);
         self.index.insert(ready.id().clone(), seq);
@@ -473,9 +493,35 @@ mod tests {
     fn an_arrival_wakes_one_idle_worker() {
         let q = ReadyQueue::new(10);
         let woken = Arc::new(AtomicUsize::new(0));
-        q.wait(Box::new(Count(woken.clone())));
-        q.wait(Box::new(Count(woken.clone())));
+        let now = Instant::now();
+        for _ in 0..2 {
+            let waker = Box::new(Count(woken.clone()));
+            assert!(matches!(q.take_or_wait(5, LINGER, now, waker), Take::Empty));
+        }
         q.push(ready("a", None));
         assert_eq!(woken.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_payout_for_later_wakes_an_idle_worker_to_learn_its_time() {
+        let q = ReadyQueue::new(10);
+        let woken = Arc::new(AtomicUsize::new(0));
+        let now = Instant::now();
+        let waker = Box::new(Count(woken.clone()));
+        assert!(matches!(q.take_or_wait(5, LINGER, now, waker), Take::Empty));
+        q.push_at(ready("later", None), now + Duration::from_secs(5));
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_worker_that_found_a_batch_is_not_registered() {
+        let q = ReadyQueue::new(10);
+        let woken = Arc::new(AtomicUsize::new(0));
+        q.push(ready("a", None));
+        let waker = Box::new(Count(woken.clone()));
+        let taken = q.take_or_wait(5, Duration::ZERO, Instant::now(), waker);
+        assert_eq!(ids(taken), ["a"]);
+        q.push(ready("b", None));
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
     }
 }

@@ -89,13 +89,13 @@ impl Payouts {
         let recovered = ctx.queue.len().saturating_sub(before) as u64;
         cluster::sweep(&ctx, &config.cluster, &config.channels, &channels).await;
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(cluster::run(
+        cluster::spawn(
             ctx.clone(),
             config.cluster.clone(),
             config.channels.clone(),
             channels.clone(),
             stopped,
-        ));
+        );
         info!(instance = %ctx.instance, recovered, channels = config.channels.len(), "payout core started");
         Ok(Self {
             supervisor,
@@ -231,10 +231,15 @@ impl Payouts {
     pub async fn shutdown(&self, timeout_ms: u64) {
         let _ = self.stop.send(true);
         let timeout = Some(Duration::from_millis(timeout_ms));
+        let leases = match self.channels.call(ChannelSupMsg::Leases, timeout).await {
+            Ok(CallResult::Success(l)) => l,
+            // Not answered: the leases expire with the heartbeat instead.
+            _ => Vec::new(),
+        };
         // Kill, not stop: a worker may be waiting for a ledger answer; nothing of it is
         // lost (its envelope is journaled, the next holder resubmits the same bytes).
         let _ = self.channels.kill_and_wait(timeout).await;
-        if let Err(e) = self.ctx.journal.retire(&self.ctx.instance).await {
+        if let Err(e) = self.ctx.journal.retire(&self.ctx.instance, &leases).await {
             tracing::warn!(error = %e, "cannot retire this instance; its heartbeat expires instead");
         }
         let _ = self.supervisor.stop_and_wait(None, timeout).await;

@@ -420,6 +420,11 @@ fn catalogue() -> Vec<Bad> {
                 r#"{{"payout_id":"bad-60","destination":"{DEST}","asset":"native","amount":"1","memo":"hello"}}"#
             ),
         ),
+        case(
+            "payout id that is a secret seed",
+            "payout_id_is_secret",
+            fields(SEED, DEST, "native", "1", None),
+        ),
         raw("empty object", "field_missing", "{}"),
         raw("array", "invalid_body", "[]"),
         raw("JSON null", "invalid_body", "null"),

@@ -457,18 +457,45 @@ async fn a_parked_member_stays_parked_without_its_dead_envelope_and_is_paid_if_a
 #[tokio::test]
 async fn orphans_are_adopted_with_an_event() {
     let journal = pg_journal().await;
+    let signing = AccountId::from_bytes([31; 32]);
+    let settling = AccountId::from_bytes([32; 32]);
+    journal
+        .register_channels(&[signing, settling])
+        .await
+        .unwrap();
     journal.heartbeat("dead", 0).await.unwrap();
     journal.heartbeat("alive", 60_000).await.unwrap();
+    journal.heartbeat("keyless", 60_000).await.unwrap();
+    journal.heartbeat("settler", 60_000).await.unwrap();
+    // A live instance keeps its payouts only while it holds a lease it can sign with.
+    journal
+        .claim_channel("alive", &signing, true)
+        .await
+        .unwrap()
+        .unwrap();
+    journal
+        .claim_channel("settler", &settling, false)
+        .await
+        .unwrap()
+        .unwrap();
     journal.accept(&request("o-1", "1"), "dead").await.unwrap();
     journal
         .accept(&request("o-2", "1"), "never-heartbeated")
         .await
         .unwrap();
     journal.accept(&request("o-3", "1"), "alive").await.unwrap();
+    journal
+        .accept(&request("o-4", "1"), "keyless")
+        .await
+        .unwrap();
+    journal
+        .accept(&request("o-5", "1"), "settler")
+        .await
+        .unwrap();
     let adopted = journal.adopt_orphans("me", 100).await.unwrap();
     let mut ids: Vec<String> = adopted.iter().map(|r| r.id().to_string()).collect();
     ids.sort();
-    assert_eq!(ids, ["o-1", "o-2"]);
+    assert_eq!(ids, ["o-1", "o-2", "o-4", "o-5"]);
     let r = journal
         .load(&PayoutId::parse("o-1").unwrap())
         .await

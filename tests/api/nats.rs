@@ -449,12 +449,12 @@ async fn not_acked_until_durable_redelivered_after_nak() {
 }
 
 #[tokio::test]
-async fn last_delivery_is_kept_and_retried_in_process() {
+async fn a_request_on_its_last_delivery_survives_a_kill_in_the_inbox() {
     let mut fx = Fixture::new().await;
-    // One delivery only: a nak would make the server give up on the message, so the
-    // consumer keeps it and retries while the database is "down".
-    fx.settings.max_deliver = 1;
-    fx.flaky.failing_accepts.store(2, Ordering::SeqCst);
+    // Two deliveries at most, and the core cannot take the request on either: on the last
+    // one it goes to the Postgres inbox, and only then is it acknowledged.
+    fx.settings.max_deliver = 2;
+    fx.flaky.failing_accepts.store(u32::MAX, Ordering::SeqCst);
     let consumer = fx.consumer();
     let js = fx.js().await;
     eventually(WAIT_MS, "the request stream exists", || {
@@ -463,12 +463,74 @@ async fn last_delivery_is_kept_and_retried_in_process() {
     })
     .await;
     fx.publish(&js, body("p-nats-last", "4")).await;
-    wait_state(fx.journal.as_ref(), "p-nats-last", PayoutState::Confirmed).await;
     fx.wait_all_acked(1).await;
-    assert!(fx.flaky.accept_calls.load(Ordering::SeqCst) >= 3);
+    assert_eq!(fx.count("SELECT count(*) FROM payout_inbox").await, 1);
     let info = fx.consumer_info().await;
-    assert_eq!(info.config.max_deliver, 1);
-    assert_eq!(info.delivered.consumer_sequence, 1, "never redelivered");
+    assert_eq!(
+        info.delivered.consumer_sequence, 2,
+        "delivered twice, then stored"
+    );
+    // "kill -9": the consumer vanishes without any shutdown step; nothing of the request
+    // was only in its memory.
+    consumer.task.abort();
+    // The next life's inbox worker makes it a payout.
+    fx.flaky.failing_accepts.store(0, Ordering::SeqCst);
+    let drained = payoutd::inbox::drain_once(
+        fx.pool(),
+        &fx.payouts,
+        &payoutd::inbox::InboxSettings::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(drained.created, 1);
+    wait_state(fx.journal.as_ref(), "p-nats-last", PayoutState::Confirmed).await;
+    assert_eq!(fx.count("SELECT count(*) FROM payout_inbox").await, 0);
+}
+
+#[tokio::test]
+async fn the_request_stream_never_expires_requests_and_the_lag_is_measured() {
+    let mut fx = Fixture::new().await;
+    fx.settings.lag_poll_interval_ms = 20;
+    // The core takes nothing for now: requests wait in the broker.
+    fx.flaky.gate.send_replace(false);
+    let consumer = fx.consumer();
+    let js = fx.js().await;
+    eventually(WAIT_MS, "the request stream exists", || {
+        let js = js.clone();
+        async move { js.get_stream("PAYOUTS").await.is_ok() }
+    })
+    .await;
+    let config = js
+        .get_stream("PAYOUTS")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(
+        config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    assert_eq!(config.max_age, Duration::ZERO, "no age limit");
+    for i in 0..3 {
+        fx.publish(&js, body(&format!("p-nats-lag-{i}"), "1")).await;
+    }
+    let metrics = fx.payouts.context().metrics.clone();
+    eventually(WAIT_MS, "the lag is measured", || {
+        let m = metrics.clone();
+        async move {
+            m.broker_waiting.load(Ordering::Relaxed) == 3
+                && m.broker_oldest_waiting_ms.load(Ordering::Relaxed) > 0
+        }
+    })
+    .await;
+    fx.flaky.gate.send_replace(true);
+    eventually(WAIT_MS, "the backlog is gone", || {
+        let m = metrics.clone();
+        async move { m.broker_waiting.load(Ordering::Relaxed) == 0 }
+    })
+    .await;
+    assert_eq!(metrics.broker_oldest_waiting_ms.load(Ordering::Relaxed), 0);
     consumer.stop().await;
 }
 
@@ -822,5 +884,92 @@ async fn outbox_publishes_each_event_once_with_its_event_id() {
         .await
         .unwrap(),
         0
+    );
+}
+
+#[tokio::test]
+async fn two_publishers_publish_each_event_once_in_version_order() {
+    let fx = Fixture::new().await;
+    let js = fx.js().await;
+    ensure_events_stream(&js, &fx.settings.outbox)
+        .await
+        .unwrap();
+    let watcher = fx.nats.client().await;
+    let mut seen = watcher.subscribe("payouts.events.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    // Two instances' publishers at once: the advisory lock lets one of them publish.
+    let first = fx.publisher();
+    let second = fx.publisher();
+    let ids: Vec<String> = (0..8).map(|n| format!("p-two-{n}")).collect();
+    for id in &ids {
+        fx.payouts.submit(request(id, "1")).await.unwrap();
+    }
+    for id in &ids {
+        wait_state(fx.journal.as_ref(), id, PayoutState::Confirmed).await;
+    }
+    let fxr = &fx;
+    eventually(
+        WAIT_MS,
+        "every outbox row is published",
+        move || async move {
+            fxr.count("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .await
+                == 0
+        },
+    )
+    .await;
+    // Every publish shows on the core subscription (the stream would hide a copy).
+    let mut versions: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for _ in 0..ids.len() * 3 {
+        let m = next_message(&mut seen).await;
+        let json: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        versions
+            .entry(json["payout_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(json["version"].as_u64().unwrap());
+    }
+    for id in &ids {
+        assert_eq!(versions[id], [1, 2, 3], "{id}: each event once, in order");
+    }
+    watcher.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), seen.next())
+            .await
+            .is_err(),
+        "no event published twice"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn published_outbox_rows_are_pruned_and_the_event_log_kept() {
+    let fx = Fixture::new().await;
+    let js = fx.js().await;
+    ensure_events_stream(&js, &fx.settings.outbox)
+        .await
+        .unwrap();
+    fx.payouts.submit(request("p-prune", "1")).await.unwrap();
+    wait_state(fx.journal.as_ref(), "p-prune", PayoutState::Confirmed).await;
+    let mut conn = fx.pool().acquire().await.unwrap();
+    // Nothing published yet: nothing to prune, whatever the retention.
+    assert_eq!(payoutd::outbox::prune(&mut conn, 0).await.unwrap(), 0);
+    assert_eq!(
+        publish_batch(&js, &mut conn, &fx.settings.outbox)
+            .await
+            .unwrap(),
+        3
+    );
+    // Within a day's retention the published rows stay; with none they go.
+    assert_eq!(
+        payoutd::outbox::prune(&mut conn, 86_400_000).await.unwrap(),
+        0
+    );
+    assert_eq!(payoutd::outbox::prune(&mut conn, 0).await.unwrap(), 3);
+    assert_eq!(fx.count("SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(
+        fx.count("SELECT count(*) FROM payout_events WHERE payout_id = 'p-prune'")
+            .await,
+        3
     );
 }

@@ -1,6 +1,7 @@
 //! The chaos schedule: SIGKILL payoutd at seeded moments and start it again, switch the
 //! simulator's faults (latency, 5xx before apply, answers lost after apply, rejections with
-//! chosen codes, fee surges), restart PostgreSQL under a running payoutd, and now and then
+//! chosen codes, fee surges, lookups served by a node that lags behind the head, history
+//! pruned to a moving elder ledger, core's TRY_AGAIN_LATER), restart PostgreSQL under a running payoutd, and now and then
 //! run a second payoutd (the "twin") on the same database and keys beside the first, so
 //! that two processes drive the same payouts (fencing).
 
@@ -35,6 +36,10 @@ const DB_RECOVERY_MAX_MS: u64 = 15_000;
 /// Chance per cycle that a stopped twin starts, and that a running twin is killed.
 const TWIN_START_PROBABILITY: f64 = 0.25;
 const TWIN_KILL_PROBABILITY: f64 = 0.4;
+/// Chance that a profile other than the two consistency ones also gets a lagging node,
+/// and pruned history, on top of its own faults.
+const OVERLAY_LAG_PROBABILITY: f64 = 0.3;
+const OVERLAY_PRUNE_PROBABILITY: f64 = 0.2;
 /// Base fee of the network outside fee surges, in stroops.
 pub const BASE_FEE_STROOPS: i64 = 100;
 /// Rejection codes `reject_next` uses: all "not applied (yet)", none an operator problem.
@@ -74,9 +79,14 @@ enum Profile {
     Rejections,
     Mixed,
     FeeSurge,
+    /// Lookups and re-posts often served by a node many ledgers behind, while answers are
+    /// lost after apply: the case where trusting a "not found" pays twice.
+    LaggingNode,
+    /// Nodes keep only a few ledgers of history (a fresh node after a failover).
+    PrunedHistory,
 }
 
-const PROFILES: [Profile; 7] = [
+const PROFILES: [Profile; 9] = [
     Profile::Calm,
     Profile::Latency,
     Profile::ServerErrors,
@@ -84,6 +94,8 @@ const PROFILES: [Profile; 7] = [
     Profile::Rejections,
     Profile::Mixed,
     Profile::FeeSurge,
+    Profile::LaggingNode,
+    Profile::PrunedHistory,
 ];
 
 /// The faults of one profile, with its seeded strengths; `Some` base fee for a fee surge.
@@ -107,9 +119,41 @@ fn draw_faults(profile: Profile, rng: &mut StdRng) -> (Faults, Option<i64>) {
                 f.reject_next = Some(reject(rng));
             }
         }
-        Profile::FeeSurge => return (f, Some(rng.random_range(200..=1_000))),
+        Profile::FeeSurge => {
+            overlay_consistency(&mut f, rng);
+            return (f, Some(rng.random_range(200..=1_000)));
+        }
+        Profile::LaggingNode => {
+            // Up to 150 ledgers: far past an envelope's validity here (12 ledger seconds).
+            f.lookup_lag_ledgers = rng.random_range(5..=150);
+            f.p_lookup_lagging = rng.random_range(0.3..0.9);
+            f.p_lose_answer_after_apply = rng.random_range(0.1..0.4);
+            f.p_try_again_later = rng.random_range(0.0..0.1);
+        }
+        Profile::PrunedHistory => {
+            f.history_retention_ledgers = rng.random_range(2..=20);
+            f.p_lose_answer_after_apply = rng.random_range(0.0..0.3);
+            if rng.random_bool(0.5) {
+                f.lookup_lag_ledgers = rng.random_range(1..=30);
+                f.p_lookup_lagging = rng.random_range(0.1..0.5);
+            }
+        }
+    }
+    if !matches!(profile, Profile::LaggingNode | Profile::PrunedHistory) {
+        overlay_consistency(&mut f, rng);
     }
     (f, None)
+}
+
+/// Now and then, a lagging node and pruned history under another profile's faults.
+fn overlay_consistency(f: &mut Faults, rng: &mut StdRng) {
+    if rng.random_bool(OVERLAY_LAG_PROBABILITY) {
+        f.lookup_lag_ledgers = rng.random_range(1..=150);
+        f.p_lookup_lagging = rng.random_range(0.2..0.8);
+    }
+    if rng.random_bool(OVERLAY_PRUNE_PROBABILITY) {
+        f.history_retention_ledgers = rng.random_range(2..=40);
+    }
 }
 
 pub struct Chaos<'a> {

@@ -362,17 +362,26 @@ impl std::fmt::Display for Report<'_> {
         writeln!(f, "  postgres restarts    {}", self.chaos.pg_restarts)?;
         writeln!(
             f,
-            "  faults injected      {} (latency {}, 5xx before apply {}, answers lost after apply {}, rejected by code {}); {} profile switches, {} fee surges",
+            "  faults injected      {} (latency {}, 5xx before apply {}, answers lost after apply {}, rejected by code {}, try again later {}); {} profile switches, {} fee surges",
             fc.latency
                 + fc.server_errors_before_apply
                 + fc.answers_lost_after_apply
-                + fc.rejected_by_code,
+                + fc.rejected_by_code
+                + fc.try_again_later_injected,
             fc.latency,
             fc.server_errors_before_apply,
             fc.answers_lost_after_apply,
             fc.rejected_by_code,
+            fc.try_again_later_injected,
             self.chaos.fault_switches,
             self.chaos.fee_surges
+        )?;
+        writeln!(
+            f,
+            "  consistency          {} answers from a lagging node, {} transactions hidden by its lag, {} hidden by pruned history",
+            fc.answers_from_lagging_node,
+            fc.transactions_hidden_by_lag,
+            fc.transactions_hidden_by_pruning
         )?;
         writeln!(
             f,

@@ -84,6 +84,8 @@ impl Ready {
 /// One payout of a batch and the index of its operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The payout as its record is: in a journaled batch, after the prepare (its version
+    /// and its attempt, which counts this envelope).
     pub ready: Ready,
     pub op_index: u32,
 }
@@ -228,8 +230,10 @@ pub trait ClusterStore: Send + Sync + 'static {
     async fn register_channels(&self, accounts: &[AccountId]) -> Result<(), JournalError>;
     /// This instance is alive for `ttl_ms` more (by the database's clock).
     async fn heartbeat(&self, instance: &str, ttl_ms: u64) -> Result<(), JournalError>;
-    /// This instance stops: its heartbeat expires now and its channel leases are released.
-    async fn retire(&self, instance: &str) -> Result<(), JournalError>;
+    /// This instance stops: its heartbeat expires now and the leases it names are released
+    /// (each only if still held at its epoch: a replacement under the same name keeps its
+    /// own).
+    async fn retire(&self, instance: &str, leases: &[ChannelLease]) -> Result<(), JournalError>;
     /// Takes the channel's lease, bumping its epoch, if it is free, its owner is dead, it
     /// is `instance`'s own (a restart), or its holder cannot sign and `can_sign` is true.
     async fn claim_channel(
@@ -241,8 +245,9 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Gives the lease back (only if still held at this epoch).
     async fn release_channel(&self, lease: &ChannelLease) -> Result<(), JournalError>;
     async fn channels(&self) -> Result<Vec<ChannelInfo>, JournalError>;
-    /// Takes over up to `limit` `accepted` payouts whose owner is dead (an "adopted"
-    /// event each); returns them to be batched.
+    /// Takes over up to `limit` `accepted` payouts whose owner is dead, or alive but
+    /// holding no channel lease it can sign with (an "adopted" event each); returns them
+    /// to be batched. Only an instance that can sign calls it.
     async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError>;
     /// `owner`'s `accepted` payouts in id order after `after` (recovery at start).
     async fn ready_of(
