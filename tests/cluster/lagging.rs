@@ -16,8 +16,7 @@
 //! heals the lag before the history: lookups then come from the head node, whose history
 //! no longer reaches back to the envelopes; those 404s prove nothing either, and no
 //! envelope may be declared dead by them. (The history is short from the start because a
-//! history that shrinks while payoutd runs is a case of its own, and one the adapter gets
-//! wrong today: see pruning_edge.rs.)
+//! history that shrinks while payoutd runs is a case of its own: see pruning_edge.rs.)
 
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,7 @@ async fn pruned_history_declares_no_envelope_dead() {
 
 /// Waits for one phase's condition; a phase that does not end in time is reported with
 /// the audit (which says what went wrong) instead of failing before it.
-async fn phase<F, Fut>(notes: &mut Vec<String>, what: &str, timeout_s: u64, cond: F)
+pub async fn phase<F, Fut>(notes: &mut Vec<String>, what: &str, timeout_s: u64, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -146,7 +145,7 @@ async fn run(history: History, seed: u64) {
     .await;
     // Give the proof of death something to be wrong about: every live envelope looked up
     // (and missed) twice more after its expiry.
-    let live = live_envelopes(w).await;
+    let live = w.live_envelopes().await;
     let hidden = w.sim.fault_counts().await.transactions_hidden_by_lag;
     phase(
         &mut notes,
@@ -160,8 +159,8 @@ async fn run(history: History, seed: u64) {
     println!(
         "  under lag: {:?}, {} envelopes live, {} dead",
         w.states(ids).await,
-        live_envelopes(w).await,
-        dead_envelopes(w).await
+        w.live_envelopes().await,
+        w.dead_envelopes().await
     );
 
     if history == History::Pruned {
@@ -173,7 +172,7 @@ async fn run(history: History, seed: u64) {
                 ..Faults::default()
             })
             .await;
-        let live = live_envelopes(w).await;
+        let live = w.live_envelopes().await;
         let pruned = w.sim.fault_counts().await.transactions_hidden_by_pruning;
         phase(
             &mut notes,
@@ -184,11 +183,11 @@ async fn run(history: History, seed: u64) {
             },
         )
         .await;
-        let dead = dead_envelopes(w).await;
+        let dead = w.dead_envelopes().await;
         println!(
             "  in pruned history: {:?}, {} envelopes live, {dead} dead",
             w.states(ids).await,
-            live_envelopes(w).await,
+            w.live_envelopes().await,
         );
         if dead > 0 {
             notes.push(format!(
@@ -225,20 +224,4 @@ async fn run(history: History, seed: u64) {
         "lagging node, {history:?} history (logs in {})",
         world.dir.display()
     ));
-}
-
-async fn live_envelopes(w: &World) -> u64 {
-    count(w, "SELECT count(*) FROM envelopes WHERE status = 'live'").await
-}
-
-async fn dead_envelopes(w: &World) -> u64 {
-    count(w, "SELECT count(*) FROM envelopes WHERE status = 'dead'").await
-}
-
-async fn count(w: &World, sql: &'static str) -> u64 {
-    let n: i64 = sqlx::query_scalar(sql)
-        .fetch_one(&w.pool)
-        .await
-        .expect("count envelopes");
-    u64::try_from(n).unwrap_or(0)
 }

@@ -244,6 +244,26 @@ impl World {
             .sum();
         terminal == ids.len()
     }
+
+    /// Envelopes journaled as live (they may still apply, or their fate is not known yet).
+    pub async fn live_envelopes(&self) -> u64 {
+        self.count("SELECT count(*) FROM envelopes WHERE status = 'live'")
+            .await
+    }
+
+    /// Envelopes journaled as provably dead.
+    pub async fn dead_envelopes(&self) -> u64 {
+        self.count("SELECT count(*) FROM envelopes WHERE status = 'dead'")
+            .await
+    }
+
+    async fn count(&self, sql: &'static str) -> u64 {
+        let n: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count envelopes");
+        u64::try_from(n).unwrap_or(0)
+    }
 }
 
 impl Drop for World {
