@@ -9,6 +9,8 @@
 //!   good with work in flight, the survivors settle its envelopes without its keys and
 //!   adopt its payouts.
 //! - [`unknown_ids`]: reads of unknown payouts spawn no actor.
+//! - [`pruning_edge`]: a lookup that misses a transaction as it falls out of a pruned
+//!   history proves nothing.
 //!
 //! The journal is held against the ledger by [`audit`]; the processes, keys and simulator
 //! client are tests/support's (shared with tests/crash). Every test is seeded and awaits
@@ -18,6 +20,7 @@
 mod audit;
 mod failover;
 mod lagging;
+mod pruning_edge;
 #[path = "../support/mod.rs"]
 mod support;
 mod unknown_ids;
