@@ -287,7 +287,9 @@ impl HorizonClient {
                 resource.check_hash(hash, reply.status)?;
                 Ok(resource.into_lookup())
             }
-            404 => Ok(Lookup::NotFound(self.miss_coverage(hash, reply.latest_ledger).await)),
+            404 => Ok(Lookup::NotFound(
+                self.miss_coverage(hash, reply.latest_ledger).await,
+            )),
             status => Err(HorizonError::Status {
                 status,
                 snippet: reply.snippet(),

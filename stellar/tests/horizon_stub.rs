@@ -570,7 +570,11 @@ async fn a_not_found_is_covered_from_an_elder_read_after_it() {
             latest: 1234
         }))
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "one GET / at start, one after the miss");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one GET / at start, one after the miss"
+    );
 }
 
 /// Behind a load balancer the read after the miss may reach a node that keeps more history
