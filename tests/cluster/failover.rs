@@ -122,8 +122,25 @@ async fn run(n: usize, seed: u64) {
         victim_load(w, &victim_id, &victim_channels).await
     );
 
+    // What the victim held is read after its death, but the survivors may act on it
+    // before that read ends (they take over `TTL_MS` after its last heartbeat, and the
+    // reads wait for its connections to close first: on a loaded machine that can take
+    // longer). So the baselines that must predate any takeover are taken now, while it
+    // lives and nobody may take its work: its leases, and the database's clock (an
+    // adoption after it is an adoption of the victim's payouts, the only dead instance's).
+    let epochs_at_kill = lease_epochs(w, &victim_channels).await;
+    let alive_at: String = sqlx::query_scalar("SELECT now()::text")
+        .fetch_one(&w.pool)
+        .await
+        .expect("read the database clock");
     instances[victim].service.kill();
     let killed = Instant::now();
+    // Every transaction of the victim began before this (it is reaped): an envelope row
+    // written after it was written by a survivor (`now()` is a transaction's start).
+    let dead_since: String = sqlx::query_scalar("SELECT now()::text")
+        .fetch_one(&w.pool)
+        .await
+        .expect("read the database clock");
     // Its connections' last statements are over once the server has closed them.
     let gone = wait_for(Duration::from_secs(10), || {
         let id = &victim_id;
@@ -143,24 +160,32 @@ async fn run(n: usize, seed: u64) {
         gone,
         "the database still serves {victim_id} after its SIGKILL"
     );
+    // Accepted and the victim's at its death: still so, or adopted since.
     let orphaned: Vec<String> = sqlx::query_scalar(
-        "SELECT payout_id FROM payouts WHERE state = 'accepted' AND owner = $1 ORDER BY payout_id",
+        "SELECT payout_id FROM payouts WHERE (state = 'accepted' AND owner = $1)
+            OR payout_id IN (SELECT payout_id FROM payout_events
+                             WHERE kind = 'adopted' AND at > $2::timestamptz)
+         ORDER BY payout_id",
     )
     .bind(&victim_id)
+    .bind(&alive_at)
     .fetch_all(&w.pool)
     .await
     .expect("read the victim's payouts");
+    // Live on its channels at its death: still live, or settled since by a survivor.
     let live_at_kill: Vec<(String, String, Vec<String>)> = sqlx::query(
-        "SELECT tx_hash, source, member_ids FROM envelopes WHERE status = 'live' AND source = ANY($1)",
+        "SELECT tx_hash, source, member_ids FROM envelopes WHERE source = ANY($1)
+            AND (status = 'live' OR updated_at > $2::timestamptz)
+         ORDER BY source, sequence",
     )
     .bind(&victim_channels)
+    .bind(&dead_since)
     .fetch_all(&w.pool)
     .await
     .expect("read the victim's envelopes")
     .into_iter()
     .map(|r| (r.get("tx_hash"), r.get("source"), r.get("member_ids")))
     .collect();
-    let epochs_at_kill = lease_epochs(w, &victim_channels).await;
     println!(
         "  killed {victim_id} {:.1?} after the first payout, holding {} accepted payouts and {} live envelopes ({} payouts) on {} of its channels",
         first_sent.elapsed(),
