@@ -89,7 +89,8 @@ pub struct HorizonClient {
     display_url: String,
     /// The highest `history_elder_ledger` any answer of `GET /` reported: behind a load
     /// balancer, a lookup may come from any node, so a "not found" is taken to cover only
-    /// the history the least-provisioned node seen keeps.
+    /// the history the least-provisioned node seen keeps (and never more than a `GET /`
+    /// read after the lookup says: see `transaction`).
     elder_floor: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
@@ -273,8 +274,8 @@ impl HorizonClient {
     }
 
     /// `GET /transactions/{hash}`: applied, failed (with its codes) or not found. A "not
-    /// found" covers the ledgers from the highest elder seen (see `elder_floor`) to the
-    /// answer's `Latest-Ledger`; without that header, or before any `GET /`, it covers
+    /// found" covers the ledgers from an elder read *after* it (see `miss_coverage`) to
+    /// the answer's `Latest-Ledger`; without that header, or without that read, it covers
     /// nothing.
     pub async fn transaction(&self, hash: &TxHash) -> Result<Lookup, HorizonError> {
         let reply = self
@@ -286,22 +287,51 @@ impl HorizonClient {
                 resource.check_hash(hash, reply.status)?;
                 Ok(resource.into_lookup())
             }
-            404 => {
-                let elder = self.elder_floor.load(std::sync::atomic::Ordering::Relaxed);
-                let coverage = match reply.latest_ledger {
-                    Some(latest) if elder > 0 => Some(Coverage {
-                        oldest: elder,
-                        latest,
-                    }),
-                    _ => None,
-                };
-                Ok(Lookup::NotFound(coverage))
-            }
+            404 => Ok(Lookup::NotFound(
+                self.miss_coverage(hash, reply.latest_ledger).await,
+            )),
             status => Err(HorizonError::Status {
                 status,
                 snippet: reply.snippet(),
             }),
         }
+    }
+
+    /// What a 404 for `hash`, answered by a node that had ingested up to `latest`, covers
+    /// (docs/protocol.md, "The reach of a \"not found\""). The elder that bounds it is the
+    /// answering node's at the moment of the lookup; an elder read before the lookup does
+    /// not bound it (history pruned in between takes a transaction out of the lookup's
+    /// reach), so `GET /` is read again now. A node's elder only grows, so an elder read
+    /// after the 404 from the same node is at least the one it answered from; a read from a
+    /// node behind the one that answered (its latest ledger below `latest`) is another
+    /// node's and bounds nothing. The coverage starts at the highest elder any `GET /` ever
+    /// reported, this read included: behind a load balancer the two requests may reach
+    /// different nodes, and that is the least history any node seen keeps.
+    async fn miss_coverage(&self, hash: &TxHash, latest: Option<u32>) -> Option<Coverage> {
+        let latest = latest?;
+        let root = match self.root().await {
+            Ok(root) => root,
+            Err(e) => {
+                tracing::debug!(%hash, error = %e, "no elder read after a miss: it proves nothing");
+                return None;
+            }
+        };
+        let elder = root.history_elder_ledger.filter(|&e| e > 0)?;
+        if root.history_latest_ledger < latest {
+            tracing::debug!(
+                %hash,
+                lookup_latest = latest,
+                root_latest = root.history_latest_ledger,
+                "the elder read after a miss came from a node behind the one that answered: the miss proves nothing"
+            );
+            return None;
+        }
+        // `root` raised `elder_floor` to at least `elder`.
+        let oldest = self
+            .elder_floor
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(elder);
+        Some(Coverage { oldest, latest })
     }
 
     /// `POST /transactions` with exactly `envelope_xdr`, classified per BRIEF §2.3.

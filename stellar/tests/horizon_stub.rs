@@ -523,6 +523,97 @@ async fn a_not_found_without_latest_ledger_covers_nothing() {
     );
 }
 
+/// A node whose `GET /` answers follow `roots` (one per call, the last one repeated) and
+/// whose lookups are all 404 at `Latest-Ledger` 1234; every `GET /` is counted.
+async fn pruning_node(roots: Vec<(u16, u32, u32)>) -> (StellarLedger, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || {
+                let call = counted.fetch_add(1, Ordering::SeqCst);
+                let (status, latest, elder) = roots[call.min(roots.len() - 1)];
+                async move {
+                    let mut body = root_body(TESTNET);
+                    body["history_latest_ledger"] = json!(latest);
+                    body["history_elder_ledger"] = json!(elder);
+                    if status == 200 {
+                        Json(body).into_response()
+                    } else {
+                        reply(status, problem(status, "server_error", None))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/transactions/{hash}",
+            get(|| async { reply(404, problem(404, "not_found", None)) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (connect(&format!("http://{addr}"), timeouts()).await, calls)
+}
+
+/// The regression of tests/cluster/pruning_edge.rs: the history was pruned between the
+/// `GET /` read at start (elder 2) and the lookup; the miss is covered from the elder read
+/// after it (900), not from the earlier one, so it says nothing about ledgers 2..900.
+#[tokio::test]
+async fn a_not_found_is_covered_from_an_elder_read_after_it() {
+    let (ledger, calls) = pruning_node(vec![(200, 1234, 2), (200, 1234, 900)]).await;
+    let absent = payoutd_actors::ports::TxHash([0; 32]);
+    assert_eq!(
+        ledger.lookup(&absent).await.unwrap(),
+        Lookup::NotFound(Some(Coverage {
+            oldest: 900,
+            latest: 1234
+        }))
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one GET / at start, one after the miss"
+    );
+}
+
+/// Behind a load balancer the read after the miss may reach a node that keeps more history
+/// (a lower elder) than one seen before: the highest elder seen stays the floor.
+#[tokio::test]
+async fn a_not_found_is_never_covered_below_the_highest_elder_seen() {
+    let (ledger, _) = pruning_node(vec![(200, 1234, 700), (200, 1234, 3)]).await;
+    let absent = payoutd_actors::ports::TxHash([0; 32]);
+    assert_eq!(
+        ledger.lookup(&absent).await.unwrap(),
+        Lookup::NotFound(Some(Coverage {
+            oldest: 700,
+            latest: 1234
+        }))
+    );
+}
+
+/// No elder read after the miss (an error), or one from a node behind the node that
+/// answered the lookup (its elder is another node's): the miss covers nothing.
+#[tokio::test]
+async fn a_not_found_without_a_bounding_elder_covers_nothing() {
+    let absent = payoutd_actors::ports::TxHash([0; 32]);
+    let (ledger, _) = pruning_node(vec![(200, 1234, 2), (503, 1234, 2)]).await;
+    assert_eq!(
+        ledger.lookup(&absent).await.unwrap(),
+        Lookup::NotFound(None)
+    );
+    let (ledger, _) = pruning_node(vec![(200, 1234, 2), (200, 1200, 2)]).await;
+    assert_eq!(
+        ledger.lookup(&absent).await.unwrap(),
+        Lookup::NotFound(None)
+    );
+    let (ledger, _) = pruning_node(vec![(200, 1234, 2), (200, 1234, 0)]).await;
+    assert_eq!(
+        ledger.lookup(&absent).await.unwrap(),
+        Lookup::NotFound(None)
+    );
+}
+
 #[tokio::test]
 async fn account_errors_are_unavailable_not_absent() {
     let routes = Router::new().route(
@@ -558,7 +649,8 @@ async fn lookup_applied_failed_and_not_found() {
         })
     );
     let absent = payoutd_actors::ports::TxHash([0; 32]);
-    // Covered: from the elder `GET /` reported (2) to the answer's Latest-Ledger (1234).
+    // Covered: from the elder the `GET /` after the miss reported (2) to the answer's
+    // Latest-Ledger (1234).
     assert_eq!(
         ledger.lookup(&absent).await.unwrap(),
         Lookup::NotFound(Some(Coverage {

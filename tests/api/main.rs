@@ -12,3 +12,6 @@ mod nats;
 mod rpc;
 mod secrets;
 mod stellar;
+// The shared test cluster; the rest of tests/support is for process-level tests.
+#[path = "../support/pg.rs"]
+mod test_pg;

@@ -14,8 +14,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::config::RunConfig;
-use crate::procs::{Database, Service};
-use crate::simadmin::SimAdmin;
+use crate::support::procs::{Database, Service};
+use crate::support::simadmin::SimAdmin;
 
 /// Mean time between two kills, start-up included, in milliseconds (paces the feeder).
 pub const MEAN_CYCLE_MS: u64 = 1_300;

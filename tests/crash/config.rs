@@ -34,14 +34,14 @@ pub const CHANNELS: usize = 8;
 pub const DESTINATIONS: usize = 12;
 /// Keys that never get an account: payouts to them fail with `op_no_destination`.
 pub const GHOSTS: usize = 3;
+/// The run's keys derive from this and the seed (tests/support/keys.rs).
+pub const KEY_NAMESPACE: &str = "payoutd crash harness";
 
 /// A single delivery of one message is retried (connection refused, 503, 504) for at most
 /// this long before the harness gives up on it.
 pub const SEND_DEADLINE_MS: u64 = 120_000;
 /// Payouts the feeder works on at once.
 pub const FEED_CONCURRENCY_MAX: usize = 64;
-/// Waiting for payoutd to answer `/healthz` after a start.
-pub const READY_TIMEOUT_MS: u64 = 60_000;
 
 /// Everything one run needs to know.
 #[derive(Debug, Clone)]

@@ -15,10 +15,9 @@
 mod chaos;
 mod config;
 mod feeder;
-mod keys;
 mod ledger_api;
-mod procs;
-mod simadmin;
+#[path = "../support/mod.rs"]
+mod support;
 mod verify;
 mod workload;
 
@@ -31,13 +30,16 @@ use rand::rngs::StdRng;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::chaos::{Chaos, ChaosStats};
-use crate::config::{CHANNELS, CLOSE_INTERVAL_MS, RunConfig, TX_VALIDITY_S};
-use crate::feeder::{FeedStats, Ingresses};
-use crate::keys::Accounts;
-use crate::procs::{
-    Database, NatsProcess, Service, SimulatorProcess, binary_under_test, free_port,
+use crate::config::{
+    CHANNELS, CLOSE_INTERVAL_MS, DESTINATIONS, GHOSTS, KEY_NAMESPACE, RunConfig, SUBMIT_WAIT_MS,
+    TX_VALIDITY_S,
 };
-use crate::simadmin::SimAdmin;
+use crate::feeder::{FeedStats, Ingresses};
+use crate::support::keys::{Accounts, Shape};
+use crate::support::procs::{
+    Database, NatsProcess, Service, SimOptions, SimulatorProcess, binary_under_test, free_port,
+};
+use crate::support::simadmin::SimAdmin;
 use crate::verify::Verdict;
 use crate::workload::{PayoutSpec, Via};
 
@@ -135,10 +137,26 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
     let mut db = tokio::task::block_in_place(|| Database::start(&dir.join("postgres")));
     let passphrase = format!("payoutd crash harness ; seed {}", cfg.seed);
     let bin = binary_under_test(&dir);
-    let simulator =
-        SimulatorProcess::start(&bin, &dir, &passphrase, cfg.stream("simulator faults"));
+    let simulator = SimulatorProcess::start(
+        &bin,
+        &dir,
+        &SimOptions {
+            passphrase: &passphrase,
+            close_interval_ms: CLOSE_INTERVAL_MS,
+            submit_wait_ms: SUBMIT_WAIT_MS,
+            seed: cfg.stream("simulator faults"),
+        },
+    );
     let sim = SimAdmin::new(&simulator.base_url);
-    let accounts = Accounts::derive(cfg.seed);
+    let accounts = Accounts::derive(
+        KEY_NAMESPACE,
+        cfg.seed,
+        Shape {
+            channels: CHANNELS,
+            destinations: DESTINATIONS,
+            ghosts: GHOSTS,
+        },
+    );
     sim.fund(&accounts).await;
 
     let nats = NatsProcess::start(&dir);

@@ -176,7 +176,7 @@ fn asset_matches(expected: &str, journaled: &str) -> bool {
 /// Holds journal, ledger and what was sent against each other.
 pub async fn check(
     pool: &PgPool,
-    sim: &crate::simadmin::SimAdmin,
+    sim: &crate::support::simadmin::SimAdmin,
     specs: &[PayoutSpec],
     feed: &FeedStats,
     distribution: &str,

