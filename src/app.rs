@@ -30,7 +30,7 @@ use crate::pg::LocalPostgres;
 pub const DEMO_DISTRIBUTION_STROOPS: i64 = 100_000_000 * 10_000_000;
 /// XLM given to each demo channel account, in stroops (fees only).
 pub const DEMO_CHANNEL_STROOPS: i64 = 1_000 * 10_000_000;
-/// A demo destination that exists on a fresh simulator (the BRIEF's example account).
+/// A demo destination that exists on a fresh simulator (the example account of the README).
 pub const DEMO_DESTINATION: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
 
 #[derive(Debug, thiserror::Error)]

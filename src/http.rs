@@ -268,7 +268,7 @@ async fn authenticate(
     }
 }
 
-/// Parses a JSON payout body per BRIEF §4: JSON content type, valid UTF-8, no unknown
+/// Parses a JSON payout body by the field rules (README): JSON content type, valid UTF-8, no unknown
 /// fields, every field checked.
 pub fn parse_body(
     headers: &HeaderMap,

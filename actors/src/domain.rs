@@ -1,7 +1,7 @@
 //! Domain types parsed at the boundary: a raw string never reaches an actor.
 //!
 //! Each type has a private field and one way in (`parse`), so holding a value proves it was
-//! checked against the rules of BRIEF §4. Money is `Amount`, an `i64` count of stroops.
+//! checked against the field rules (README, "field rules"; docs/protocol.md). Money is `Amount`, an `i64` count of stroops.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Fuzz target: `Amount::parse` against an independent reading of BRIEF §4's rule (digits,
+//! Fuzz target: `Amount::parse` against an independent reading of the amount rule (README field rules) (digits,
 //! an optional `.` and 1–7 more digits, > 0, at most i64::MAX stroops) done in i128, and
 //! the canonical form (`Display`) parsing back to the same amount.
 #![no_main]

@@ -3,7 +3,7 @@
 //! and body the input describes. Checked on every input: the client never panics, posts
 //! exactly the envelope it was given, and never calls anything applied or failed unless the
 //! ledger's resource says so for this very hash; a status other than 200 and 400 is always
-//! `Unknown` (BRIEF §2.3). For bodies built from a structure, whose meaning is known, the
+//! `Unknown` (docs/result-codes.md). For bodies built from a structure, whose meaning is known, the
 //! classification must also be exactly right.
 #![no_main]
 

@@ -1,7 +1,7 @@
-//! A small Horizon client: the documented endpoints and fields of BRIEF §5, nothing more.
+//! A small Horizon client: the documented endpoints and fields listed in docs/protocol.md, nothing more.
 //!
 //! `GET /`, `GET /accounts/{id}`, `POST /transactions` (form field `tx`) and
-//! `GET /transactions/{hash}`. Submission answers are classified per BRIEF §2.3, and the
+//! `GET /transactions/{hash}`. Submission answers are classified as docs/result-codes.md says, and the
 //! rule that matters most is the negative one: a timeout, a 5xx, a 429, a dropped
 //! connection or a body we cannot read is `Unknown`, never a failure, because the
 //! transaction may still be (or already be) in a ledger.
@@ -334,7 +334,7 @@ impl HorizonClient {
         Some(Coverage { oldest, latest })
     }
 
-    /// `POST /transactions` with exactly `envelope_xdr`, classified per BRIEF §2.3.
+    /// `POST /transactions` with exactly `envelope_xdr`, classified as docs/result-codes.md says.
     /// `hash` is the envelope's hash, used to look an included-but-failed one up.
     pub async fn submit(&self, envelope_xdr: &str, hash: &TxHash) -> SubmitOutcome {
         let reply = match self

@@ -137,7 +137,7 @@ mod tests {
 
     const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
     const ACCOUNT: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";
-    /// A seed with a broken checksum (BRIEF §5).
+    /// A seed with a broken checksum (a public test vector).
     const BAD_SEED: &str = "SBGWKM3CD4IL47QN6X54N6Y33T3JDNVI6AIJ6CD5IM47HG3IG4O36XCX";
 
     /// Every way a value could leak into text: Display of errors, Debug of everything.

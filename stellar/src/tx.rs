@@ -26,11 +26,11 @@ const ASSET_CODE12_BYTES_MAX: usize = 12;
 /// Builds the unsigned transaction for `spec`, with `TimeBounds { min_time, max_time }`.
 ///
 /// The port's `TxSpec` has no `min_time` (the service always uses 0); this lower-level form
-/// exists so that a fixed vector with another `min_time` (BRIEF §5) can be reproduced.
+/// exists so that a fixed vector with another `min_time` (the public golden vector) can be reproduced.
 pub fn build_payment_tx(spec: &TxSpec, min_time: u64) -> Result<Transaction, LedgerError> {
     if spec.max_time == 0 {
         // 0 means "no upper bound" to the network; such an envelope could never be proven
-        // dead by time (BRIEF §2.4), so it is never built.
+        // dead by time (docs/protocol.md), so it is never built.
         return Err(LedgerError::Build(
             "max_time must be set (0 means no expiry)".into(),
         ));

@@ -1,5 +1,5 @@
 //! The Horizon client against a tiny local Horizon stub (axum on 127.0.0.1:0): every
-//! submission answer of BRIEF §2.3 is classified right, and nothing uncertain is a failure.
+//! submission answer of docs/result-codes.md is classified right, and nothing uncertain is a failure.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //!
 //! - the client never panics;
 //! - a 5xx, a 429, any status but 200 and 400, a timeout or a dropped connection is
-//!   `Unknown` — never a failure, never applied, never a rejection (BRIEF §2.3);
+//!   `Unknown` — never a failure, never applied, never a rejection (docs/result-codes.md);
 //! - `Applied` and `Failed` only ever come from a transaction resource for this very hash
 //!   that says so (read independently here, as plain JSON);
 //! - a lookup is `NotFound` only on a 404, and an error on any status but 200 and 404.
@@ -25,7 +25,7 @@ use proptest::test_runner::RngSeed;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
-/// The golden envelope of BRIEF §5 and its hash.
+/// The public golden envelope and its hash.
 const ENVELOPE: &str = "AAAAAgAAAADL13HWIyocdKsZ7A7HM8Srqmv+uZWc+rI4xx3M8oedCQAAAMgAAAAAAAAAAQAAAAEAAAAAAAAwOQAAAAAAAN3VAAAAAgAAAAAAAABkAAAAAQAAAAAAAAABAAAAANKYxYFXEWWR6TIJ6Vx6W/8SGy4dP2GLaND8yO/l5eRwAAAAAAAAAAJUC+QAAAAAAAAAAAHyh50JAAAAQCXOQnmno3he687bKRtDc6+BXRUf8t+RnTuHy+sKf35UjfFiQbIge+txehmg0N61JsFWfwbL0JtgOjzyeZw5JAs=";
 const HASH: &str = "40a1855a9afaa19fbef064c833132096ba0cd5283138c0013f6151dd0b21aee9";
 
