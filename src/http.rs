@@ -316,6 +316,8 @@ fn public_routes() -> Routes {
         )
         .route(Method::GET, "/readyz", get(readyz))
         .route(Method::GET, "/metrics", get(metrics))
+        .route(Method::GET, crate::openapi::PATH, get(openapi_document))
+        // Where the document was served before it moved under /v1 (kept for old clients).
         .route(Method::GET, "/openapi.json", get(openapi_document))
 }
 
