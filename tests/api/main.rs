@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real PostgreSQL (fresh database per test).
 
 mod catalogue;
+mod contract;
 mod csv;
 mod helpers;
 mod http;
