@@ -39,6 +39,8 @@ pub struct ApiState {
     pub payouts: Payouts,
     pub journal: Arc<PgJournal>,
     pub tokens: Arc<Vec<SecretString>>,
+    /// Tokens of the admin API (`/v1/admin/*`), each with its name.
+    pub admin_tokens: Arc<Vec<crate::config::AdminToken>>,
     pub request_timeout_ms: u64,
     /// `POST /v1/payouts/batch`: requests per body at most, and its body limit in bytes.
     pub batch_items_max: usize,
@@ -52,6 +54,7 @@ pub fn status_of(code: ErrorCode) -> Option<StatusCode> {
     Some(match code {
         C::InvalidBody | C::InvalidQuery => StatusCode::BAD_REQUEST,
         C::Unauthenticated => StatusCode::UNAUTHORIZED,
+        C::AdminTokenRequired | C::AdminDisabled => StatusCode::FORBIDDEN,
         C::PayoutNotFound | C::NotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::PayoutConflict | C::PayoutNotCancellable | C::PayoutNotParked => StatusCode::CONFLICT,
@@ -79,6 +82,8 @@ pub fn status_of(code: ErrorCode) -> Option<StatusCode> {
         | C::MemoHashFormat
         | C::BatchSize
         | C::ReasonTooLong
+        | C::ReasonMissing
+        | C::SecretInReason
         | C::StateInvalid
         | C::LimitInvalid => StatusCode::UNPROCESSABLE_ENTITY,
         C::Overloaded | C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -115,12 +120,16 @@ impl ApiError {
         }
     }
 
-    fn field(mut self, field: &'static str) -> Self {
+    /// The same error, naming the field or parameter at fault.
+    pub fn field(mut self, field: &'static str) -> Self {
         self.field = Some(field);
         self
     }
 
-    fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn caused_by(
+        mut self,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         self.source = Some(Box::new(cause));
         self
     }
@@ -230,33 +239,44 @@ impl PayoutView {
     }
 }
 
+/// Which token an operation needs (when tokens are configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Auth {
+    /// None: open to anyone.
+    Open,
+    /// A payout token (`server.api_tokens`).
+    Payout,
+    /// An admin token (`server.admin_tokens`; see `admin`).
+    Admin,
+}
+
 /// One operation of the API: its method, its path (in the `{param}` form that axum and
-/// OpenAPI share) and whether it needs the bearer token.
+/// OpenAPI share) and the token it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Operation {
     pub method: &'static str,
     pub path: &'static str,
-    pub authenticated: bool,
+    pub auth: Auth,
 }
 
 /// Routes and the operations they serve, built together so that neither can be added
 /// without the other.
-struct Routes {
-    router: Router<ApiState>,
-    operations: Vec<Operation>,
-    authenticated: bool,
+pub(crate) struct Routes {
+    pub(crate) router: Router<ApiState>,
+    pub(crate) operations: Vec<Operation>,
+    auth: Auth,
 }
 
 impl Routes {
-    fn new(authenticated: bool) -> Self {
+    pub(crate) fn new(auth: Auth) -> Self {
         Self {
             router: Router::new(),
             operations: Vec::new(),
-            authenticated,
+            auth,
         }
     }
 
-    fn route(
+    pub(crate) fn route(
         mut self,
         method: Method,
         path: &'static str,
@@ -265,7 +285,7 @@ impl Routes {
         self.operations.push(Operation {
             method: method_name(&method),
             path,
-            authenticated: self.authenticated,
+            auth: self.auth,
         });
         self.router = self.router.route(path, handler);
         self
@@ -285,7 +305,7 @@ fn method_name(method: &Method) -> &'static str {
 
 /// The operations that need the bearer token (when tokens are configured).
 fn api_routes(batch_body_bytes_max: usize) -> Routes {
-    Routes::new(true)
+    Routes::new(Auth::Payout)
         .route(Method::POST, "/v1/payouts", post(create_payout))
         .route(Method::GET, "/v1/payouts", get(list_payouts))
         .route(
@@ -308,7 +328,7 @@ fn api_routes(batch_body_bytes_max: usize) -> Routes {
 
 /// The operations open to anyone: health, readiness, metrics, the document itself.
 fn public_routes() -> Routes {
-    Routes::new(false)
+    Routes::new(Auth::Open)
         .route(
             Method::GET,
             "/healthz",
@@ -332,6 +352,7 @@ async fn openapi_document() -> Response {
 /// Every operation the router serves (the OpenAPI document must list exactly these).
 pub fn operations() -> Vec<Operation> {
     let mut all = api_routes(0).operations;
+    all.extend(crate::admin::admin_routes().operations);
     all.extend(public_routes().operations);
     all
 }
@@ -342,6 +363,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
+        .merge(crate::admin::routes(state.clone()))
         .merge(public_routes().router)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -377,7 +399,7 @@ async fn timeout(State(state): State<ApiState>, request: Request, next: Next) ->
 }
 
 /// Compares in time that depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);
@@ -638,7 +660,7 @@ async fn create_batch(
 }
 
 /// A body that could not be read: too large (413), or the connection failed mid-body.
-fn body_rejection(rejection: BytesRejection) -> ApiError {
+pub(crate) fn body_rejection(rejection: BytesRejection) -> ApiError {
     let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ErrorCode::BodyTooLarge
     } else {
@@ -752,7 +774,8 @@ fn operator_reason(body: Result<Bytes, BytesRejection>, default: &str) -> Result
         )
         .field("reason"));
     }
-    Ok(reason)
+    // PostgreSQL text cannot hold NUL.
+    Ok(crate::ingress::storable(&reason))
 }
 
 async fn cancel_payout(
@@ -790,18 +813,24 @@ struct ListQuery {
 
 /// A page size: decimal digits only, 1 to [`LIST_LIMIT_MAX`].
 fn list_limit(text: Option<&str>) -> Result<u32, ApiError> {
+    page_limit(text, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
+}
+
+/// A `limit` parameter: decimal digits only, 1 to `max` (`default` without it); anything
+/// else is 422 limit_invalid, never clamped.
+pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     let Some(text) = text else {
-        return Ok(LIST_LIMIT_DEFAULT);
+        return Ok(default);
     };
     text.bytes()
         .all(|b| b.is_ascii_digit())
         .then(|| text.parse::<u32>().ok())
         .flatten()
-        .filter(|n| (1..=LIST_LIMIT_MAX).contains(n))
+        .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::LimitInvalid,
-                format!("must be a whole number from 1 to {LIST_LIMIT_MAX}"),
+                format!("must be a whole number from 1 to {max}"),
             )
             .field("limit")
         })

@@ -23,7 +23,7 @@ mod tests {
     use payoutd_actors::ErrorCode;
     use serde_json::Value;
 
-    use crate::http::{operations, status_of};
+    use crate::http::{Auth, operations, status_of};
 
     const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -47,12 +47,20 @@ mod tests {
     fn schema_codes(doc: &Value, schema: &Value, out: &mut BTreeSet<String>) {
         let schema = resolve(doc, schema);
         for key in ["oneOf", "anyOf", "allOf"] {
-            for s in schema.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for s in schema
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 schema_codes(doc, s, out);
             }
         }
         if let Some(error) = schema.pointer("/properties/error") {
-            let code = resolve(doc, resolve(doc, error).pointer("/properties/code").unwrap());
+            let code = resolve(
+                doc,
+                resolve(doc, error).pointer("/properties/code").unwrap(),
+            );
             let values = code
                 .get("enum")
                 .and_then(Value::as_array)
@@ -104,25 +112,33 @@ mod tests {
     #[test]
     fn document_lists_exactly_the_served_operations() {
         let doc = document();
-        let top_security = doc["security"].as_array().unwrap();
-        assert!(!top_security.is_empty(), "operations are authenticated by default");
+        assert_eq!(
+            doc["security"],
+            serde_json::json!([{ "bearer": [] }]),
+            "operations need a payout token unless they say otherwise"
+        );
         let mut documented = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in METHODS {
                 let Some(op) = item.get(method) else { continue };
-                let open = op.get("security").and_then(Value::as_array).map(Vec::is_empty);
-                documented.insert((method.to_owned(), path.clone(), open != Some(true)));
+                let auth = match op.get("security") {
+                    None => Auth::Payout,
+                    Some(s) if s == &serde_json::json!([]) => Auth::Open,
+                    Some(s) if s == &serde_json::json!([{ "adminBearer": [] }]) => Auth::Admin,
+                    Some(other) => panic!("{method} {path}: unexpected security {other}"),
+                };
+                documented.insert((method.to_owned(), path.clone(), auth));
             }
         }
         let served: BTreeSet<_> = operations()
             .into_iter()
-            .map(|o| (o.method.to_owned(), o.path.to_owned(), o.authenticated))
+            .map(|o| (o.method.to_owned(), o.path.to_owned(), o.auth))
             .collect();
         assert_eq!(
             documented, served,
-            "the document's operations (method, path, authenticated) are the router's"
+            "the document's operations (method, path, token) are the router's"
         );
-        assert!(served.contains(&("get".into(), super::PATH.into(), false)));
+        assert!(served.contains(&("get".into(), super::PATH.into(), Auth::Open)));
     }
 
     #[test]
@@ -131,10 +147,12 @@ mod tests {
         for ((method, path), statuses) in documented_codes(&doc) {
             for (status, codes) in statuses {
                 for code in codes {
-                    let parsed = ErrorCode::parse(&code)
-                        .unwrap_or_else(|| panic!("{method} {path} {status}: {code} is not an ErrorCode"));
-                    let answered = status_of(parsed)
-                        .unwrap_or_else(|| panic!("{method} {path} {status}: {code} is never an HTTP answer"));
+                    let parsed = ErrorCode::parse(&code).unwrap_or_else(|| {
+                        panic!("{method} {path} {status}: {code} is not an ErrorCode")
+                    });
+                    let answered = status_of(parsed).unwrap_or_else(|| {
+                        panic!("{method} {path} {status}: {code} is never an HTTP answer")
+                    });
                     assert_eq!(
                         answered.as_str(),
                         status,
@@ -165,7 +183,10 @@ mod tests {
         }
         documented.extend(ROUTER_CODES.iter().map(|c| c.to_string()));
         let missing: Vec<_> = http_codes().difference(&documented).cloned().collect();
-        assert!(missing.is_empty(), "codes no operation documents: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "codes no operation documents: {missing:?}"
+        );
         let description = doc["info"]["description"].as_str().unwrap();
         for code in ROUTER_CODES {
             assert!(description.contains(code.as_str()), "{code} not described");
@@ -188,15 +209,24 @@ mod tests {
                 if let Some(body) = op.get("requestBody") {
                     let body = resolve(&doc, body);
                     for (media_type, media) in body["content"].as_object().unwrap() {
-                        assert!(has_example(media), "{method} {path}: no example {media_type} request");
+                        assert!(
+                            has_example(media),
+                            "{method} {path}: no example {media_type} request"
+                        );
                     }
                 }
                 for (status, response) in op["responses"].as_object().unwrap() {
                     let response = resolve(&doc, response);
-                    for (media_type, media) in
-                        response.get("content").and_then(Value::as_object).into_iter().flatten()
+                    for (media_type, media) in response
+                        .get("content")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
                     {
-                        assert!(has_example(media), "{method} {path} {status}: no example {media_type} answer");
+                        assert!(
+                            has_example(media),
+                            "{method} {path} {status}: no example {media_type} answer"
+                        );
                     }
                 }
             }
@@ -236,7 +266,10 @@ mod tests {
                 }
             }
         }
-        assert!(found.is_empty(), "error codes written as strings (use ErrorCode): {found:#?}");
+        assert!(
+            found.is_empty(),
+            "error codes written as strings (use ErrorCode): {found:#?}"
+        );
     }
 
     /// docs/errors.md has one row per code, in the enum's order, with its HTTP status.
@@ -248,7 +281,12 @@ mod tests {
             .filter_map(|l| l.strip_prefix("| `"))
             .map(|l| {
                 let (code, rest) = l.split_once('`').unwrap();
-                let status = rest.trim_start_matches(" |").split('|').next().unwrap().trim();
+                let status = rest
+                    .trim_start_matches(" |")
+                    .split('|')
+                    .next()
+                    .unwrap()
+                    .trim();
                 (code.to_owned(), status.to_owned())
             })
             .collect();
@@ -259,6 +297,9 @@ mod tests {
                 (c.to_string(), status)
             })
             .collect();
-        assert_eq!(rows, expected, "docs/errors.md: one row per ErrorCode, with its status");
+        assert_eq!(
+            rows, expected,
+            "docs/errors.md: one row per ErrorCode, with its status"
+        );
     }
 }

@@ -104,8 +104,12 @@ error_codes! {
     // Other parts of the HTTP API.
     /// A batch with no request or more than the configured maximum.
     BatchSize = "batch_size",
-    /// An operator reason longer than allowed.
+    /// An operator reason longer than allowed (500 characters).
     ReasonTooLong = "reason_too_long",
+    /// An admin action without a reason (absent, empty or only white space).
+    ReasonMissing = "reason_missing",
+    /// An admin action whose reason holds what looks like a secret seed.
+    SecretInReason = "secret_in_reason",
     /// A `state` filter that is not a payout state.
     StateInvalid = "state_invalid",
     /// A `limit` that is not a whole number from 1 to the largest page.
@@ -114,6 +118,10 @@ error_codes! {
     InvalidQuery = "invalid_query",
     /// Missing or wrong bearer token.
     Unauthenticated = "unauthenticated",
+    /// An admin endpoint called with a payout token instead of an admin token.
+    AdminTokenRequired = "admin_token_required",
+    /// The admin API is off: payout tokens are configured but no admin token.
+    AdminDisabled = "admin_disabled",
     /// No endpoint at this path.
     NotFound = "not_found",
     /// The endpoint exists but not with this HTTP method.

@@ -22,6 +22,8 @@ const CONTRACT_SEED: u64 = 14;
 /// whole run takes under a minute on two cores.
 const MAX_EXAMPLES: u32 = 100;
 const TOKEN: &str = "contract-test-token";
+/// The admin token (`name:token`; the name goes into the audit trail).
+const ADMIN: (&str, &str) = ("contract", "contract-admin-token-0001");
 
 fn seed() -> u64 {
     match std::env::var("PAYOUTD_CONTRACT_SEED").as_deref() {
@@ -81,6 +83,10 @@ impl Service {
             .env("PAYOUTD__DATABASE__URL", &db_url)
             .env("PAYOUTD__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("PAYOUTD__SERVER__API_TOKENS", TOKEN)
+            .env(
+                "PAYOUTD__SERVER__ADMIN_TOKENS",
+                format!("{}:{}", ADMIN.0, ADMIN.1),
+            )
             .env(
                 "PAYOUTD__LEDGER__SIMULATOR__STATE_FILE",
                 dir.0.join("simulator.json"),
@@ -157,11 +163,12 @@ async fn openapi_contract_holds() {
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", &contract)
         .env("NO_COLOR", "1")
+        .env("PAYOUTD_CONTRACT_TOKEN", TOKEN)
+        .env("PAYOUTD_CONTRACT_ADMIN_TOKEN", ADMIN.1)
         .args(["--config-file", "schemathesis.toml", "run"])
         .arg(format!("{base}{}", payoutd::openapi::PATH))
         .args(["--checks", "all"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
-        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--seed", &seed.to_string()])
         .args(["--max-examples", &MAX_EXAMPLES.to_string()])
         .args(["--generation-database", "none"])
@@ -181,8 +188,7 @@ async fn openapi_contract_holds() {
         panic!(
             "schemathesis found contract violations (seed {seed}; exit {}):\n{stdout}\n{stderr}\n\
              --- payoutd log (last lines) ---\n{}",
-            out.status,
-            log
+            out.status, log
         );
     }
     // A run that tested nothing, or not every operation, is not a pass. Schemathesis leaves
@@ -225,7 +231,10 @@ async fn generated_client_works() {
         "python3 -m pip install openapi-generator-cli (it needs Java: apt-get install -y default-jre-headless)",
     );
     let deps = std::process::Command::new(&python)
-        .args(["-c", "import pydantic, dateutil, urllib3, typing_extensions"])
+        .args([
+            "-c",
+            "import pydantic, dateutil, urllib3, typing_extensions",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
