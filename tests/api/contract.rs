@@ -159,13 +159,17 @@ async fn openapi_contract_holds() {
     eprintln!("contract: schemathesis seed {seed} (PAYOUTD_CONTRACT_SEED={seed} replays it)");
     let started = Instant::now();
     let out = Command::new(&schemathesis)
-        .current_dir(&contract)
+        // In the test's folder: schemathesis keeps a cache of past findings in its working
+        // directory, and a run must not depend on earlier ones.
+        .current_dir(&service.dir.0)
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", &contract)
         .env("NO_COLOR", "1")
         .env("PAYOUTD_CONTRACT_TOKEN", TOKEN)
         .env("PAYOUTD_CONTRACT_ADMIN_TOKEN", ADMIN.1)
-        .args(["--config-file", "schemathesis.toml", "run"])
+        .arg("--config-file")
+        .arg(contract.join("schemathesis.toml"))
+        .arg("run")
         .arg(format!("{base}{}", payoutd::openapi::PATH))
         .args(["--checks", "all"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
