@@ -852,9 +852,10 @@ async fn list_payouts(
     let filter = match q.state.as_deref() {
         None => None,
         Some(s) => Some(PayoutState::parse(s).ok_or_else(|| {
+            let states: Vec<_> = PayoutState::ALL.iter().map(PayoutState::as_str).collect();
             ApiError::new(
                 ErrorCode::StateInvalid,
-                "must be one of accepted, prepared, submitted, confirmed, failed, parked, cancelled",
+                format!("must be one of {}", states.join(", ")),
             )
             .field("state")
         })?),

@@ -302,4 +302,21 @@ mod tests {
             "docs/errors.md: one row per ErrorCode, with its status"
         );
     }
+
+    /// The states the document names are the core's, so a new state cannot go undocumented.
+    #[test]
+    fn payout_states_are_the_cores() {
+        let doc = document();
+        let documented: Vec<&str> = doc["components"]["schemas"]["PayoutState"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let core: Vec<&str> = payoutd_actors::state::PayoutState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(documented, core);
+    }
 }

@@ -98,7 +98,7 @@ error_codes! {
     PayoutNotFound = "payout_not_found",
     /// The payout can no longer be cancelled (a transaction envelope exists, or it is final).
     PayoutNotCancellable = "payout_not_cancellable",
-    /// Resume asked of a payout that is not parked.
+    /// Resume asked of a payout that is neither parked nor held.
     PayoutNotParked = "payout_not_parked",
 
     // Other parts of the HTTP API.

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod context;
 pub mod domain;
 pub mod error_code;
+pub mod limits;
 #[cfg(feature = "test-support")]
 pub mod memory;
 pub mod metrics;

@@ -8,6 +8,7 @@ mod helpers;
 mod http;
 mod inbox;
 mod journal;
+mod limits;
 mod nats;
 mod secrets;
 mod stellar;
