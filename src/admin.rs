@@ -13,23 +13,27 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use payoutd_actors::ErrorCode;
 use payoutd_actors::safety::Pause;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::AdminToken;
-use crate::http::{ApiError, ApiState, constant_time_eq};
+use crate::http::{ApiError, ApiState, Auth, Routes, constant_time_eq};
 
-/// Longest reason an admin action may carry, in bytes.
-pub const ADMIN_REASON_BYTES_MAX: usize = 500;
+/// Longest reason an admin action may carry, in characters.
+pub const ADMIN_REASON_CHARS_MAX: usize = 500;
 /// Largest page of the audit trail.
 pub const AUDIT_LIMIT_MAX: u32 = 500;
+/// Page of the audit trail without `limit`.
+pub const AUDIT_LIMIT_DEFAULT: u32 = 50;
 /// The actor recorded when the API runs without any token.
 pub const ANONYMOUS: &str = "anonymous";
 
@@ -37,13 +41,19 @@ pub const ANONYMOUS: &str = "anonymous";
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
+/// The admin operations (listed in the OpenAPI document like every other).
+pub(crate) fn admin_routes() -> Routes {
+    Routes::new(Auth::Admin)
+        .route(Method::POST, "/v1/admin/pause", post(pause))
+        .route(Method::POST, "/v1/admin/resume", post(resume))
+        .route(Method::GET, "/v1/admin/status", get(status))
+        .route(Method::GET, "/v1/admin/audit", get(audit))
+}
+
 /// The admin routes, with their own authentication.
 pub fn routes(state: ApiState) -> Router<ApiState> {
-    Router::new()
-        .route("/v1/admin/pause", post(pause))
-        .route("/v1/admin/resume", post(resume))
-        .route("/v1/admin/status", get(status))
-        .route("/v1/admin/audit", get(audit))
+    admin_routes()
+        .router
         .route_layer(middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -60,8 +70,7 @@ async fn authenticate(
             return next.run(request).await;
         }
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
+            ErrorCode::AdminDisabled,
             "no admin tokens are configured: set PAYOUTD__SERVER__ADMIN_TOKENS (name:token, comma-separated) or server.admin_tokens_file",
         )
         .into_response();
@@ -73,8 +82,7 @@ async fn authenticate(
         .map(str::trim);
     let Some(presented) = presented else {
         return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            ErrorCode::Unauthenticated,
             "missing bearer token (Authorization: Bearer <admin token>)",
         )
         .into_response();
@@ -95,18 +103,12 @@ async fn authenticate(
     });
     if payout_token {
         ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_token_required",
+            ErrorCode::AdminTokenRequired,
             "this endpoint needs an admin token; payout tokens are not accepted",
         )
         .into_response()
     } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "invalid bearer token",
-        )
-        .into_response()
+        ApiError::new(ErrorCode::Unauthenticated, "invalid bearer token").into_response()
     }
 }
 
@@ -117,7 +119,7 @@ struct AdminBody {
 }
 
 /// The reason an admin action must carry: a JSON body `{"reason": "…"}`, 1 to
-/// `ADMIN_REASON_BYTES_MAX` bytes.
+/// `ADMIN_REASON_CHARS_MAX` characters, not blank, without a secret seed.
 fn admin_reason(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -131,48 +133,62 @@ fn admin_reason(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
         });
     if !is_json {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send Content-Type: application/json with {\"reason\": \"…\"}",
         ));
     }
     let parsed: AdminBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!(
                 "the body must be {{\"reason\": \"…\"}}: {}",
                 crate::ingress::redact_secrets(&e.to_string())
             ),
         )
     })?;
-    let reason = parsed.reason.unwrap_or_default();
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reason_missing",
-            "say why: the reason goes into the audit trail",
-            "reason",
-        ));
+    let raw = parsed.reason.unwrap_or_default();
+    // The length before trimming, and blank as JSON Schema's `\s` would say (the OpenAPI
+    // document states both rules as they are checked here).
+    if raw.chars().count() > ADMIN_REASON_CHARS_MAX {
+        return Err(ApiError::new(
+            ErrorCode::ReasonTooLong,
+            format!("reason is longer than {ADMIN_REASON_CHARS_MAX} characters"),
+        )
+        .field("reason"));
     }
-    if reason.len() > ADMIN_REASON_BYTES_MAX {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reason_too_long",
-            format!("reason is longer than {ADMIN_REASON_BYTES_MAX} bytes"),
-            "reason",
-        ));
+    let reason = raw.trim_matches(is_blank);
+    if reason.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::ReasonMissing,
+            "say why: the reason goes into the audit trail",
+        )
+        .field("reason"));
     }
     if crate::ingress::redact_secrets(reason) != reason {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "secret_in_reason",
+        return Err(ApiError::new(
+            ErrorCode::SecretInReason,
             "the reason looks like it holds a secret seed; never send one",
-            "reason",
-        ));
+        )
+        .field("reason"));
     }
-    Ok(reason.to_owned())
+    // PostgreSQL text cannot hold NUL.
+    Ok(crate::ingress::storable(reason))
+}
+
+/// The characters a reason may not consist of only: the white space of JSON Schema's
+/// (ECMAScript's) `\s`, which the document's pattern for `reason` excludes one by one.
+pub(crate) fn is_blank(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
 }
 
 fn pause_json(p: &Pause) -> serde_json::Value {
@@ -183,8 +199,9 @@ async fn pause(
     State(state): State<ApiState>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(crate::http::body_rejection)?;
     let reason = admin_reason(&headers, &body)?;
     let pause = state.payouts.pause(&actor, &reason).await?;
     Ok(Json(json!({ "paused": true, "pause": pause_json(&pause) })))
@@ -194,8 +211,9 @@ async fn resume(
     State(state): State<ApiState>,
     axum::Extension(Actor(actor)): axum::Extension<Actor>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(crate::http::body_rejection)?;
     let reason = admin_reason(&headers, &body)?;
     let lifted = state.payouts.unpause(&actor, &reason).await?;
     Ok(Json(json!({
@@ -218,29 +236,30 @@ async fn status(State(state): State<ApiState>) -> Result<Json<serde_json::Value>
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    limit: Option<u32>,
+    limit: Option<String>,
 }
 
 async fn audit(
     State(state): State<ApiState>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=AUDIT_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "limit_invalid",
-            format!("limit must be 1 to {AUDIT_LIMIT_MAX}"),
-            "limit",
-        ));
-    }
-    let entries = state
-        .journal
-        .audit_trail(limit)
-        .await
-        .map_err(|e| ApiError::from(payoutd_actors::PayoutError::Unavailable(e.to_string())))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!(
+                "the query takes limit, at most once: {}",
+                crate::ingress::redact_secrets(&e.body_text())
+            ),
+        )
+    })?;
+    let limit = crate::http::page_limit(q.limit.as_deref(), AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX)?;
+    let entries = state.journal.audit_trail(limit).await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "temporarily unavailable; the same request may be retried safely",
+        )
+        .caused_by(e)
+    })?;
     Ok(Json(json!({ "entries": entries })))
 }
 
@@ -300,9 +319,9 @@ pub async fn run_cli(
     use payoutd_actors::ports::ControlStore;
     let check = |reason: &str| -> Result<(), String> {
         let r = reason.trim();
-        if r.is_empty() || r.len() > ADMIN_REASON_BYTES_MAX {
+        if r.is_empty() || reason.chars().count() > ADMIN_REASON_CHARS_MAX {
             return Err(format!(
-                "--reason must be 1 to {ADMIN_REASON_BYTES_MAX} bytes (it goes into the audit trail)"
+                "--reason must be 1 to {ADMIN_REASON_CHARS_MAX} characters (it goes into the audit trail)"
             ));
         }
         if crate::ingress::redact_secrets(r) != r {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use payoutd_actors::ErrorCode;
 use payoutd_actors::domain::{RawMemo, RawPayoutRequest};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -333,7 +334,7 @@ struct Record {
     line: usize,
     fields: Vec<String>,
     /// A quoting error in this record: (code, message).
-    error: Option<(&'static str, String)>,
+    error: Option<(ErrorCode, String)>,
 }
 
 /// Splits text into records per RFC 4180 (comma separator, `"` quoting with `""` inside,
@@ -388,7 +389,7 @@ fn split_records(text: &str) -> Vec<Record> {
                     value.push_str(&text[seg..]);
                     fields.push(value);
                     error = Some((
-                        "csv_unterminated_quote",
+                        ErrorCode::CsvUnterminatedQuote,
                         format!("the quoted field opened on line {start_line} is never closed"),
                     ));
                     break;
@@ -409,7 +410,7 @@ fn split_records(text: &str) -> Vec<Record> {
                     None => break,
                     Some(_) => {
                         error = Some((
-                            "csv_quote",
+                            ErrorCode::CsvQuote,
                             "text after a closing quote (write a quote inside a quoted field as \"\")"
                                 .to_owned(),
                         ));
@@ -434,7 +435,7 @@ fn split_records(text: &str) -> Vec<Record> {
                 }
                 if field.contains('"') && error.is_none() {
                     error = Some((
-                        "csv_quote",
+                        ErrorCode::CsvQuote,
                         "a quote inside an unquoted field (quote the whole field and double the quote)"
                             .to_owned(),
                     ));
@@ -520,9 +521,9 @@ fn columns(header: &Record) -> Result<Columns, SubmitError> {
     })
 }
 
-fn invalid(code: &str, field: Option<&str>, message: impl Into<String>) -> Outcome {
+fn invalid(code: ErrorCode, field: Option<&str>, message: impl Into<String>) -> Outcome {
     Outcome::Invalid {
-        code: code.to_owned(),
+        code: code.to_string(),
         field: field.map(str::to_owned),
         message: message.into(),
     }
@@ -530,12 +531,12 @@ fn invalid(code: &str, field: Option<&str>, message: impl Into<String>) -> Outco
 
 fn row_request(cols: &Columns, record: &Record) -> Result<RawPayoutRequest, Outcome> {
     if let Some((code, message)) = &record.error {
-        return Err(invalid(code, None, message.clone()));
+        return Err(invalid(*code, None, message.clone()));
     }
     let f = &record.fields;
     if f.len() != cols.count {
         return Err(invalid(
-            "csv_column_count",
+            ErrorCode::CsvColumnCount,
             None,
             format!("expected {} columns, found {}", cols.count, f.len()),
         ));
@@ -546,7 +547,7 @@ fn row_request(cols: &Columns, record: &Record) -> Result<RawPayoutRequest, Outc
             ("", "") => None,
             ("", _) => {
                 return Err(invalid(
-                    "memo_type_missing",
+                    ErrorCode::MemoTypeMissing,
                     Some("memo_type"),
                     "memo_value is set but memo_type is empty (none, text, id or hash)",
                 ));
@@ -1095,15 +1096,21 @@ mod tests {
     #[test]
     fn quoting_errors_are_per_record() {
         let recs = split_records("\"a\"b,c\nok,1\n");
-        assert_eq!(recs[0].error.as_ref().map(|e| e.0), Some("csv_quote"));
+        assert_eq!(
+            recs[0].error.as_ref().map(|e| e.0),
+            Some(ErrorCode::CsvQuote)
+        );
         assert_eq!(recs[1].fields, ["ok", "1"]);
         assert!(recs[1].error.is_none());
         let recs = split_records("a\"b\n");
-        assert_eq!(recs[0].error.as_ref().map(|e| e.0), Some("csv_quote"));
+        assert_eq!(
+            recs[0].error.as_ref().map(|e| e.0),
+            Some(ErrorCode::CsvQuote)
+        );
         let recs = split_records("x\n\"never closed\n");
         assert_eq!(
             recs[1].error.as_ref().map(|e| e.0),
-            Some("csv_unterminated_quote")
+            Some(ErrorCode::CsvUnterminatedQuote)
         );
     }
 
@@ -1172,7 +1179,10 @@ mod tests {
         };
         assert_eq!(ok.exit_code(), 0);
         let bad = Report {
-            rows: vec![row(Outcome::Created), row(invalid("x", None, "y"))],
+            rows: vec![
+                row(Outcome::Created),
+                row(invalid(ErrorCode::AmountFormat, None, "y")),
+            ],
         };
         assert_eq!(bad.exit_code(), 2);
         let mut failed = bad.clone();
@@ -1195,7 +1205,7 @@ mod tests {
             rows: vec![RowReport {
                 line: 3,
                 payout_id: seed.into(),
-                outcome: invalid("payout_id_length", Some("payout_id"), "too long"),
+                outcome: invalid(ErrorCode::PayoutIdLength, Some("payout_id"), "too long"),
             }],
         };
         let text = report.to_string();

@@ -1,18 +1,24 @@
-//! The HTTP API (axum): submit, read, list and cancel payouts; health, readiness and
-//! Prometheus metrics. `router(state)` is a pure function so tests can drive it without a
-//! socket; errors are JSON with a stable `code`, never database text.
+//! The HTTP API (axum): submit, read, list, cancel and resume payouts; health, readiness,
+//! Prometheus metrics and the OpenAPI document. `router(state)` is a pure function so tests
+//! can drive it without a socket; errors are JSON with a stable `code` (an [`ErrorCode`]),
+//! never database text.
+//!
+//! The router is built from one table of operations ([`operations`]); a test checks that
+//! the OpenAPI document (`src/openapi.json`) documents exactly those, and that every code
+//! it lists is answered with the status [`status_of`] gives it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
+use payoutd_actors::ErrorCode;
 use payoutd_actors::domain::{JsonRequestError, PayoutId, RawPayoutRequest, ValidationError};
 use payoutd_actors::state::{PayoutEvent, PayoutRecord, PayoutState};
 use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
@@ -25,6 +31,8 @@ use crate::metrics::render_prometheus;
 
 /// Largest page of `GET /v1/payouts`.
 pub const LIST_LIMIT_MAX: u32 = 500;
+/// Page size of `GET /v1/payouts` without `limit`.
+pub const LIST_LIMIT_DEFAULT: u32 = 100;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -39,77 +47,148 @@ pub struct ApiState {
     pub batch_body_bytes_max: usize,
 }
 
-/// An API error: HTTP status, stable code, message, and the offending field if any.
-#[derive(Debug)]
+/// The HTTP status each code is answered with: the one place codes meet statuses. `None`:
+/// the code is never an HTTP answer (it belongs to another ingress or to the CSV client).
+pub fn status_of(code: ErrorCode) -> Option<StatusCode> {
+    use ErrorCode as C;
+    Some(match code {
+        C::InvalidBody | C::InvalidQuery => StatusCode::BAD_REQUEST,
+        C::Unauthenticated => StatusCode::UNAUTHORIZED,
+        C::AdminTokenRequired | C::AdminDisabled => StatusCode::FORBIDDEN,
+        C::PayoutNotFound | C::NotFound => StatusCode::NOT_FOUND,
+        C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        C::PayoutConflict | C::PayoutNotCancellable | C::PayoutNotParked => StatusCode::CONFLICT,
+        C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        C::FieldMissing
+        | C::FieldType
+        | C::PayoutIdLength
+        | C::PayoutIdCharset
+        | C::PayoutIdIsSecret
+        | C::DestinationInvalid
+        | C::DestinationIsSecret
+        | C::AssetFormat
+        | C::AssetCode
+        | C::AssetIssuer
+        | C::AmountFormat
+        | C::AmountPrecision
+        | C::AmountTooLarge
+        | C::AmountNotPositive
+        | C::MemoType
+        | C::MemoValueMissing
+        | C::MemoValueUnexpected
+        | C::MemoTextTooLong
+        | C::MemoIdFormat
+        | C::MemoHashFormat
+        | C::BatchSize
+        | C::ReasonTooLong
+        | C::ReasonMissing
+        | C::SecretInReason
+        | C::StateInvalid
+        | C::LimitInvalid => StatusCode::UNPROCESSABLE_ENTITY,
+        C::Overloaded | C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        C::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+        C::MessageTooLarge
+        | C::InvalidUtf8
+        | C::CsvQuote
+        | C::CsvUnterminatedQuote
+        | C::CsvColumnCount
+        | C::MemoTypeMissing
+        | C::Unexpected => return None,
+    })
+}
+
+/// An API error: a stable code (its HTTP status follows from it), a message for people,
+/// the offending field if any, and the cause (logged, never sent).
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     field: Option<&'static str>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             field: None,
+            source: None,
         }
     }
 
-    /// An error about one field of the body or the query.
-    pub fn field(
-        status: StatusCode,
-        code: &'static str,
-        message: impl Into<String>,
-        field: &'static str,
+    /// The same error, naming the field or parameter at fault.
+    pub fn field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+
+    pub(crate) fn caused_by(
+        mut self,
+        cause: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self {
-            field: Some(field),
-            ..Self::new(status, code, message)
-        }
+        self.source = Some(Box::new(cause));
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_of(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// A field that breaks a rule (422, or whatever its code says).
+    fn invalid(e: ValidationError) -> Self {
+        Self::new(e.code, e.message).field(e.field)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error()
+            && let Some(cause) = &self.source
+        {
+            let chain = crate::ingress::redact_secrets(&error_chain(cause.as_ref()));
+            tracing::warn!(code = %self.code, error = %chain, "request could not be served");
+        }
         let mut body = json!({ "error": { "code": self.code, "message": self.message } });
         if let Some(field) = self.field {
             body["error"]["field"] = json!(field);
         }
-        (self.status, Json(body)).into_response()
+        (status, Json(body)).into_response()
     }
+}
+
+/// An error and its causes, one after the other.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl From<PayoutError> for ApiError {
     fn from(e: PayoutError) -> Self {
+        let code = e.code();
         match &e {
-            PayoutError::Conflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "payout_conflict", e.to_string())
-            }
-            PayoutError::NotFound(_) => {
-                Self::new(StatusCode::NOT_FOUND, "payout_not_found", e.to_string())
-            }
-            PayoutError::NotCancellable { .. } => Self::new(
-                StatusCode::CONFLICT,
-                "payout_not_cancellable",
-                e.to_string(),
-            ),
-            PayoutError::NotResumable { .. } => {
-                Self::new(StatusCode::CONFLICT, "payout_not_parked", e.to_string())
-            }
-            PayoutError::Overloaded => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
-            }
             PayoutError::Unavailable(_) => {
                 tracing::warn!(error = %e, "request could not be served");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    code,
                     "temporarily unavailable; the same request may be retried safely",
                 )
             }
+            _ => Self::new(code, e.to_string()),
         }
     }
 }
@@ -160,38 +239,139 @@ impl PayoutView {
     }
 }
 
-pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/v1/payouts", post(create_payout).get(list_payouts))
+/// Which token an operation needs (when tokens are configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Auth {
+    /// None: open to anyone.
+    Open,
+    /// A payout token (`server.api_tokens`).
+    Payout,
+    /// An admin token (`server.admin_tokens`; see `admin`).
+    Admin,
+}
+
+/// One operation of the API: its method, its path (in the `{param}` form that axum and
+/// OpenAPI share) and the token it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub auth: Auth,
+}
+
+/// Routes and the operations they serve, built together so that neither can be added
+/// without the other.
+pub(crate) struct Routes {
+    pub(crate) router: Router<ApiState>,
+    pub(crate) operations: Vec<Operation>,
+    auth: Auth,
+}
+
+impl Routes {
+    pub(crate) fn new(auth: Auth) -> Self {
+        Self {
+            router: Router::new(),
+            operations: Vec::new(),
+            auth,
+        }
+    }
+
+    pub(crate) fn route(
+        mut self,
+        method: Method,
+        path: &'static str,
+        handler: MethodRouter<ApiState>,
+    ) -> Self {
+        self.operations.push(Operation {
+            method: method_name(&method),
+            path,
+            auth: self.auth,
+        });
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// The operations that need the bearer token (when tokens are configured).
+fn api_routes(batch_body_bytes_max: usize) -> Routes {
+    Routes::new(Auth::Payout)
+        .route(Method::POST, "/v1/payouts", post(create_payout))
+        .route(Method::GET, "/v1/payouts", get(list_payouts))
         .route(
+            Method::POST,
             "/v1/payouts/batch",
-            post(create_batch).layer(DefaultBodyLimit::max(state.batch_body_bytes_max)),
+            post(create_batch).layer(DefaultBodyLimit::max(batch_body_bytes_max)),
         )
-        .route("/v1/payouts/{id}", get(get_payout))
-        .route("/v1/payouts/{id}/cancel", post(cancel_payout))
-        .route("/v1/payouts/{id}/resume", post(resume_payout))
+        .route(Method::GET, "/v1/payouts/{payout_id}", get(get_payout))
+        .route(
+            Method::POST,
+            "/v1/payouts/{payout_id}/cancel",
+            post(cancel_payout),
+        )
+        .route(
+            Method::POST,
+            "/v1/payouts/{payout_id}/resume",
+            post(resume_payout),
+        )
+}
+
+/// The operations open to anyone: health, readiness, metrics, the document itself.
+fn public_routes() -> Routes {
+    Routes::new(Auth::Open)
+        .route(
+            Method::GET,
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route(Method::GET, "/readyz", get(readyz))
+        .route(Method::GET, "/metrics", get(metrics))
+        .route(Method::GET, crate::openapi::PATH, get(openapi_document))
+        // Where the document was served before it moved under /v1 (kept for old clients).
+        .route(Method::GET, "/openapi.json", get(openapi_document))
+}
+
+async fn openapi_document() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+/// Every operation the router serves (the OpenAPI document must list exactly these).
+pub fn operations() -> Vec<Operation> {
+    let mut all = api_routes(0).operations;
+    all.extend(crate::admin::admin_routes().operations);
+    all.extend(public_routes().operations);
+    all
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = api_routes(state.batch_body_bytes_max)
+        .router
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
         .merge(crate::admin::routes(state.clone()))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    crate::openapi::DOCUMENT,
-                )
-            }),
-        )
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        .merge(public_routes().router)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this endpoint does not take that method (the Allow header lists those it takes)",
+            )
         })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(16 * 1024))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .with_state(state)
@@ -211,8 +391,7 @@ async fn timeout(State(state): State<ApiState>, request: Request, next: Next) ->
     {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "the request took too long; it may be retried safely",
         )
         .into_response(),
@@ -246,8 +425,7 @@ async fn authenticate(
         .map(str::trim);
     let Some(presented) = presented else {
         return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            ErrorCode::Unauthenticated,
             "missing bearer token (Authorization: Bearer <token>)",
         )
         .into_response();
@@ -259,17 +437,12 @@ async fn authenticate(
     if ok {
         next.run(request).await
     } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "invalid bearer token",
-        )
-        .into_response()
+        ApiError::new(ErrorCode::Unauthenticated, "invalid bearer token").into_response()
     }
 }
 
-/// Parses a JSON payout body by the field rules (README): JSON content type, valid UTF-8, no unknown
-/// fields, every field checked.
+/// Parses a JSON payout body by the field rules (README): JSON content type, valid
+/// UTF-8, no unknown fields, every field checked.
 pub fn parse_body(
     headers: &HeaderMap,
     body: &[u8],
@@ -294,8 +467,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send Content-Type: application/json",
         ))
     }
@@ -306,18 +478,11 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 fn parse_raw(
     raw: Result<RawPayoutRequest, JsonRequestError>,
 ) -> Result<payoutd_actors::domain::PayoutRequest, ApiError> {
-    let invalid = |e: ValidationError| ApiError {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: e.code,
-        message: e.message,
-        field: Some(e.field),
-    };
     match raw {
-        Ok(raw) => raw.parse().map_err(invalid),
-        Err(JsonRequestError::Field(e)) => Err(invalid(e)),
+        Ok(raw) => raw.parse().map_err(ApiError::invalid),
+        Err(JsonRequestError::Field(e)) => Err(ApiError::invalid(e)),
         Err(JsonRequestError::Body(detail)) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!(
                 "the body is not a valid payout request: {}",
                 redact(&detail)
@@ -344,7 +509,7 @@ async fn create_payout(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return refusal(&state, &headers, &[], body_rejection(&rejection)).await,
+        Err(rejection) => return refusal(&state, &headers, &[], body_rejection(rejection)).await,
     };
     match submit_payout(&state, &headers, &body).await {
         Ok(response) => response,
@@ -375,7 +540,7 @@ struct BatchItem {
     /// created | duplicate | conflict | invalid | unavailable
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
+    code: Option<ErrorCode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -407,7 +572,7 @@ async fn create_batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| body_rejection(&r))?;
+    let body = body.map_err(body_rejection)?;
     require_json(&headers)?;
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -416,8 +581,7 @@ async fn create_batch(
     }
     let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!(
                 "the body is not {{\"payouts\": [payout request, …]}}: {}",
                 redact(&e.to_string())
@@ -427,8 +591,7 @@ async fn create_batch(
     let n = batch.payouts.len();
     if n == 0 || n > state.batch_items_max {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "batch_size",
+            ErrorCode::BatchSize,
             format!(
                 "a batch holds 1 to {} payout requests, not {n}",
                 state.batch_items_max
@@ -476,8 +639,8 @@ async fn create_batch(
                 }
             }
             Err(e) => {
-                let status = match e {
-                    PayoutError::Conflict { .. } => "conflict",
+                let status = match e.code() {
+                    ErrorCode::PayoutConflict => "conflict",
                     _ => "unavailable",
                 };
                 BatchItem::refused(index, None, status, ApiError::from(e))
@@ -497,14 +660,13 @@ async fn create_batch(
 }
 
 /// A body that could not be read: too large (413), or the connection failed mid-body.
-fn body_rejection(rejection: &BytesRejection) -> ApiError {
-    let status = rejection.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "body_too_large"
+pub(crate) fn body_rejection(rejection: BytesRejection) -> ApiError {
+    let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ErrorCode::BodyTooLarge
     } else {
-        "invalid_body"
+        ErrorCode::InvalidBody
     };
-    ApiError::new(status, code, rejection.body_text())
+    ApiError::new(code, rejection.body_text()).caused_by(rejection)
 }
 
 /// Answers an error; a 4xx to a request that named its sender is recorded first. A refusal
@@ -512,7 +674,7 @@ fn body_rejection(rejection: &BytesRejection) -> ApiError {
 /// refused and recorded, so no refusal of a named sender goes unseen in `dead_letters`.
 async fn refusal(state: &ApiState, headers: &HeaderMap, body: &[u8], e: ApiError) -> Response {
     let source = match headers.get(SOURCE_HEADER) {
-        Some(source) if e.status.is_client_error() => source.as_bytes(),
+        Some(source) if e.status().is_client_error() => source.as_bytes(),
         _ => return e.into_response(),
     };
     let reason = match e.field {
@@ -531,27 +693,40 @@ async fn refusal(state: &ApiState, headers: &HeaderMap, body: &[u8], e: ApiError
     .await
     {
         Ok(()) => e.into_response(),
-        Err(db) => ApiError::from(PayoutError::Unavailable(format!(
-            "cannot record the dead letter of a refused request: {db}"
-        )))
+        Err(db) => ApiError::new(
+            ErrorCode::Unavailable,
+            "temporarily unavailable; the same request may be retried safely",
+        )
+        .caused_by(DeadLetterFailed(db))
         .into_response(),
     }
 }
 
-fn path_id(id: &str) -> Result<PayoutId, ApiError> {
-    PayoutId::parse(id).map_err(|e| ApiError {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: e.code,
-        message: e.message,
-        field: Some(e.field),
-    })
+/// The dead letter of a refused request could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot record the dead letter of a refused request")]
+struct DeadLetterFailed(#[source] sqlx::Error);
+
+/// The payout id in a path: the same rules as in a body.
+fn path_id(id: Result<Path<String>, PathRejection>) -> Result<PayoutId, ApiError> {
+    match id {
+        Ok(Path(id)) => PayoutId::parse(&id).map_err(ApiError::invalid),
+        // The only way a one-segment path fails to be a string: it is not UTF-8 once
+        // percent-decoded, so it has characters no payout id has.
+        Err(rejection) => Err(ApiError::new(
+            ErrorCode::PayoutIdCharset,
+            "may contain only letters, digits and . _ : -",
+        )
+        .field("payout_id")
+        .caused_by(rejection)),
+    }
 }
 
 async fn get_payout(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PayoutView>, ApiError> {
-    let id = path_id(&id)?;
+    let id = path_id(id)?;
     let record = state
         .payouts
         .get(&id)
@@ -570,36 +745,46 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
-/// Longest operator reason accepted, in bytes.
-const REASON_BYTES_MAX: usize = 500;
+/// Longest operator reason accepted, in characters.
+pub const REASON_CHARS_MAX: usize = 500;
 
 /// The reason an operator action carries: from the body if any, else `default`.
-fn operator_reason(body: &[u8], default: &str) -> Result<String, ApiError> {
+fn operator_reason(body: Result<Bytes, BytesRejection>, default: &str) -> Result<String, ApiError> {
+    let body = body.map_err(body_rejection)?;
     let reason = if body.is_empty() {
         None
     } else {
-        serde_json::from_slice::<ReasonBody>(body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
+        serde_json::from_slice::<ReasonBody>(&body)
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidBody,
+                    format!(
+                        "the body is not {{\"reason\": \"…\"}}: {}",
+                        redact(&e.to_string())
+                    ),
+                )
+            })?
             .reason
     };
     let reason = reason.unwrap_or_else(|| default.to_owned());
-    if reason.len() > REASON_BYTES_MAX {
+    if reason.chars().count() > REASON_CHARS_MAX {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "reason_too_long",
-            format!("reason is longer than {REASON_BYTES_MAX} bytes"),
-        ));
+            ErrorCode::ReasonTooLong,
+            format!("reason is longer than {REASON_CHARS_MAX} characters"),
+        )
+        .field("reason"));
     }
-    Ok(reason)
+    // PostgreSQL text cannot hold NUL.
+    Ok(crate::ingress::storable(&reason))
 }
 
 async fn cancel_payout(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
-    body: Bytes,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PayoutView>, ApiError> {
-    let id = path_id(&id)?;
-    let reason = operator_reason(&body, "cancelled by API request")?;
+    let id = path_id(id)?;
+    let reason = operator_reason(body, "cancelled by API request")?;
     let record = state.payouts.cancel(&id, reason).await?;
     Ok(Json(PayoutView::from_record(&record)))
 }
@@ -607,44 +792,91 @@ async fn cancel_payout(
 /// Resumes a parked payout: an operator has fixed what parked it.
 async fn resume_payout(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
-    body: Bytes,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PayoutView>, ApiError> {
-    let id = path_id(&id)?;
-    let reason = operator_reason(&body, "resumed by API request")?;
+    let id = path_id(id)?;
+    let reason = operator_reason(body, "resumed by API request")?;
     let record = state.payouts.resume(&id, reason).await?;
     Ok(Json(PayoutView::from_record(&record)))
 }
 
+/// The query of `GET /v1/payouts`, as text: each value is checked below, so that a bad one
+/// is answered 422 with its parameter named (an unknown or repeated parameter is 400).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     state: Option<String>,
     after: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
+}
+
+/// A page size: decimal digits only, 1 to [`LIST_LIMIT_MAX`].
+fn list_limit(text: Option<&str>) -> Result<u32, ApiError> {
+    page_limit(text, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
+}
+
+/// A `limit` parameter: decimal digits only, 1 to `max` (`default` without it); anything
+/// else is 422 limit_invalid, never clamped.
+pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    text.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse::<u32>().ok())
+        .flatten()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::LimitInvalid,
+                format!("must be a whole number from 1 to {max}"),
+            )
+            .field("limit")
+        })
 }
 
 async fn list_payouts(
     State(state): State<ApiState>,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!(
+                "the query takes state, after and limit, each at most once: {}",
+                redact(&e.body_text())
+            ),
+        )
+    })?;
     let filter = match q.state.as_deref() {
         None => None,
         Some(s) => Some(PayoutState::parse(s).ok_or_else(|| {
+            let states: Vec<_> = PayoutState::ALL.iter().map(PayoutState::as_str).collect();
             ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "state_invalid",
-                format!("unknown state {s:?}"),
+                ErrorCode::StateInvalid,
+                format!("must be one of {}", states.join(", ")),
             )
+            .field("state")
         })?),
     };
-    let after = q.after.as_deref().map(path_id).transpose()?;
-    let limit = q.limit.unwrap_or(100).clamp(1, LIST_LIMIT_MAX);
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| PayoutId::parse(a).map_err(|e| ApiError::new(e.code, e.message).field("after")))
+        .transpose()?;
+    let limit = list_limit(q.limit.as_deref())?;
     let records = state
         .journal
         .list(filter, after.as_ref(), limit)
         .await
-        .map_err(|e| ApiError::from(PayoutError::Unavailable(e.to_string())))?;
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "temporarily unavailable; the same request may be retried safely",
+            )
+            .caused_by(e)
+        })?;
     let next = (records.len() as u32 == limit)
         .then(|| records.last().map(|r| r.id().to_string()))
         .flatten();

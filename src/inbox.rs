@@ -207,7 +207,7 @@ pub async fn drain_once(
                     DEAD_LETTER_SOURCE,
                     Some(&row.id.to_string()),
                     row.payload.as_bytes(),
-                    code,
+                    *code,
                     reason,
                 )
                 .await?;

@@ -4,9 +4,10 @@
 //! requests that name their sender (`Payoutd-Source`, e.g. the BullMQ worker) are
 //! dead-lettered the same way when they are refused.
 
+use payoutd_actors::ErrorCode;
 use payoutd_actors::domain::{JsonRequestError, PayoutRequest, RawPayoutRequest, ValidationError};
 use payoutd_actors::state::PayoutState;
-use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
+use payoutd_actors::{Payouts, SubmitAnswer};
 use sqlx::{Executor, Postgres};
 
 /// Largest message accepted from a broker or the inbox, in bytes.
@@ -20,7 +21,7 @@ pub enum IngestOutcome {
     /// Already known, same content: nothing written.
     Duplicate(PayoutState),
     /// Refused for good: dead-letter it with this code and reason.
-    Rejected { code: String, reason: String },
+    Rejected { code: ErrorCode, reason: String },
     /// Not durable and not refused (database down, overloaded): do not acknowledge; the
     /// message comes back.
     Retry(String),
@@ -34,28 +35,28 @@ impl IngestOutcome {
 }
 
 /// Parses a raw message: size, UTF-8, JSON shape (no unknown fields), every field.
-pub fn parse_message(bytes: &[u8]) -> Result<PayoutRequest, (String, String)> {
+pub fn parse_message(bytes: &[u8]) -> Result<PayoutRequest, (ErrorCode, String)> {
     if bytes.len() > MESSAGE_BYTES_MAX {
         return Err((
-            "message_too_large".into(),
+            ErrorCode::MessageTooLarge,
             format!("message is larger than {MESSAGE_BYTES_MAX} bytes"),
         ));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| {
         (
-            "invalid_utf8".to_owned(),
+            ErrorCode::InvalidUtf8,
             "message is not valid UTF-8".to_owned(),
         )
     })?;
+    let field = |e: ValidationError| (e.code, format!("{}: {}", e.field, e.message));
     let raw = RawPayoutRequest::from_json_slice(text.as_bytes()).map_err(|e| match e {
         JsonRequestError::Body(detail) => (
-            "invalid_body".to_owned(),
+            ErrorCode::InvalidBody,
             format!("not a valid payout request: {}", redact_secrets(&detail)),
         ),
-        JsonRequestError::Field(e) => (e.code.to_owned(), format!("{}: {}", e.field, e.message)),
+        JsonRequestError::Field(e) => field(e),
     })?;
-    raw.parse()
-        .map_err(|e: ValidationError| (e.code.to_owned(), format!("{}: {}", e.field, e.message)))
+    raw.parse().map_err(field)
 }
 
 /// Hands one raw message to the core.
@@ -67,45 +68,49 @@ pub async fn ingest(payouts: &Payouts, bytes: &[u8]) -> IngestOutcome {
     match payouts.submit(request).await {
         Ok(SubmitAnswer::Created(r)) => IngestOutcome::Created(r.state),
         Ok(SubmitAnswer::Duplicate(r)) => IngestOutcome::Duplicate(r.state),
-        Err(e @ PayoutError::Conflict { .. }) => IngestOutcome::Rejected {
-            code: "payout_conflict".into(),
-            reason: e.to_string(),
-        },
-        Err(e @ (PayoutError::Overloaded | PayoutError::Unavailable(_))) => {
-            IngestOutcome::Retry(e.to_string())
-        }
-        Err(
-            e @ (PayoutError::NotFound(_)
-            | PayoutError::NotCancellable { .. }
-            | PayoutError::NotResumable { .. }),
-        ) => IngestOutcome::Rejected {
-            code: "unexpected".into(),
-            reason: e.to_string(),
+        Err(e) => match e.code() {
+            code if code.is_transient() => IngestOutcome::Retry(e.to_string()),
+            code @ ErrorCode::PayoutConflict => IngestOutcome::Rejected {
+                code,
+                reason: e.to_string(),
+            },
+            // Not found, not cancellable, not parked: no answer a submission can give.
+            _ => IngestOutcome::Rejected {
+                code: ErrorCode::Unexpected,
+                reason: e.to_string(),
+            },
         },
     }
 }
 
-/// Records a dead letter (in the caller's transaction if `executor` is one).
+/// Records a dead letter (in the caller's transaction if `executor` is one). Text columns
+/// cannot hold NUL: a NUL in the payload, reason or reference is stored as U+FFFD, so a
+/// refusal is always recordable.
 pub async fn dead_letter<'e>(
     executor: impl Executor<'e, Database = Postgres>,
     source: &str,
     source_ref: Option<&str>,
     payload: &[u8],
-    code: &str,
+    code: ErrorCode,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let text = redact_secrets(&String::from_utf8_lossy(
+    let text = storable(&redact_secrets(&String::from_utf8_lossy(
         &payload[..payload.len().min(MESSAGE_BYTES_MAX)],
-    ));
+    )));
     sqlx::query("INSERT INTO dead_letters (source, source_ref, payload, code, reason) VALUES ($1, $2, $3, $4, $5)")
         .bind(source)
-        .bind(source_ref)
+        .bind(source_ref.map(storable))
         .bind(text)
-        .bind(code)
-        .bind(reason)
+        .bind(code.as_str())
+        .bind(storable(reason))
         .execute(executor)
         .await?;
     Ok(())
+}
+
+/// `text` without NUL characters (PostgreSQL text cannot hold them): each becomes U+FFFD.
+pub fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
 }
 
 /// Sender names a client may give in the `Payoutd-Source` header of an HTTP request. The
@@ -127,7 +132,7 @@ pub async fn dead_letter_http_rejection<'e>(
     source: &[u8],
     source_ref: Option<&[u8]>,
     body: &[u8],
-    code: &str,
+    code: ErrorCode,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     let source = HTTP_SOURCES
@@ -242,6 +247,7 @@ mod tests {
     fn parse_message_codes() {
         assert_eq!(parse_message(b"\xff\xfe").unwrap_err().0, "invalid_utf8");
         assert_eq!(parse_message(b"{").unwrap_err().0, "invalid_body");
+        assert_eq!(storable("a\0b"), "a\u{FFFD}b");
         assert_eq!(
             parse_message(&vec![b' '; MESSAGE_BYTES_MAX + 1])
                 .unwrap_err()

@@ -36,8 +36,8 @@ use async_nats::jetstream::stream::{
 };
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
-use payoutd_actors::Payouts;
 use payoutd_actors::domain::PayoutId;
+use payoutd_actors::{ErrorCode, Payouts};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -892,7 +892,7 @@ impl Handler {
             IngestOutcome::Rejected { code, reason } => {
                 let reason = ingress::redact_secrets(&reason);
                 match self
-                    .dead_letter(message, stream_seq, delivered, &code, &reason)
+                    .dead_letter(message, stream_seq, delivered, code, &reason)
                     .await
                 {
                     Ok(()) => {
@@ -914,11 +914,13 @@ impl Handler {
         message: &jetstream::Message,
         stream_seq: u64,
         delivered: i64,
-        code: &str,
+        code: ErrorCode,
         reason: &str,
     ) -> Result<(), String> {
         let payload = &message.payload[..message.payload.len().min(MESSAGE_BYTES_MAX)];
-        let redacted = ingress::redact_secrets(&String::from_utf8_lossy(payload));
+        // As `ingress::dead_letter` stores it, so that a redelivery finds the row.
+        let redacted =
+            ingress::storable(&ingress::redact_secrets(&String::from_utf8_lossy(payload)));
         let source_ref = stream_seq.to_string();
         // A redelivery of a message whose dead letter was written but whose TERM was lost:
         // do not write a second row.

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error_code::ErrorCode;
 use crate::strkey::{self, StrKeyError};
 
 /// Stroops per lumen (or per unit of any Stellar asset): amounts have 7 decimals.
@@ -22,12 +23,12 @@ pub const MEMO_TEXT_BYTES_MAX: usize = 28;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ValidationError {
     pub field: &'static str,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ValidationError {
-    fn new(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(field: &'static str, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             field,
             code,
@@ -54,7 +55,7 @@ impl PayoutId {
         if text.is_empty() || text.chars().count() > PAYOUT_ID_LEN_MAX {
             return Err(ValidationError::new(
                 "payout_id",
-                "payout_id_length",
+                ErrorCode::PayoutIdLength,
                 format!("must be 1 to {PAYOUT_ID_LEN_MAX} characters long"),
             ));
         }
@@ -62,7 +63,7 @@ impl PayoutId {
         if !text.chars().all(allowed) {
             return Err(ValidationError::new(
                 "payout_id",
-                "payout_id_charset",
+                ErrorCode::PayoutIdCharset,
                 "may contain only letters, digits and . _ : -",
             ));
         }
@@ -71,7 +72,7 @@ impl PayoutId {
         if matches!(strkey::decode(text), Ok((strkey::VERSION_SEED, _))) {
             return Err(ValidationError::new(
                 "payout_id",
-                "payout_id_is_secret",
+                ErrorCode::PayoutIdIsSecret,
                 "is a secret seed (S…); never send a secret key to anyone — choose another payout id",
             ));
         }
@@ -142,31 +143,43 @@ impl Destination {
         if text.starts_with('S') {
             return Err(ValidationError::new(
                 FIELD,
-                "destination_is_secret",
+                ErrorCode::DestinationIsSecret,
                 "looks like a secret seed (S…); never send a secret key to anyone — give the account id (G…) instead",
             ));
         }
         let (version, payload) = strkey::decode(text).map_err(|e| {
             ValidationError::new(
                 FIELD,
-                "destination_invalid",
+                ErrorCode::DestinationInvalid,
                 format!("is not a valid Stellar account: it {e}"),
             )
         })?;
         match version {
             strkey::VERSION_ACCOUNT_ID => {
                 let key: [u8; 32] = payload.try_into().map_err(|_| {
-                    ValidationError::new(FIELD, "destination_invalid", "has the wrong length")
+                    ValidationError::new(
+                        FIELD,
+                        ErrorCode::DestinationInvalid,
+                        "has the wrong length",
+                    )
                 })?;
                 Ok(Self::Account(AccountId(key)))
             }
             strkey::VERSION_MUXED_ACCOUNT => {
                 let (key, id) = payload.split_at(32);
                 let key: [u8; 32] = key.try_into().map_err(|_| {
-                    ValidationError::new(FIELD, "destination_invalid", "has the wrong length")
+                    ValidationError::new(
+                        FIELD,
+                        ErrorCode::DestinationInvalid,
+                        "has the wrong length",
+                    )
                 })?;
                 let id: [u8; 8] = id.try_into().map_err(|_| {
-                    ValidationError::new(FIELD, "destination_invalid", "has the wrong length")
+                    ValidationError::new(
+                        FIELD,
+                        ErrorCode::DestinationInvalid,
+                        "has the wrong length",
+                    )
                 })?;
                 Ok(Self::Muxed {
                     account: AccountId(key),
@@ -175,12 +188,12 @@ impl Destination {
             }
             strkey::VERSION_SEED => Err(ValidationError::new(
                 FIELD,
-                "destination_is_secret",
+                ErrorCode::DestinationIsSecret,
                 "is a secret seed; never send a secret key to anyone — give the account id (G…) instead",
             )),
             _ => Err(ValidationError::new(
                 FIELD,
-                "destination_invalid",
+                ErrorCode::DestinationInvalid,
                 "must be a G… or M… account",
             )),
         }
@@ -243,21 +256,21 @@ impl Asset {
         let Some((code, issuer)) = text.split_once(':') else {
             return Err(ValidationError::new(
                 FIELD,
-                "asset_format",
+                ErrorCode::AssetFormat,
                 "must be \"native\", \"XLM\" or \"CODE:ISSUER\"",
             ));
         };
         if code.is_empty() || code.len() > 12 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(ValidationError::new(
                 FIELD,
-                "asset_code",
+                ErrorCode::AssetCode,
                 "code must be 1 to 12 letters or digits",
             ));
         }
         let issuer = AccountId::parse(issuer).map_err(|e| {
             ValidationError::new(
                 FIELD,
-                "asset_issuer",
+                ErrorCode::AssetIssuer,
                 format!("issuer is not a valid G… account: it {e}"),
             )
         })?;
@@ -287,28 +300,31 @@ impl Amount {
     /// digits. No sign, no exponent, no spaces; zero is refused. Integer arithmetic only.
     pub fn parse(text: &str) -> Result<Self, ValidationError> {
         const FIELD: &str = "amount";
-        let bad = |code: &'static str, msg: &str| Err(ValidationError::new(FIELD, code, msg));
+        let bad = |code: ErrorCode, msg: &str| Err(ValidationError::new(FIELD, code, msg));
         let (whole, frac) = match text.split_once('.') {
             Some((w, f)) => (w, f),
             None => (text, ""),
         };
         if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
             return bad(
-                "amount_format",
+                ErrorCode::AmountFormat,
                 "must be a decimal number such as \"12.5\" (no sign, no exponent)",
             );
         }
         if text.contains('.') && frac.is_empty() {
-            return bad("amount_format", "must have digits after the decimal point");
+            return bad(
+                ErrorCode::AmountFormat,
+                "must have digits after the decimal point",
+            );
         }
         if !frac.bytes().all(|b| b.is_ascii_digit()) {
             return bad(
-                "amount_format",
+                ErrorCode::AmountFormat,
                 "must be a decimal number such as \"12.5\" (no sign, no exponent)",
             );
         }
         if frac.len() > 7 {
-            return bad("amount_precision", "has more than 7 decimal places");
+            return bad(ErrorCode::AmountPrecision, "has more than 7 decimal places");
         }
         let whole = whole.trim_start_matches('0');
         let mut stroops: i64 = 0;
@@ -320,11 +336,16 @@ impl Amount {
             let digit = i64::from(b - b'0');
             stroops = match stroops.checked_mul(10).and_then(|v| v.checked_add(digit)) {
                 Some(v) => v,
-                None => return bad("amount_too_large", "is more than 922337203685.4775807"),
+                None => {
+                    return bad(
+                        ErrorCode::AmountTooLarge,
+                        "is more than 922337203685.4775807",
+                    );
+                }
             };
         }
         if stroops == 0 {
-            return bad("amount_not_positive", "must be greater than zero");
+            return bad(ErrorCode::AmountNotPositive, "must be greater than zero");
         }
         Ok(Self(stroops))
     }
@@ -391,7 +412,7 @@ impl RawMemo {
             self.value.as_deref().ok_or_else(|| {
                 ValidationError::new(
                     FIELD,
-                    "memo_value_missing",
+                    ErrorCode::MemoValueMissing,
                     "needs a \"value\" for this memo type",
                 )
             })
@@ -400,7 +421,7 @@ impl RawMemo {
             "none" if self.value.is_none() => Ok(Memo::None),
             "none" => Err(ValidationError::new(
                 FIELD,
-                "memo_value_unexpected",
+                ErrorCode::MemoValueUnexpected,
                 "a memo of type none has no value",
             )),
             "text" => {
@@ -408,7 +429,7 @@ impl RawMemo {
                 if v.len() > MEMO_TEXT_BYTES_MAX {
                     return Err(ValidationError::new(
                         FIELD,
-                        "memo_text_too_long",
+                        ErrorCode::MemoTextTooLong,
                         format!("text memo is longer than {MEMO_TEXT_BYTES_MAX} bytes of UTF-8"),
                     ));
                 }
@@ -419,14 +440,14 @@ impl RawMemo {
                 if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(ValidationError::new(
                         FIELD,
-                        "memo_id_format",
+                        ErrorCode::MemoIdFormat,
                         "id memo must be an unsigned 64-bit integer in decimal",
                     ));
                 }
                 v.parse::<u64>().map(Memo::Id).map_err(|_| {
                     ValidationError::new(
                         FIELD,
-                        "memo_id_format",
+                        ErrorCode::MemoIdFormat,
                         "id memo must be an unsigned 64-bit integer in decimal",
                     )
                 })
@@ -437,7 +458,7 @@ impl RawMemo {
                 hex::decode_to_slice(v, &mut out).map_err(|_| {
                     ValidationError::new(
                         FIELD,
-                        "memo_hash_format",
+                        ErrorCode::MemoHashFormat,
                         "hash memo must be 64 hexadecimal characters (32 bytes)",
                     )
                 })?;
@@ -445,7 +466,7 @@ impl RawMemo {
             }
             _ => Err(ValidationError::new(
                 FIELD,
-                "memo_type",
+                ErrorCode::MemoType,
                 "memo type must be none, text, id or hash",
             )),
         }
@@ -516,16 +537,16 @@ impl RawPayoutRequest {
         let Some(obj) = value.and_then(|v| v.as_object()) else {
             return body();
         };
-        let field = |field: &'static str, code: &'static str, message: &str| {
+        let field = |field: &'static str, code: ErrorCode, message: &str| {
             JsonRequestError::Field(ValidationError::new(field, code, message))
         };
         for name in STRING_FIELDS {
             match obj.get(name) {
-                None => return field(name, "field_missing", "is required"),
+                None => return field(name, ErrorCode::FieldMissing, "is required"),
                 Some(v) if !v.is_string() => {
                     return field(
                         name,
-                        "field_type",
+                        ErrorCode::FieldType,
                         "must be a JSON string (amounts too: \"12.5\", never a number)",
                     );
                 }
@@ -538,7 +559,7 @@ impl RawPayoutRequest {
                 if !m.get("type").is_some_and(|t| t.is_string()) {
                     return field(
                         "memo",
-                        "field_type",
+                        ErrorCode::FieldType,
                         "needs a \"type\" that is a JSON string",
                     );
                 }
@@ -547,7 +568,7 @@ impl RawPayoutRequest {
                 {
                     return field(
                         "memo",
-                        "field_type",
+                        ErrorCode::FieldType,
                         "\"value\" must be a JSON string (ids too: \"42\")",
                     );
                 }
@@ -555,7 +576,7 @@ impl RawPayoutRequest {
             Some(_) => {
                 return field(
                     "memo",
-                    "field_type",
+                    ErrorCode::FieldType,
                     "must be an object {\"type\": …, \"value\": …}",
                 );
             }
@@ -692,7 +713,7 @@ mod tests {
     #[test]
     fn json_type_errors_name_the_field() {
         let field = |json: &str| match RawPayoutRequest::from_json_slice(json.as_bytes()) {
-            Err(JsonRequestError::Field(e)) => (e.field, e.code),
+            Err(JsonRequestError::Field(e)) => (e.field, e.code.as_str()),
             other => panic!("{json}: {other:?}"),
         };
         let base = format!(r#""payout_id":"p","destination":"{DEST}","asset":"native""#);

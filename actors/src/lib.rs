@@ -4,6 +4,7 @@
 //! no HTTP live here. docs/protocol.md describes the protocol this crate implements.
 //!
 //! Layout:
+//! - [`error_code`]: the one vocabulary of error codes every ingress answers with.
 //! - [`domain`]: request types parsed at the boundary (ids, StrKeys, amounts in stroops);
 //!   [`strkey`]: Stellar's base32 key encoding with its CRC16 checksum.
 //! - [`state`]: where a payout stands and the steps that move it (pure).
@@ -25,6 +26,7 @@ pub mod channel;
 pub mod cluster;
 pub mod context;
 pub mod domain;
+pub mod error_code;
 pub mod limits;
 #[cfg(feature = "test-support")]
 pub mod memory;
@@ -42,6 +44,7 @@ pub mod supervisor;
 
 pub use cluster::ClusterConfig;
 pub use context::Context;
+pub use error_code::ErrorCode;
 pub use payout::{PayoutError, SubmitAnswer};
 pub use policy::PayoutPolicy;
 pub use service::{Payouts, ServiceConfig};

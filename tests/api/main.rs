@@ -2,6 +2,7 @@
 
 mod admin;
 mod catalogue;
+mod contract;
 mod csv;
 mod helpers;
 mod http;
