@@ -6,10 +6,13 @@
 //!   signed by the source (and by the payer, in the channel-account pattern).
 //! - [`horizon`]: the HTTP client for the documented Horizon subset, and the classification
 //!   of submission answers (timeouts and 5xx are `Unknown`, never failures).
+//! - [`history`]: the ledger's history for reconciliation (an account's transactions and
+//!   operations, paged in ledger order) behind the `LedgerHistory` trait, over Horizon.
 //! - [`StellarLedger`]: the three together, refusing to start against a Horizon that serves
 //!   another network than the one configured.
 #![forbid(unsafe_code)]
 
+pub mod history;
 pub mod horizon;
 pub mod keys;
 pub mod tx;
