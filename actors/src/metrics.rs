@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::policy::metric_code;
 
@@ -97,6 +97,8 @@ pub struct Metrics {
     /// and the age of the oldest, in milliseconds (read by the broker ingress).
     pub broker_waiting: AtomicI64,
     pub broker_oldest_waiting_ms: AtomicI64,
+    /// What the service's scheduled reconciliation found (set by the service).
+    pub reconcile: ReconcileGauges,
     /// Ledger answers by outcome code (`applied`, `tx_failed`, `tx_bad_seq`, `unknown`…).
     ledger_outcomes: Mutex<BTreeMap<&'static str, u64>>,
     pub submit_latency_ms: Histogram<14>,
@@ -132,11 +134,30 @@ impl Default for Metrics {
             envelopes_unresolved: AtomicI64::new(0),
             broker_waiting: AtomicI64::new(0),
             broker_oldest_waiting_ms: AtomicI64::new(0),
+            reconcile: ReconcileGauges::default(),
             ledger_outcomes: Mutex::new(BTreeMap::new()),
             submit_latency_ms: Histogram::new(LATENCY_BUCKETS_MS),
             batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
         }
     }
+}
+
+/// The scheduled reconciliation of journal and ledger, as the service last read it from its
+/// runs journal (so every instance shows the same, whichever ran the check).
+#[derive(Debug, Default)]
+pub struct ReconcileGauges {
+    /// The scheduled check is on in this instance (the gauges are rendered only then).
+    pub enabled: AtomicBool,
+    /// Mismatches the last completed run found (any instance's).
+    pub mismatches: AtomicI64,
+    /// When the last clean run finished, unix milliseconds on this host's clock; 0 = never.
+    pub last_clean_unix_ms: AtomicI64,
+    /// The last ledger a completed run checked; 0 = none yet.
+    pub checked_ledger: AtomicI64,
+    /// Runs of this instance by result.
+    pub runs_clean: AtomicU64,
+    pub runs_mismatches: AtomicU64,
+    pub runs_error: AtomicU64,
 }
 
 impl Metrics {
