@@ -7,5 +7,6 @@ mod http;
 mod inbox;
 mod journal;
 mod nats;
+mod reconcile;
 mod secrets;
 mod stellar;
