@@ -273,6 +273,13 @@ pub fn policy(settings: &Settings, payer: AccountId) -> PayoutPolicy {
         io_retry_ms: p.io_retry_ms,
         underfunded_retry_ms: p.underfunded_retry_ms,
         idle_passivate_ms: p.idle_passivate_ms,
+        breaker: payoutd_actors::safety::BreakerConfig {
+            window_ms: settings.safety.breaker_window_ms,
+            channel_rejections_max: settings.safety.breaker_channel_rejections_max,
+            underfunded_max: settings.safety.breaker_underfunded_max,
+            failure_percent_max: settings.safety.breaker_failure_percent_max,
+            failure_samples_min: settings.safety.breaker_failure_samples_min,
+        },
     }
 }
 
@@ -290,6 +297,7 @@ pub fn service_config(settings: &Settings, channels: Vec<AccountId>) -> ServiceC
             orphan_sweep_interval_ms: c.orphan_sweep_interval_ms,
             adopt_page_max: c.adopt_page_max,
             pool_full_warn_ms: c.pool_full_warn_ms,
+            control_poll_interval_ms: c.control_poll_interval_ms,
             ..ClusterConfig::default()
         },
         call_timeout_ms: settings.payouts.call_timeout_ms,
@@ -351,6 +359,7 @@ impl Application {
             payouts: payouts.clone(),
             journal: journal.clone(),
             tokens: Arc::new(settings.server.api_tokens.clone()),
+            admin_tokens: Arc::new(settings.server.admin_tokens.clone()),
             request_timeout_ms: settings.server.request_timeout_ms,
             batch_items_max: settings.server.batch_items_max,
             batch_body_bytes_max: settings.server.batch_body_bytes_max,

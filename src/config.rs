@@ -16,6 +16,7 @@ const ENV_PREFIX: &str = "PAYOUTD__";
 pub const ENV_DISTRIBUTION_SEED: &str = "PAYOUTD__LEDGER__DISTRIBUTION_SEED";
 pub const ENV_CHANNEL_SEEDS: &str = "PAYOUTD__LEDGER__CHANNEL_SEEDS";
 pub const ENV_API_TOKENS: &str = "PAYOUTD__SERVER__API_TOKENS";
+pub const ENV_ADMIN_TOKENS: &str = "PAYOUTD__SERVER__ADMIN_TOKENS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -38,6 +39,7 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub payouts: PayoutSettings,
     pub cluster: ClusterSettings,
+    pub safety: SafetySettings,
     #[serde(default)]
     pub inbox: crate::inbox::InboxSettings,
     #[serde(default)]
@@ -61,6 +63,31 @@ pub struct ServerSettings {
     pub api_tokens: Vec<SecretString>,
     #[serde(default)]
     pub api_tokens_file: Option<PathBuf>,
+    /// Admin tokens (`/v1/admin/*`), separate from the payout tokens, each with a name the
+    /// audit trail records: `name:token`, comma-separated, from
+    /// `PAYOUTD__SERVER__ADMIN_TOKENS` or `admin_tokens_file`.
+    #[serde(skip)]
+    pub admin_tokens: Vec<AdminToken>,
+    #[serde(default)]
+    pub admin_tokens_file: Option<PathBuf>,
+}
+
+/// A named admin token. The name is what the audit trail shows; the token never is.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub token: SecretString,
+}
+
+/// `[safety]`: the circuit breaker's thresholds (0 turns a signal off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySettings {
+    pub breaker_window_ms: u64,
+    pub breaker_channel_rejections_max: u32,
+    pub breaker_underfunded_max: u32,
+    pub breaker_failure_percent_max: u32,
+    pub breaker_failure_samples_min: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +168,7 @@ pub struct ClusterSettings {
     pub orphan_sweep_interval_ms: u64,
     pub adopt_page_max: u32,
     pub pool_full_warn_ms: u64,
+    pub control_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +221,50 @@ fn split_secrets(raw: &str) -> Vec<SecretString> {
         .collect()
 }
 
+/// `name:token` pairs, comma- or newline-separated. The error names the key and the entry
+/// by position, never its text (it holds a secret).
+fn admin_tokens(raw: &str, key: &str) -> Result<Vec<AdminToken>, ConfigError> {
+    let mut out: Vec<AdminToken> = Vec::new();
+    for (i, entry) in raw
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let invalid = |detail: &str| ConfigError::Invalid {
+            key: key.into(),
+            detail: format!("entry {}: {detail}", i + 1),
+        };
+        let Some((name, token)) = entry.split_once(':') else {
+            return Err(invalid(
+                "must be name:token (the name goes into the audit trail)",
+            ));
+        };
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+        {
+            return Err(invalid(
+                "the name must be 1-64 characters of A-Z a-z 0-9 . _ - @",
+            ));
+        }
+        if token.trim().len() < 16 {
+            return Err(invalid("the token must be at least 16 characters"));
+        }
+        if out.iter().any(|t| t.name == name) {
+            return Err(invalid("the name is used twice"));
+        }
+        out.push(AdminToken {
+            name: name.to_owned(),
+            token: SecretString::from(token.trim().to_owned()),
+        });
+    }
+    Ok(out)
+}
+
 fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
         key: key.into(),
@@ -236,7 +308,14 @@ impl Settings {
             let Some(path) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if [ENV_DISTRIBUTION_SEED, ENV_CHANNEL_SEEDS, ENV_API_TOKENS].contains(&key.as_str()) {
+            if [
+                ENV_DISTRIBUTION_SEED,
+                ENV_CHANNEL_SEEDS,
+                ENV_API_TOKENS,
+                ENV_ADMIN_TOKENS,
+            ]
+            .contains(&key.as_str())
+            {
                 secrets.insert(key, value);
                 continue;
             }
@@ -287,6 +366,14 @@ impl Settings {
             settings.server.api_tokens =
                 split_secrets(&read_secret_file(path, "server.api_tokens_file")?);
         }
+        if let Some(tokens) = secrets.get(ENV_ADMIN_TOKENS) {
+            settings.server.admin_tokens = admin_tokens(tokens, "server.admin_tokens")?;
+        } else if let Some(path) = &settings.server.admin_tokens_file {
+            settings.server.admin_tokens = admin_tokens(
+                &read_secret_file(path, "server.admin_tokens_file")?,
+                "server.admin_tokens_file",
+            )?;
+        }
         settings.validate(signs)?;
         Ok(settings)
     }
@@ -336,6 +423,25 @@ impl Settings {
                 key: key.into(),
                 detail,
             });
+        }
+        let s = &self.safety;
+        if s.breaker_window_ms == 0 {
+            return invalid("safety.breaker_window_ms", "must be at least 1");
+        }
+        if s.breaker_failure_percent_max > 100 {
+            return invalid(
+                "safety.breaker_failure_percent_max",
+                "is a percentage: 0 (off) to 100",
+            );
+        }
+        if s.breaker_failure_percent_max > 0 && s.breaker_failure_samples_min == 0 {
+            return invalid(
+                "safety.breaker_failure_samples_min",
+                "must be at least 1 when breaker_failure_percent_max is set",
+            );
+        }
+        if self.cluster.control_poll_interval_ms == 0 {
+            return invalid("cluster.control_poll_interval_ms", "must be at least 1");
         }
         if self.payouts.live_actors_max == 0 {
             return invalid("payouts.live_actors_max", "must be at least 1");
@@ -435,6 +541,81 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn admin_tokens_are_named_and_bad_ones_are_refused_without_echoing_them() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                ENV_ADMIN_TOKENS,
+                "alice:aaaaaaaaaaaaaaaa1, bob@ops:bbbbbbbbbbbbbbbb2",
+            )]),
+        )
+        .unwrap();
+        let names: Vec<&str> = s
+            .server
+            .admin_tokens
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["alice", "bob@ops"]);
+        assert!(!format!("{:?}", s.server.admin_tokens).contains("aaaaaaaaaaaaaaaa1"));
+        for (raw, want) in [
+            ("secret-without-a-name-xyz", "entry 1: must be name:token"),
+            ("alice:short", "entry 1: the token must be at least 16"),
+            ("a b:cccccccccccccccccc", "entry 1: the name must be"),
+            (
+                "x:dddddddddddddddddd,x:eeeeeeeeeeeeeeeeee",
+                "entry 2: the name is used twice",
+            ),
+        ] {
+            let e = Settings::load(None, env(&[(ENV_ADMIN_TOKENS, raw)])).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("server.admin_tokens") && text.contains(want),
+                "{text}"
+            );
+            for secret in ["secret-without", "short", "cccc", "dddd", "eeee"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn breaker_settings_are_checked() {
+        for (key, value, named) in [
+            (
+                "PAYOUTD__SAFETY__BREAKER_WINDOW_MS",
+                "0",
+                "safety.breaker_window_ms",
+            ),
+            (
+                "PAYOUTD__SAFETY__BREAKER_FAILURE_PERCENT_MAX",
+                "101",
+                "safety.breaker_failure_percent_max",
+            ),
+            (
+                "PAYOUTD__SAFETY__BREAKER_FAILURE_SAMPLES_MIN",
+                "0",
+                "safety.breaker_failure_samples_min",
+            ),
+            (
+                "PAYOUTD__CLUSTER__CONTROL_POLL_INTERVAL_MS",
+                "0",
+                "cluster.control_poll_interval_ms",
+            ),
+            (
+                "PAYOUTD__SAFETY__BREAKER_UNDERFUNDED_MAX",
+                "-1",
+                "breaker_underfunded_max",
+            ),
+        ] {
+            let e = Settings::load(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct ApiState {
     pub payouts: Payouts,
     pub journal: Arc<PgJournal>,
     pub tokens: Arc<Vec<SecretString>>,
+    /// Tokens of the admin API (`/v1/admin/*`), each with its name.
+    pub admin_tokens: Arc<Vec<crate::config::AdminToken>>,
     pub request_timeout_ms: u64,
     /// `POST /v1/payouts/batch`: requests per body at most, and its body limit in bytes.
     pub batch_items_max: usize,
@@ -53,6 +55,19 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+        }
+    }
+
+    /// An error about one field of the body or the query.
+    pub fn field(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        field: &'static str,
+    ) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(status, code, message)
         }
     }
 }
@@ -158,6 +173,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(api)
+        .merge(crate::admin::routes(state.clone()))
         .route(
             "/healthz",
             get(|| async { Json(json!({ "status": "ok" })) }),
@@ -204,7 +220,7 @@ async fn timeout(State(state): State<ApiState>, request: Request, next: Next) ->
 }
 
 /// Compares in time that depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);

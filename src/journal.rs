@@ -18,9 +18,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest, RawPayoutRequest};
 use payoutd_actors::ports::{
-    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, Envelope, Inclusion,
-    JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement, TxHash,
+    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore, Envelope,
+    Inclusion, JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement, TxHash,
 };
+use payoutd_actors::safety::Pause;
 use payoutd_actors::state::{EnvelopeRef, PayoutEvent, PayoutRecord, PayoutState, Step};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Row};
@@ -597,6 +598,16 @@ impl BatchStore for PgJournal {
     async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError> {
         let e = &batch.envelope;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // FOR SHARE: a pause (an UPDATE of this row) waits for prepares in flight, and
+        // every prepare after it sees it.
+        let paused: bool = sqlx::query_scalar("SELECT paused FROM controls FOR SHARE")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .unwrap_or(false);
+        if paused {
+            return Err(PrepareError::Paused);
+        }
         let held = sqlx::query(
             "SELECT 1 FROM channel_accounts WHERE account = $1 AND owner = $2 AND lease_epoch = $3 FOR UPDATE",
         )
@@ -787,6 +798,144 @@ impl BatchStore for PgJournal {
             });
         }
         Ok(batches)
+    }
+}
+
+/// One admin action as the audit trail holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// RFC 3339, database clock.
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub reason: String,
+    pub detail: serde_json::Value,
+}
+
+impl PgJournal {
+    /// Appends an admin action to the audit trail.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        reason: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), JournalError> {
+        sqlx::query(
+            "INSERT INTO admin_audit (actor, action, reason, detail) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(actor)
+        .bind(action)
+        .bind(reason)
+        .bind(detail)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The newest admin actions first, at most `limit`.
+    pub async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, JournalError> {
+        let rows = sqlx::query(
+            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at,
+                    actor, action, reason, detail
+             FROM admin_audit ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id").map_err(unavailable)?,
+                    at: r.try_get("at").map_err(unavailable)?,
+                    actor: r.try_get("actor").map_err(unavailable)?,
+                    action: r.try_get("action").map_err(unavailable)?,
+                    reason: r.try_get("reason").map_err(unavailable)?,
+                    detail: r.try_get("detail").map_err(unavailable)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn pause_of(row: &PgRow) -> Result<Option<Pause>, JournalError> {
+    let paused: bool = row.try_get("paused").map_err(unavailable)?;
+    if !paused {
+        return Ok(None);
+    }
+    Ok(Some(Pause {
+        by: row
+            .try_get::<Option<String>, _>("paused_by")
+            .map_err(unavailable)?
+            .unwrap_or_default(),
+        reason: row
+            .try_get::<Option<String>, _>("pause_reason")
+            .map_err(unavailable)?
+            .unwrap_or_default(),
+        since_unix_ms: row
+            .try_get::<Option<i64>, _>("since_ms")
+            .map_err(unavailable)?
+            .unwrap_or(0),
+    }))
+}
+
+const PAUSE_COLUMNS: &str = "paused, paused_by, pause_reason,
+    (extract(epoch FROM paused_at) * 1000)::bigint AS since_ms";
+
+#[async_trait]
+impl ControlStore for PgJournal {
+    async fn pause_state(&self) -> Result<Option<Pause>, JournalError> {
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("SELECT {PAUSE_COLUMNS} FROM controls"));
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        pause_of(&row)
+    }
+
+    async fn set_pause(
+        &self,
+        pause: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<Pause>, JournalError> {
+        static PAUSE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "UPDATE controls SET paused = true,
+                    paused_by = CASE WHEN paused THEN paused_by ELSE $1 END,
+                    pause_reason = CASE WHEN paused THEN pause_reason ELSE $2 END,
+                    paused_at = CASE WHEN paused THEN paused_at ELSE now() END
+                 RETURNING {PAUSE_COLUMNS}"
+            )
+        });
+        static RESUME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "UPDATE controls SET paused = false, paused_by = NULL, pause_reason = NULL, paused_at = NULL
+                 RETURNING {PAUSE_COLUMNS}"
+            )
+        });
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let query = if pause {
+            sqlx::query(sqlx::AssertSqlSafe(PAUSE.as_str()))
+                .bind(by)
+                .bind(reason)
+        } else {
+            sqlx::query(sqlx::AssertSqlSafe(RESUME.as_str()))
+        };
+        let row = query.fetch_one(&mut *tx).await.map_err(unavailable)?;
+        sqlx::query("INSERT INTO admin_audit (actor, action, reason) VALUES ($1, $2, $3)")
+            .bind(by)
+            .bind(if pause { "pause" } else { "resume" })
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        pause_of(&row)
     }
 }
 

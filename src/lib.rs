@@ -13,6 +13,7 @@
 //! Stellar adapter is `payoutd-stellar`; the ledger simulator is `payoutd-simulator`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod csv_submit;

@@ -135,6 +135,21 @@ fn table(m: &Metrics) -> Vec<(&'static str, &'static str, Value<'_>)> {
             "Envelopes that can no longer apply, whose fate is not proven yet.",
             G(&m.envelopes_unresolved),
         ),
+        (
+            "payoutd_paused",
+            "1 while paying is paused cluster-wide (no new envelopes), else 0.",
+            G(&m.paused),
+        ),
+        (
+            "payoutd_breaker_trips_total",
+            "Times this instance's circuit breaker paused paying.",
+            C(&m.breaker_trips),
+        ),
+        (
+            "payoutd_prepares_paused_total",
+            "Envelopes the journal refused because paying was paused.",
+            C(&m.prepares_paused),
+        ),
     ]
 }
 

@@ -40,6 +40,11 @@ use crate::ports::ledger::{
 };
 use crate::proof::{Fate, Watch};
 use crate::queue::{Lane, Take, Waker};
+use crate::safety::Signal;
+
+/// While paying is paused, a worker with nothing live looks again this often, in
+/// milliseconds (the pause itself holds at once: the journal refuses new envelopes).
+pub const PAUSED_RECHECK_MS: u64 = 250;
 use crate::state::{PayoutState, Step};
 
 pub enum ChannelMsg {
@@ -521,6 +526,7 @@ impl WorkerState {
                 t.fee_low |= code == "tx_insufficient_fee";
             }
             RejectionPolicy::DisableChannel => {
+                self.ctx.signal(Signal::ChannelRejected);
                 self.disable(format!(
                     "{code}: the network refused an envelope of this channel for a reason an operator must fix (its key, its account or its XLM balance)"
                 ));
@@ -587,6 +593,10 @@ impl WorkerState {
 
     /// Takes a batch from the queue, builds, signs and journals its envelope.
     async fn build(&mut self) -> Next {
+        if self.ctx.is_paused() {
+            // Nothing new while paused; live envelopes were driven above.
+            return Next::After(PAUSED_RECHECK_MS);
+        }
         let policy = &self.ctx.policy;
         let poll = (!self.unresolved.is_empty()).then_some(policy.poll_interval_ms);
         let now = Instant::now();
@@ -725,6 +735,13 @@ impl WorkerState {
                 self.loaded = false;
                 Next::Now
             }
+            Err(PrepareError::Paused) => {
+                info!("paying is paused: the envelope was not journaled");
+                Metrics::inc(&self.ctx.metrics.prepares_paused);
+                self.ctx.queue.unshift(members(batch), now);
+                self.ctx.note_paused();
+                Next::After(PAUSED_RECHECK_MS)
+            }
             Err(PrepareError::Journal(e)) => {
                 // No answer: it may have committed. Not back to the queue (another channel
                 // would take the payouts and its prepare be refused, leaving this envelope
@@ -758,8 +775,14 @@ impl WorkerState {
         let retry_at = Instant::now() + Duration::from_millis(self.ctx.policy.underfunded_retry_ms);
         for s in &changed {
             match s.state {
-                PayoutState::Confirmed => Metrics::inc(&m.confirmed),
-                PayoutState::Failed => Metrics::inc(&m.failed),
+                PayoutState::Confirmed => {
+                    Metrics::inc(&m.confirmed);
+                    self.ctx.signal(Signal::Settled { failed: false });
+                }
+                PayoutState::Failed => {
+                    Metrics::inc(&m.failed);
+                    self.ctx.signal(Signal::Settled { failed: true });
+                }
                 PayoutState::Parked => Metrics::inc(&m.parked),
                 PayoutState::Accepted => {
                     Metrics::inc(&m.requeued);
@@ -847,6 +870,7 @@ impl WorkerState {
                     policy => {
                         if policy == Some(OpPolicy::RetryLater) {
                             later.push(id.clone());
+                            self.ctx.signal(Signal::Underfunded);
                         }
                         let why = if policy == Some(OpPolicy::RetryLater) {
                             format!("{tx_code}:{}: nothing was paid; a new attempt follows after underfunded_retry_ms", own.unwrap_or(tx_code))

@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     /// A full channel pool is logged (with the envelopes holding it) when the oldest queued
     /// payout has waited this long, in milliseconds; at most once per this period.
     pub pool_full_warn_ms: u64,
+    /// How often the cluster-wide pause is read from the journal, in milliseconds (a pause
+    /// holds at once anyway: the journal refuses new envelopes while it is set).
+    pub control_poll_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +65,7 @@ impl Default for ClusterConfig {
             worker_restart_intensity: 3,
             worker_restart_period_ms: 60_000,
             pool_full_warn_ms: 30_000,
+            control_poll_interval_ms: 250,
         }
     }
 }
@@ -250,15 +254,25 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_sweep: Option<Instant> = None;
+    let mut last_heartbeat: Option<Instant> = None;
     let mut last_pool_warning: Option<Instant> = None;
     let mut refill_after: Option<PayoutId> = None;
     loop {
-        if let Err(e) = ctx
-            .journal
-            .heartbeat(&ctx.instance, config.instance_ttl_ms)
-            .await
-        {
-            warn!(error = %e, "cannot renew this instance's heartbeat");
+        match ctx.journal.pause_state().await {
+            Ok(pause) => ctx.set_pause_view(pause),
+            Err(e) => warn!(error = %e, "cannot read whether paying is paused"),
+        }
+        let heartbeat_due = last_heartbeat
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(config.heartbeat_interval_ms));
+        if heartbeat_due {
+            last_heartbeat = Some(Instant::now());
+            if let Err(e) = ctx
+                .journal
+                .heartbeat(&ctx.instance, config.instance_ttl_ms)
+                .await
+            {
+                warn!(error = %e, "cannot renew this instance's heartbeat");
+            }
         }
         let sweep_due = last_sweep
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(config.orphan_sweep_interval_ms));
@@ -278,7 +292,8 @@ pub async fn run(
         let wait = Duration::from_millis(
             config
                 .heartbeat_interval_ms
-                .min(config.orphan_sweep_interval_ms),
+                .min(config.orphan_sweep_interval_ms)
+                .min(config.control_poll_interval_ms.max(1)),
         );
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

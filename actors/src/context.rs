@@ -2,6 +2,7 @@
 //! the ready queue, and the channels' status board.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use crate::policy::PayoutPolicy;
 use crate::ports::journal::{Journal, Ready};
 use crate::ports::ledger::{Ledger, TxHash};
 use crate::queue::ReadyQueue;
+use crate::safety::{BREAKER, Breaker, Pause, Signal};
 use crate::supervisor::SupervisorMsg;
 
 /// What a channel worker is doing, for metrics, `/readyz` and the logs.
@@ -47,6 +49,10 @@ pub struct Context {
     /// announced to the payouts' live actors through it.
     supervisor: OnceLock<ActorRef<SupervisorMsg>>,
     channels: Mutex<BTreeMap<AccountId, ChannelStatus>>,
+    /// The cluster-wide pause as last read (or set) here; workers build nothing while set.
+    paused: AtomicBool,
+    pause: Mutex<Option<Pause>>,
+    breaker: Mutex<Breaker>,
 }
 
 impl Context {
@@ -61,13 +67,92 @@ impl Context {
         Self {
             journal,
             ledger,
-            policy,
             metrics,
             instance: instance.into(),
             queue,
             supervisor: OnceLock::new(),
             channels: Mutex::new(BTreeMap::new()),
+            paused: AtomicBool::new(false),
+            pause: Mutex::new(None),
+            breaker: Mutex::new(Breaker::new(policy.breaker)),
+            policy,
         }
+    }
+
+    /// Whether paying is paused (as last read from the journal, or set here).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The pause in force, as last read.
+    pub fn pause(&self) -> Option<Pause> {
+        self.pause.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The journal refused an envelope because paying is paused: stop building here too
+    /// (the next read of the journal fills in who paused and why).
+    pub fn note_paused(&self) {
+        self.paused
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.metrics
+            .paused
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records the pause the journal holds. Lifting it also resets the breaker.
+    pub fn set_pause_view(&self, pause: Option<Pause>) {
+        let paused = pause.is_some();
+        let was = self
+            .paused
+            .swap(paused, std::sync::atomic::Ordering::AcqRel);
+        *self.pause.lock().unwrap_or_else(|p| p.into_inner()) = pause;
+        self.metrics
+            .paused
+            .store(i64::from(paused), std::sync::atomic::Ordering::Relaxed);
+        if was && !paused {
+            self.breaker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reset();
+        }
+    }
+
+    /// A signal for the circuit breaker; when it trips, paying is paused cluster-wide
+    /// with the evidence as the reason.
+    pub fn signal(self: &std::sync::Arc<Self>, signal: Signal) {
+        let evidence = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(signal, Instant::now());
+        let Some(evidence) = evidence else { return };
+        tracing::error!(%evidence, "circuit breaker: pausing every instance (no new envelopes; live ones still settle) until an operator resumes");
+        Metrics::inc(&self.metrics.breaker_trips);
+        self.paused
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.metrics
+            .paused
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            // Retried until written: the local flag holds meanwhile, and the journal's
+            // refusal of prepares makes it hold everywhere once written.
+            loop {
+                match ctx.journal.set_pause(true, BREAKER, &evidence).await {
+                    Ok(p) => {
+                        ctx.set_pause_view(p);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot journal the breaker's pause; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            ctx.policy.io_retry_ms,
+                        ))
+                        .await;
+                    }
+                }
+            }
+        });
     }
 
     pub(crate) fn set_supervisor(&self, supervisor: ActorRef<SupervisorMsg>) {

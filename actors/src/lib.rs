@@ -16,6 +16,7 @@
 //! - [`channel`]: one worker per channel account: batch, journal, submit, settle.
 //! - [`cluster`]: heartbeats, channel leases, orphans; the workers' supervisor.
 //! - [`context`]: what they all share; [`service`]: `Payouts`, the handle ingresses use.
+//! - [`safety`]: the cluster-wide pause and the circuit breaker that pulls it.
 //! - [`metrics`]: counters and gauges.
 //! - `memory` (feature `test-support`): in-memory journal and ledger for tests and benches.
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod ports;
 pub mod proof;
 pub mod queue;
+pub mod safety;
 pub mod service;
 pub mod state;
 pub mod strkey;

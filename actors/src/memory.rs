@@ -18,13 +18,14 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
 use crate::ports::journal::{
-    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, JournalError, Member,
-    PayoutStore, PrepareError, Ready, Settled, Settlement,
+    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore,
+    JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement,
 };
 use crate::ports::ledger::{
     Coverage, Envelope, Inclusion, Ledger, LedgerError, LedgerHead, Lookup, OpSpec, SequenceRead,
     SubmitOutcome, TxHash, TxSpec,
 };
+use crate::safety::Pause;
 use crate::state::{EnvelopeRef, PayoutEvent, PayoutRecord, PayoutState, Step};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -47,6 +48,9 @@ struct JournalInner {
     channels: BTreeMap<AccountId, (Option<String>, i64, bool)>,
     /// instance → heartbeat expiry
     instances: HashMap<String, Instant>,
+    pause: Option<Pause>,
+    /// (who, action, reason) of every pause and resume.
+    audit: Vec<(String, String, String)>,
 }
 
 impl JournalInner {
@@ -186,6 +190,9 @@ impl BatchStore for MemJournal {
     async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError> {
         self.check()?;
         let mut inner = lock(&self.inner);
+        if inner.pause.is_some() {
+            return Err(PrepareError::Paused);
+        }
         match inner.channels.get(&lease.account) {
             Some((Some(owner), epoch, _)) if *owner == lease.owner && *epoch == lease.epoch => {}
             _ => return Err(PrepareError::LeaseLost),
@@ -326,6 +333,64 @@ impl BatchStore for MemJournal {
             .collect();
         batches.sort_by_key(|b| b.envelope.sequence);
         Ok(batches)
+    }
+}
+
+impl MemJournal {
+    /// Every pause and resume: (who, action, reason).
+    pub fn audit(&self) -> Vec<(String, String, String)> {
+        lock(&self.inner).audit.clone()
+    }
+}
+
+#[async_trait]
+impl ControlStore for MemJournal {
+    async fn pause_state(&self) -> Result<Option<Pause>, JournalError> {
+        self.check()?;
+        Ok(lock(&self.inner).pause.clone())
+    }
+
+    async fn set_pause(
+        &self,
+        pause: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<Pause>, JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        if pause && inner.pause.is_none() {
+            let since_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            inner.pause = Some(Pause {
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                since_unix_ms,
+            });
+        } else if !pause {
+            inner.pause = None;
+        }
+        let action = if pause { "pause" } else { "resume" };
+        inner
+            .audit
+            .push((by.to_owned(), action.to_owned(), reason.to_owned()));
+        self.wrote();
+        Ok(inner.pause.clone())
+    }
+}
+
+#[async_trait]
+impl<J: ControlStore> ControlStore for Hooked<J> {
+    async fn pause_state(&self) -> Result<Option<Pause>, JournalError> {
+        self.inner.pause_state().await
+    }
+    async fn set_pause(
+        &self,
+        pause: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<Pause>, JournalError> {
+        self.inner.set_pause(pause, by, reason).await
     }
 }
 

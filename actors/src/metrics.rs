@@ -99,6 +99,12 @@ pub struct Metrics {
     pub broker_oldest_waiting_ms: AtomicI64,
     /// What the service's scheduled reconciliation found (set by the service).
     pub reconcile: ReconcileGauges,
+    /// 1 while paying is paused cluster-wide (as this instance last read it), else 0.
+    pub paused: AtomicI64,
+    /// Times this instance's circuit breaker paused the cluster.
+    pub breaker_trips: AtomicU64,
+    /// Envelopes refused by the journal because paying was paused.
+    pub prepares_paused: AtomicU64,
     /// Ledger answers by outcome code (`applied`, `tx_failed`, `tx_bad_seq`, `unknown`…).
     ledger_outcomes: Mutex<BTreeMap<&'static str, u64>>,
     pub submit_latency_ms: Histogram<14>,
@@ -135,6 +141,9 @@ impl Default for Metrics {
             broker_waiting: AtomicI64::new(0),
             broker_oldest_waiting_ms: AtomicI64::new(0),
             reconcile: ReconcileGauges::default(),
+            paused: AtomicI64::new(0),
+            breaker_trips: AtomicU64::new(0),
+            prepares_paused: AtomicU64::new(0),
             ledger_outcomes: Mutex::new(BTreeMap::new()),
             submit_latency_ms: Histogram::new(LATENCY_BUCKETS_MS),
             batch_size: Histogram::new(BATCH_SIZE_BUCKETS),

@@ -34,6 +34,9 @@ pub struct PayoutPolicy {
     pub underfunded_retry_ms: u64,
     /// A payout actor with no message for this long stops (passivates), in milliseconds.
     pub idle_passivate_ms: u64,
+    /// When the circuit breaker pauses paying (`BreakerConfig::OFF` here; the service's
+    /// defaults turn it on).
+    pub breaker: crate::safety::BreakerConfig,
 }
 
 impl PayoutPolicy {
@@ -50,6 +53,7 @@ impl PayoutPolicy {
             io_retry_ms: 500,
             underfunded_retry_ms: 30_000,
             idle_passivate_ms: 5_000,
+            breaker: crate::safety::BreakerConfig::OFF,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::domain::{AccountId, PayoutId, PayoutRequest};
 use crate::metrics::Metrics;
 use crate::payout::{PayoutError, PayoutMsg, SubmitAnswer};
 use crate::ports::journal::JournalError;
+use crate::safety::Pause;
 use crate::state::{PayoutEvent, PayoutRecord};
 use crate::supervisor::{
     Registry, Supervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg, SupervisorStats,
@@ -79,6 +80,8 @@ impl Payouts {
         .await
         .map_err(|e| StartError::Spawn(e.to_string()))?;
         ctx.journal.register_channels(&config.channels).await?;
+        // No worker builds before it knows whether paying is paused.
+        ctx.set_pause_view(ctx.journal.pause_state().await?);
         ctx.journal
             .heartbeat(&ctx.instance, config.cluster.instance_ttl_ms)
             .await?;
@@ -209,6 +212,61 @@ impl Payouts {
     pub async fn resume(&self, id: &PayoutId, reason: String) -> Result<PayoutRecord, PayoutError> {
         self.call(id, |reply| PayoutMsg::Resume { reason, reply })
             .await
+    }
+
+    /// Pauses paying on every instance sharing the journal (the kill switch): no new
+    /// envelope is journaled from the moment the write commits; envelopes already live keep
+    /// being submitted and looked up, and ingress keeps accepting. Audited with `by` and
+    /// `reason`. Returns the pause in force (the first one, if it was paused already).
+    pub async fn pause(&self, by: &str, reason: &str) -> Result<Pause, PayoutError> {
+        let pause = self
+            .ctx
+            .journal
+            .set_pause(true, by, reason)
+            .await
+            .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
+        self.ctx.set_pause_view(pause.clone());
+        let pause = pause.ok_or_else(|| {
+            PayoutError::Unavailable("the pause was not recorded; try again".into())
+        })?;
+        tracing::warn!(by = %pause.by, reason = %pause.reason, "paying paused on every instance");
+        Ok(pause)
+    }
+
+    /// Lifts the pause (audited). Returns the pause that was lifted, if there was one.
+    pub async fn unpause(&self, by: &str, reason: &str) -> Result<Option<Pause>, PayoutError> {
+        let before = self
+            .ctx
+            .journal
+            .pause_state()
+            .await
+            .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
+        let after = self
+            .ctx
+            .journal
+            .set_pause(false, by, reason)
+            .await
+            .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
+        self.ctx.set_pause_view(after);
+        tracing::warn!(%by, %reason, "paying resumed");
+        Ok(before)
+    }
+
+    /// The pause in force, read from the journal now (and remembered here).
+    pub async fn read_pause(&self) -> Result<Option<Pause>, PayoutError> {
+        let pause = self
+            .ctx
+            .journal
+            .pause_state()
+            .await
+            .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
+        self.ctx.set_pause_view(pause.clone());
+        Ok(pause)
+    }
+
+    /// The pause in force as this instance last read it.
+    pub fn pause_state(&self) -> Option<Pause> {
+        self.ctx.pause()
     }
 
     pub async fn stats(&self) -> Option<SupervisorStats> {

@@ -15,7 +15,7 @@ use payoutd_actors::domain::{
 };
 use payoutd_actors::memory::{Hooked, Hooks, MemJournal, MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
-use payoutd_actors::ports::{Journal, JournalError, PayoutStore};
+use payoutd_actors::ports::{ControlStore, Journal, JournalError, PayoutStore};
 use payoutd_actors::queue::ReadyQueue;
 use payoutd_actors::state::{PayoutRecord, PayoutState, Step};
 use payoutd_actors::{
@@ -723,4 +723,110 @@ async fn a_panicking_actor_is_restarted_then_parked_past_its_budget() {
     }
     let parked = wait_state(&journal, 2, PayoutState::Parked).await;
     assert!(parked.reason.unwrap().contains("planted bug"));
+}
+
+#[tokio::test]
+async fn a_pause_stops_new_envelopes_at_once_while_live_ones_settle() {
+    let (journal, ledger) = world(2);
+    let ledger = Arc::new(Arc::into_inner(ledger).unwrap().manual());
+    // Submissions go unanswered: the first payout's envelope stays live.
+    ledger.flags().submit_outage.store(true, Ordering::SeqCst);
+    let a = start(&journal, &ledger, 2).await;
+    // A second instance on the same journal and keys (it holds no lease yet).
+    let b = start_with(journal.clone(), ledger.clone(), "b", channels(2), policy()).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    wait_state(&journal, 1, PayoutState::Submitted).await;
+    let pause = b.payouts.pause("ops:alice", "incident 42").await.unwrap();
+    assert_eq!(
+        (pause.by.as_str(), pause.reason.as_str()),
+        ("ops:alice", "incident 42")
+    );
+    // The journal refuses new envelopes from the moment the pause committed, on every
+    // instance: payouts accepted now wait, on either instance.
+    let built = journal.envelopes().len();
+    a.payouts.submit(request(2)).await.unwrap();
+    b.payouts.submit(request(3)).await.unwrap();
+    // The live envelope still settles.
+    ledger.flags().submit_outage.store(false, Ordering::SeqCst);
+    eventually("the live envelope settles while paused", || async {
+        ledger.close_ledger();
+        journal.load(&id(1)).await.unwrap().unwrap().state == PayoutState::Confirmed
+    })
+    .await;
+    eventually("the other instance reads the pause", || async {
+        a.payouts.pause_state().is_some()
+    })
+    .await;
+    for _ in 0..20 {
+        ledger.close_ledger();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(journal.envelopes().len(), built, "nothing new while paused");
+    for n in [2, 3] {
+        let r = journal.load(&id(n)).await.unwrap().unwrap();
+        assert_eq!(r.state, PayoutState::Accepted, "p-{n} waits");
+    }
+    // Resumed (by anyone): both are paid, once.
+    let lifted = a.payouts.unpause("ops:bob", "fixed").await.unwrap();
+    assert_eq!(lifted.map(|p| p.by), Some("ops:alice".to_owned()));
+    for n in [2, 3] {
+        eventually(&format!("p-{n} paid after the resume"), || async {
+            ledger.close_ledger();
+            journal.load(&id(n)).await.unwrap().unwrap().state == PayoutState::Confirmed
+        })
+        .await;
+    }
+    assert_paid_once(&ledger, [1, 2, 3]);
+    let audit = journal.audit();
+    assert_eq!(
+        audit,
+        [
+            (
+                "ops:alice".to_owned(),
+                "pause".to_owned(),
+                "incident 42".to_owned()
+            ),
+            (
+                "ops:bob".to_owned(),
+                "resume".to_owned(),
+                "fixed".to_owned()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_pauses_on_a_spike_of_channel_rejections() {
+    let (journal, ledger) = world(3);
+    for _ in 0..3 {
+        ledger.script(Scripted::Reject("tx_bad_auth".into()));
+    }
+    let mut p = policy();
+    p.payments_per_tx_max = 1;
+    p.breaker = payoutd_actors::safety::BreakerConfig {
+        window_ms: 60_000,
+        channel_rejections_max: 2,
+        underfunded_max: 0,
+        failure_percent_max: 0,
+        failure_samples_min: 0,
+    };
+    let a = start_with(journal.clone(), ledger.clone(), "a", channels(3), p).await;
+    for n in 1..=3 {
+        a.payouts.submit(request(n)).await.unwrap();
+    }
+    eventually("the breaker paused paying", || async {
+        journal.pause_state().await.unwrap().is_some()
+    })
+    .await;
+    let pause = journal.pause_state().await.unwrap().unwrap();
+    assert_eq!(pause.by, payoutd_actors::safety::BREAKER);
+    assert!(pause.reason.contains("2 rejections"), "{}", pause.reason);
+    assert_eq!(
+        a.payouts
+            .context()
+            .metrics
+            .breaker_trips
+            .load(Ordering::Relaxed),
+        1
+    );
 }

@@ -66,13 +66,14 @@ use payoutd_actors::domain::{
 use payoutd_actors::memory::{MemJournal, MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::journal::{
-    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, EnvelopeStatus,
-    JournalError, PayoutStore, PrepareError, Ready, Settled, Settlement,
+    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore,
+    EnvelopeStatus, JournalError, PayoutStore, PrepareError, Ready, Settled, Settlement,
 };
 use payoutd_actors::ports::ledger::{
     Envelope, Ledger, LedgerError, LedgerHead, Lookup, SequenceRead, SubmitOutcome, TxHash, TxSpec,
 };
 use payoutd_actors::queue::{Lane, ReadyQueue};
+use payoutd_actors::safety::Pause;
 use payoutd_actors::state::{PayoutEvent, PayoutRecord, PayoutState, Step};
 use payoutd_actors::{
     ClusterConfig, Context, PayoutError, PayoutPolicy, Payouts, ServiceConfig, SubmitAnswer,
@@ -913,6 +914,22 @@ impl BatchStore for ProcJournal {
     }
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
         self.io(None, self.shared.journal.open_batches(channel))
+            .await
+    }
+}
+
+#[async_trait]
+impl ControlStore for ProcJournal {
+    async fn pause_state(&self) -> Result<Option<Pause>, JournalError> {
+        self.io(None, self.shared.journal.pause_state()).await
+    }
+    async fn set_pause(
+        &self,
+        pause: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<Pause>, JournalError> {
+        self.io(None, self.shared.journal.set_pause(pause, by, reason))
             .await
     }
 }

@@ -57,6 +57,7 @@ async fn serve_api(tokens: &[&str]) -> Api {
                 .map(|t| SecretString::from((*t).to_owned()))
                 .collect(),
         ),
+        admin_tokens: Arc::new(Vec::new()),
         request_timeout_ms: 10_000,
         batch_items_max: 1_000,
         batch_body_bytes_max: 2 << 20,

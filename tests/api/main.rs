@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real PostgreSQL (fresh database per test).
 
+mod admin;
 mod catalogue;
 mod csv;
 mod helpers;

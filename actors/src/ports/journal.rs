@@ -6,12 +6,14 @@
 //! - [`PayoutStore`]: one payout at a time (accept, read, one fenced step);
 //! - [`BatchStore`]: a batch at a time (every member prepared in one atomic write before
 //!   the first submission; every member settled in one atomic write);
-//! - [`ClusterStore`]: heartbeats, channel leases fenced by an epoch, orphaned payouts.
+//! - [`ClusterStore`]: heartbeats, channel leases fenced by an epoch, orphaned payouts;
+//! - [`ControlStore`]: the cluster-wide pause (the kill switch) and its audit trail.
 
 use async_trait::async_trait;
 
 use crate::domain::{AccountId, PayoutId, PayoutRequest};
 use crate::ports::ledger::{Envelope, Inclusion, TxHash};
+use crate::safety::Pause;
 use crate::state::{PayoutEvent, PayoutRecord, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +131,9 @@ pub enum PrepareError {
     /// The channel already has a non-dead envelope with this sequence number.
     #[error("another envelope holds this sequence number")]
     SequenceTaken,
+    /// Paying is paused cluster-wide: no new envelope until an operator resumes.
+    #[error("paying is paused")]
+    Paused,
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -259,6 +264,22 @@ pub trait ClusterStore: Send + Sync + 'static {
 }
 
 /// Everything the core needs from persistence.
-pub trait Journal: PayoutStore + BatchStore + ClusterStore {}
+/// The cluster-wide pause (see [`crate::safety`]).
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// The pause in force, if any.
+    async fn pause_state(&self) -> Result<Option<Pause>, JournalError>;
+    /// Sets (`pause`) or clears the pause, with an audit entry naming `by` and `reason`,
+    /// in one write; pausing an already paused cluster keeps the first pause. Returns the
+    /// state after the write.
+    async fn set_pause(
+        &self,
+        pause: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<Option<Pause>, JournalError>;
+}
 
-impl<T: PayoutStore + BatchStore + ClusterStore> Journal for T {}
+pub trait Journal: PayoutStore + BatchStore + ClusterStore + ControlStore {}
+
+impl<T: PayoutStore + BatchStore + ClusterStore + ControlStore> Journal for T {}

@@ -6,8 +6,9 @@ pub mod journal;
 pub mod ledger;
 
 pub use journal::{
-    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, EnvelopeStatus, Journal,
-    JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement,
+    Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore,
+    EnvelopeStatus, Journal, JournalError, Member, PayoutStore, PrepareError, Ready, Settled,
+    Settlement,
 };
 pub use ledger::{
     Coverage, Envelope, Inclusion, Ledger, LedgerError, LedgerHead, Lookup, OpSpec, SequenceRead,

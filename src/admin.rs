@@ -1,0 +1,346 @@
+//! The admin API (`/v1/admin/*`): the kill switch (pause, resume), its status, and the
+//! audit trail. Behind admin tokens of its own, separate from the payout tokens: a leaked
+//! payout token cannot lift a pause, and a pause names the token (by its name, never its
+//! text) that made it.
+//!
+//! Who may call: with `server.admin_tokens` set, only a bearer of one of them (a payout
+//! token gets 403). Without admin tokens, the admin API is open only when the whole API is
+//! (no payout tokens either: a loopback demo), and the audit trail says `anonymous`;
+//! otherwise it answers 403 and says how to configure it.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use payoutd_actors::safety::Pause;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::AdminToken;
+use crate::http::{ApiError, ApiState, constant_time_eq};
+
+/// Longest reason an admin action may carry, in bytes.
+pub const ADMIN_REASON_BYTES_MAX: usize = 500;
+/// Largest page of the audit trail.
+pub const AUDIT_LIMIT_MAX: u32 = 500;
+/// The actor recorded when the API runs without any token.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Who made an admin request (set by the admin authentication).
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+/// The admin routes, with their own authentication.
+pub fn routes(state: ApiState) -> Router<ApiState> {
+    Router::new()
+        .route("/v1/admin/pause", post(pause))
+        .route("/v1/admin/resume", post(resume))
+        .route("/v1/admin/status", get(status))
+        .route("/v1/admin/audit", get(audit))
+        .route_layer(middleware::from_fn_with_state(state, authenticate))
+}
+
+async fn authenticate(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let admins: &Arc<Vec<AdminToken>> = &state.admin_tokens;
+    if admins.is_empty() {
+        if state.tokens.is_empty() {
+            request.extensions_mut().insert(Actor(ANONYMOUS.to_owned()));
+            return next.run(request).await;
+        }
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "no admin tokens are configured: set PAYOUTD__SERVER__ADMIN_TOKENS (name:token, comma-separated) or server.admin_tokens_file",
+        )
+        .into_response();
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing bearer token (Authorization: Bearer <admin token>)",
+        )
+        .into_response();
+    };
+    // Every token is compared (no early exit), so timing does not say which one matched.
+    let mut matched: Option<&str> = None;
+    for t in admins.iter() {
+        if constant_time_eq(t.token.expose_secret().as_bytes(), presented.as_bytes()) {
+            matched = Some(t.name.as_str());
+        }
+    }
+    if let Some(name) = matched {
+        request.extensions_mut().insert(Actor(name.to_owned()));
+        return next.run(request).await;
+    }
+    let payout_token = state.tokens.iter().fold(false, |acc, t| {
+        acc | constant_time_eq(t.expose_secret().as_bytes(), presented.as_bytes())
+    });
+    if payout_token {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_token_required",
+            "this endpoint needs an admin token; payout tokens are not accepted",
+        )
+        .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "invalid bearer token",
+        )
+        .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminBody {
+    reason: Option<String>,
+}
+
+/// The reason an admin action must carry: a JSON body `{"reason": "…"}`, 1 to
+/// `ADMIN_REASON_BYTES_MAX` bytes.
+fn admin_reason(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json with {\"reason\": \"…\"}",
+        ));
+    }
+    let parsed: AdminBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!(
+                "the body must be {{\"reason\": \"…\"}}: {}",
+                crate::ingress::redact_secrets(&e.to_string())
+            ),
+        )
+    })?;
+    let reason = parsed.reason.unwrap_or_default();
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_missing",
+            "say why: the reason goes into the audit trail",
+            "reason",
+        ));
+    }
+    if reason.len() > ADMIN_REASON_BYTES_MAX {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_too_long",
+            format!("reason is longer than {ADMIN_REASON_BYTES_MAX} bytes"),
+            "reason",
+        ));
+    }
+    if crate::ingress::redact_secrets(reason) != reason {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "secret_in_reason",
+            "the reason looks like it holds a secret seed; never send one",
+            "reason",
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+fn pause_json(p: &Pause) -> serde_json::Value {
+    json!({ "by": p.by, "reason": p.reason, "since_unix_ms": p.since_unix_ms })
+}
+
+async fn pause(
+    State(state): State<ApiState>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let reason = admin_reason(&headers, &body)?;
+    let pause = state.payouts.pause(&actor, &reason).await?;
+    Ok(Json(json!({ "paused": true, "pause": pause_json(&pause) })))
+}
+
+async fn resume(
+    State(state): State<ApiState>,
+    axum::Extension(Actor(actor)): axum::Extension<Actor>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let reason = admin_reason(&headers, &body)?;
+    let lifted = state.payouts.unpause(&actor, &reason).await?;
+    Ok(Json(json!({
+        "paused": false,
+        "lifted": lifted.as_ref().map(pause_json),
+    })))
+}
+
+async fn status(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    // The journal's answer, not this instance's last read: an operator sees the truth.
+    let pause = state.payouts.read_pause().await?;
+    let metrics = &state.payouts.context().metrics;
+    Ok(Json(json!({
+        "paused": pause.is_some(),
+        "pause": pause.as_ref().map(pause_json),
+        "breaker_trips": metrics.breaker_trips.load(std::sync::atomic::Ordering::Relaxed),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(state): State<ApiState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=AUDIT_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit_invalid",
+            format!("limit must be 1 to {AUDIT_LIMIT_MAX}"),
+            "limit",
+        ));
+    }
+    let entries = state
+        .journal
+        .audit_trail(limit)
+        .await
+        .map_err(|e| ApiError::from(payoutd_actors::PayoutError::Unavailable(e.to_string())))?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+/// `payoutd admin …`: the same actions from the command line, straight on the database
+/// (every instance reads the pause from there). Audited as `cli:<user>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Pause paying on every instance: no new envelopes; live ones still settle.
+    Pause {
+        /// Why (goes into the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift the pause.
+    Resume {
+        /// Why (goes into the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show whether paying is paused, by whom and why.
+    Status,
+    /// Show the newest admin actions.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+/// The CLI's actor name: `cli:` and the login name (characters outside A-Z a-z 0-9 . _ -
+/// are dropped).
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    let user: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(64)
+        .collect();
+    format!("cli:{}", if user.is_empty() { "unknown" } else { &user })
+}
+
+fn show_pause(pause: &Option<Pause>) -> String {
+    match pause {
+        None => "paying: running (not paused)".to_owned(),
+        Some(p) => format!(
+            "paying: PAUSED by {} (since {} ms after the Unix epoch): {}",
+            p.by, p.since_unix_ms, p.reason
+        ),
+    }
+}
+
+pub async fn run_cli(
+    journal: &crate::journal::PgJournal,
+    command: &AdminCommand,
+) -> Result<std::process::ExitCode, String> {
+    use payoutd_actors::ports::ControlStore;
+    let check = |reason: &str| -> Result<(), String> {
+        let r = reason.trim();
+        if r.is_empty() || r.len() > ADMIN_REASON_BYTES_MAX {
+            return Err(format!(
+                "--reason must be 1 to {ADMIN_REASON_BYTES_MAX} bytes (it goes into the audit trail)"
+            ));
+        }
+        if crate::ingress::redact_secrets(r) != r {
+            return Err("--reason looks like it holds a secret seed; never pass one".into());
+        }
+        Ok(())
+    };
+    match command {
+        AdminCommand::Pause { reason } => {
+            check(reason)?;
+            let p = journal
+                .set_pause(true, &cli_actor(), reason.trim())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", show_pause(&p));
+        }
+        AdminCommand::Resume { reason } => {
+            check(reason)?;
+            let p = journal
+                .set_pause(false, &cli_actor(), reason.trim())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", show_pause(&p));
+        }
+        AdminCommand::Status => {
+            let p = journal.pause_state().await.map_err(|e| e.to_string())?;
+            println!("{}", show_pause(&p));
+        }
+        AdminCommand::Audit { limit } => {
+            let limit = (*limit).clamp(1, AUDIT_LIMIT_MAX);
+            for e in journal
+                .audit_trail(limit)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("{}  {:<8} {:<24} {}", e.at, e.action, e.actor, e.reason);
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
