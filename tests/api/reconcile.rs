@@ -691,10 +691,13 @@ async fn the_scheduled_check_exports_its_gauges() {
         stop_rx,
     );
     let gauges = &r.metrics.reconcile;
-    crate::helpers::eventually(10_000, "a clean scheduled run", || async {
-        gauges.runs_clean.load(Ordering::Relaxed) >= 1
+    // The gauges are read back from the runs journal after the run is counted: await them.
+    crate::helpers::eventually(10_000, "a clean scheduled run in the gauges", || async {
+        gauges.last_clean_unix_ms.load(Ordering::Relaxed) > 0
     })
     .await;
+    assert!(gauges.runs_clean.load(Ordering::Relaxed) >= 1);
+    assert!(gauges.checked_ledger.load(Ordering::Relaxed) > 0);
     let text = payoutd::metrics::render_prometheus(&r.metrics);
     assert!(text.contains("payoutd_reconcile_mismatches 0"), "{text}");
     assert!(
