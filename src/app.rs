@@ -37,6 +37,8 @@ pub const DEMO_DESTINATION: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6M
 pub enum StartupError {
     #[error(transparent)]
     Postgres(#[from] crate::pg::PgError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot connect to the database: {0}")]
     Database(String),
     #[error("database migration failed: {0}")]
@@ -332,11 +334,13 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let setup = ledger(&settings).await?;
         let outbox = settings.nats.enabled && settings.nats.outbox.enabled;
-        let journal = Arc::new(PgJournal::with_options(
-            pool,
-            outbox,
-            AcceptBatching::default(),
-        ));
+        let limits = settings.limits.limits()?;
+        if !limits.is_empty() {
+            info!(assets = limits.assets.len(), when_reached = ?limits.when_reached, "spending limits in force");
+        }
+        let journal = Arc::new(
+            PgJournal::with_options(pool, outbox, AcceptBatching::default()).with_limits(limits),
+        );
         let instance = settings.instance_id();
         let ctx = Arc::new(Context::new(
             journal.clone(),

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use payoutd_actors::domain::{Amount, Asset};
+use payoutd_actors::limits::{AssetLimit, Limits, WhenReached};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -40,6 +42,8 @@ pub struct Settings {
     pub payouts: PayoutSettings,
     pub cluster: ClusterSettings,
     pub safety: SafetySettings,
+    #[serde(default)]
+    pub limits: LimitsSettings,
     #[serde(default)]
     pub inbox: crate::inbox::InboxSettings,
     #[serde(default)]
@@ -88,6 +92,137 @@ pub struct SafetySettings {
     pub breaker_underfunded_max: u32,
     pub breaker_failure_percent_max: u32,
     pub breaker_failure_samples_min: u32,
+}
+
+/// `[limits]`: spending limits per asset (see docs/operations.md). Amounts are decimal
+/// strings in the asset's units (`"1000"`, `"0.5"`), never floats.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// `wait`: a payout over a window limit is paid by itself once the window allows;
+    /// `hold`: it waits for an operator.
+    #[serde(default = "default_when_reached")]
+    pub when_reached: String,
+    #[serde(default)]
+    pub assets: Vec<AssetLimitSettings>,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            when_reached: default_when_reached(),
+            assets: Vec::new(),
+        }
+    }
+}
+
+fn default_when_reached() -> String {
+    "wait".into()
+}
+
+/// `[[limits.assets]]`: the limits of one asset; a limit left out is no limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetLimitSettings {
+    /// `native` (or `XLM`) or `CODE:ISSUER`.
+    pub asset: String,
+    pub per_payout_max: Option<String>,
+    pub hourly_amount_max: Option<String>,
+    pub hourly_count_max: Option<u32>,
+    pub daily_amount_max: Option<String>,
+    pub daily_count_max: Option<u32>,
+}
+
+impl LimitsSettings {
+    /// The limits, checked: a misconfiguration is an error naming the key, never ignored.
+    pub fn limits(&self) -> Result<Limits, ConfigError> {
+        let invalid = |key: String, detail: String| ConfigError::Invalid { key, detail };
+        let when_reached = WhenReached::parse(&self.when_reached).ok_or_else(|| {
+            invalid(
+                "limits.when_reached".into(),
+                format!("must be \"wait\" or \"hold\", not {:?}", self.when_reached),
+            )
+        })?;
+        let mut assets: Vec<AssetLimit> = Vec::new();
+        for (i, a) in self.assets.iter().enumerate() {
+            let key = |field: &str| format!("limits.assets[{i}].{field}");
+            let asset = Asset::parse(&a.asset).map_err(|e| invalid(key("asset"), e.to_string()))?;
+            if assets.iter().any(|l| l.asset == asset) {
+                return Err(invalid(
+                    key("asset"),
+                    format!("{} has limits twice (one entry per asset)", a.asset),
+                ));
+            }
+            let amount =
+                |field: &str, text: &Option<String>| -> Result<Option<Amount>, ConfigError> {
+                    text.as_deref()
+                        .map(|t| {
+                            Amount::parse(t).map_err(|e| {
+                                invalid(
+                                    key(field),
+                                    format!("must be an amount > 0 such as \"1000\": {e}"),
+                                )
+                            })
+                        })
+                        .transpose()
+                };
+            let count = |field: &str, n: Option<u32>| -> Result<Option<u32>, ConfigError> {
+                match n {
+                    Some(0) => Err(invalid(
+                        key(field),
+                        "must be at least 1 (leave it out for no limit)".into(),
+                    )),
+                    n => Ok(n),
+                }
+            };
+            let limit = AssetLimit {
+                asset,
+                per_payout_max: amount("per_payout_max", &a.per_payout_max)?,
+                hourly_amount_max: amount("hourly_amount_max", &a.hourly_amount_max)?,
+                hourly_count_max: count("hourly_count_max", a.hourly_count_max)?,
+                daily_amount_max: amount("daily_amount_max", &a.daily_amount_max)?,
+                daily_count_max: count("daily_count_max", a.daily_count_max)?,
+            };
+            if limit.per_payout_max.is_none() && !limit.has_window() {
+                return Err(invalid(
+                    format!("limits.assets[{i}]"),
+                    "sets no limit: give per_payout_max or an hourly/daily limit".into(),
+                ));
+            }
+            if let (Some(h), Some(d)) = (limit.hourly_amount_max, limit.daily_amount_max)
+                && h > d
+            {
+                return Err(invalid(
+                    key("hourly_amount_max"),
+                    "is above daily_amount_max: the hourly limit could never be reached".into(),
+                ));
+            }
+            if let (Some(h), Some(d)) = (limit.hourly_count_max, limit.daily_count_max)
+                && h > d
+            {
+                return Err(invalid(
+                    key("hourly_count_max"),
+                    "is above daily_count_max: the hourly limit could never be reached".into(),
+                ));
+            }
+            if let Some(p) = limit.per_payout_max
+                && [limit.hourly_amount_max, limit.daily_amount_max]
+                    .into_iter()
+                    .flatten()
+                    .any(|w| p > w)
+            {
+                return Err(invalid(
+                    key("per_payout_max"),
+                    "is above a window's amount limit: such payouts could never be paid".into(),
+                ));
+            }
+            assets.push(limit);
+        }
+        Ok(Limits {
+            when_reached,
+            assets,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -424,6 +559,7 @@ impl Settings {
                 detail,
             });
         }
+        self.limits.limits()?;
         let s = &self.safety;
         if s.breaker_window_ms == 0 {
             return invalid("safety.breaker_window_ms", "must be at least 1");
@@ -579,6 +715,129 @@ mod tests {
             for secret in ["secret-without", "short", "cccc", "dddd", "eeee"] {
                 assert!(!text.contains(secret), "{text}");
             }
+        }
+    }
+
+    fn with_file(name: &str, toml: &str) -> Result<Settings, ConfigError> {
+        let path =
+            std::env::temp_dir().join(format!("payoutd-config-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, toml).unwrap();
+        let out = Settings::load(Some(&path), env(&[]));
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    const USDC: &str = "USDC:GBBD47IF6LWK7P7MDEVSCWR7DPUWV3NY3DTQEVFL4NAT4AQH3ZLLFLA5";
+
+    #[test]
+    fn limits_load_from_the_file() {
+        let s = with_file(
+            "limits-ok",
+            &format!(
+                "[limits]\nwhen_reached = \"hold\"\n[[limits.assets]]\nasset = \"{USDC}\"\nper_payout_max = \"1000\"\ndaily_amount_max = \"10000.5\"\nhourly_count_max = 100\n"
+            ),
+        )
+        .unwrap();
+        let limits = s.limits.limits().unwrap();
+        assert_eq!(limits.when_reached, WhenReached::Hold);
+        let l = &limits.assets[0];
+        assert_eq!(l.per_payout_max.unwrap().stroops(), 10_000_000_000);
+        assert_eq!(l.daily_amount_max.unwrap().stroops(), 100_005_000_000);
+        assert_eq!(l.hourly_count_max, Some(100));
+        assert!(
+            Settings::load(None, env(&[]))
+                .unwrap()
+                .limits
+                .limits()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_limit_misconfiguration_refuses_to_start() {
+        for (name, body, key, want) in [
+            (
+                "mode",
+                "[limits]\nwhen_reached = \"later\"\n".to_owned(),
+                "limits.when_reached",
+                "\"wait\" or \"hold\"",
+            ),
+            (
+                "asset",
+                "[[limits.assets]]\nasset = \"USDC\"\nper_payout_max = \"1\"\n".to_owned(),
+                "limits.assets[0].asset",
+                "",
+            ),
+            (
+                "amount",
+                format!("[[limits.assets]]\nasset = \"{USDC}\"\nper_payout_max = \"-5\"\n"),
+                "limits.assets[0].per_payout_max",
+                "amount > 0",
+            ),
+            (
+                "decimals",
+                format!(
+                    "[[limits.assets]]\nasset = \"{USDC}\"\ndaily_amount_max = \"1.123456789\"\n"
+                ),
+                "limits.assets[0].daily_amount_max",
+                "",
+            ),
+            (
+                "count",
+                format!("[[limits.assets]]\nasset = \"{USDC}\"\ndaily_count_max = 0\n"),
+                "limits.assets[0].daily_count_max",
+                "at least 1",
+            ),
+            (
+                "empty",
+                format!("[[limits.assets]]\nasset = \"{USDC}\"\n"),
+                "limits.assets[0]",
+                "sets no limit",
+            ),
+            (
+                "twice",
+                format!(
+                    "[[limits.assets]]\nasset = \"{USDC}\"\nper_payout_max = \"1\"\n[[limits.assets]]\nasset = \"{USDC}\"\nper_payout_max = \"2\"\n"
+                ),
+                "limits.assets[1].asset",
+                "twice",
+            ),
+            (
+                "order",
+                "[[limits.assets]]
+asset = \"native\"
+hourly_amount_max = \"20\"
+daily_amount_max = \"10\"
+"
+                .to_owned(),
+                "limits.assets[0].hourly_amount_max",
+                "never be reached",
+            ),
+            (
+                "never",
+                "[[limits.assets]]
+asset = \"native\"
+per_payout_max = \"20\"
+daily_amount_max = \"10\"
+"
+                .to_owned(),
+                "limits.assets[0].per_payout_max",
+                "never be paid",
+            ),
+            (
+                "unknown",
+                "[[limits.assets]]
+asset = \"native\"
+weekly_amount_max = \"20\"
+"
+                .to_owned(),
+                "weekly_amount_max",
+                "",
+            ),
+        ] {
+            let e = with_file(name, &body).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(want), "{name}: {e}");
         }
     }
 

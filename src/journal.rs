@@ -13,10 +13,12 @@
 //! Outbox rows (for the NATS publisher) are written only when the journal is built with the
 //! outbox on; they point at their event, whose row holds the payload.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest, RawPayoutRequest};
+use payoutd_actors::limits::{DAY_MS, HOUR_MS, Hold, Limits, Spend, Usage};
 use payoutd_actors::ports::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore, Envelope,
     Inclusion, JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement, TxHash,
@@ -62,6 +64,8 @@ pub struct PgJournal {
     /// Write outbox rows (the NATS event publisher is on).
     outbox: bool,
     accepts: mpsc::Sender<AcceptJob>,
+    /// Checked by every prepare.
+    limits: Limits,
 }
 
 fn unavailable(e: sqlx::Error) -> JournalError {
@@ -203,6 +207,69 @@ const ADOPT_SQL: &str = "WITH dead AS (
      SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
             op_index, ledger, fee_charged FROM u";
 
+/// What is spent of asset $1 in the last $2 and $3 seconds (hour, day), by the database's
+/// clock: payouts of live and applied envelopes.
+const USAGE_SQL: &str = "SELECT
+        LEAST(coalesce(sum(s.amount) FILTER (WHERE s.at > now() - make_interval(secs => $2)), 0),
+              9223372036854775807)::bigint AS hour_amount,
+        count(*) FILTER (WHERE s.at > now() - make_interval(secs => $2)) AS hour_count,
+        LEAST(coalesce(sum(s.amount), 0), 9223372036854775807)::bigint AS day_amount,
+        count(*) AS day_count,
+        (extract(epoch FROM min(s.at) FILTER (WHERE s.at > now() - make_interval(secs => $2))) * 1000)::bigint
+            AS hour_oldest_ms,
+        (extract(epoch FROM min(s.at)) * 1000)::bigint AS day_oldest_ms,
+        (extract(epoch FROM now()) * 1000)::bigint AS now_ms
+     FROM limit_spends s JOIN envelopes e ON e.tx_hash = s.tx_hash
+     WHERE s.asset = $1 AND s.at > now() - make_interval(secs => $3)
+       AND e.status IN ('live', 'applied')";
+
+/// The batch's members as spends (for the limits' windows).
+const SPENDS_SQL: &str = "INSERT INTO limit_spends (tx_hash, payout_id, asset, amount)
+     SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[])";
+
+/// Payouts still `accepted` at the version read become `held` with their reason.
+const HOLD_SQL: &str = "WITH h AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])
+            AS t(payout_id, version, reason, until_ms)
+     ), u AS (
+        UPDATE payouts p SET state = 'held', version = p.version + 1, reason = h.reason,
+            held_until = CASE WHEN h.until_ms IS NULL THEN NULL
+                              ELSE to_timestamp(h.until_ms / 1000.0) END,
+            updated_at = now()
+        FROM h WHERE p.payout_id = h.payout_id AND p.version = h.version
+          AND p.state = 'accepted' AND p.tx_hash IS NULL
+        RETURNING p.payout_id, p.version, h.reason, h.until_ms
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, version, 'held', 'held',
+               jsonb_build_object('reason', reason, 'until_unix_ms', until_ms) FROM u
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $5
+     )
+     SELECT payout_id FROM u";
+
+/// Held payouts whose hold ran out go back to `accepted`, owned by $1.
+const RELEASE_SQL: &str = "WITH pick AS (
+        SELECT payout_id FROM payouts
+        WHERE state = 'held' AND held_until IS NOT NULL AND held_until <= now()
+        ORDER BY held_until, payout_id LIMIT $2
+        FOR UPDATE SKIP LOCKED
+     ), u AS (
+        UPDATE payouts p SET state = 'accepted', owner = $1, reason = NULL, held_until = NULL,
+            version = p.version + 1, updated_at = now()
+        FROM pick WHERE p.payout_id = pick.payout_id
+        RETURNING p.*
+     ), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, version, 'released', 'accepted', jsonb_build_object('owner', $1::text) FROM u
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
+     )
+     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
+            op_index, ledger, fee_charged FROM u";
+
 const CLAIM_SQL: &str = "UPDATE channel_accounts c
         SET owner = $1, lease_epoch = c.lease_epoch + 1, owner_can_sign = $3, leased_at = now()
         WHERE c.account = $2 AND (
@@ -233,7 +300,69 @@ impl PgJournal {
             pool,
             outbox,
             accepts: tx,
+            limits: Limits::NONE,
         }
+    }
+
+    /// The spending limits every prepare checks.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits of `batch`'s assets, read under a lock per asset held until the prepare
+    /// commits (so two instances cannot both spend the same room); the members they refuse.
+    async fn over_limit(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        batch: &Batch,
+    ) -> Result<Vec<Hold>, JournalError> {
+        if self.limits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spends: Vec<Spend> = batch
+            .members
+            .iter()
+            .map(|m| Spend {
+                id: m.ready.id(),
+                asset: m.ready.request.asset(),
+                amount: m.ready.request.amount(),
+            })
+            .collect();
+        let mut usage = BTreeMap::new();
+        for asset in self.limits.windowed_assets(&spends) {
+            let key = asset.to_string();
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('payoutd.limit:' || $1, 0))",
+            )
+            .bind(&key)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+            let row = sqlx::query(USAGE_SQL)
+                .bind(&key)
+                .bind(HOUR_MS as f64 / 1000.0)
+                .bind(DAY_MS as f64 / 1000.0)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+            let count = |c: &str| -> Result<u64, JournalError> {
+                Ok(row.try_get::<i64, _>(c).map_err(unavailable)?.max(0) as u64)
+            };
+            usage.insert(
+                key,
+                Usage {
+                    hour_amount: row.try_get("hour_amount").map_err(unavailable)?,
+                    hour_count: count("hour_count")?,
+                    day_amount: row.try_get("day_amount").map_err(unavailable)?,
+                    day_count: count("day_count")?,
+                    hour_oldest_ms: row.try_get("hour_oldest_ms").map_err(unavailable)?,
+                    day_oldest_ms: row.try_get("day_oldest_ms").map_err(unavailable)?,
+                    now_ms: row.try_get("now_ms").map_err(unavailable)?,
+                },
+            );
+        }
+        Ok(self.limits.check(&spends, &usage))
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -675,6 +804,29 @@ impl BatchStore for PgJournal {
                 .collect();
             return Err(PrepareError::Stale(stale));
         }
+        let holds = self.over_limit(&mut tx, batch).await?;
+        if !holds.is_empty() {
+            tx.rollback().await.map_err(unavailable)?;
+            return Err(PrepareError::OverLimit(holds));
+        }
+        let assets: Vec<String> = batch
+            .members
+            .iter()
+            .map(|m| m.ready.request.asset().to_string())
+            .collect();
+        let amounts: Vec<i64> = batch
+            .members
+            .iter()
+            .map(|m| m.ready.request.amount().stroops())
+            .collect();
+        sqlx::query(SPENDS_SQL)
+            .bind(e.hash.to_hex())
+            .bind(&ids)
+            .bind(&assets)
+            .bind(&amounts)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
@@ -742,6 +894,33 @@ impl BatchStore for PgJournal {
             .await
             .map_err(unavailable)?;
         rows.iter().map(parse_settled).collect()
+    }
+
+    async fn hold(&self, holds: &[(Ready, Hold)]) -> Result<Vec<PayoutId>, JournalError> {
+        if holds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = holds.iter().map(|(r, _)| r.id().as_str()).collect();
+        let versions: Vec<i64> = holds.iter().map(|(r, _)| r.version).collect();
+        let reasons: Vec<&str> = holds.iter().map(|(_, h)| h.reason.as_str()).collect();
+        let until: Vec<Option<i64>> = holds.iter().map(|(_, h)| h.until_unix_ms).collect();
+        let rows: Vec<String> = sqlx::query_scalar(HOLD_SQL)
+            .bind(&ids)
+            .bind(&versions)
+            .bind(&reasons)
+            .bind(&until)
+            .bind(self.outbox)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|id| {
+                PayoutId::parse(id).map_err(|e| JournalError::Corrupt {
+                    id: id.clone(),
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
@@ -1046,6 +1225,17 @@ impl ClusterStore for PgJournal {
 
     async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
         let rows = sqlx::query(ADOPT_SQL)
+            .bind(instance)
+            .bind(i64::from(limit))
+            .bind(self.outbox)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(parse_ready).collect()
+    }
+
+    async fn release_held(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        let rows = sqlx::query(RELEASE_SQL)
             .bind(instance)
             .bind(i64::from(limit))
             .bind(self.outbox)

@@ -150,6 +150,16 @@ fn table(m: &Metrics) -> Vec<(&'static str, &'static str, Value<'_>)> {
             "Envelopes the journal refused because paying was paused.",
             C(&m.prepares_paused),
         ),
+        (
+            "payoutd_payouts_held_total",
+            "Payouts held because a spending limit would be exceeded.",
+            C(&m.payouts_held),
+        ),
+        (
+            "payoutd_payouts_released_total",
+            "Held payouts released because their limit's window moved on.",
+            C(&m.payouts_released),
+        ),
     ]
 }
 

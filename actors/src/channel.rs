@@ -30,6 +30,7 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use crate::context::{ChannelStatus, Context, OpenEnvelope};
 use crate::domain::{Memo, PayoutId};
+use crate::limits::Hold;
 use crate::metrics::Metrics;
 use crate::policy::{OpPolicy, RejectionPolicy, op_policy, rejection_policy};
 use crate::ports::journal::{
@@ -742,6 +743,7 @@ impl WorkerState {
                 self.ctx.note_paused();
                 Next::After(PAUSED_RECHECK_MS)
             }
+            Err(PrepareError::OverLimit(holds)) => self.hold_over_limit(batch, holds, now).await,
             Err(PrepareError::Journal(e)) => {
                 // No answer: it may have committed. Not back to the queue (another channel
                 // would take the payouts and its prepare be refused, leaving this envelope
@@ -750,6 +752,40 @@ impl WorkerState {
                 self.uncertain = Some(batch);
                 self.sequence = None;
                 self.loaded = false;
+                self.io_retry()
+            }
+        }
+    }
+
+    /// A spending limit refused some members: they become `held` (journaled, with the
+    /// reason), the others go back to the front of the queue for the next build.
+    async fn hold_over_limit(&mut self, batch: Batch, holds: Vec<Hold>, now: Instant) -> Next {
+        let (over, rest): (Vec<Ready>, Vec<Ready>) = members(batch)
+            .into_iter()
+            .partition(|r| holds.iter().any(|h| h.id == *r.id()));
+        let pairs: Vec<(Ready, Hold)> = over
+            .into_iter()
+            .filter_map(|r| {
+                let hold = holds.iter().find(|h| h.id == *r.id())?.clone();
+                Some((r, hold))
+            })
+            .collect();
+        match self.ctx.journal.hold(&pairs).await {
+            Ok(held) => {
+                for (_, h) in pairs.iter().filter(|(r, _)| held.contains(r.id())) {
+                    info!(payout_id = %h.id, reason = %h.reason, "payout held by a spending limit");
+                }
+                Metrics::add(&self.ctx.metrics.payouts_held, held.len());
+                self.ctx.invalidate(held.iter().cloned());
+                self.ctx.queue.unshift(rest, now);
+                Next::Now
+            }
+            Err(e) => {
+                // Not written (or unknown): all go back; the next prepare decides again.
+                warn!(error = %e, "cannot journal the held payouts; retrying");
+                let mut all = rest;
+                all.extend(pairs.into_iter().map(|(r, _)| r));
+                self.ctx.queue.unshift(all, now);
                 self.io_retry()
             }
         }

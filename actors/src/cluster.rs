@@ -409,6 +409,35 @@ pub async fn sweep(
             }
         }
     }
+    // Held payouts whose limit window has moved on: checked against the limits again.
+    while signs && ctx.queue.has_room() {
+        match ctx
+            .journal
+            .release_held(&ctx.instance, config.adopt_page_max)
+            .await
+        {
+            Ok(page) => {
+                let n = page.len();
+                if n > 0 {
+                    info!(
+                        payouts = n,
+                        "released held payouts: their limit window moved on"
+                    );
+                    Metrics::add(&ctx.metrics.payouts_released, n);
+                }
+                for ready in page {
+                    ctx.enqueue(ready);
+                }
+                if n < config.adopt_page_max as usize {
+                    break;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot release held payouts");
+                break;
+            }
+        }
+    }
 }
 
 /// Reads this instance's `accepted` payouts back into the queue (at start, and after the

@@ -25,6 +25,7 @@ pub mod channel;
 pub mod cluster;
 pub mod context;
 pub mod domain;
+pub mod limits;
 #[cfg(feature = "test-support")]
 pub mod memory;
 pub mod metrics;

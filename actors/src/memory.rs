@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
+use crate::limits::{DAY_MS, HOUR_MS, Hold, Limits, Spend, Usage};
 use crate::ports::journal::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore,
     JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement,
@@ -51,9 +52,74 @@ struct JournalInner {
     pause: Option<Pause>,
     /// (who, action, reason) of every pause and resume.
     audit: Vec<(String, String, String)>,
+    limits: Limits,
+    /// (envelope, payout, asset, stroops, journaled at ms) of every prepared member.
+    spends: Vec<(TxHash, PayoutId, String, i64, i64)>,
+    /// When each held payout may be released (`None`: by an operator only).
+    held_until: HashMap<PayoutId, Option<i64>>,
+    /// Added to the wall clock: tests move time on by hand.
+    clock_offset_ms: i64,
 }
 
 impl JournalInner {
+    fn now_ms(&self) -> i64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        wall + self.clock_offset_ms
+    }
+
+    /// What is spent of `asset` in the windows: members of live or applied envelopes.
+    fn usage(&self, asset: &str) -> Usage {
+        let now = self.now_ms();
+        let mut u = Usage {
+            now_ms: now,
+            ..Usage::default()
+        };
+        for (hash, _, a, amount, at) in &self.spends {
+            let counted = a == asset
+                && *at > now - DAY_MS
+                && self
+                    .envelopes
+                    .get(hash)
+                    .is_some_and(|e| matches!(e.status, "live" | "applied"));
+            if !counted {
+                continue;
+            }
+            u.day_amount = u.day_amount.saturating_add(*amount);
+            u.day_count += 1;
+            u.day_oldest_ms = Some(u.day_oldest_ms.map_or(*at, |o| o.min(*at)));
+            if *at > now - HOUR_MS {
+                u.hour_amount = u.hour_amount.saturating_add(*amount);
+                u.hour_count += 1;
+                u.hour_oldest_ms = Some(u.hour_oldest_ms.map_or(*at, |o| o.min(*at)));
+            }
+        }
+        u
+    }
+
+    fn over_limit(&self, batch: &Batch) -> Vec<Hold> {
+        if self.limits.is_empty() {
+            return Vec::new();
+        }
+        let spends: Vec<Spend> = batch
+            .members
+            .iter()
+            .map(|m| Spend {
+                id: m.ready.id(),
+                asset: m.ready.request.asset(),
+                amount: m.ready.request.amount(),
+            })
+            .collect();
+        let usage = self
+            .limits
+            .windowed_assets(&spends)
+            .into_iter()
+            .map(|a| (a.to_string(), self.usage(&a.to_string())))
+            .collect();
+        self.limits.check(&spends, &usage)
+    }
+
     fn alive(&self, instance: &str) -> bool {
         self.instances
             .get(instance)
@@ -120,6 +186,16 @@ impl MemJournal {
             .values()
             .map(|e| (e.batch.clone(), e.status))
             .collect()
+    }
+
+    /// The spending limits its prepares check.
+    pub fn set_limits(&self, limits: Limits) {
+        lock(&self.inner).limits = limits;
+    }
+
+    /// Moves the journal's clock on by `ms` (windows and holds run out by it).
+    pub fn advance_clock_ms(&self, ms: i64) {
+        lock(&self.inner).clock_offset_ms += ms;
     }
 
     /// The heartbeat of `instance` expires now (a test's "the process died").
@@ -219,6 +295,21 @@ impl BatchStore for MemJournal {
         if !stale.is_empty() {
             return Err(PrepareError::Stale(stale));
         }
+        let holds = inner.over_limit(batch);
+        if !holds.is_empty() {
+            return Err(PrepareError::OverLimit(holds));
+        }
+        let now = inner.now_ms();
+        for m in &batch.members {
+            let spend = (
+                e.hash,
+                m.ready.id().clone(),
+                m.ready.request.asset().to_string(),
+                m.ready.request.amount().stroops(),
+                now,
+            );
+            inner.spends.push(spend);
+        }
         for m in &batch.members {
             let step = Step::Prepared {
                 envelope: EnvelopeRef {
@@ -302,6 +393,34 @@ impl BatchStore for MemJournal {
         }
         self.wrote();
         Ok(changed)
+    }
+
+    async fn hold(&self, holds: &[(Ready, Hold)]) -> Result<Vec<PayoutId>, JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        let mut held = Vec::new();
+        for (ready, hold) in holds {
+            let fresh = inner
+                .payouts
+                .get(ready.id())
+                .is_some_and(|r| r.version == ready.version && r.state == PayoutState::Accepted);
+            if !fresh {
+                continue;
+            }
+            let step = Step::Held {
+                reason: hold.reason.clone(),
+                until_unix_ms: hold.until_unix_ms,
+            };
+            inner.step(ready.id(), &step);
+            inner
+                .held_until
+                .insert(ready.id().clone(), hold.until_unix_ms);
+            held.push(ready.id().clone());
+        }
+        if !held.is_empty() {
+            self.wrote();
+        }
+        Ok(held)
     }
 
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
@@ -527,6 +646,42 @@ impl ClusterStore for MemJournal {
             self.wrote();
         }
         Ok(adopted)
+    }
+
+    async fn release_held(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        self.check()?;
+        let mut inner = lock(&self.inner);
+        let now = inner.now_ms();
+        let due: Vec<PayoutId> = inner
+            .payouts
+            .values()
+            .filter(|r| {
+                r.state == PayoutState::Held
+                    && inner
+                        .held_until
+                        .get(r.id())
+                        .copied()
+                        .flatten()
+                        .is_some_and(|until| until <= now)
+            })
+            .take(limit as usize)
+            .map(|r| r.id().clone())
+            .collect();
+        let step = Step::Released {
+            owner: instance.to_owned(),
+        };
+        let released: Vec<Ready> = due
+            .iter()
+            .filter_map(|id| inner.step(id, &step))
+            .map(|r| Ready::of(&r))
+            .collect();
+        for id in &due {
+            inner.held_until.remove(id);
+        }
+        if !released.is_empty() {
+            self.wrote();
+        }
+        Ok(released)
     }
 
     async fn ready_of(
@@ -1061,6 +1216,9 @@ impl<J: BatchStore> BatchStore for Hooked<J> {
     ) -> Result<Vec<Settled>, JournalError> {
         self.inner.settle(hash, settlement, owner).await
     }
+    async fn hold(&self, holds: &[(Ready, Hold)]) -> Result<Vec<PayoutId>, JournalError> {
+        self.inner.hold(holds).await
+    }
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
         self.inner.open_batches(channel).await
     }
@@ -1093,6 +1251,9 @@ impl<J: ClusterStore> ClusterStore for Hooked<J> {
     }
     async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
         self.inner.adopt_orphans(instance, limit).await
+    }
+    async fn release_held(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        self.inner.release_held(instance, limit).await
     }
     async fn ready_of(
         &self,

@@ -105,6 +105,9 @@ pub struct Metrics {
     pub breaker_trips: AtomicU64,
     /// Envelopes refused by the journal because paying was paused.
     pub prepares_paused: AtomicU64,
+    /// Payouts held by a spending limit, and released again when their window moved on.
+    pub payouts_held: AtomicU64,
+    pub payouts_released: AtomicU64,
     /// Ledger answers by outcome code (`applied`, `tx_failed`, `tx_bad_seq`, `unknown`…).
     ledger_outcomes: Mutex<BTreeMap<&'static str, u64>>,
     pub submit_latency_ms: Histogram<14>,
@@ -144,6 +147,8 @@ impl Default for Metrics {
             paused: AtomicI64::new(0),
             breaker_trips: AtomicU64::new(0),
             prepares_paused: AtomicU64::new(0),
+            payouts_held: AtomicU64::new(0),
+            payouts_released: AtomicU64::new(0),
             ledger_outcomes: Mutex::new(BTreeMap::new()),
             submit_latency_ms: Histogram::new(LATENCY_BUCKETS_MS),
             batch_size: Histogram::new(BATCH_SIZE_BUCKETS),

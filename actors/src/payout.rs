@@ -34,7 +34,7 @@ pub enum PayoutError {
         state: PayoutState,
         why: &'static str,
     },
-    #[error("payout {id} is {state}, not parked: nothing to resume")]
+    #[error("payout {id} is {state}, not parked or held: nothing to resume")]
     NotResumable { id: String, state: PayoutState },
     /// The live-actor bound is reached: try again shortly.
     #[error("too many payouts in flight; retry later")]
@@ -290,7 +290,9 @@ impl PayoutActorState {
                 };
                 match r.state {
                     PayoutState::Cancelled => Ok(None),
-                    PayoutState::Accepted | PayoutState::Parked if r.envelope.is_none() => {
+                    PayoutState::Accepted | PayoutState::Parked | PayoutState::Held
+                        if r.envelope.is_none() =>
+                    {
                         Ok(Some(Step::Cancelled {
                             reason: reason.clone(),
                         }))
@@ -312,7 +314,7 @@ impl PayoutActorState {
         let (id, owner) = (self.id.to_string(), self.ctx.instance.clone());
         let record = self
             .write(|r| {
-                if r.state != PayoutState::Parked {
+                if !matches!(r.state, PayoutState::Parked | PayoutState::Held) {
                     return Err(PayoutError::NotResumable {
                         id: id.clone(),
                         state: r.state,

@@ -11,6 +11,8 @@
 //!      └──────── requeued ◄───────────────────── failed the transaction
 //!   parked: by an operator condition; keeps its envelope until that envelope settles
 //!   (applied → confirmed, dead → parked without envelope); resume → submitted | accepted
+//!   held: refused by a spending limit before any envelope (accepted → held); released
+//!   (its window moved on) or resumed (an operator) → accepted; cancel → cancelled
 //! ```
 
 use std::fmt;
@@ -37,10 +39,14 @@ pub enum PayoutState {
     /// being looked up until it is applied (→ confirmed) or provably dead.
     Parked,
     Cancelled,
+    /// Not paid yet because a spending limit would be exceeded (the reason says which);
+    /// holds no envelope. Goes back to `accepted` when its window allows or an operator
+    /// resumes it (see [`crate::limits`]).
+    Held,
 }
 
 impl PayoutState {
-    pub const ALL: [PayoutState; 7] = [
+    pub const ALL: [PayoutState; 8] = [
         Self::Accepted,
         Self::Prepared,
         Self::Submitted,
@@ -48,6 +54,7 @@ impl PayoutState {
         Self::Failed,
         Self::Parked,
         Self::Cancelled,
+        Self::Held,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -59,6 +66,7 @@ impl PayoutState {
             Self::Failed => "failed",
             Self::Parked => "parked",
             Self::Cancelled => "cancelled",
+            Self::Held => "held",
         }
     }
 
@@ -172,6 +180,15 @@ pub enum Step {
     Resumed { reason: String, owner: String },
     /// Another instance took over an orphaned `accepted` payout.
     Adopted { owner: String },
+    /// A spending limit refused it before any envelope: it waits, `until` (ms since the
+    /// epoch) or for an operator.
+    Held {
+        reason: String,
+        until_unix_ms: Option<i64>,
+    },
+    /// Its limit's window moved on: back to `accepted`, owned by the instance that
+    /// released it, to be checked again.
+    Released { owner: String },
     /// A note in the audit trail, no state change (e.g. a rejection code).
     Noted { note: String },
 }
@@ -190,6 +207,8 @@ impl Step {
             Self::Cancelled { .. } => "cancelled",
             Self::Resumed { .. } => "resumed",
             Self::Adopted { .. } => "adopted",
+            Self::Held { .. } => "held",
+            Self::Released { .. } => "released",
             Self::Noted { .. } => "noted",
         }
     }
@@ -207,10 +226,12 @@ impl Step {
             }
             Self::Parked { .. } => state.is_active(),
             Self::Cancelled { .. } => {
-                matches!(state, Accepted | Parked) && record.envelope.is_none()
+                matches!(state, Accepted | Parked | Held) && record.envelope.is_none()
             }
-            Self::Resumed { .. } => state == Parked,
+            Self::Resumed { .. } => matches!(state, Parked | Held),
             Self::Adopted { .. } => state == Accepted,
+            Self::Held { .. } => state == Accepted && record.envelope.is_none(),
+            Self::Released { .. } => state == Held,
             Self::Noted { .. } => true,
         }
     }
@@ -270,6 +291,15 @@ impl Step {
                 }
             }
             Self::Adopted { owner } => record.owner = Some(owner.clone()),
+            Self::Held { reason, .. } => {
+                record.state = Held;
+                record.reason = Some(reason.clone());
+            }
+            Self::Released { owner } => {
+                record.state = Accepted;
+                record.reason = None;
+                record.owner = Some(owner.clone());
+            }
             Self::Noted { .. } => {}
         }
     }
@@ -298,7 +328,11 @@ impl Step {
             | Self::Parked { reason }
             | Self::Cancelled { reason } => json!({ "reason": reason }),
             Self::Resumed { reason, owner } => json!({ "reason": reason, "owner": owner }),
-            Self::Adopted { owner } => json!({ "owner": owner }),
+            Self::Adopted { owner } | Self::Released { owner } => json!({ "owner": owner }),
+            Self::Held {
+                reason,
+                until_unix_ms,
+            } => json!({ "reason": reason, "until_unix_ms": until_unix_ms }),
         }
     }
 }

@@ -63,6 +63,7 @@ use payoutd_actors::channel::lane_memo;
 use payoutd_actors::domain::{
     AccountId, Amount, Asset, Destination, Memo, PayoutId, PayoutRequest,
 };
+use payoutd_actors::limits::Hold;
 use payoutd_actors::memory::{MemJournal, MemLedger, Scripted};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::journal::{
@@ -912,6 +913,9 @@ impl BatchStore for ProcJournal {
         })
         .await
     }
+    async fn hold(&self, holds: &[(Ready, Hold)]) -> Result<Vec<PayoutId>, JournalError> {
+        self.io(None, self.shared.journal.hold(holds)).await
+    }
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError> {
         self.io(None, self.shared.journal.open_batches(channel))
             .await
@@ -989,6 +993,10 @@ impl ClusterStore for ProcJournal {
     async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
         let j = &self.shared.journal;
         self.io(Some(JMethod::Adopt), j.adopt_orphans(instance, limit))
+            .await
+    }
+    async fn release_held(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        self.io(None, self.shared.journal.release_held(instance, limit))
             .await
     }
     async fn ready_of(

@@ -7,6 +7,7 @@ mod helpers;
 mod http;
 mod inbox;
 mod journal;
+mod limits;
 mod nats;
 mod reconcile;
 mod secrets;

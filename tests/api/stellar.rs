@@ -25,10 +25,10 @@ use sqlx::Row;
 
 use crate::helpers::{pg_journal, start_core};
 
-const PASSPHRASE: &str = "Test SDF Network ; September 2015";
-const XLM: i64 = 10_000_000;
+pub(crate) const PASSPHRASE: &str = "Test SDF Network ; September 2015";
+pub(crate) const XLM: i64 = 10_000_000;
 
-fn keypair(label: &str) -> Keypair {
+pub(crate) fn keypair(label: &str) -> Keypair {
     let seed: [u8; 32] = Sha256::digest(format!("payoutd test key {label}").as_bytes()).into();
     Keypair::from_seed(&payoutd_actors::strkey::encode(
         payoutd_actors::strkey::VERSION_SEED,
@@ -63,7 +63,7 @@ impl Default for StackOptions {
     }
 }
 
-fn timeouts() -> HorizonTimeouts {
+pub(crate) fn timeouts() -> HorizonTimeouts {
     HorizonTimeouts {
         request_timeout_ms: 5_000,
         connect_timeout_ms: 1_000,

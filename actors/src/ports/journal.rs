@@ -12,6 +12,7 @@
 use async_trait::async_trait;
 
 use crate::domain::{AccountId, PayoutId, PayoutRequest};
+use crate::limits::Hold;
 use crate::ports::ledger::{Envelope, Inclusion, TxHash};
 use crate::safety::Pause;
 use crate::state::{PayoutEvent, PayoutRecord, Step};
@@ -134,6 +135,10 @@ pub enum PrepareError {
     /// Paying is paused cluster-wide: no new envelope until an operator resumes.
     #[error("paying is paused")]
     Paused,
+    /// A spending limit refuses these members (see [`crate::limits`]): hold them and build
+    /// without them.
+    #[error("{} members over a spending limit", .0.len())]
+    OverLimit(Vec<Hold>),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -194,7 +199,9 @@ impl Settled {
 pub trait BatchStore: Send + Sync + 'static {
     /// In one atomic write: the envelope (status live), and every member from `accepted`
     /// (at the version it names) to `prepared` with its operation index; fenced by the
-    /// channel lease. All or nothing.
+    /// channel lease, and checked against the spending limits the journal was given
+    /// (their usage read and the batch's spends recorded in the same write, under a lock
+    /// per limited asset). All or nothing.
     async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError>;
     /// Members still `prepared` in this envelope become `submitted` (one write); returns
     /// the ids it changed.
@@ -213,6 +220,9 @@ pub trait BatchStore: Send + Sync + 'static {
         settlement: &Settlement,
         owner: &str,
     ) -> Result<Vec<Settled>, JournalError>;
+    /// Each payout still `accepted` at the version its `Ready` names becomes `held` with
+    /// the hold's reason (one write); returns the ids it changed.
+    async fn hold(&self, holds: &[(Ready, Hold)]) -> Result<Vec<PayoutId>, JournalError>;
     /// The channel's live envelopes with their members, oldest first.
     async fn open_batches(&self, channel: &AccountId) -> Result<Vec<Batch>, JournalError>;
 }
@@ -254,6 +264,10 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// holding no channel lease it can sign with (an "adopted" event each); returns them
     /// to be batched. Only an instance that can sign calls it.
     async fn adopt_orphans(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError>;
+    /// Up to `limit` `held` payouts whose hold has run out (by the database's clock) go
+    /// back to `accepted`, owned by `instance` (a "released" event each); returns them to
+    /// be batched (and checked against the limits again).
+    async fn release_held(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError>;
     /// `owner`'s `accepted` payouts in id order after `after` (recovery at start).
     async fn ready_of(
         &self,
@@ -263,7 +277,6 @@ pub trait ClusterStore: Send + Sync + 'static {
     ) -> Result<Vec<Ready>, JournalError>;
 }
 
-/// Everything the core needs from persistence.
 /// The cluster-wide pause (see [`crate::safety`]).
 #[async_trait]
 pub trait ControlStore: Send + Sync + 'static {
@@ -280,6 +293,7 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<Option<Pause>, JournalError>;
 }
 
+/// Everything the core needs from persistence.
 pub trait Journal: PayoutStore + BatchStore + ClusterStore + ControlStore {}
 
 impl<T: PayoutStore + BatchStore + ClusterStore + ControlStore> Journal for T {}
