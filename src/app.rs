@@ -1,5 +1,5 @@
 //! Wiring: settings → database (a private cluster or a URL) → ledger (the in-process
-//! simulator or Horizon) → journal → supervisor → recovery → HTTP. `Application::build`
+//! simulator, Horizon or Stellar RPC) → journal → supervisor → recovery → HTTP. `Application::build`
 //! returns something tests can start on port 0.
 
 use std::future::Future;
@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::config::{LedgerMode, Settings};
+use crate::config::{LedgerMode, Settings, SimulatorProtocol};
 use crate::http::{ApiState, router, with_body_limit};
 use crate::journal::{AcceptBatching, PgJournal, migrate};
 use crate::pg::LocalPostgres;
@@ -177,22 +177,30 @@ pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
             for c in channels {
                 keyring.insert(c);
             }
-            let ledger = StellarLedger::connect(
-                &handle.base_url,
-                &cfg.network_passphrase,
-                keyring,
-                timeouts,
-            )
-            .await
-            .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            let ledger: Arc<dyn Ledger> = match cfg.simulator.protocol {
+                SimulatorProtocol::Horizon => Arc::new(
+                    StellarLedger::connect(
+                        &handle.base_url,
+                        &cfg.network_passphrase,
+                        keyring,
+                        timeouts,
+                    )
+                    .await
+                    .map_err(|e| StartupError::Ledger(e.to_string()))?,
+                ),
+                SimulatorProtocol::Rpc => {
+                    let url = crate::rpc_config::simulator_rpc_url(&handle.base_url);
+                    crate::rpc_config::connect(&url, cfg, keyring).await?
+                }
+            };
             Ok(LedgerSetup {
-                ledger: Arc::new(ledger),
+                ledger,
                 payer,
                 channels: channel_ids,
                 simulator: Some(handle),
             })
         }
-        LedgerMode::Horizon => {
+        LedgerMode::Horizon | LedgerMode::Rpc => {
             let seed = cfg
                 .distribution_seed
                 .as_ref()
@@ -243,16 +251,22 @@ pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
                 channels.push(payer);
             }
             keyring.insert(distribution);
-            let ledger = StellarLedger::connect(
-                &cfg.horizon_url,
-                &cfg.network_passphrase,
-                keyring,
-                timeouts,
-            )
-            .await
-            .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            let ledger: Arc<dyn Ledger> = if cfg.mode == LedgerMode::Rpc {
+                crate::rpc_config::connect(&cfg.rpc_url, cfg, keyring).await?
+            } else {
+                Arc::new(
+                    StellarLedger::connect(
+                        &cfg.horizon_url,
+                        &cfg.network_passphrase,
+                        keyring,
+                        timeouts,
+                    )
+                    .await
+                    .map_err(|e| StartupError::Ledger(e.to_string()))?,
+                )
+            };
             Ok(LedgerSetup {
-                ledger: Arc::new(ledger),
+                ledger,
                 payer,
                 channels,
                 simulator: None,
@@ -409,6 +423,15 @@ impl Application {
         let history_url = match settings.ledger.mode {
             LedgerMode::Simulator => setup.simulator.as_ref().map(|s| s.base_url.clone()),
             LedgerMode::Horizon => Some(settings.ledger.horizon_url.clone()),
+            // The history is read from Horizon only: no scheduled check over Stellar RPC yet.
+            LedgerMode::Rpc => {
+                if settings.reconcile.interval_ms != 0 {
+                    tracing::warn!(
+                        "reconcile: the scheduled check reads Horizon's history; it is off in ledger.mode = \"rpc\" (run `payoutd reconcile --horizon-url URL`)"
+                    );
+                }
+                None
+            }
         };
         if let Some(url) = history_url {
             let accounts = crate::reconcile::Accounts {

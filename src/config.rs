@@ -240,6 +240,16 @@ pub struct DatabaseSettings {
 pub enum LedgerMode {
     Simulator,
     Horizon,
+    /// Stellar RPC at `ledger.rpc_url` (docs/rpc.md).
+    Rpc,
+}
+
+/// Which of its two interfaces payoutd uses to talk to the built-in simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulatorProtocol {
+    Horizon,
+    Rpc,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +260,11 @@ pub struct LedgerSettings {
     pub network_passphrase: String,
     pub request_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// `mode = "rpc"`: the Stellar RPC endpoint (may carry a provider's key: never shown).
+    pub rpc_url: String,
+    pub rpc_timeout_ms: u64,
+    pub rpc_connect_timeout_ms: u64,
+    pub rpc_retry_after_max_ms: u64,
     pub distribution_account: String,
     pub channel_accounts: Vec<String>,
     #[serde(default)]
@@ -272,6 +287,8 @@ pub struct SimulatorSettings {
     pub state_file: PathBuf,
     pub channels: u32,
     pub ops_per_ledger_max: u32,
+    /// The interface payoutd speaks to the built-in simulator (it serves both).
+    pub protocol: SimulatorProtocol,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -637,6 +654,14 @@ impl Settings {
                     "is required in horizon mode: set PAYOUTD__LEDGER__DISTRIBUTION_SEED or ledger.distribution_seed_file",
                 );
             }
+        }
+        if self.ledger.mode == LedgerMode::Rpc {
+            crate::rpc_config::validate(&self.ledger).map_err(|(key, detail)| {
+                ConfigError::Invalid {
+                    key: key.into(),
+                    detail,
+                }
+            })?;
         }
         Ok(())
     }

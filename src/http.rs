@@ -682,6 +682,11 @@ async fn readyz(State(state): State<ApiState>) -> Response {
                 "held_for_ms": s.open.as_ref().map(|o| o.since.elapsed().as_millis() as u64),
                 "unresolved_envelopes": s.unresolved,
                 "disabled_reason": s.disabled,
+                "beyond_history": s.beyond_history.iter().map(|b| json!({
+                    "envelope": b.hash.to_hex(),
+                    "payouts": b.payouts.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                    "reason": b.reason,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -698,6 +703,12 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         warnings.push(format!(
             "every usable channel is busy and the oldest queued payout has waited {} s",
             oldest.map(|w| w.as_secs()).unwrap_or(0)
+        ));
+    }
+    let beyond: usize = statuses.values().map(|s| s.beyond_history.len()).sum();
+    if beyond > 0 {
+        warnings.push(format!(
+            "{beyond} envelope(s) are older than the ledger server's history: their payouts wait for an operator (see beyond_history)"
         ));
     }
     let body = json!({

@@ -27,4 +27,5 @@ pub mod openapi;
 pub mod outbox;
 pub mod pg;
 pub mod reconcile;
+pub mod rpc_config;
 pub mod telemetry;

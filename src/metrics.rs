@@ -136,6 +136,11 @@ fn table(m: &Metrics) -> Vec<(&'static str, &'static str, Value<'_>)> {
             G(&m.envelopes_unresolved),
         ),
         (
+            "payoutd_envelopes_beyond_history",
+            "Unresolved envelopes older than the ledger server's history: no lookup can settle them; an operator must (see /readyz).",
+            G(&m.envelopes_beyond_history),
+        ),
+        (
             "payoutd_paused",
             "1 while paying is paused cluster-wide (no new envelopes), else 0.",
             G(&m.paused),

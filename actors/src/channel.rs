@@ -28,7 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, debug, error, info, warn};
 
-use crate::context::{ChannelStatus, Context, OpenEnvelope};
+use crate::context::{BeyondHistory, ChannelStatus, Context, OpenEnvelope};
 use crate::domain::{Memo, PayoutId};
 use crate::limits::Hold;
 use crate::metrics::Metrics;
@@ -77,6 +77,8 @@ struct Tracked {
     fee_low: bool,
     /// Its members were parked for an operator (a rejection no retry can fix).
     members_parked: bool,
+    /// Why no lookup can settle it any more (logged once when first seen).
+    beyond_history: Option<String>,
     since: Instant,
 }
 
@@ -90,6 +92,7 @@ impl Tracked {
             marked_submitted: false,
             fee_low: false,
             members_parked: false,
+            beyond_history: None,
             since: Instant::now(),
         }
     }
@@ -263,6 +266,17 @@ impl WorkerState {
             }),
             unresolved: self.unresolved.len(),
             disabled: self.disabled.clone(),
+            beyond_history: self
+                .unresolved
+                .iter()
+                .filter_map(|t| {
+                    Some(BeyondHistory {
+                        hash: t.batch.envelope.hash,
+                        payouts: t.ids().collect(),
+                        reason: t.beyond_history.clone()?,
+                    })
+                })
+                .collect(),
         };
         self.ctx
             .set_channel_status(self.lease.account, Some(status));
@@ -385,6 +399,14 @@ impl WorkerState {
             },
             Lookup::NotFound(coverage) => {
                 t.watch.observe_miss(coverage);
+                let beyond = t.watch.beyond_history();
+                if let Some(reason) = &beyond
+                    && t.beyond_history.is_none()
+                {
+                    let payouts: Vec<String> = t.ids().map(|id| id.to_string()).collect();
+                    error!(hash = %t.batch.envelope.hash, ?payouts, %reason, "envelope beyond the ledger server's history: its payouts keep it and wait for an operator");
+                }
+                t.beyond_history = beyond;
                 match t.watch.fate() {
                     Fate::Dead => Verdict::Dead(t.watch.death().unwrap_or_default()),
                     Fate::Closed if t.watch.consumed() => Verdict::Closed,

@@ -28,6 +28,17 @@ pub struct ChannelStatus {
     pub unresolved: usize,
     /// Why the channel stopped building envelopes, if it did.
     pub disabled: Option<String>,
+    /// Unresolved envelopes that no lookup can settle any more (the ledgers they may be in
+    /// are older than the server's history): an operator must look.
+    pub beyond_history: Vec<BeyondHistory>,
+}
+
+/// An envelope whose fate the ledger server can no longer tell, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeyondHistory {
+    pub hash: TxHash,
+    pub payouts: Vec<PayoutId>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +203,10 @@ impl Context {
         let busy = map.values().filter(|s| s.open.is_some()).count() as i64;
         let disabled = map.values().filter(|s| s.disabled.is_some()).count() as i64;
         let unresolved: usize = map.values().map(|s| s.unresolved).sum();
+        let beyond: usize = map.values().map(|s| s.beyond_history.len()).sum();
+        self.metrics
+            .envelopes_beyond_history
+            .store(beyond as i64, std::sync::atomic::Ordering::Relaxed);
         use std::sync::atomic::Ordering::Relaxed;
         self.metrics.channels_running.store(running, Relaxed);
         self.metrics.channels_busy.store(busy, Relaxed);

@@ -93,6 +93,8 @@ pub struct Metrics {
     pub ready_queue: AtomicI64,
     /// Envelopes not proven yet that can no longer apply (their payouts wait).
     pub envelopes_unresolved: AtomicI64,
+    /// Unresolved envelopes older than the ledger server's history (an operator must look).
+    pub envelopes_beyond_history: AtomicI64,
     /// Requests waiting in the broker for this consumer group (undelivered + unacknowledged),
     /// and the age of the oldest, in milliseconds (read by the broker ingress).
     pub broker_waiting: AtomicI64,
@@ -141,6 +143,7 @@ impl Default for Metrics {
             channels_disabled: AtomicI64::new(0),
             ready_queue: AtomicI64::new(0),
             envelopes_unresolved: AtomicI64::new(0),
+            envelopes_beyond_history: AtomicI64::new(0),
             broker_waiting: AtomicI64::new(0),
             broker_oldest_waiting_ms: AtomicI64::new(0),
             reconcile: ReconcileGauges::default(),

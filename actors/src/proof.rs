@@ -46,6 +46,9 @@ pub struct Watch {
     consumed_at: Option<u32>,
     unused_at: Option<u32>,
     absent_through: Option<u32>,
+    /// The last miss that proved nothing because its server's history begins after
+    /// `first_ledger` (pruned, or a retention window the envelope has left).
+    history_gap: Option<Coverage>,
 }
 
 impl Watch {
@@ -60,6 +63,7 @@ impl Watch {
             consumed_at: None,
             unused_at: None,
             absent_through: None,
+            history_gap: None,
         }
     }
 
@@ -85,9 +89,31 @@ impl Watch {
     /// A lookup that did not find the transaction, with what the answering server covered.
     pub fn observe_miss(&mut self, coverage: Option<Coverage>) {
         let Some(c) = coverage else { return };
-        if c.oldest <= self.first_ledger && c.latest >= c.oldest {
-            self.absent_through = Some(self.absent_through.map_or(c.latest, |a| a.max(c.latest)));
+        if c.latest < c.oldest {
+            return;
         }
+        if c.oldest <= self.first_ledger {
+            self.absent_through = Some(self.absent_through.map_or(c.latest, |a| a.max(c.latest)));
+            self.history_gap = None;
+        } else {
+            self.history_gap = Some(c);
+        }
+    }
+
+    /// Why no lookup can settle this envelope, if that is so: it can no longer be included,
+    /// it is not proven dead, and the last server asked no longer holds the ledgers it may
+    /// be in (its history begins after the envelope's first possible ledger). Its payouts
+    /// keep the envelope; only an operator with a fuller history can tell what happened.
+    pub fn beyond_history(&self) -> Option<String> {
+        if self.fate() != Fate::Closed {
+            return None;
+        }
+        let gap = self.history_gap?;
+        Some(format!(
+            "the transaction may be in ledgers {}..{} and the server's history now begins at ledger {} (it keeps ledgers {}..={}): \
+             no lookup there can find it or prove it dead; check a full-history source (e.g. a Horizon with full history) for hash and sequence",
+            self.first_ledger, gap.oldest, gap.oldest, gap.oldest, gap.latest
+        ))
     }
 
     /// The source's sequence was seen at or past the envelope's: a later envelope of this
@@ -231,6 +257,21 @@ mod tests {
         assert_eq!(w.fate(), Fate::Closed);
         w.observe_miss(cov(101, 400));
         assert_eq!(w.fate(), Fate::Dead);
+    }
+
+    #[test]
+    fn a_closed_envelope_past_the_history_says_so_until_a_fuller_server_answers() {
+        let mut w = watch();
+        w.observe_miss(cov(150, 400));
+        assert_eq!(w.beyond_history(), None, "open: it may still be included");
+        w.observe_sequence(seq(SEQ, 300));
+        w.observe_miss(cov(150, 400));
+        assert_eq!(w.fate(), Fate::Closed);
+        let why = w.beyond_history().expect("flagged");
+        assert!(why.contains("begins at ledger 150"), "{why}");
+        w.observe_miss(cov(1, 400));
+        assert_eq!(w.fate(), Fate::Dead);
+        assert_eq!(w.beyond_history(), None);
     }
 
     #[test]

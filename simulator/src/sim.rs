@@ -997,8 +997,33 @@ impl Simulator {
         use stellar_xdr::{LedgerKey, TrustLineAsset};
         let mut inner = self.lock();
         let node = inner.pick_node();
-        let range = inner.rpc_range(node, self.rpc_retention_ledgers);
+        let mut range = inner.rpc_range(node, self.rpc_retention_ledgers);
         let head = inner.state.header.sequence;
+        // A lagging node shows each account as it was at its latest ledger, which the
+        // simulator knows only for changes made while a lag was set. If it cannot tell an
+        // account's entry at that ledger (it changed later, before any version was kept),
+        // the head node answers instead: an answer never claims a ledger its entries are
+        // not from (an entry newer than its `latestLedger` would prove a sequence number
+        // used too early, and so a live envelope dead).
+        if range.latest < head {
+            let known = |k: &AccountKey| match inner.versions.known_at(k, range.latest) {
+                Some(known) => known,
+                None => inner
+                    .state
+                    .accounts
+                    .get(k)
+                    .is_none_or(|a| a.last_modified_ledger.max(a.seq_ledger) <= range.latest),
+            };
+            let all_known = keys.iter().all(|key| match key {
+                LedgerKey::Account(k) => known(&AccountKey::from_account_id(&k.account_id)),
+                LedgerKey::Trustline(t) => known(&AccountKey::from_account_id(&t.account_id)),
+                _ => true,
+            });
+            if !all_known {
+                inner.counts.answers_from_lagging_node -= 1;
+                range = inner.rpc_range(Node::Head, self.rpc_retention_ledgers);
+            }
+        }
         let account_at = |k: &AccountKey| -> Option<&Account> {
             match inner.versions.at(k, range.latest) {
                 Some(version) if range.latest < head => version,

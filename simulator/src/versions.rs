@@ -66,6 +66,14 @@ impl AccountVersions {
         self.map.clear();
     }
 
+    /// Whether `key`'s entry at the end of `ledger` is known exactly: `None` if no versions
+    /// are kept (the current entry is right if it has not changed since `ledger`), `false`
+    /// if `ledger` is before the oldest version kept.
+    pub fn known_at(&self, key: &AccountKey, ledger: u32) -> Option<bool> {
+        let versions = self.map.get(key)?;
+        Some(versions.front().is_some_and(|(since, _)| *since <= ledger))
+    }
+
     /// `key`'s entry at the end of `ledger`: `None` if no versions are kept (read the
     /// current entry), `Some(None)` if it did not exist then. Before the oldest version kept,
     /// the oldest one.
@@ -117,6 +125,19 @@ mod tests {
             Some(11),
             "oldest kept"
         );
+    }
+
+    #[test]
+    fn an_entry_is_known_only_from_its_oldest_version_on() {
+        let k = AccountKey([3; 32]);
+        let mut v = AccountVersions::default();
+        assert_eq!(v.known_at(&k, 1), None, "no versions");
+        // A lag set at runtime: the first change seen is in ledger 35, of an entry last
+        // changed in 20. Its entry at ledger 1 is not known.
+        v.record(k, Some(account(10, 20)), Some(&account(11, 35)), 35, 1);
+        assert_eq!(v.known_at(&k, 1), Some(false));
+        assert_eq!(v.known_at(&k, 20), Some(true));
+        assert_eq!(v.known_at(&k, 40), Some(true));
     }
 
     #[test]

@@ -138,6 +138,11 @@ fn horizon_url(settings: &Settings, args: &ReconcileArgs) -> Result<String, Stri
     let ledger = &settings.ledger;
     match ledger.mode {
         LedgerMode::Horizon => Ok(ledger.horizon_url.clone()),
+        LedgerMode::Rpc => Err(
+            "reconcile reads the ledger's history from Horizon (Stellar RPC's getTransactions is not supported yet): \
+             pass --horizon-url with a Horizon of the same network"
+                .into(),
+        ),
         LedgerMode::Simulator => {
             let listen = &ledger.simulator.listen;
             match listen.rsplit_once(':') {

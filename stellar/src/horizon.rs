@@ -422,7 +422,7 @@ fn transport_error(error: reqwest::Error) -> HorizonError {
 }
 
 /// The error and its causes on one line, shortened.
-fn error_chain(error: impl std::error::Error) -> String {
+pub(crate) fn error_chain(error: impl std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -8,13 +8,17 @@
 //!   of submission answers (timeouts and 5xx are `Unknown`, never failures).
 //! - [`history`]: the ledger's history for reconciliation (an account's transactions and
 //!   operations, paged in ledger order) behind the `LedgerHistory` trait, over Horizon.
-//! - [`StellarLedger`]: the three together, refusing to start against a Horizon that serves
-//!   another network than the one configured.
+//! - [`rpc`]: the JSON-RPC client for the documented Stellar RPC subset, with the same rule
+//!   (a provider's error, a 429 or a `TRY_AGAIN_LATER` is `Unknown`, never a failure).
+//! - [`StellarLedger`] (over Horizon) and [`RpcLedger`] (over Stellar RPC): signing plus one
+//!   of the two clients, each refusing to start against a server that serves another
+//!   network than the one configured.
 #![forbid(unsafe_code)]
 
 pub mod history;
 pub mod horizon;
 pub mod keys;
+pub mod rpc;
 pub mod tx;
 
 use async_trait::async_trait;
@@ -26,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::horizon::{HorizonClient, HorizonError, HorizonTimeouts};
 pub use crate::keys::{KeyError, Keypair, Keyring, KeyringError};
+pub use crate::rpc::{Health, RpcClient, RpcError, RpcTimeouts, SendCounts};
 
 /// The network id that every transaction hash commits to: sha256 of the passphrase.
 pub fn network_id(passphrase: &str) -> [u8; 32] {
@@ -51,6 +56,22 @@ pub enum StartupError {
         url: String,
         configured: String,
         horizon: String,
+    },
+    #[error("cannot check the network of the Stellar RPC server at {url}: {source}")]
+    Rpc {
+        url: String,
+        #[source]
+        source: RpcError,
+    },
+    /// The same refusal over RPC (`getNetwork`).
+    #[error(
+        "the Stellar RPC server at {url} serves the network {served:?}, but payoutd is configured for {configured:?}; \
+         refusing to sign for another network"
+    )]
+    RpcPassphraseMismatch {
+        url: String,
+        configured: String,
+        served: String,
     },
 }
 
@@ -148,5 +169,103 @@ impl Ledger for StellarLedger {
 
     async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
         self.client.latest_ledger().await.map_err(unavailable)
+    }
+}
+
+/// The Stellar network as the payout core sees it: pure signing plus Stellar RPC.
+#[derive(Debug)]
+pub struct RpcLedger {
+    client: RpcClient,
+    network_id: [u8; 32],
+    keyring: Keyring,
+}
+
+impl RpcLedger {
+    /// Connects to the RPC server, checks that it serves `expected_passphrase`
+    /// (`getNetwork`), and logs the history it keeps (`getHealth`).
+    pub async fn connect(
+        rpc_url: &str,
+        expected_passphrase: &str,
+        keyring: Keyring,
+        timeouts: RpcTimeouts,
+    ) -> Result<Self, StartupError> {
+        let shown = reqwest::Url::parse(rpc_url)
+            .map(|u| horizon::redact_url(&u))
+            .unwrap_or_else(|_| "(an unparsable URL)".to_owned());
+        let startup = |source| StartupError::Rpc {
+            url: shown.clone(),
+            source,
+        };
+        let client = RpcClient::new(rpc_url, timeouts).map_err(startup)?;
+        let served = client.network_passphrase().await.map_err(startup)?;
+        if served != expected_passphrase {
+            return Err(StartupError::RpcPassphraseMismatch {
+                url: client.display_url().to_owned(),
+                configured: expected_passphrase.to_owned(),
+                served,
+            });
+        }
+        let health = client.health().await.map_err(startup)?;
+        if health.status != "healthy" {
+            tracing::warn!(rpc = client.display_url(), status = %health.status, "the Stellar RPC server does not report itself healthy");
+        }
+        tracing::info!(
+            rpc = client.display_url(),
+            passphrase = expected_passphrase,
+            latest_ledger = health.latest_ledger,
+            oldest_ledger = health.oldest_ledger,
+            retention_window_ledgers = health.ledger_retention_window,
+            keys = ?keyring,
+            "connected to Stellar RPC (an envelope whose first possible ledger leaves the retention window can no longer be proven dead from it)"
+        );
+        Ok(Self {
+            client,
+            network_id: network_id(expected_passphrase),
+            keyring,
+        })
+    }
+
+    pub fn client(&self) -> &RpcClient {
+        &self.client
+    }
+
+    pub fn network_id(&self) -> [u8; 32] {
+        self.network_id
+    }
+}
+
+fn rpc_unavailable(error: RpcError) -> LedgerError {
+    LedgerError::Unavailable(error.to_string())
+}
+
+#[async_trait]
+impl Ledger for RpcLedger {
+    fn build_and_sign(&self, spec: &TxSpec) -> Result<Envelope, LedgerError> {
+        tx::build_and_sign(spec, &self.network_id, &self.keyring)
+    }
+
+    fn can_sign(&self, account: &AccountId) -> bool {
+        self.keyring.get(account).is_some()
+    }
+
+    async fn submit(&self, envelope: &Envelope) -> SubmitOutcome {
+        let outcome = self.client.submit(&envelope.xdr, &envelope.hash).await;
+        tracing::debug!(hash = %envelope.hash, ?outcome, "submitted over RPC");
+        outcome
+    }
+
+    async fn lookup(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
+        self.client.transaction(hash).await.map_err(rpc_unavailable)
+    }
+
+    async fn account_sequence(&self, account: &AccountId) -> Result<SequenceRead, LedgerError> {
+        self.client
+            .account_sequence(account)
+            .await
+            .map_err(rpc_unavailable)
+    }
+
+    async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
+        self.client.latest_ledger().await.map_err(rpc_unavailable)
     }
 }

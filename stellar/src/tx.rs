@@ -219,7 +219,7 @@ fn destination(destination: &Destination) -> MuxedAccount {
     }
 }
 
-fn xdr_account_id(account: &AccountId) -> stellar_xdr::AccountId {
+pub(crate) fn xdr_account_id(account: &AccountId) -> stellar_xdr::AccountId {
     stellar_xdr::AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(
         *account.as_bytes(),
     )))

@@ -10,5 +10,6 @@ mod journal;
 mod limits;
 mod nats;
 mod reconcile;
+mod rpc;
 mod secrets;
 mod stellar;

@@ -468,3 +468,194 @@ async fn credentials_in_urls_never_show() {
     assert_clean("the database", &db);
     drop(nats);
 }
+
+/// `ledger.mode = "rpc"`: the real binary pays over Stellar RPC through a provider whose
+/// key is in the RPC URL (userinfo, path and query), with seeds and a token in its
+/// environment. None of them shows in a failed start, the logs (debug level), HTTP bodies
+/// or the database.
+#[tokio::test]
+async fn rpc_mode_pays_through_a_keyed_provider_url_and_never_shows_a_secret() {
+    let sim = Simulator::new(SimConfig {
+        network_passphrase: PASSPHRASE.into(),
+        close_mode: CloseMode::Interval {
+            close_interval_ms: 50,
+        },
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let handle = payoutd_simulator::spawn(sim.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let dist_seed = seed("rpc distribution");
+    let chan_seed = seed("rpc channel");
+    sim.create_account(&account(&dist_seed), 1_000_000 * 10_000_000)
+        .unwrap();
+    sim.create_account(&account(&chan_seed), 100 * 10_000_000)
+        .unwrap();
+    let dest = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
+    sim.create_account(dest, 10 * 10_000_000).unwrap();
+    // The provider forwards /{key}/rpc to the simulator's JSON-RPC endpoint.
+    let rpc_url = provider(handle.base_url.clone())
+        .await
+        .replacen("/?apikey=", "/rpc?apikey=", 1);
+    let (pool, db_url) = fresh_db_with_url().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base_env = |rpc: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("PAYOUTD__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+            ("PAYOUTD__SERVER__API_TOKENS", TOKEN.into()),
+            ("PAYOUTD__DATABASE__URL", with_password(&db_url, DB_PASS)),
+            ("PAYOUTD__LEDGER__MODE", "rpc".into()),
+            ("PAYOUTD__LEDGER__RPC_URL", rpc.to_owned()),
+            ("PAYOUTD__LEDGER__NETWORK_PASSPHRASE", PASSPHRASE.into()),
+            ("PAYOUTD__LEDGER__RPC_TIMEOUT_MS", "2000".into()),
+            ("PAYOUTD__LEDGER__RPC_CONNECT_TIMEOUT_MS", "500".into()),
+            ("PAYOUTD__LEDGER__DISTRIBUTION_SEED", dist_seed.clone()),
+            ("PAYOUTD__LEDGER__CHANNEL_SEEDS", chan_seed.clone()),
+            ("PAYOUTD__PAYOUTS__POLL_INTERVAL_MS", "20".into()),
+        ]
+    };
+    let secrets = [
+        HZ_USER_PASS,
+        HZ_PATH_KEY,
+        HZ_QUERY_KEY,
+        DB_PASS,
+        TOKEN,
+        dist_seed.as_str(),
+        chan_seed.as_str(),
+    ];
+    let check = |what: &str, text: &str| {
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "a secret appears in {what}:\n{text}"
+            );
+        }
+    };
+    // A start against an unreachable RPC behind the same credentials.
+    let host = rpc_url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let out = run_to_exit(&base_env(&rpc_url.replacen(host, "127.0.0.1:1", 1))).await;
+    assert!(
+        out.contains("127.0.0.1:1"),
+        "the error names the server: {out}"
+    );
+    check("the output of a start against an unreachable RPC", &out);
+    // A start against the wrong network is refused, and says so without the key.
+    let mut wrong = base_env(&rpc_url);
+    wrong.retain(|(k, _)| *k != "PAYOUTD__LEDGER__NETWORK_PASSPHRASE");
+    wrong.push((
+        "PAYOUTD__LEDGER__NETWORK_PASSPHRASE",
+        "Public Global Stellar Network ; September 2015".into(),
+    ));
+    let out = run_to_exit(&wrong).await;
+    assert!(out.contains("Public Global Stellar Network"), "{out}");
+    check("the output of a start against another network", &out);
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payoutd"))
+        .arg("serve")
+        .env("RUST_LOG", "debug")
+        .envs(base_env(&rpc_url))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..500 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "payoutd did not start");
+    let r = client
+        .post(format!("{base}/v1/payouts"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"payout_id": "rpc-url-1", "destination": dest, "asset": "native", "amount": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let mut bodies = vec![r.text().await.unwrap()];
+    let mut confirmed = false;
+    for _ in 0..500 {
+        let v: Value = client
+            .get(format!("{base}/v1/payouts/rpc-url-1"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["state"] == "confirmed" {
+            bodies.push(v.to_string());
+            confirmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(confirmed, "paid over RPC through the provider");
+    for path in ["/readyz", "/metrics"] {
+        bodies.push(
+            client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    assert!(
+        logs.contains("connected to Stellar RPC"),
+        "logs captured: {}",
+        &logs[..logs.len().min(500)]
+    );
+    check("the logs", &logs);
+    for b in &bodies {
+        check("an HTTP body", b);
+    }
+    let mut db = String::new();
+    for table in ["payouts", "payout_events", "envelopes", "channel_accounts"] {
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM {table} t"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        db.push_str(&rows.join("\n"));
+    }
+    check("the database", &db);
+}

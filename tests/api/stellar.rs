@@ -1,7 +1,8 @@
 //! The exactly-once protocol end to end: real Postgres journal, the real Stellar adapter
-//! (stellar-xdr envelopes, ed25519, the Horizon client) talking HTTP to the ledger
-//! simulator, whose ledger the tests close by hand. Every test asserts "paid exactly once"
-//! on the simulated ledger.
+//! (stellar-xdr envelopes, ed25519, the Horizon or the RPC client) talking HTTP to the
+//! ledger simulator, whose ledger the tests close by hand. Every test asserts "paid exactly
+//! once" on the simulated ledger, and runs twice: over Horizon and over Stellar RPC (the
+//! simulator serves both; see `over_both!` at the end). RPC-only cases are in rpc.rs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use payoutd_actors::{PayoutPolicy, Payouts};
 use payoutd_simulator::{
     CloseMode, Faults, PaymentFilter, RejectNext, SimConfig, SimHandle, Simulator,
 };
-use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, StellarLedger};
+use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, RpcLedger, RpcTimeouts, StellarLedger};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -37,29 +38,87 @@ pub(crate) fn keypair(label: &str) -> Keypair {
     .unwrap()
 }
 
-struct Stack {
-    sim: SimHandle,
-    journal: Arc<payoutd::journal::PgJournal>,
-    payouts: Payouts,
-    distribution: AccountId,
-    channels: Vec<AccountId>,
-    destination: AccountId,
-    policy: PayoutPolicy,
+/// Which of the simulator's two interfaces the ledger adapter speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    Horizon,
+    Rpc,
 }
 
-struct StackOptions {
-    channels: usize,
-    tx_validity_s: u64,
-    payments_per_tx_max: usize,
+pub(crate) struct Stack {
+    pub sim: SimHandle,
+    pub journal: Arc<payoutd::journal::PgJournal>,
+    pub payouts: Payouts,
+    pub metrics: Arc<payoutd_actors::metrics::Metrics>,
+    pub distribution: AccountId,
+    pub channels: Vec<AccountId>,
+    pub destination: AccountId,
+    pub policy: PayoutPolicy,
+}
+
+pub(crate) struct StackOptions {
+    pub api: Api,
+    pub channels: usize,
+    pub tx_validity_s: u64,
+    pub payments_per_tx_max: usize,
+    pub batch_linger_ms: u64,
+    /// The simulator's RPC history window, in ledgers.
+    pub rpc_retention_ledgers: u32,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
+            api: Api::Horizon,
             channels: 2,
             tx_validity_s: 60,
             payments_per_tx_max: 100,
+            batch_linger_ms: 5,
+            rpc_retention_ledgers: payoutd_simulator::config::DEFAULT_RPC_RETENTION_LEDGERS,
         }
+    }
+}
+
+impl StackOptions {
+    pub(crate) fn over(api: Api) -> Self {
+        Self {
+            api,
+            ..Self::default()
+        }
+    }
+}
+
+fn rpc_timeouts() -> RpcTimeouts {
+    RpcTimeouts {
+        rpc_timeout_ms: 5_000,
+        rpc_connect_timeout_ms: 1_000,
+        rpc_retry_after_max_ms: 5_000,
+    }
+}
+
+/// The simulator's JSON-RPC endpoint.
+pub(crate) fn rpc_url(sim: &SimHandle) -> String {
+    format!("{}/rpc", sim.base_url)
+}
+
+/// A new RPC adapter on the simulator (tests that read its answer counts keep it).
+pub(crate) async fn rpc_ledger(sim: &SimHandle, ring: Keyring) -> Arc<RpcLedger> {
+    Arc::new(
+        RpcLedger::connect(&rpc_url(sim), PASSPHRASE, ring, rpc_timeouts())
+            .await
+            .unwrap(),
+    )
+}
+
+/// A new ledger adapter on the simulator, over `api`.
+pub(crate) async fn connect_ledger(api: Api, sim: &SimHandle, ring: Keyring) -> Arc<dyn Ledger> {
+    match api {
+        Api::Horizon => Arc::new(
+            StellarLedger::connect(&sim.base_url, PASSPHRASE, ring, timeouts())
+                .await
+                .unwrap(),
+        ),
+        Api::Rpc => rpc_ledger(sim, ring).await,
     }
 }
 
@@ -70,7 +129,7 @@ pub(crate) fn timeouts() -> HorizonTimeouts {
     }
 }
 
-fn keyring(n_channels: usize) -> (Keyring, AccountId, Vec<AccountId>) {
+pub(crate) fn keyring(n_channels: usize) -> (Keyring, AccountId, Vec<AccountId>) {
     let mut ring = Keyring::new();
     let dist = keypair("distribution");
     let distribution = dist.account();
@@ -84,7 +143,7 @@ fn keyring(n_channels: usize) -> (Keyring, AccountId, Vec<AccountId>) {
     (ring, distribution, channels)
 }
 
-async fn stack(opts: StackOptions) -> Stack {
+pub(crate) async fn stack(opts: StackOptions) -> Stack {
     let sim = Simulator::new(SimConfig {
         network_passphrase: PASSPHRASE.into(),
         close_mode: CloseMode::Manual,
@@ -92,6 +151,7 @@ async fn stack(opts: StackOptions) -> Stack {
         seed: 7,
         genesis_close_time: Some(1_700_000_000),
         close_time_step_s: 5,
+        rpc_retention_ledgers: opts.rpc_retention_ledgers,
         ..SimConfig::default()
     })
     .unwrap();
@@ -107,27 +167,27 @@ async fn stack(opts: StackOptions) -> Stack {
     let destination = keypair("destination").account();
     sim.create_account(&destination.to_strkey(), 10 * XLM)
         .unwrap();
-    let ledger = StellarLedger::connect(&handle.base_url, PASSPHRASE, ring, timeouts())
-        .await
-        .unwrap();
+    let ledger = connect_ledger(opts.api, &handle, ring).await;
     let journal = pg_journal().await;
     let mut policy = PayoutPolicy::new(distribution);
     policy.poll_interval_ms = 20;
     policy.io_retry_ms = 20;
-    policy.batch_linger_ms = 5;
+    policy.batch_linger_ms = opts.batch_linger_ms;
     policy.tx_validity_s = opts.tx_validity_s;
     policy.payments_per_tx_max = opts.payments_per_tx_max;
-    let payouts = start_payouts(
+    let (payouts, metrics) = start_core(
         journal.clone(),
-        Arc::new(ledger),
-        policy.clone(),
+        ledger,
+        "stellar-test",
         channels.clone(),
+        policy.clone(),
     )
     .await;
     Stack {
         sim: handle,
         journal,
         payouts,
+        metrics,
         distribution,
         channels,
         destination,
@@ -135,7 +195,7 @@ async fn stack(opts: StackOptions) -> Stack {
     }
 }
 
-async fn start_payouts(
+pub(crate) async fn start_payouts(
     journal: Arc<payoutd::journal::PgJournal>,
     ledger: Arc<dyn Ledger>,
     policy: PayoutPolicy,
@@ -147,19 +207,19 @@ async fn start_payouts(
 }
 
 /// What the journal's envelope log says of one envelope.
-struct EnvelopeRow {
-    source: String,
-    sequence: i64,
-    max_time: u64,
-    fee: i64,
+pub(crate) struct EnvelopeRow {
+    pub source: String,
+    pub sequence: i64,
+    pub max_time: u64,
+    pub fee: i64,
 }
 
 impl Stack {
-    fn sim(&self) -> &Arc<Simulator> {
+    pub(crate) fn sim(&self) -> &Arc<Simulator> {
         &self.sim.sim
     }
 
-    fn request(&self, id: &str, amount: &str) -> PayoutRequest {
+    pub(crate) fn request(&self, id: &str, amount: &str) -> PayoutRequest {
         PayoutRequest::new(
             PayoutId::parse(id).unwrap(),
             Destination::Account(self.destination),
@@ -171,7 +231,7 @@ impl Stack {
 
     /// Successful payments on the simulated ledger with this payout's destination, asset
     /// and amount (every test gives its payouts distinct amounts).
-    fn payments(&self, req: &PayoutRequest) -> usize {
+    pub(crate) fn payments(&self, req: &PayoutRequest) -> usize {
         self.sim()
             .payments(&PaymentFilter {
                 memo: None,
@@ -187,7 +247,7 @@ impl Stack {
             .count()
     }
 
-    async fn envelope(&self, hash: &TxHash) -> EnvelopeRow {
+    pub(crate) async fn envelope(&self, hash: &TxHash) -> EnvelopeRow {
         let row =
             sqlx::query("SELECT source, sequence, max_time, fee FROM envelopes WHERE tx_hash = $1")
                 .bind(hash.to_hex())
@@ -202,7 +262,7 @@ impl Stack {
         }
     }
 
-    async fn record(&self, id: &str) -> PayoutRecord {
+    pub(crate) async fn record(&self, id: &str) -> PayoutRecord {
         self.journal
             .load(&PayoutId::parse(id).unwrap())
             .await
@@ -211,7 +271,7 @@ impl Stack {
     }
 
     /// Closes a ledger whenever a transaction is pending until the payout reaches `state`.
-    async fn run_until(&self, id: &str, state: PayoutState) -> PayoutRecord {
+    pub(crate) async fn run_until(&self, id: &str, state: PayoutState) -> PayoutRecord {
         for _ in 0..1_500 {
             let r = self.record(id).await;
             if r.state == state {
@@ -229,14 +289,14 @@ impl Stack {
     }
 
     /// Closes ledgers until one closes past `max_time`.
-    fn close_past(&self, max_time: u64) {
+    pub(crate) fn close_past(&self, max_time: u64) {
         while self.sim().latest_ledger().close_time <= max_time {
             self.sim().close_ledger();
         }
     }
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     for _ in 0..1_000 {
         if cond() {
             return;
@@ -246,9 +306,8 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test]
-async fn pays_once_with_a_channel_account_and_journals_the_real_hash() {
-    let s = stack(StackOptions::default()).await;
+async fn pays_once_with_a_channel_account_and_journals_the_real_hash(api: Api) {
+    let s = stack(StackOptions::over(api)).await;
     let req = s.request("sim-happy", "12.5");
     s.payouts.submit(req.clone()).await.unwrap();
     let rec = s.run_until("sim-happy", PayoutState::Confirmed).await;
@@ -274,9 +333,8 @@ async fn pays_once_with_a_channel_account_and_journals_the_real_hash() {
     assert_eq!(s.payments(&req), 1);
 }
 
-#[tokio::test]
-async fn credit_asset_to_a_muxed_destination_with_a_memo() {
-    let s = stack(StackOptions::default()).await;
+async fn credit_asset_to_a_muxed_destination_with_a_memo(api: Api) {
+    let s = stack(StackOptions::over(api)).await;
     let issuer = keypair("issuer").account();
     s.sim()
         .create_account(&issuer.to_strkey(), 10 * XLM)
@@ -321,9 +379,8 @@ async fn credit_asset_to_a_muxed_destination_with_a_memo() {
     );
 }
 
-#[tokio::test]
-async fn server_errors_before_apply_are_retried_and_pay_once() {
-    let s = stack(StackOptions::default()).await;
+async fn server_errors_before_apply_are_retried_and_pay_once(api: Api) {
+    let s = stack(StackOptions::over(api)).await;
     s.sim().set_faults(Faults {
         p_5xx_before_apply: 1.0,
         ..Faults::default()
@@ -341,9 +398,8 @@ async fn server_errors_before_apply_are_retried_and_pay_once() {
     assert_eq!(s.payments(&req), 1);
 }
 
-#[tokio::test]
-async fn lost_answers_after_apply_never_pay_twice() {
-    let s = stack(StackOptions::default()).await;
+async fn lost_answers_after_apply_never_pay_twice(api: Api) {
+    let s = stack(StackOptions::over(api)).await;
     s.sim().set_faults(Faults {
         p_lose_answer_after_apply: 1.0,
         latency_ms: 5,
@@ -368,7 +424,7 @@ async fn lost_answers_after_apply_never_pay_twice() {
 
 /// A ledger port that submits for real and then never answers: the process "dies" after
 /// the transaction reached the network and before the answer was journaled.
-struct DiesAfterSubmit(Arc<StellarLedger>);
+pub(crate) struct DiesAfterSubmit(pub Arc<dyn Ledger>);
 
 #[async_trait]
 impl Ledger for DiesAfterSubmit {
@@ -393,15 +449,10 @@ impl Ledger for DiesAfterSubmit {
     }
 }
 
-#[tokio::test]
-async fn answer_lost_then_killed_and_restarted_recovers_without_a_second_payment() {
-    let s = stack(StackOptions::default()).await;
+async fn answer_lost_then_killed_and_restarted_recovers_without_a_second_payment(api: Api) {
+    let s = stack(StackOptions::over(api)).await;
     let (ring, _, _) = keyring(2);
-    let real = Arc::new(
-        StellarLedger::connect(&s.sim.base_url, PASSPHRASE, ring, timeouts())
-            .await
-            .unwrap(),
-    );
+    let real = connect_ledger(api, &s.sim, ring).await;
     // The first "process" applies the payment and dies before recording the answer.
     // The stack's own instance stops first: this test runs its two "processes" itself.
     s.payouts.shutdown(1_000).await;
@@ -445,9 +496,9 @@ async fn answer_lost_then_killed_and_restarted_recovers_without_a_second_payment
     assert_eq!(s.payments(&req), 1);
 }
 
-#[tokio::test]
-async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
+async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once(api: Api) {
     let s = stack(StackOptions {
+        api,
         channels: 1,
         tx_validity_s: 20,
         ..StackOptions::default()
@@ -486,9 +537,9 @@ async fn bad_seq_too_high_waits_until_dead_then_rebuilds_once() {
     assert_eq!(s.payments(&req), 1);
 }
 
-#[tokio::test]
-async fn expiry_new_envelope_only_after_a_ledger_past_max_time() {
+async fn expiry_new_envelope_only_after_a_ledger_past_max_time(api: Api) {
     let s = stack(StackOptions {
+        api,
         channels: 1,
         tx_validity_s: 30,
         ..StackOptions::default()
@@ -530,9 +581,8 @@ async fn expiry_new_envelope_only_after_a_ledger_past_max_time() {
     assert_eq!(s.payments(&req), 1);
 }
 
-#[tokio::test]
-async fn op_no_destination_fails_for_good_with_the_reason() {
-    let s = stack(StackOptions::default()).await;
+async fn op_no_destination_fails_for_good_with_the_reason(api: Api) {
+    let s = stack(StackOptions::over(api)).await;
     let nowhere = keypair("nobody").account();
     let req = PayoutRequest::new(
         PayoutId::parse("sim-nodest").unwrap(),
@@ -552,9 +602,9 @@ async fn op_no_destination_fails_for_good_with_the_reason() {
     assert_eq!(s.payments(&req), 0);
 }
 
-#[tokio::test]
-async fn insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee() {
+async fn insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee(api: Api) {
     let s = stack(StackOptions {
+        api,
         channels: 1,
         tx_validity_s: 20,
         ..StackOptions::default()
@@ -579,9 +629,8 @@ async fn insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee() {
     assert_eq!(s.payments(&req), 1);
 }
 
-#[tokio::test]
-async fn chosen_rejections_are_retried_with_the_same_bytes() {
-    let s = stack(StackOptions::default()).await;
+async fn chosen_rejections_are_retried_with_the_same_bytes(api: Api) {
+    let s = stack(StackOptions::over(api)).await;
     s.sim().set_faults(Faults {
         reject_next: Some(RejectNext {
             code: "tx_too_early".into(),
@@ -597,9 +646,9 @@ async fn chosen_rejections_are_retried_with_the_same_bytes() {
     assert_eq!(s.payments(&req), 1);
 }
 
-#[tokio::test]
-async fn two_payouts_at_once_share_one_transaction() {
+async fn two_payouts_at_once_share_one_transaction(api: Api) {
     let s = stack(StackOptions {
+        api,
         channels: 1,
         ..StackOptions::default()
     })
@@ -619,9 +668,9 @@ async fn two_payouts_at_once_share_one_transaction() {
     assert_eq!(tx.operation_count, 2);
 }
 
-#[tokio::test]
-async fn one_payment_per_transaction_uses_one_sequence_number_each() {
+async fn one_payment_per_transaction_uses_one_sequence_number_each(api: Api) {
     let s = stack(StackOptions {
+        api,
         channels: 1,
         payments_per_tx_max: 1,
         ..StackOptions::default()
@@ -640,3 +689,89 @@ async fn one_payment_per_transaction_uses_one_sequence_number_each() {
     assert_eq!(ea.source, eb.source);
     assert_ne!(ea.sequence, eb.sequence, "one after the other");
 }
+
+async fn a_batch_whose_third_operation_fails_settles_each_payout_by_its_own_code(api: Api) {
+    let s = stack(StackOptions {
+        api,
+        channels: 1,
+        // Long enough for the three payouts below to join one batch.
+        batch_linger_ms: 500,
+        ..StackOptions::default()
+    })
+    .await;
+    let nowhere = keypair("nobody in a batch").account();
+    let a = s.request("sim-batch-a", "1.1");
+    let b = s.request("sim-batch-b", "1.2");
+    let c = PayoutRequest::new(
+        PayoutId::parse("sim-batch-c").unwrap(),
+        Destination::Account(nowhere),
+        Asset::Native,
+        Amount::parse("1.3").unwrap(),
+        None,
+    );
+    for r in [&a, &b, &c] {
+        s.payouts.submit(r.clone()).await.unwrap();
+    }
+    let failed = s.run_until("sim-batch-c", PayoutState::Failed).await;
+    let first = failed
+        .envelope
+        .expect("the failed payout keeps its envelope");
+    assert_eq!(first.op_index, 2, "the third operation of the transaction");
+    let tx = s.sim().transaction(&first.hash.to_hex()).unwrap();
+    assert_eq!(tx.operation_count, 3, "one transaction carried all three");
+    assert!(!tx.successful);
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("op_no_destination"),
+        "{:?}",
+        failed.reason
+    );
+    for r in [&a, &b] {
+        let rec = s
+            .run_until(r.payout_id().as_str(), PayoutState::Confirmed)
+            .await;
+        assert_eq!(s.payments(r), 1, "{}", r.payout_id());
+        assert_eq!(
+            rec.attempt, 2,
+            "its operation would have passed: one more envelope"
+        );
+        assert_ne!(rec.envelope.unwrap().hash, first.hash);
+    }
+}
+
+/// Runs each protocol test over Horizon and over Stellar RPC.
+macro_rules! over_both {
+    ($($name:ident),* $(,)?) => {
+        mod over_horizon {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Api::Horizon).await
+            })*
+        }
+        mod over_rpc {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Api::Rpc).await
+            })*
+        }
+    };
+}
+
+over_both!(
+    pays_once_with_a_channel_account_and_journals_the_real_hash,
+    credit_asset_to_a_muxed_destination_with_a_memo,
+    server_errors_before_apply_are_retried_and_pay_once,
+    lost_answers_after_apply_never_pay_twice,
+    answer_lost_then_killed_and_restarted_recovers_without_a_second_payment,
+    bad_seq_too_high_waits_until_dead_then_rebuilds_once,
+    expiry_new_envelope_only_after_a_ledger_past_max_time,
+    op_no_destination_fails_for_good_with_the_reason,
+    insufficient_fee_keeps_the_envelope_until_dead_then_doubles_the_fee,
+    chosen_rejections_are_retried_with_the_same_bytes,
+    two_payouts_at_once_share_one_transaction,
+    one_payment_per_transaction_uses_one_sequence_number_each,
+    a_batch_whose_third_operation_fails_settles_each_payout_by_its_own_code,
+);

@@ -1,7 +1,7 @@
 //! The crash harness: evidence for "never twice, never lost" (docs/guarantees.md).
 //!
-//! payoutd runs as a child process (`payoutd serve`, Horizon mode) against the ledger
-//! simulator in a process of its own (`payoutd simulator`) and a PostgreSQL cluster (fsync
+//! payoutd runs as a child process (`payoutd serve`, over Horizon or Stellar RPC: see
+//! ledger_api.rs) against the ledger simulator in a process of its own (`payoutd simulator`) and a PostgreSQL cluster (fsync
 //! on) that the harness starts. Payouts arrive over HTTP and NATS, most more than once, some
 //! concurrently, while the harness kills payoutd with SIGKILL at seeded moments, switches
 //! the simulator's faults, restarts PostgreSQL, and now and then runs a second payoutd
@@ -16,6 +16,7 @@ mod chaos;
 mod config;
 mod feeder;
 mod keys;
+mod ledger_api;
 mod procs;
 mod simadmin;
 mod verify;
@@ -142,7 +143,15 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
 
     let nats = NatsProcess::start(&dir);
     let port = free_port();
-    let env = service_env(
+    let apis = ledger_api::Apis::choose(cfg.seed);
+    println!(
+        "  ledger: main instance over {}, second instance over {} ({}={})",
+        apis.main,
+        apis.twin,
+        ledger_api::ENV_LEDGER,
+        apis.name()
+    );
+    let mut env = service_env(
         port,
         &db.url(),
         &simulator.base_url,
@@ -150,16 +159,18 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
         &passphrase,
         &accounts,
     );
+    ledger_api::apply(&mut env, apis.main, &simulator.base_url);
     let js = request_stream(&env).await;
     // The second instance: same database, keys and broker, its own port.
     let twin_port = free_port();
-    let twin_env: Vec<(String, String)> = env
+    let mut twin_env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| match k.as_str() {
             "PAYOUTD__SERVER__LISTEN" => (k.clone(), format!("127.0.0.1:{twin_port}")),
             _ => (k.clone(), v.clone()),
         })
         .collect();
+    ledger_api::apply(&mut twin_env, apis.twin, &simulator.base_url);
     let mut twin = Service::new(&bin, twin_env, twin_port, dir.join("payoutd-twin.log"));
     let mut service = Service::new(&bin, env, port, dir.join("payoutd.log"));
     let http = reqwest::Client::new();
@@ -231,6 +242,7 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
 
     let report = Report {
         cfg: &cfg,
+        apis,
         specs: &specs,
         feed: &feed,
         chaos: &chaos,
@@ -279,6 +291,7 @@ fn finish(cfg: &RunConfig, dir: &Path, verdict: &Verdict) {
 /// The printout of a run.
 struct Report<'a> {
     cfg: &'a RunConfig,
+    apis: ledger_api::Apis,
     specs: &'a [PayoutSpec],
     feed: &'a FeedStats,
     chaos: &'a ChaosStats,
@@ -295,6 +308,11 @@ impl std::fmt::Display for Report<'_> {
         let (c, fd, v, fc) = (self.cfg, self.feed, self.verdict, &self.faults);
         writeln!(f, "crash harness report")?;
         writeln!(f, "  seed                 {}", c.seed)?;
+        writeln!(
+            f,
+            "  ledger interfaces    main instance over {}, second instance over {} (one simulated ledger)",
+            self.apis.main, self.apis.twin
+        )?;
         writeln!(
             f,
             "  setup                {CHANNELS} channels, ledger close every {CLOSE_INTERVAL_MS} ms, tx validity {TX_VALIDITY_S} ledger-s"

@@ -1,0 +1,203 @@
+//! Stellar RPC as the ledger (`ledger.mode = "rpc"`, or the built-in simulator with
+//! `ledger.simulator.protocol = "rpc"`): validation of its settings and the connection.
+//! Kept apart from `config.rs` and `app.rs` so that each of them only names it.
+
+use std::sync::Arc;
+
+use payoutd_actors::ports::Ledger;
+use payoutd_stellar::{Keyring, RpcLedger, RpcTimeouts};
+
+use crate::app::StartupError;
+use crate::config::LedgerSettings;
+
+/// Checks the RPC settings of `ledger.mode = "rpc"`: the offending key and why. Never quotes
+/// the URL (it may carry a provider's key).
+pub fn validate(ledger: &LedgerSettings) -> Result<(), (&'static str, String)> {
+    let url = ledger.rpc_url.trim();
+    if url.is_empty() {
+        return Err((
+            "ledger.rpc_url",
+            "is required when ledger.mode = \"rpc\" (to use the built-in simulator over RPC instead, \
+             keep ledger.mode = \"simulator\" and set ledger.simulator.protocol = \"rpc\")"
+                .into(),
+        ));
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
+        Ok(_) => {
+            return Err((
+                "ledger.rpc_url",
+                "must be an http:// or https:// URL without a #fragment".into(),
+            ));
+        }
+        Err(e) => return Err(("ledger.rpc_url", format!("is not a URL: {e}"))),
+    }
+    for (key, value) in [
+        ("ledger.rpc_timeout_ms", ledger.rpc_timeout_ms),
+        (
+            "ledger.rpc_connect_timeout_ms",
+            ledger.rpc_connect_timeout_ms,
+        ),
+        (
+            "ledger.rpc_retry_after_max_ms",
+            ledger.rpc_retry_after_max_ms,
+        ),
+    ] {
+        if value == 0 {
+            return Err((key, "must be at least 1 (milliseconds)".into()));
+        }
+    }
+    if ledger.distribution_seed.is_none() {
+        return Err((
+            "ledger.distribution_seed",
+            "is required in rpc mode: set PAYOUTD__LEDGER__DISTRIBUTION_SEED or ledger.distribution_seed_file"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn timeouts(ledger: &LedgerSettings) -> RpcTimeouts {
+    RpcTimeouts {
+        rpc_timeout_ms: ledger.rpc_timeout_ms,
+        rpc_connect_timeout_ms: ledger.rpc_connect_timeout_ms,
+        rpc_retry_after_max_ms: ledger.rpc_retry_after_max_ms,
+    }
+}
+
+/// Connects the ledger port over Stellar RPC (checks the network first).
+pub async fn connect(
+    url: &str,
+    ledger: &LedgerSettings,
+    keyring: Keyring,
+) -> Result<Arc<dyn Ledger>, StartupError> {
+    let rpc = RpcLedger::connect(url, &ledger.network_passphrase, keyring, timeouts(ledger))
+        .await
+        .map_err(|e| StartupError::Ledger(e.to_string()))?;
+    Ok(Arc::new(rpc))
+}
+
+/// The built-in simulator's JSON-RPC endpoint, from its base URL.
+pub fn simulator_rpc_url(base_url: &str) -> String {
+    format!("{}/rpc", base_url.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{LedgerMode, Settings};
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
+
+    #[test]
+    fn rpc_mode_needs_a_url_and_names_the_key() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("PAYOUTD__LEDGER__MODE", "rpc"),
+                ("PAYOUTD__LEDGER__DISTRIBUTION_SEED", SEED),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ledger.rpc_url"), "{err}");
+        assert!(err.contains("ledger.simulator.protocol"), "{err}");
+    }
+
+    #[test]
+    fn rpc_mode_refuses_bad_urls_without_quoting_them() {
+        for url in [
+            "ftp://user:hunter2@rpc.example.com",
+            "https://rpc.example.com/key-hunter2#frag",
+            "not a url hunter2",
+        ] {
+            let err = Settings::load(
+                None,
+                env(&[
+                    ("PAYOUTD__LEDGER__MODE", "rpc"),
+                    ("PAYOUTD__LEDGER__RPC_URL", url),
+                    ("PAYOUTD__LEDGER__DISTRIBUTION_SEED", SEED),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("ledger.rpc_url"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rpc_mode_needs_positive_bounds_and_a_seed() {
+        let err = Settings::load(
+            None,
+            env(&[
+                ("PAYOUTD__LEDGER__MODE", "rpc"),
+                ("PAYOUTD__LEDGER__RPC_URL", "https://rpc.example.com"),
+                ("PAYOUTD__LEDGER__RPC_TIMEOUT_MS", "0"),
+                ("PAYOUTD__LEDGER__DISTRIBUTION_SEED", SEED),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ledger.rpc_timeout_ms"), "{err}");
+        let err = Settings::load(
+            None,
+            env(&[
+                ("PAYOUTD__LEDGER__MODE", "rpc"),
+                ("PAYOUTD__LEDGER__RPC_URL", "https://rpc.example.com"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ledger.distribution_seed"), "{err}");
+    }
+
+    #[test]
+    fn rpc_mode_loads() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("PAYOUTD__LEDGER__MODE", "rpc"),
+                (
+                    "PAYOUTD__LEDGER__RPC_URL",
+                    "https://u:p@rpc.example.com/k?apikey=x",
+                ),
+                ("PAYOUTD__LEDGER__DISTRIBUTION_SEED", SEED),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.ledger.mode, LedgerMode::Rpc);
+        assert_eq!(s.ledger.rpc_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn the_simulator_speaks_horizon_unless_told() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(
+            s.ledger.simulator.protocol,
+            crate::config::SimulatorProtocol::Horizon
+        );
+        let s = Settings::load(
+            None,
+            env(&[("PAYOUTD__LEDGER__SIMULATOR__PROTOCOL", "rpc")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.ledger.simulator.protocol,
+            crate::config::SimulatorProtocol::Rpc
+        );
+        let err = Settings::load(
+            None,
+            env(&[("PAYOUTD__LEDGER__SIMULATOR__PROTOCOL", "soap")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("protocol"), "{err}");
+    }
+}
