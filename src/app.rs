@@ -103,7 +103,7 @@ fn scrub(message: &str) -> String {
 /// Demo keys for the built-in simulator: derived from fixed labels, so every fresh run has
 /// the same accounts. They exist only on the simulator's own network (its passphrase is not
 /// testnet's nor pubnet's), and horizon mode refuses to start without real seeds.
-fn demo_keypair(label: &str) -> Keypair {
+pub(crate) fn demo_keypair(label: &str) -> Keypair {
     let seed: [u8; 32] = Sha256::digest(format!("payoutd demo key: {label}").as_bytes()).into();
     let text = payoutd_actors::strkey::encode(payoutd_actors::strkey::VERSION_SEED, &seed);
     // Any 32 bytes are a valid ed25519 seed, and `text` is a well-formed StrKey by construction.
@@ -415,6 +415,39 @@ impl Application {
                 workers.push(crate::outbox::spawn_publisher(
                     settings.nats.clone(),
                     pool,
+                    workers_stopped.clone(),
+                ));
+            }
+        }
+        // The scheduled reconciliation reads the ledger this instance pays on.
+        let history_url = match settings.ledger.mode {
+            LedgerMode::Simulator => setup.simulator.as_ref().map(|s| s.base_url.clone()),
+            LedgerMode::Horizon => Some(settings.ledger.horizon_url.clone()),
+            // The history is read from Horizon only: no scheduled check over Stellar RPC yet.
+            LedgerMode::Rpc => {
+                if settings.reconcile.interval_ms != 0 {
+                    tracing::warn!(
+                        "reconcile: the scheduled check reads Horizon's history; it is off in ledger.mode = \"rpc\" (run `payoutd reconcile --horizon-url URL`)"
+                    );
+                }
+                None
+            }
+        };
+        if let Some(url) = history_url {
+            let accounts = crate::reconcile::Accounts {
+                distribution: setup.payer,
+                channels: setup.channels.clone(),
+            };
+            let scheduled =
+                crate::reconcile::cli::scheduled(&settings, journal.pool().clone(), &url, accounts)
+                    .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            if let Some(reconciler) = scheduled {
+                workers.push(crate::reconcile::schedule::spawn(
+                    reconciler,
+                    settings.reconcile.interval_ms,
+                    settings.reconcile.ledgers_per_run_max,
+                    payouts.context().metrics.clone(),
+                    instance.clone(),
                     workers_stopped.clone(),
                 ));
             }

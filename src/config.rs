@@ -48,6 +48,8 @@ pub struct Settings {
     pub inbox: crate::inbox::InboxSettings,
     #[serde(default)]
     pub nats: crate::nats::NatsSettings,
+    #[serde(default)]
+    pub reconcile: crate::reconcile::ReconcileSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -428,6 +430,23 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::load_for(file, env, true)
+    }
+
+    /// As `load`, for commands that only read (`payoutd reconcile`): no signing seed is
+    /// required.
+    pub fn load_read_only(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_for(file, env, false)
+    }
+
+    fn load_for(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        signs: bool,
+    ) -> Result<Self, ConfigError> {
         let mut tree = parse_table(DEFAULTS, "built-in defaults")?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -507,11 +526,12 @@ impl Settings {
                 "server.admin_tokens_file",
             )?;
         }
-        settings.validate()?;
+        settings.validate(signs)?;
         Ok(settings)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// `signs`: the command builds and signs transactions (its seeds are required).
+    fn validate(&self, signs: bool) -> Result<(), ConfigError> {
         let invalid = |key: &str, detail: &str| {
             Err(ConfigError::Invalid {
                 key: key.into(),
@@ -547,6 +567,12 @@ impl Settings {
         if let Err(detail) = self.inbox.validate() {
             return Err(ConfigError::Invalid {
                 key: "inbox".into(),
+                detail,
+            });
+        }
+        if let Err((key, detail)) = self.reconcile.validate() {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
                 detail,
             });
         }
@@ -622,7 +648,7 @@ impl Settings {
                     "is required when ledger.mode = \"horizon\"",
                 );
             }
-            if self.ledger.distribution_seed.is_none() {
+            if signs && self.ledger.distribution_seed.is_none() {
                 return invalid(
                     "ledger.distribution_seed",
                     "is required in horizon mode: set PAYOUTD__LEDGER__DISTRIBUTION_SEED or ledger.distribution_seed_file",
@@ -921,5 +947,56 @@ weekly_amount_max = \"20\"
             assert!(!dump.contains(secret), "{secret} leaked into Debug");
         }
         assert_eq!(s.server.api_tokens.len(), 2);
+    }
+
+    #[test]
+    fn reconcile_keys_with_wrong_values_are_named() {
+        for (key, value, says) in [
+            (
+                "PAYOUTD__RECONCILE__INTERVAL_MS",
+                "50",
+                "reconcile.interval_ms",
+            ),
+            ("PAYOUTD__RECONCILE__INTERVAL_MS", "-1", "interval_ms"),
+            (
+                "PAYOUTD__RECONCILE__LEDGERS_PER_RUN_MAX",
+                "0",
+                "reconcile.ledgers_per_run_max",
+            ),
+            (
+                "PAYOUTD__RECONCILE__PAGE_RECORDS",
+                "0",
+                "reconcile.page_records",
+            ),
+            (
+                "PAYOUTD__RECONCILE__PAGE_RECORDS",
+                "201",
+                "reconcile.page_records",
+            ),
+            (
+                "PAYOUTD__RECONCILE__PAGE_RECORDS",
+                "\"many\"",
+                "page_records",
+            ),
+            ("PAYOUTD__RECONCILE__INTERVAL", "1000", "interval"),
+        ] {
+            let err = Settings::load(None, env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(says), "{key}={value}: {err}");
+        }
+        let s = Settings::load(None, env(&[("PAYOUTD__RECONCILE__INTERVAL_MS", "0")])).unwrap();
+        assert_eq!(s.reconcile.interval_ms, 0);
+    }
+
+    #[test]
+    fn the_read_only_load_needs_no_seed() {
+        let horizon = [
+            ("PAYOUTD__LEDGER__MODE", "horizon"),
+            ("PAYOUTD__LEDGER__HORIZON_URL", "http://127.0.0.1:8000"),
+            ("PAYOUTD__DATABASE__URL", "postgres://127.0.0.1/payoutd"),
+        ];
+        let err = Settings::load(None, env(&horizon)).unwrap_err();
+        assert!(err.to_string().contains("distribution_seed"), "{err}");
+        let s = Settings::load_read_only(None, env(&horizon)).unwrap();
+        assert!(s.ledger.distribution_seed.is_none());
     }
 }

@@ -5,6 +5,7 @@
 //! - [`pg`] — the private PostgreSQL cluster for the out-of-the-box run and the tests.
 //! - [`journal`] — the Postgres implementation of the core's `Journal` port.
 //! - [`http`] — the HTTP API; [`openapi`] its document; [`metrics`] the Prometheus text.
+//! - [`reconcile`] — proves journal and ledger agree (`payoutd reconcile`, and scheduled).
 //! - [`telemetry`] — logging setup.
 //! - [`app`] — wiring it all together (`Application::build`).
 //!
@@ -25,5 +26,6 @@ pub mod nats;
 pub mod openapi;
 pub mod outbox;
 pub mod pg;
+pub mod reconcile;
 pub mod rpc_config;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! The `payoutd` command line: `serve` (the default), `migrate`, `status`, `simulator`.
+//! The `payoutd` command line: `serve` (the default), `migrate`, `status`, `simulator`,
+//! `submit`, `reconcile`, `admin`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ use payoutd_actors::ports::PayoutStore;
     name = "payoutd",
     version,
     about = "Pays Stellar payouts exactly once.",
-    after_help = "Examples:\n  payoutd                      run with built-in defaults (private PostgreSQL, built-in simulator)\n  payoutd serve --config /etc/payoutd/payoutd.toml\n  payoutd migrate              apply database migrations and exit\n  payoutd status reward-2026-11-0042\n  payoutd admin pause --reason \"incident 42\"\n  payoutd simulator --listen 127.0.0.1:8000 --state-file sim.json\n\nEvery setting can be overridden with PAYOUTD__SECTION__KEY environment variables."
+    after_help = "Examples:\n  payoutd                      run with built-in defaults (private PostgreSQL, built-in simulator)\n  payoutd serve --config /etc/payoutd/payoutd.toml\n  payoutd migrate              apply database migrations and exit\n  payoutd status reward-2026-11-0042\n  payoutd admin pause --reason \"incident 42\"\n  payoutd reconcile --since 2026-11-01T00:00:00Z --until 2026-12-01T00:00:00Z\n  payoutd simulator --listen 127.0.0.1:8000 --state-file sim.json\n\nEvery setting can be overridden with PAYOUTD__SECTION__KEY environment variables."
 )]
 struct Cli {
     /// Configuration file layered over the built-in defaults (also PAYOUTD_CONFIG).
@@ -43,6 +44,8 @@ enum Command {
     Simulator(payoutd_simulator::StandaloneArgs),
     /// Submit every row of a CSV file to a running payoutd over its HTTP API.
     Submit(payoutd::csv_submit::SubmitArgs),
+    /// Compare the journal with the ledger and prove they agree (docs/reconcile.md).
+    Reconcile(payoutd::reconcile::cli::ReconcileArgs),
     /// The kill switch and the audit trail: pause, resume, status, audit.
     Admin {
         #[command(subcommand)]
@@ -110,6 +113,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Submit(args)) => Ok(payoutd::csv_submit::run_cli(args).await),
+        Some(Command::Reconcile(args)) => {
+            Ok(payoutd::reconcile::cli::run(cli.config.as_deref(), args).await)
+        }
         Some(Command::Admin { action }) => {
             let settings = load_settings(&cli)?;
             let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use payoutd_actors::metrics::{Histogram, Metrics};
+use payoutd_actors::metrics::{Histogram, Metrics, ReconcileGauges};
 
 enum Value<'a> {
     Counter(&'a AtomicU64),
@@ -222,5 +222,63 @@ pub fn render_prometheus(m: &Metrics) -> String {
         &m.batch_size,
         None,
     );
+    reconcile(&mut out, &m.reconcile);
     out
+}
+
+/// The scheduled reconciliation's gauges (docs/reconcile.md), when it is on.
+fn reconcile(out: &mut String, r: &ReconcileGauges) {
+    if !r.enabled.load(Ordering::Relaxed) {
+        return;
+    }
+    let gauge = |out: &mut String, name: &str, help: &str, value: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    gauge(
+        out,
+        "payoutd_reconcile_mismatches",
+        "Mismatches between journal and ledger that the last completed reconciliation found.",
+        r.mismatches.load(Ordering::Relaxed).to_string(),
+    );
+    let last_clean = r.last_clean_unix_ms.load(Ordering::Relaxed);
+    let age = if last_clean <= 0 {
+        "+Inf".to_owned()
+    } else {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let age_ms = now_ms.saturating_sub(last_clean).max(0);
+        format!("{}.{:03}", age_ms / 1000, age_ms % 1000)
+    };
+    gauge(
+        out,
+        "payoutd_reconcile_last_clean_age_seconds",
+        "Seconds since a reconciliation last found journal and ledger in agreement (+Inf: never).",
+        age,
+    );
+    gauge(
+        out,
+        "payoutd_reconcile_checked_ledger",
+        "The last ledger a completed reconciliation checked (0: none yet).",
+        r.checked_ledger.load(Ordering::Relaxed).to_string(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP payoutd_reconcile_runs_total Reconciliation runs of this instance by result.\n# TYPE payoutd_reconcile_runs_total counter"
+    );
+    for (result, n) in [
+        ("clean", &r.runs_clean),
+        ("mismatches", &r.runs_mismatches),
+        ("error", &r.runs_error),
+    ] {
+        let _ = writeln!(
+            out,
+            "payoutd_reconcile_runs_total{{result=\"{result}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
 }

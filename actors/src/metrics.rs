@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::policy::metric_code;
 
@@ -99,6 +99,8 @@ pub struct Metrics {
     /// and the age of the oldest, in milliseconds (read by the broker ingress).
     pub broker_waiting: AtomicI64,
     pub broker_oldest_waiting_ms: AtomicI64,
+    /// What the service's scheduled reconciliation found (set by the service).
+    pub reconcile: ReconcileGauges,
     /// 1 while paying is paused cluster-wide (as this instance last read it), else 0.
     pub paused: AtomicI64,
     /// Times this instance's circuit breaker paused the cluster.
@@ -144,6 +146,7 @@ impl Default for Metrics {
             envelopes_beyond_history: AtomicI64::new(0),
             broker_waiting: AtomicI64::new(0),
             broker_oldest_waiting_ms: AtomicI64::new(0),
+            reconcile: ReconcileGauges::default(),
             paused: AtomicI64::new(0),
             breaker_trips: AtomicU64::new(0),
             prepares_paused: AtomicU64::new(0),
@@ -154,6 +157,24 @@ impl Default for Metrics {
             batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
         }
     }
+}
+
+/// The scheduled reconciliation of journal and ledger, as the service last read it from its
+/// runs journal (so every instance shows the same, whichever ran the check).
+#[derive(Debug, Default)]
+pub struct ReconcileGauges {
+    /// The scheduled check is on in this instance (the gauges are rendered only then).
+    pub enabled: AtomicBool,
+    /// Mismatches the last completed run found (any instance's).
+    pub mismatches: AtomicI64,
+    /// When the last clean run finished, unix milliseconds on this host's clock; 0 = never.
+    pub last_clean_unix_ms: AtomicI64,
+    /// The last ledger a completed run checked; 0 = none yet.
+    pub checked_ledger: AtomicI64,
+    /// Runs of this instance by result.
+    pub runs_clean: AtomicU64,
+    pub runs_mismatches: AtomicU64,
+    pub runs_error: AtomicU64,
 }
 
 impl Metrics {

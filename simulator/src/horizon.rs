@@ -1,6 +1,6 @@
 //! The Horizon HTTP subset: root, accounts, transaction submission (sync and async) and
 //! transaction lookup, with Horizon's field names, status codes and problem documents (the
-//! account history listings are in `listings`).
+//! account history listings are in `listings`, the ledger resource in `ledgers`).
 //!
 //! Every answer carries Horizon's `Latest-Ledger` header: the last ledger the answering node
 //! has ingested. Lookups by hash and submissions say which node served them ([`Node`]); a
@@ -43,6 +43,7 @@ pub fn routes(sim: &Arc<Simulator>) -> Router<Arc<Simulator>> {
         .route("/transactions_async", post(submit_async))
         .route("/transactions/{hash}", get(transaction))
         .merge(crate::listings::routes())
+        .merge(crate::ledgers::routes())
         .layer(axum::middleware::map_response_with_state(
             Arc::clone(sim),
             head_latest_ledger,

@@ -89,6 +89,9 @@
 //!   holds only what its node holds: ascending with a cursor before the elder ledger it
 //!   starts at the oldest record held (compare with `history_elder_ledger` to see the gap);
 //!   descending with a cursor at or before the elder ledger it is 410 `before_history`.
+//! - `GET /ledgers/{sequence}`: a closed ledger's `closed_at` (and a few other fields of
+//!   Horizon's ledger resource), from the head node: 410 `before_history` before its elder
+//!   ledger, 404 if it has not closed.
 //! - A ledger holds at most [`SimConfig::ops_per_ledger_max`] operations (default 1000,
 //!   `--ops-per-ledger-max`). At each close the pending transactions are taken by fee bid
 //!   per operation, highest first (compared by cross-multiplication, no rounding), equal
@@ -163,7 +166,7 @@
 //! - `history`: operations and participants of applied transactions, TOIDs.
 //! - `versions`: past account entries for the lagging node's reads.
 //! - `entries`: ledger entries as XDR for RPC.
-//! - `horizon` / `listings` / `rpc` / `admin`: the HTTP routes (Horizon subset with its
+//! - `horizon` / `listings` / `ledgers` / `rpc` / `admin`: the HTTP routes (Horizon subset with its
 //!   `Latest-Ledger` header, account history listings, Stellar RPC, `/sim/*` admin
 //!   including `GET /sim/status`, friendbot).
 //! - [`server`]: [`router`], [`serve`], [`spawn`] and the interval closer.
@@ -179,6 +182,7 @@ mod format;
 mod history;
 mod horizon;
 mod keys;
+mod ledgers;
 mod listings;
 mod persist;
 mod rpc;

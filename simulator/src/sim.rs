@@ -582,6 +582,21 @@ impl Simulator {
         self.lock().state.header
     }
 
+    /// The header of closed ledger `sequence` (its close time), if it has closed.
+    pub fn ledger_header(&self, sequence: u32) -> Option<LedgerHeader> {
+        let inner = self.lock();
+        if sequence > inner.state.header.sequence {
+            return None;
+        }
+        inner
+            .state
+            .close_time_of(sequence)
+            .map(|close_time| LedgerHeader {
+                sequence,
+                close_time,
+            })
+    }
+
     /// Creates an account with `xlm_stroops` (sequence number = latest ledger << 32) or adds
     /// `xlm_stroops` to an existing one.
     pub fn create_account(&self, account: &str, xlm_stroops: i64) -> Result<(), SimError> {

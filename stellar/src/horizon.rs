@@ -102,12 +102,12 @@ impl fmt::Debug for HorizonClient {
     }
 }
 
-/// A response read whole (up to `RESPONSE_BYTES_MAX`).
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
+/// A response read whole (up to `RESPONSE_BYTES_MAX`, or the limit the caller gave).
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
     /// The `Latest-Ledger` header: the last ledger the answering node had ingested.
-    latest_ledger: Option<u32>,
+    pub(crate) latest_ledger: Option<u32>,
 }
 
 /// Scheme, host and port of a URL: what logs, errors and `Debug` may show of it. Userinfo,
@@ -128,13 +128,13 @@ pub fn redact_url(url: &reqwest::Url) -> String {
 }
 
 impl Reply {
-    fn snippet(&self) -> String {
+    pub(crate) fn snippet(&self) -> String {
         snippet(&String::from_utf8_lossy(&self.body))
     }
 
     /// Horizon answers with JSON objects only; anything else (an array would satisfy serde's
     /// positional struct form) is not a Horizon answer.
-    fn json<T: for<'de> Deserialize<'de>>(&self) -> Result<T, HorizonError> {
+    pub(crate) fn json<T: for<'de> Deserialize<'de>>(&self) -> Result<T, HorizonError> {
         let decode = |detail: String| HorizonError::Decode {
             status: self.status,
             detail: snippet(&detail),
@@ -377,6 +377,16 @@ impl HorizonClient {
     /// Every read takes part in a proof (of death, of the head), so none may come from a
     /// cache between us and Horizon.
     async fn get(&self, path: &str) -> Result<Reply, HorizonError> {
+        self.get_limited(path, RESPONSE_BYTES_MAX).await
+    }
+
+    /// `GET path` (after the base URL, its key path and query kept), the body read up to
+    /// `bytes_max` bytes: the history listings (`crate::history`) read larger pages.
+    pub(crate) async fn get_limited(
+        &self,
+        path: &str,
+        bytes_max: usize,
+    ) -> Result<Reply, HorizonError> {
         let response = self
             .http
             .get(self.url(path))
@@ -384,7 +394,7 @@ impl HorizonClient {
             .send()
             .await
             .map_err(transport_error)?;
-        read_reply(response).await
+        read_reply(response, bytes_max).await
     }
 
     async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Reply, HorizonError> {
@@ -396,7 +406,7 @@ impl HorizonClient {
             .send()
             .await
             .map_err(transport_error)?;
-        read_reply(response).await
+        read_reply(response, RESPONSE_BYTES_MAX).await
     }
 }
 
@@ -405,7 +415,10 @@ fn unknown(hash: &TxHash, detail: String) -> SubmitOutcome {
     SubmitOutcome::Unknown { detail }
 }
 
-async fn read_reply(mut response: reqwest::Response) -> Result<Reply, HorizonError> {
+async fn read_reply(
+    mut response: reqwest::Response,
+    bytes_max: usize,
+) -> Result<Reply, HorizonError> {
     let status = response.status().as_u16();
     let latest_ledger = response
         .headers()
@@ -414,10 +427,10 @@ async fn read_reply(mut response: reqwest::Response) -> Result<Reply, HorizonErr
         .and_then(|v| v.trim().parse().ok());
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
+        if body.len() + chunk.len() > bytes_max {
             return Err(HorizonError::Decode {
                 status,
-                detail: format!("body is larger than {RESPONSE_BYTES_MAX} bytes"),
+                detail: format!("body is larger than {bytes_max} bytes"),
             });
         }
         body.extend_from_slice(&chunk);
@@ -703,7 +716,9 @@ pub fn operation_code(result: &OperationResult) -> &'static str {
 }
 
 /// Accepts `"123"` or `123` (Horizon moved several int64 fields to strings over time).
-fn i64_from_string_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+pub(crate) fn i64_from_string_or_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum StringOrNumber {

@@ -6,6 +6,8 @@
 //!   signed by the source (and by the payer, in the channel-account pattern).
 //! - [`horizon`]: the HTTP client for the documented Horizon subset, and the classification
 //!   of submission answers (timeouts and 5xx are `Unknown`, never failures).
+//! - [`history`]: the ledger's history for reconciliation (an account's transactions and
+//!   operations, paged in ledger order) behind the `LedgerHistory` trait, over Horizon.
 //! - [`rpc`]: the JSON-RPC client for the documented Stellar RPC subset, with the same rule
 //!   (a provider's error, a 429 or a `TRY_AGAIN_LATER` is `Unknown`, never a failure).
 //! - [`StellarLedger`] (over Horizon) and [`RpcLedger`] (over Stellar RPC): signing plus one
@@ -13,6 +15,7 @@
 //!   network than the one configured.
 #![forbid(unsafe_code)]
 
+pub mod history;
 pub mod horizon;
 pub mod keys;
 pub mod rpc;

@@ -10,6 +10,7 @@ mod inbox;
 mod journal;
 mod limits;
 mod nats;
+mod reconcile;
 mod rpc;
 mod secrets;
 mod stellar;
