@@ -258,8 +258,9 @@ pub async fn run(
     let mut last_pool_warning: Option<Instant> = None;
     let mut refill_after: Option<PayoutId> = None;
     loop {
+        let ticket = ctx.pause_ticket();
         match ctx.journal.pause_state().await {
-            Ok(pause) => ctx.set_pause_view(pause),
+            Ok(pause) => ctx.set_pause_view(ticket, pause),
             Err(e) => warn!(error = %e, "cannot read whether paying is paused"),
         }
         let heartbeat_due = last_heartbeat

@@ -62,7 +62,9 @@ pub struct Context {
     channels: Mutex<BTreeMap<AccountId, ChannelStatus>>,
     /// The cluster-wide pause as last read (or set) here; workers build nothing while set.
     paused: AtomicBool,
-    pause: Mutex<Option<Pause>>,
+    /// The pause as last read, with the ticket of the observation it came from.
+    pause: Mutex<(u64, Option<Pause>)>,
+    pause_tickets: std::sync::atomic::AtomicU64,
     breaker: Mutex<Breaker>,
 }
 
@@ -84,7 +86,8 @@ impl Context {
             supervisor: OnceLock::new(),
             channels: Mutex::new(BTreeMap::new()),
             paused: AtomicBool::new(false),
-            pause: Mutex::new(None),
+            pause: Mutex::new((0, None)),
+            pause_tickets: std::sync::atomic::AtomicU64::new(0),
             breaker: Mutex::new(Breaker::new(policy.breaker)),
             policy,
         }
@@ -97,7 +100,20 @@ impl Context {
 
     /// The pause in force, as last read.
     pub fn pause(&self) -> Option<Pause> {
-        self.pause.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.pause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// A ticket for one observation of the journal's pause: taken before a read starts,
+    /// or after a write returned. A view older than one already taken is ignored, so a
+    /// read that began before a pause was written cannot undo it.
+    pub fn pause_ticket(&self) -> u64 {
+        self.pause_tickets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1
     }
 
     /// The journal refused an envelope because paying is paused: stop building here too
@@ -110,22 +126,29 @@ impl Context {
             .store(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Records the pause the journal holds. Lifting it also resets the breaker.
-    pub fn set_pause_view(&self, pause: Option<Pause>) {
+    /// Records the pause the journal holds, as observed under `ticket` (see
+    /// [`pause_ticket`](Self::pause_ticket)). Lifting it also resets the breaker.
+    pub fn set_pause_view(&self, ticket: u64, pause: Option<Pause>) {
+        let mut view = self.pause.lock().unwrap_or_else(|p| p.into_inner());
+        if ticket < view.0 {
+            return;
+        }
         let paused = pause.is_some();
-        let was = self
-            .paused
-            .swap(paused, std::sync::atomic::Ordering::AcqRel);
-        *self.pause.lock().unwrap_or_else(|p| p.into_inner()) = pause;
+        let take = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(paused);
+        if !take {
+            // This instance's breaker tripped and its pause is not written yet.
+            return;
+        }
+        *view = (ticket, pause);
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Release);
         self.metrics
             .paused
             .store(i64::from(paused), std::sync::atomic::Ordering::Relaxed);
-        if was && !paused {
-            self.breaker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .reset();
-        }
     }
 
     /// A signal for the circuit breaker; when it trips, paying is paused cluster-wide
@@ -151,7 +174,8 @@ impl Context {
             loop {
                 match ctx.journal.set_pause(true, BREAKER, &evidence).await {
                     Ok(p) => {
-                        ctx.set_pause_view(p);
+                        let ticket = ctx.pause_ticket();
+                        ctx.set_pause_view(ticket, p);
                         return;
                     }
                     Err(e) => {

@@ -76,6 +76,8 @@ pub struct Breaker {
     config: BreakerConfig,
     seen: VecDeque<(Instant, Signal)>,
     tripped: bool,
+    /// The journal has been seen holding a pause since the trip.
+    journaled: bool,
 }
 
 impl Breaker {
@@ -84,7 +86,24 @@ impl Breaker {
             config,
             seen: VecDeque::new(),
             tripped: false,
+            journaled: false,
         }
+    }
+
+    /// An observation of the journal's pause. Returns whether an unpaused view may be
+    /// taken: not while this breaker tripped and its pause has not been seen in the journal
+    /// yet (a read from before its write is no operator's resume). A pause lifted after it
+    /// was seen is one: the breaker counts afresh.
+    pub fn observe(&mut self, paused: bool) -> bool {
+        if paused {
+            self.journaled |= self.tripped;
+            return true;
+        }
+        if self.tripped && !self.journaled {
+            return false;
+        }
+        self.reset();
+        true
     }
 
     /// Records a signal; returns the evidence when this one trips the breaker (once: it
@@ -150,6 +169,7 @@ impl Breaker {
     /// After an operator resumed: count afresh.
     pub fn reset(&mut self) {
         self.tripped = false;
+        self.journaled = false;
         self.seen.clear();
     }
 }
@@ -177,7 +197,15 @@ mod tests {
         let why = b.record(Signal::ChannelRejected, t).expect("trips");
         assert!(why.contains("3 rejections"), "{why}");
         assert!(b.record(Signal::ChannelRejected, t).is_none(), "once");
-        b.reset();
+        // A read from before the breaker's pause was written does not reset it.
+        assert!(!b.observe(false));
+        assert!(
+            b.record(Signal::ChannelRejected, t).is_none(),
+            "still tripped"
+        );
+        assert!(b.observe(true));
+        // The operator lifts it: counted afresh.
+        assert!(b.observe(false));
         assert!(b.record(Signal::ChannelRejected, t).is_none());
     }
 

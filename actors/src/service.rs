@@ -81,7 +81,8 @@ impl Payouts {
         .map_err(|e| StartError::Spawn(e.to_string()))?;
         ctx.journal.register_channels(&config.channels).await?;
         // No worker builds before it knows whether paying is paused.
-        ctx.set_pause_view(ctx.journal.pause_state().await?);
+        let ticket = ctx.pause_ticket();
+        ctx.set_pause_view(ticket, ctx.journal.pause_state().await?);
         ctx.journal
             .heartbeat(&ctx.instance, config.cluster.instance_ttl_ms)
             .await?;
@@ -225,7 +226,8 @@ impl Payouts {
             .set_pause(true, by, reason)
             .await
             .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
-        self.ctx.set_pause_view(pause.clone());
+        self.ctx
+            .set_pause_view(self.ctx.pause_ticket(), pause.clone());
         let pause = pause.ok_or_else(|| {
             PayoutError::Unavailable("the pause was not recorded; try again".into())
         })?;
@@ -247,20 +249,21 @@ impl Payouts {
             .set_pause(false, by, reason)
             .await
             .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
-        self.ctx.set_pause_view(after);
+        self.ctx.set_pause_view(self.ctx.pause_ticket(), after);
         tracing::warn!(%by, %reason, "paying resumed");
         Ok(before)
     }
 
     /// The pause in force, read from the journal now (and remembered here).
     pub async fn read_pause(&self) -> Result<Option<Pause>, PayoutError> {
+        let ticket = self.ctx.pause_ticket();
         let pause = self
             .ctx
             .journal
             .pause_state()
             .await
             .map_err(|e| PayoutError::Unavailable(e.to_string()))?;
-        self.ctx.set_pause_view(pause.clone());
+        self.ctx.set_pause_view(ticket, pause.clone());
         Ok(pause)
     }
 

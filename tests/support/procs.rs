@@ -24,8 +24,16 @@ pub const READY_TIMEOUT_MS: u64 = 60_000;
 /// meanwhile, and a kept run folder holds the binary that produced it.
 pub fn binary_under_test(run_dir: &Path) -> PathBuf {
     let copy = run_dir.join("payoutd");
-    std::fs::copy(PAYOUTD, &copy)
-        .unwrap_or_else(|e| panic!("cannot copy {PAYOUTD} to {}: {e}", copy.display()));
+    // A hard link, not a copy: a file this process has just written can still be open for
+    // writing in a child another test thread forked meanwhile, and executing it then fails
+    // with "Text file busy". Across file systems a copy (which can meet that race).
+    if std::fs::hard_link(PAYOUTD, &copy).is_err() {
+        let partial = run_dir.join("payoutd.partial");
+        std::fs::copy(PAYOUTD, &partial)
+            .unwrap_or_else(|e| panic!("cannot copy {PAYOUTD} to {}: {e}", partial.display()));
+        std::fs::rename(&partial, &copy)
+            .unwrap_or_else(|e| panic!("cannot rename {}: {e}", partial.display()));
+    }
     copy
 }
 
