@@ -44,6 +44,11 @@ pub const BACKOFF_BASE_MS: u64 = 200;
 pub const BACKOFF_MAX_MS: u64 = 5_000;
 /// Largest part of a response body read (error bodies are small), in bytes.
 pub const RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// Most rows sent in one `POST /v1/payouts/batch` (the service's default
+/// `batch_items_max` is 1,000; 500 rows stay well inside its body limit too).
+pub const BATCH_ROWS_MAX: usize = 500;
+/// Largest batch answer read, in bytes (one item per row, each with the payout's view).
+pub const BATCH_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// How often the progress line is redrawn on a terminal, in milliseconds.
 pub const PROGRESS_TTY_INTERVAL_MS: u64 = 200;
 /// How often a progress line is printed when stderr is not a terminal, in milliseconds.
@@ -652,6 +657,10 @@ struct Pending {
 struct Shared {
     client: reqwest::Client,
     endpoint: reqwest::Url,
+    /// `POST /v1/payouts/batch`; cleared when the service does not take batches (an older
+    /// version, or a smaller `batch_items_max`): rows then go one request each.
+    batch_endpoint: reqwest::Url,
+    batch_ok: AtomicBool,
     auth: Option<HeaderValue>,
     retries: u32,
     backoff_base_ms: u64,
@@ -679,6 +688,8 @@ pub async fn submit_rows(
 ) -> Result<Report, SubmitError> {
     let base = options.url.trim_end_matches('/');
     let endpoint = reqwest::Url::parse(&format!("{base}/v1/payouts"))
+        .map_err(|e| SubmitError::Url(e.to_string()))?;
+    let batch_endpoint = reqwest::Url::parse(&format!("{base}/v1/payouts/batch"))
         .map_err(|e| SubmitError::Url(e.to_string()))?;
     if !matches!(endpoint.scheme(), "http" | "https") {
         return Err(SubmitError::Url("use an http:// or https:// URL".into()));
@@ -740,6 +751,8 @@ pub async fn submit_rows(
     let shared = Arc::new(Shared {
         client,
         endpoint,
+        batch_endpoint,
+        batch_ok: AtomicBool::new(true),
         auth,
         retries: options.retries.min(RETRIES_MAX),
         backoff_base_ms: options.backoff_base_ms,
@@ -834,36 +847,250 @@ async fn show_progress(
 async fn worker(shared: Arc<Shared>) -> Vec<RowReport> {
     let mut reports = Vec::new();
     loop {
-        let Some(group) = shared.queue.lock().await.pop_front() else {
-            return reports;
+        let groups: Vec<Vec<Pending>> = {
+            let mut queue = shared.queue.lock().await;
+            let n = queue.len().min(BATCH_ROWS_MAX);
+            queue.drain(..n).collect()
         };
-        // Once a row of this payout id failed, later rows for it are held back: sending
-        // them could let a later line win over an earlier one that may yet land.
-        let mut blocked_by: Option<usize> = None;
-        for p in group {
-            let outcome = if shared.auth_refused.load(Ordering::Relaxed) {
-                Outcome::Failed {
-                    reason: "not sent: the service refused the API token".into(),
-                }
-            } else if let Some(line) = blocked_by {
-                Outcome::Failed {
-                    reason: format!(
-                        "not sent: line {line} has the same payout_id and did not reach the service"
-                    ),
-                }
-            } else {
-                send_with_retries(&shared, &p).await
-            };
-            if matches!(outcome, Outcome::Failed { .. }) && blocked_by.is_none() {
-                blocked_by = Some(p.line);
-            }
-            shared.tally.record(&outcome);
-            reports.push(RowReport {
-                line: p.line,
-                payout_id: p.payout_id,
-                outcome,
-            });
+        if groups.is_empty() {
+            return reports;
         }
+        if groups.len() > 1 && shared.batch_ok.load(Ordering::Relaxed) {
+            send_groups_batched(&shared, groups, &mut reports).await;
+        } else {
+            for group in groups {
+                send_group(&shared, group, &mut reports).await;
+            }
+        }
+    }
+}
+
+/// Why a row is not sent, if it is not: the token was refused, or an earlier row of the
+/// same payout id did not reach the service (sending a later one could let it win over an
+/// earlier one that may yet land).
+fn not_sent(shared: &Shared, blocked_by: Option<usize>) -> Option<Outcome> {
+    if shared.auth_refused.load(Ordering::Relaxed) {
+        Some(Outcome::Failed {
+            reason: "not sent: the service refused the API token".into(),
+        })
+    } else {
+        blocked_by.map(|line| Outcome::Failed {
+            reason: format!(
+                "not sent: line {line} has the same payout_id and did not reach the service"
+            ),
+        })
+    }
+}
+
+/// The rows of one payout id, one request each, in file order.
+async fn send_group(shared: &Shared, group: Vec<Pending>, reports: &mut Vec<RowReport>) {
+    let mut blocked_by: Option<usize> = None;
+    for p in group {
+        let outcome = match not_sent(shared, blocked_by) {
+            Some(o) => o,
+            None => send_with_retries(shared, &p).await,
+        };
+        finish(shared, p, outcome, &mut blocked_by, reports);
+    }
+}
+
+fn finish(
+    shared: &Shared,
+    p: Pending,
+    outcome: Outcome,
+    blocked_by: &mut Option<usize>,
+    reports: &mut Vec<RowReport>,
+) {
+    if matches!(outcome, Outcome::Failed { .. }) && blocked_by.is_none() {
+        *blocked_by = Some(p.line);
+    }
+    shared.tally.record(&outcome);
+    reports.push(RowReport {
+        line: p.line,
+        payout_id: p.payout_id,
+        outcome,
+    });
+}
+
+/// Many payout ids at once: each round sends the next row of every group in one batch
+/// request (distinct ids, so order within a request does not matter), until every group
+/// is done. Rows of one id still go one after the other, in file order.
+async fn send_groups_batched(
+    shared: &Shared,
+    groups: Vec<Vec<Pending>>,
+    reports: &mut Vec<RowReport>,
+) {
+    let mut groups: Vec<VecDeque<Pending>> = groups.into_iter().map(VecDeque::from).collect();
+    let mut blocked_by: Vec<Option<usize>> = vec![None; groups.len()];
+    loop {
+        let mut round: Vec<(usize, Pending)> = Vec::new();
+        for (g, group) in groups.iter_mut().enumerate() {
+            let Some(p) = group.pop_front() else { continue };
+            match not_sent(shared, blocked_by[g]) {
+                Some(o) => finish(shared, p, o, &mut blocked_by[g], reports),
+                None => round.push((g, p)),
+            }
+        }
+        if round.is_empty() {
+            return;
+        }
+        let outcomes = send_batch_with_retries(shared, &round).await;
+        for ((g, p), outcome) in round.into_iter().zip(outcomes) {
+            finish(shared, p, outcome, &mut blocked_by[g], reports);
+        }
+    }
+}
+
+/// One batch request's answer, as the retry loop sees it.
+enum BatchAttempt {
+    /// One answer per row sent, in order.
+    Items(Vec<Attempt>),
+    /// The whole request is worth another try.
+    Retry(String),
+    Unauthorized(String),
+    /// The service does not take this batch: send the rows one by one.
+    Unsupported,
+}
+
+/// The outcome of every row of `round`, retrying rows whose answer was not final (the
+/// whole request, or single items answered `unavailable`) within the retry budget.
+async fn send_batch_with_retries(shared: &Shared, round: &[(usize, Pending)]) -> Vec<Outcome> {
+    let attempts = shared.retries + 1;
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; round.len()];
+    let mut last: Vec<String> = vec![String::new(); round.len()];
+    for attempt in 1..=attempts {
+        let open: Vec<usize> = (0..round.len())
+            .filter(|k| outcomes[*k].is_none())
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        let requests: Vec<&RawPayoutRequest> = open.iter().map(|k| &round[*k].1.request).collect();
+        match send_batch_once(shared, &requests).await {
+            BatchAttempt::Items(answers) => {
+                for (k, answer) in open.iter().zip(answers) {
+                    match answer {
+                        Attempt::Done(o) => outcomes[*k] = Some(o),
+                        Attempt::Retry(reason) => last[*k] = reason,
+                        Attempt::Unauthorized(reason) => {
+                            shared.auth_refused.store(true, Ordering::Relaxed);
+                            outcomes[*k] = Some(Outcome::Failed { reason });
+                        }
+                    }
+                }
+            }
+            BatchAttempt::Retry(reason) => {
+                for k in &open {
+                    last[*k] = reason.clone();
+                }
+            }
+            BatchAttempt::Unauthorized(reason) => {
+                shared.auth_refused.store(true, Ordering::Relaxed);
+                for k in &open {
+                    outcomes[*k] = Some(Outcome::Failed {
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            BatchAttempt::Unsupported => {
+                shared.batch_ok.store(false, Ordering::Relaxed);
+                for k in &open {
+                    outcomes[*k] = Some(send_with_retries(shared, &round[*k].1).await);
+                }
+            }
+        }
+        let still = outcomes.iter().filter(|o| o.is_none()).count();
+        if still > 0 && attempt < attempts {
+            shared.tally.retries.fetch_add(still, Ordering::Relaxed);
+            tokio::time::sleep(backoff(shared.backoff_base_ms, attempt, round[0].1.line)).await;
+        }
+    }
+    outcomes
+        .into_iter()
+        .zip(last)
+        .map(|(o, last)| {
+            o.unwrap_or_else(|| Outcome::Failed {
+                reason: format!(
+                    "{last} (gave up after {attempts} attempt{})",
+                    if attempts == 1 { "" } else { "s" }
+                ),
+            })
+        })
+        .collect()
+}
+
+async fn send_batch_once(shared: &Shared, requests: &[&RawPayoutRequest]) -> BatchAttempt {
+    let body = serde_json::json!({ "payouts": requests });
+    let mut call = shared
+        .client
+        .post(shared.batch_endpoint.clone())
+        .json(&body);
+    if let Some(auth) = &shared.auth {
+        call = call.header(AUTHORIZATION, auth.clone());
+    }
+    let response = match call.send().await {
+        Ok(r) => r,
+        Err(e) => return BatchAttempt::Retry(transport_failure(e)),
+    };
+    let status = response.status();
+    let body = read_body_max(response, BATCH_RESPONSE_BYTES_MAX).await;
+    match status {
+        StatusCode::OK => {}
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            let (code, _, message) = error_parts(status, &body);
+            return BatchAttempt::Unauthorized(format!("HTTP {status}: {code}: {message}"));
+        }
+        s if s.is_server_error()
+            || s == StatusCode::REQUEST_TIMEOUT
+            || s == StatusCode::TOO_MANY_REQUESTS =>
+        {
+            let (code, _, message) = error_parts(status, &body);
+            return BatchAttempt::Retry(format!("HTTP {status}: {code}: {message}"));
+        }
+        // No batch endpoint, a batch too large for this service, …: one by one.
+        _ => return BatchAttempt::Unsupported,
+    }
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let Some(items) = parsed
+        .as_ref()
+        .and_then(|v| v.get("results"))
+        .and_then(|r| r.as_array())
+        .filter(|r| r.len() == requests.len())
+    else {
+        // An answer we cannot read: sending again is safe (a resent row is a duplicate).
+        return BatchAttempt::Retry("unreadable batch answer".into());
+    };
+    let mut answers: Vec<Option<Attempt>> = (0..requests.len()).map(|_| None).collect();
+    for item in items {
+        let text = |key: &str| item.get(key).and_then(|v| v.as_str()).map(redact_secrets);
+        let Some(index) = item
+            .get("index")
+            .and_then(|i| i.as_u64())
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < requests.len())
+        else {
+            return BatchAttempt::Retry("batch answer without a valid index".into());
+        };
+        let code = text("code").unwrap_or_default();
+        let message = text("message").unwrap_or_default();
+        answers[index] = Some(match item.get("status").and_then(|s| s.as_str()) {
+            Some("created") => Attempt::Done(Outcome::Created),
+            Some("duplicate") => Attempt::Done(Outcome::Duplicate),
+            Some("conflict") => Attempt::Done(Outcome::Conflict { code, message }),
+            Some("invalid") => Attempt::Done(Outcome::Invalid {
+                code,
+                field: text("field"),
+                message,
+            }),
+            Some("unavailable") => Attempt::Retry(format!("unavailable: {code}: {message}")),
+            other => Attempt::Done(Outcome::Failed {
+                reason: format!("unexpected batch item status {other:?}"),
+            }),
+        });
+    }
+    match answers.into_iter().collect::<Option<Vec<Attempt>>>() {
+        Some(all) => BatchAttempt::Items(all),
+        None => BatchAttempt::Retry("batch answer misses some rows".into()),
     }
 }
 
@@ -910,16 +1137,7 @@ async fn send_once(shared: &Shared, request: &RawPayoutRequest) -> Attempt {
     }
     let response = match call.send().await {
         Ok(r) => r,
-        Err(e) => {
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "cannot connect"
-            } else {
-                "request failed"
-            };
-            return Attempt::Retry(format!("{kind}: {}", error_chain(e)));
-        }
+        Err(e) => return Attempt::Retry(transport_failure(e)),
     };
     let status = response.status();
     match status {
@@ -953,6 +1171,18 @@ async fn send_once(shared: &Shared, request: &RawPayoutRequest) -> Attempt {
     }
 }
 
+/// A request that got no answer, described for the report.
+fn transport_failure(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", error_chain(e))
+}
+
 /// The error and its causes, one after the other. `without_url`: the URL may carry
 /// credentials.
 fn error_chain(e: reqwest::Error) -> String {
@@ -970,12 +1200,16 @@ fn error_chain(e: reqwest::Error) -> String {
     text
 }
 
-async fn read_body(mut response: reqwest::Response) -> Vec<u8> {
+async fn read_body(response: reqwest::Response) -> Vec<u8> {
+    read_body_max(response, RESPONSE_BYTES_MAX).await
+}
+
+async fn read_body_max(mut response: reqwest::Response, max: usize) -> Vec<u8> {
     let mut body = Vec::new();
-    while body.len() < RESPONSE_BYTES_MAX {
+    while body.len() < max {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                let room = RESPONSE_BYTES_MAX - body.len();
+                let room = max - body.len();
                 body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
             Ok(None) | Err(_) => break,

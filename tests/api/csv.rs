@@ -395,3 +395,81 @@ async fn unavailable_and_timeouts_are_retried_a_bounded_number_of_times() {
     }
     assert_eq!(report.exit_code(), 1);
 }
+
+/// A stand-in service with a batch endpoint: the first batch fails (503), the second
+/// answers every row but says one is `unavailable`, the third takes that one. Single
+/// requests are refused, so a row that went one by one would fail.
+async fn batch_service(batches: Arc<AtomicUsize>, rows: Arc<AtomicUsize>) -> String {
+    let app = axum::Router::new()
+        .route(
+            "/v1/payouts/batch",
+            post(move |body: axum::Json<serde_json::Value>| {
+                let (batches, rows) = (batches.clone(), rows.clone());
+                async move {
+                    let items = body["payouts"].as_array().cloned().unwrap_or_default();
+                    rows.fetch_add(items.len(), Ordering::SeqCst);
+                    let n = batches.fetch_add(1, Ordering::SeqCst);
+                    if n == 0 {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "{}".to_owned());
+                    }
+                    let results: Vec<serde_json::Value> = items
+                        .iter()
+                        .enumerate()
+                        .map(|(index, item)| {
+                            let status = match (n, item["payout_id"].as_str()) {
+                                (1, Some("csv-b-1")) => "unavailable",
+                                (_, Some("csv-b-2")) => "duplicate",
+                                _ => "created",
+                            };
+                            serde_json::json!({ "index": index, "status": status })
+                        })
+                        .collect();
+                    (
+                        StatusCode::OK,
+                        serde_json::json!({ "results": results }).to_string(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/v1/payouts",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "{}") }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn rows_go_in_batches_and_only_unanswered_rows_are_sent_again() {
+    let mut text = String::from("payout_id,destination,asset,amount\n");
+    for n in 0..5 {
+        text.push_str(&format!("csv-b-{n},{DEST},native,1\n"));
+    }
+    let csv = temp_csv("batch.csv", &text);
+    let (batches, rows) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let url = batch_service(batches.clone(), rows.clone()).await;
+    let mut o = options(&url);
+    o.concurrency = 1;
+    let report = csv_submit::submit_file(csv.path(), &o).await.unwrap();
+    let outcomes: Vec<&Outcome> = report.rows.iter().map(|r| &r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            &Outcome::Created,
+            &Outcome::Created,
+            &Outcome::Duplicate,
+            &Outcome::Created,
+            &Outcome::Created
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        batches.load(Ordering::SeqCst),
+        3,
+        "503, then all, then the one left"
+    );
+    assert_eq!(rows.load(Ordering::SeqCst), 5 + 5 + 1);
+    assert_eq!(report.exit_code(), 0);
+}
