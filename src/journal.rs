@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest, RawPayoutRequest};
-use payoutd_actors::limits::{DAY_MS, HOUR_MS, Hold, Limits, Spend, Usage};
+use payoutd_actors::limits::{DAY_MS, HOUR_MS, Hold, Limits, Usage};
 use payoutd_actors::ports::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore, Envelope,
     Inclusion, JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement, TxHash,
@@ -320,15 +320,7 @@ impl PgJournal {
         if self.limits.is_empty() {
             return Ok(Vec::new());
         }
-        let spends: Vec<Spend> = batch
-            .members
-            .iter()
-            .map(|m| Spend {
-                id: m.ready.id(),
-                asset: m.ready.request.asset(),
-                amount: m.ready.request.amount(),
-            })
-            .collect();
+        let spends = batch.spends();
         let mut usage = BTreeMap::new();
         for asset in self.limits.windowed_assets(&spends) {
             let key = asset.to_string();

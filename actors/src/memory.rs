@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
-use crate::limits::{DAY_MS, HOUR_MS, Hold, Limits, Spend, Usage};
+use crate::limits::{DAY_MS, HOUR_MS, Hold, Limits, Usage};
 use crate::ports::journal::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore,
     JournalError, Member, PayoutStore, PrepareError, Ready, Settled, Settlement,
@@ -102,15 +102,7 @@ impl JournalInner {
         if self.limits.is_empty() {
             return Vec::new();
         }
-        let spends: Vec<Spend> = batch
-            .members
-            .iter()
-            .map(|m| Spend {
-                id: m.ready.id(),
-                asset: m.ready.request.asset(),
-                amount: m.ready.request.amount(),
-            })
-            .collect();
+        let spends = batch.spends();
         let usage = self
             .limits
             .windowed_assets(&spends)

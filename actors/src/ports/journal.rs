@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 
 use crate::domain::{AccountId, PayoutId, PayoutRequest};
-use crate::limits::Hold;
+use crate::limits::{Hold, Spend};
 use crate::ports::ledger::{Envelope, Inclusion, TxHash};
 use crate::safety::Pause;
 use crate::state::{PayoutEvent, PayoutRecord, Step};
@@ -107,6 +107,18 @@ impl Batch {
     /// The first ledger the envelope could have been included in.
     pub fn first_ledger(&self) -> u32 {
         self.built_ledger.saturating_add(1)
+    }
+
+    /// Its members as the spending limits see them, in operation order.
+    pub fn spends(&self) -> Vec<Spend<'_>> {
+        self.members
+            .iter()
+            .map(|m| Spend {
+                id: m.ready.id(),
+                asset: m.ready.request.asset(),
+                amount: m.ready.request.amount(),
+            })
+            .collect()
     }
 }
 
