@@ -296,6 +296,7 @@ pub fn policy(settings: &Settings, payer: AccountId) -> PayoutPolicy {
             failure_percent_max: settings.safety.breaker_failure_percent_max,
             failure_samples_min: settings.safety.breaker_failure_samples_min,
         },
+        destinations: settings.destinations.policy(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use payoutd_actors::destinations::{DestinationPolicy, NoAccount, NoTrust};
 use payoutd_actors::domain::{Amount, Asset};
 use payoutd_actors::limits::{AssetLimit, Limits, WhenReached};
 use secrecy::{ExposeSecret, SecretString};
@@ -44,6 +45,8 @@ pub struct Settings {
     pub safety: SafetySettings,
     #[serde(default)]
     pub limits: LimitsSettings,
+    #[serde(default)]
+    pub destinations: DestinationSettings,
     #[serde(default)]
     pub inbox: crate::inbox::InboxSettings,
     #[serde(default)]
@@ -92,6 +95,68 @@ pub struct SafetySettings {
     pub breaker_underfunded_max: u32,
     pub breaker_failure_percent_max: u32,
     pub breaker_failure_samples_min: u32,
+}
+
+/// `[destinations]`: what pays a destination that is not ready (docs/protocol.md,
+/// "Operation kinds"). Both off by default: the payout fails with the ledger's code.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSettings {
+    #[serde(default)]
+    pub no_trust: NoTrustSetting,
+    #[serde(default)]
+    pub no_account: NoAccountSetting,
+    /// The network's base reserve, in stroops; a new account needs two.
+    #[serde(default = "default_base_reserve_stroops")]
+    pub base_reserve_stroops: i64,
+}
+
+impl Default for DestinationSettings {
+    fn default() -> Self {
+        Self {
+            no_trust: NoTrustSetting::default(),
+            no_account: NoAccountSetting::default(),
+            base_reserve_stroops: default_base_reserve_stroops(),
+        }
+    }
+}
+
+fn default_base_reserve_stroops() -> i64 {
+    DestinationPolicy::default().base_reserve_stroops
+}
+
+/// `destinations.no_trust`: `"fail"` or `"claimable_balance"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoTrustSetting {
+    #[default]
+    Fail,
+    ClaimableBalance,
+}
+
+/// `destinations.no_account`: `"fail"` or `"create_account"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoAccountSetting {
+    #[default]
+    Fail,
+    CreateAccount,
+}
+
+impl DestinationSettings {
+    pub fn policy(&self) -> DestinationPolicy {
+        DestinationPolicy {
+            no_trust: match self.no_trust {
+                NoTrustSetting::Fail => NoTrust::Fail,
+                NoTrustSetting::ClaimableBalance => NoTrust::ClaimableBalance,
+            },
+            no_account: match self.no_account {
+                NoAccountSetting::Fail => NoAccount::Fail,
+                NoAccountSetting::CreateAccount => NoAccount::CreateAccount,
+            },
+            base_reserve_stroops: self.base_reserve_stroops,
+        }
+    }
 }
 
 /// `[limits]`: spending limits per asset (see docs/operations.md). Amounts are decimal
@@ -577,6 +642,12 @@ impl Settings {
             });
         }
         self.limits.limits()?;
+        if self.destinations.base_reserve_stroops < 1 {
+            return invalid(
+                "destinations.base_reserve_stroops",
+                "must be at least 1 (the network's base reserve in stroops: 5000000 on the public network)",
+            );
+        }
         let s = &self.safety;
         if s.breaker_window_ms == 0 {
             return invalid("safety.breaker_window_ms", "must be at least 1");
@@ -900,6 +971,79 @@ weekly_amount_max = \"20\"
                 .to_string();
             assert!(e.contains(named), "{key}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn destination_settings_are_checked_and_named() {
+        for (key, value, named) in [
+            (
+                "PAYOUTD__DESTINATIONS__NO_TRUST",
+                "pay_anyway",
+                "claimable_balance",
+            ),
+            (
+                "PAYOUTD__DESTINATIONS__NO_ACCOUNT",
+                "claimable_balance",
+                "create_account",
+            ),
+            (
+                "PAYOUTD__DESTINATIONS__BASE_RESERVE_STROOPS",
+                "0",
+                "destinations.base_reserve_stroops",
+            ),
+            (
+                "PAYOUTD__DESTINATIONS__BASE_RESERVE_STROOPS",
+                "0.5",
+                "base_reserve_stroops",
+            ),
+        ] {
+            let e = Settings::load(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
+        let off = Settings::load(None, env(&[]))
+            .unwrap()
+            .destinations
+            .policy();
+        assert_eq!(off, DestinationPolicy::default());
+        let on = Settings::load(
+            None,
+            env(&[
+                ("PAYOUTD__DESTINATIONS__NO_TRUST", "claimable_balance"),
+                ("PAYOUTD__DESTINATIONS__NO_ACCOUNT", "create_account"),
+                ("PAYOUTD__DESTINATIONS__BASE_RESERVE_STROOPS", "1000000"),
+            ]),
+        )
+        .unwrap()
+        .destinations
+        .policy();
+        assert_eq!(on.no_trust, NoTrust::ClaimableBalance);
+        assert_eq!(on.no_account, NoAccount::CreateAccount);
+        assert_eq!(on.account_min_stroops(), 2_000_000);
+    }
+
+    #[test]
+    fn the_production_example_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.example.toml");
+        // Its placeholders (the account, the seeds that never go in a file) come from the
+        // environment, as they would in production; every key in the file must be real.
+        let seed = payoutd_actors::strkey::encode(payoutd_actors::strkey::VERSION_SEED, &[3; 32]);
+        let account = payoutd_stellar::Keypair::from_seed(&seed)
+            .unwrap()
+            .account();
+        let s = Settings::load(
+            Some(&path),
+            env(&[
+                (ENV_DISTRIBUTION_SEED, &seed),
+                (
+                    "PAYOUTD__LEDGER__DISTRIBUTION_ACCOUNT",
+                    &account.to_strkey(),
+                ),
+            ]),
+        );
+        assert!(s.is_ok(), "{:?}", s.err());
     }
 
     #[test]

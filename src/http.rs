@@ -213,6 +213,10 @@ pub struct PayoutView {
     pub ledger: Option<u32>,
     /// The whole transaction's fee (shared by every payout in it), in stroops.
     pub fee_charged_stroops: Option<i64>,
+    /// The operation that pays it: `payment`, `claimable_balance` or `create_account`.
+    pub op_kind: &'static str,
+    /// The claimable balance that paid it (Horizon's hex form of the id).
+    pub balance_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<PayoutEvent>>,
 }
@@ -234,6 +238,8 @@ impl PayoutView {
             op_index: r.envelope.map(|e| e.op_index),
             ledger: r.inclusion.map(|i| i.ledger),
             fee_charged_stroops: r.inclusion.map(|i| i.fee_charged),
+            op_kind: r.op_kind.as_str(),
+            balance_id: r.balance_id.clone(),
             events: None,
         }
     }

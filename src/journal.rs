@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use payoutd_actors::destinations::OpKind;
 use payoutd_actors::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest, RawPayoutRequest};
 use payoutd_actors::limits::{DAY_MS, HOUR_MS, Hold, Limits, Usage};
 use payoutd_actors::ports::{
@@ -72,7 +73,7 @@ fn unavailable(e: sqlx::Error) -> JournalError {
     JournalError::Unavailable(e.to_string())
 }
 
-const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash, op_index, ledger, fee_charged";
+const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash, op_index, ledger, fee_charged, op_kind, balance_id";
 
 /// Inserts the new payouts of one group commit; returns the ids it inserted.
 const ACCEPT_SQL: &str = "WITH input AS (
@@ -144,13 +145,16 @@ const MARK_SUBMITTED_SQL: &str = "WITH u AS (
 
 /// The envelope's end and each member's step, mirroring `Step::apply_to`: `kind` is
 /// confirmed | failed | requeued | parked (requeued, parked instead); a parked payout stays
-/// parked (without its envelope) and keeps its reason.
+/// parked (without its envelope) and keeps its reason. `op_kind` (NULL: unchanged) is the
+/// operation of a rerouted member's next envelope; `balance_id` that of a confirmed
+/// claimable balance.
 const SETTLE_SQL: &str = "WITH env AS (
         UPDATE envelopes SET status = $2, ledger = $3, fee_charged = $4, note = $5, updated_at = now()
         WHERE tx_hash = $1 AND status = 'live'
      ), s AS (
-        SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
-            AS t(payout_id, kind, event_kind, reason, detail)
+        SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[],
+                             $13::text[], $14::text[])
+            AS t(payout_id, kind, event_kind, reason, detail, op_kind, balance_id)
      ), u AS (
         UPDATE payouts p SET
             state = CASE
@@ -167,6 +171,8 @@ const SETTLE_SQL: &str = "WITH env AS (
             ledger = CASE WHEN s.kind IN ('confirmed', 'failed') THEN $3 ELSE p.ledger END,
             fee_charged = CASE WHEN s.kind IN ('confirmed', 'failed') THEN $4 ELSE p.fee_charged END,
             owner = CASE WHEN s.kind = 'requeued' AND p.state <> 'parked' THEN $11 ELSE p.owner END,
+            op_kind = COALESCE(s.op_kind, p.op_kind),
+            balance_id = CASE WHEN s.kind = 'confirmed' THEN s.balance_id ELSE p.balance_id END,
             updated_at = now()
         FROM s
         WHERE p.payout_id = s.payout_id AND p.tx_hash = $1
@@ -205,7 +211,7 @@ const ADOPT_SQL: &str = "WITH dead AS (
         SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
      )
      SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
-            op_index, ledger, fee_charged FROM u";
+            op_index, ledger, fee_charged, op_kind, balance_id FROM u";
 
 /// What is spent of asset $1 in the last $2 and $3 seconds (hour, day), by the database's
 /// clock: payouts of live and applied envelopes.
@@ -268,7 +274,7 @@ const RELEASE_SQL: &str = "WITH pick AS (
         SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
      )
      SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
-            op_index, ledger, fee_charged FROM u";
+            op_index, ledger, fee_charged, op_kind, balance_id FROM u";
 
 const CLAIM_SQL: &str = "UPDATE channel_accounts c
         SET owner = $1, lease_epoch = c.lease_epoch + 1, owner_can_sign = $3, leased_at = now()
@@ -551,6 +557,9 @@ fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
     };
     let ledger: Option<i32> = row.try_get("ledger").map_err(get)?;
     let fee_charged: Option<i64> = row.try_get("fee_charged").map_err(get)?;
+    let op_kind: String = row.try_get("op_kind").map_err(get)?;
+    let op_kind =
+        OpKind::parse(&op_kind).ok_or_else(|| corrupt(format!("unknown op_kind {op_kind}")))?;
     Ok(PayoutRecord {
         request,
         fingerprint,
@@ -568,6 +577,8 @@ fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
             }),
             _ => None,
         },
+        op_kind,
+        balance_id: row.try_get("balance_id").map_err(get)?,
     })
 }
 
@@ -610,6 +621,7 @@ fn settle_kind(step: &Step) -> Result<(&'static str, &'static str, Option<String
         Step::Requeued {
             park: Some(why), ..
         } => ("parked", "parked", Some(why.clone())),
+        Step::Rerouted { reason, .. } => ("requeued", "rerouted", Some(reason.clone())),
         other => {
             return Err(JournalError::Unavailable(format!(
                 "{} is not a settlement step",
@@ -860,6 +872,7 @@ impl BatchStore for PgJournal {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut op_kinds, mut balance_ids) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (id, step) in &settlement.members {
             let (kind, event_kind, reason) = settle_kind(step)?;
             ids.push(id.to_string());
@@ -867,6 +880,14 @@ impl BatchStore for PgJournal {
             event_kinds.push(event_kind);
             reasons.push(reason);
             details.push(step.detail());
+            op_kinds.push(match step {
+                Step::Rerouted { op_kind, .. } => Some(op_kind.as_str()),
+                _ => None,
+            });
+            balance_ids.push(match step {
+                Step::Confirmed { balance_id, .. } => balance_id.as_deref(),
+                _ => None,
+            });
         }
         let inclusion = settlement.inclusion;
         let rows = sqlx::query(SETTLE_SQL)
@@ -882,6 +903,8 @@ impl BatchStore for PgJournal {
             .bind(&details)
             .bind(owner)
             .bind(self.outbox)
+            .bind(&op_kinds)
+            .bind(&balance_ids)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;

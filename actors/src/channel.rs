@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::context::{BeyondHistory, ChannelStatus, Context, OpenEnvelope};
+use crate::destinations::{self, OpKind, Reroute, claimable_balance_id};
 use crate::domain::{Memo, PayoutId};
 use crate::limits::Hold;
 use crate::metrics::Metrics;
@@ -688,6 +689,7 @@ impl WorkerState {
                     destination: *r.request.destination(),
                     asset: r.request.asset().clone(),
                     amount: r.request.amount(),
+                    kind: r.op_kind,
                 })
                 .collect(),
         };
@@ -849,10 +851,20 @@ impl WorkerState {
                         member,
                         s.owner.as_deref() == Some(self.ctx.instance.as_str()),
                     ) {
+                        // A rerouted member is paid by another kind of operation from now on.
+                        let op_kind = settlement
+                            .members
+                            .iter()
+                            .find_map(|(id, step)| match step {
+                                Step::Rerouted { op_kind, .. } if id == &s.id => Some(*op_kind),
+                                _ => None,
+                            })
+                            .unwrap_or(member.ready.op_kind);
                         let ready = Ready {
                             request: member.ready.request.clone(),
                             version: s.version,
                             attempt: s.attempt,
+                            op_kind,
                         };
                         if later.contains(&s.id) {
                             self.ctx.queue.push_at(ready, retry_at);
@@ -874,8 +886,19 @@ impl WorkerState {
             inclusion: Some(inclusion),
             note: format!("applied in ledger {}", inclusion.ledger),
             members: t
-                .ids()
-                .map(|id| (id, Step::Confirmed { inclusion }))
+                .batch
+                .members
+                .iter()
+                .map(|m| {
+                    let e = &t.batch.envelope;
+                    let balance_id = (m.ready.op_kind == OpKind::ClaimableBalance)
+                        .then(|| claimable_balance_id(&e.source, e.sequence, m.op_index));
+                    let step = Step::Confirmed {
+                        inclusion,
+                        balance_id,
+                    };
+                    (m.ready.id().clone(), step)
+                })
                 .collect(),
         };
         let ok = self.settle(t, settlement, &[]).await;
@@ -908,16 +931,41 @@ impl WorkerState {
             .map(|m| {
                 let id = m.ready.id().clone();
                 let own = op_codes.get(m.op_index as usize).map(String::as_str);
-                let step = match own.map(op_policy) {
-                    Some(OpPolicy::Terminal) => Step::Failed {
+                let reroute = own.map(|code| {
+                    destinations::reroute(&self.ctx.policy.destinations, &m.ready.request, m.ready.op_kind, code)
+                });
+                let step = match (own.map(|c| op_policy(m.ready.op_kind, c)), reroute) {
+                    (_, Some(Reroute::To(op_kind))) if m.ready.attempt < attempts_max => Step::Rerouted {
                         reason: format!(
-                            "{tx_code}:{}: included but failed in ledger {}",
+                            "{tx_code}:{}: the destination was not ready for a {} in ledger {}; nothing was paid; a {} pays it next",
                             own.unwrap_or(tx_code),
-                            inclusion.ledger
+                            m.ready.op_kind,
+                            inclusion.ledger,
+                            op_kind,
                         ),
+                        op_kind,
+                    },
+                    (_, Some(Reroute::To(_))) => requeue(
+                        &m.ready,
+                        format!("{tx_code}:{}: destination not ready", own.unwrap_or(tx_code)),
+                        attempts_max,
+                    ),
+                    (Some(OpPolicy::Terminal), why) => Step::Failed {
+                        reason: match why {
+                            Some(Reroute::No(Some(why))) => format!(
+                                "{tx_code}:{}: included but failed in ledger {}; {why}",
+                                own.unwrap_or(tx_code),
+                                inclusion.ledger
+                            ),
+                            _ => format!(
+                                "{tx_code}:{}: included but failed in ledger {}",
+                                own.unwrap_or(tx_code),
+                                inclusion.ledger
+                            ),
+                        },
                         inclusion: Some(inclusion),
                     },
-                    Some(OpPolicy::Park) => Step::Requeued {
+                    (Some(OpPolicy::Park), _) => Step::Requeued {
                         reason: String::new(),
                         park: Some(format!(
                             "{tx_code}:{}: the distribution account could not authorize the payment in ledger {}; an operator must fix the signing configuration",
@@ -925,7 +973,7 @@ impl WorkerState {
                             inclusion.ledger
                         )),
                     },
-                    policy => {
+                    (policy, _) => {
                         if policy == Some(OpPolicy::RetryLater) {
                             later.push(id.clone());
                             self.ctx.signal(Signal::Underfunded);

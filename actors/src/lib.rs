@@ -10,7 +10,8 @@
 //! - [`state`]: where a payout stands and the steps that move it (pure).
 //! - [`ports`]: the `Journal` and `Ledger` traits and the records they exchange.
 //! - [`proof`]: when an envelope is provably dead, over facts that carry their ledger.
-//! - [`policy`]: the bounds and the result-code tables.
+//! - [`policy`]: the bounds and the result-code tables; [`destinations`]: what pays a
+//!   destination that has no trustline or no account yet.
 //! - [`payout`]: the per-payout actor (accept, duplicate, conflict, cancel, resume);
 //!   [`supervisor`]: routes to it, restarts it, passivates it.
 //! - [`queue`]: accepted payouts waiting for a batch, in memo lanes.
@@ -25,6 +26,7 @@
 pub mod channel;
 pub mod cluster;
 pub mod context;
+pub mod destinations;
 pub mod domain;
 pub mod error_code;
 pub mod limits;

@@ -16,7 +16,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{AccountId, Memo, PayoutId, PayoutRequest};
+use crate::destinations::OpKind;
+use crate::domain::{AccountId, Asset, Memo, PayoutId, PayoutRequest};
 use crate::limits::{DAY_MS, HOUR_MS, Hold, Limits, Usage};
 use crate::ports::journal::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore,
@@ -730,6 +731,8 @@ struct LedgerInner {
     accounts: HashMap<AccountId, i64>,
     /// Destinations that do not exist (`op_no_destination`).
     missing: HashSet<AccountId>,
+    /// Destinations without a trustline for any credit asset (`op_no_trust`).
+    untrusting: HashSet<AccountId>,
     /// Destinations whose payments fail `op_underfunded` (the payer is short for them).
     underfunded: HashSet<AccountId>,
     txs: HashMap<TxHash, TxRec>,
@@ -773,6 +776,7 @@ impl MemLedger {
                 },
                 accounts: sources.iter().map(|a| (*a, 1i64 << 32)).collect(),
                 missing: HashSet::new(),
+                untrusting: HashSet::new(),
                 underfunded: HashSet::new(),
                 txs: HashMap::new(),
                 pending: VecDeque::new(),
@@ -826,6 +830,12 @@ impl MemLedger {
 
     pub fn set_missing(&self, destination: AccountId) {
         lock(&self.inner).missing.insert(destination);
+    }
+
+    /// Payments of credit assets to `destination` fail `op_no_trust` (claimable balances
+    /// for it succeed).
+    pub fn set_untrusting(&self, destination: AccountId) {
+        lock(&self.inner).untrusting.insert(destination);
     }
 
     pub fn set_underfunded(&self, destination: AccountId, on: bool) {
@@ -944,17 +954,31 @@ fn close(inner: &mut LedgerInner) {
             .iter()
             .map(|op| {
                 let dest = op.destination.account();
-                if inner.missing.contains(&dest) {
-                    "op_no_destination"
-                } else if inner.underfunded.contains(&dest) {
-                    "op_underfunded"
-                } else {
-                    "op_success"
+                let missing = inner.missing.contains(&dest);
+                match op.kind {
+                    _ if inner.underfunded.contains(&dest) => "op_underfunded",
+                    OpKind::CreateAccount if missing => "op_success",
+                    OpKind::CreateAccount => "op_already_exists",
+                    OpKind::ClaimableBalance => "op_success",
+                    OpKind::Payment if missing => "op_no_destination",
+                    OpKind::Payment
+                        if op.asset != Asset::Native && inner.untrusting.contains(&dest) =>
+                    {
+                        "op_no_trust"
+                    }
+                    OpKind::Payment => "op_success",
                 }
                 .to_owned()
             })
             .collect();
         let ok = codes.iter().all(|c| c == "op_success");
+        if ok {
+            for op in &spec.operations {
+                if op.kind == OpKind::CreateAccount {
+                    inner.missing.remove(&op.destination.account());
+                }
+            }
+        }
         if ok && inner.record_payments {
             for (i, op) in spec.operations.iter().enumerate() {
                 inner.payments.push(MemPayment {

@@ -1,6 +1,7 @@
 //! How the core pays and retries: the bounds (each with its unit) and the tables that say
 //! what each ledger result code leads to (docs/result-codes.md is the same table in words).
 
+use crate::destinations::OpKind;
 use crate::domain::AccountId;
 
 /// Largest number of operations a Stellar transaction may hold.
@@ -37,6 +38,9 @@ pub struct PayoutPolicy {
     /// When the circuit breaker pauses paying (`BreakerConfig::OFF` here; the service's
     /// defaults turn it on).
     pub breaker: crate::safety::BreakerConfig,
+    /// What pays a destination with no trustline or no account (default: nothing, the
+    /// payout fails with the code).
+    pub destinations: crate::destinations::DestinationPolicy,
 }
 
 impl PayoutPolicy {
@@ -54,6 +58,7 @@ impl PayoutPolicy {
             underfunded_retry_ms: 30_000,
             idle_passivate_ms: 5_000,
             breaker: crate::safety::BreakerConfig::OFF,
+            destinations: crate::destinations::DestinationPolicy::default(),
         }
     }
 
@@ -80,11 +85,16 @@ pub enum OpPolicy {
     Park,
 }
 
-pub fn op_policy(code: &str) -> OpPolicy {
-    match code {
-        "op_success" => OpPolicy::Retry,
-        "op_underfunded" => OpPolicy::RetryLater,
-        "op_bad_auth" | "op_no_source_account" => OpPolicy::Park,
+/// What `code`, the result of a member's own operation of kind `kind`, means for it
+/// (before `destinations::reroute` is asked whether another kind can pay it).
+pub fn op_policy(kind: OpKind, code: &str) -> OpPolicy {
+    match (kind, code) {
+        (_, "op_success") => OpPolicy::Retry,
+        (_, "op_underfunded") => OpPolicy::RetryLater,
+        // A claimable balance locks one base reserve of the distribution account per
+        // claimant: the account is short of XLM, which a top-up fixes.
+        (OpKind::ClaimableBalance, "op_low_reserve") => OpPolicy::RetryLater,
+        (_, "op_bad_auth" | "op_no_source_account") => OpPolicy::Park,
         _ => OpPolicy::Terminal,
     }
 }
@@ -160,6 +170,8 @@ pub const KNOWN_CODES: &[&str] = &[
     "op_too_many_subentries",
     "op_exceeded_work_limit",
     "op_too_many_sponsoring",
+    "op_already_exists",
+    "op_low_reserve",
     "op_inner",
 ];
 

@@ -378,6 +378,7 @@ mod tests {
             ),
             version: 1,
             attempt: 0,
+            op_kind: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::destinations::OpKind;
 use crate::domain::{Fingerprint, PayoutId, PayoutRequest};
 use crate::ports::ledger::{Inclusion, TxHash};
 
@@ -119,6 +120,11 @@ pub struct PayoutRecord {
     pub envelope: Option<EnvelopeRef>,
     /// Set once its transaction was included (successful or failed).
     pub inclusion: Option<Inclusion>,
+    /// The operation that pays it (a payment unless a destination that was not ready
+    /// rerouted it; see `destinations`).
+    pub op_kind: OpKind,
+    /// The claimable balance that paid it (confirmed with `OpKind::ClaimableBalance`).
+    pub balance_id: Option<String>,
 }
 
 impl PayoutRecord {
@@ -139,6 +145,8 @@ impl PayoutRecord {
             owner: Some(owner.to_owned()),
             envelope: None,
             inclusion: None,
+            op_kind: OpKind::Payment,
+            balance_id: None,
         }
     }
 
@@ -156,8 +164,12 @@ pub enum Step {
     Prepared { envelope: EnvelopeRef },
     /// Its envelope went out and the answer did not settle it.
     Submitted { note: String },
-    /// Its transaction applied: paid.
-    Confirmed { inclusion: Inclusion },
+    /// Its transaction applied: paid. `balance_id` names the claimable balance that paid
+    /// it, if its operation created one.
+    Confirmed {
+        inclusion: Inclusion,
+        balance_id: Option<String>,
+    },
     /// Over for good: its own operation failed in an included transaction.
     Failed {
         reason: String,
@@ -170,6 +182,10 @@ pub enum Step {
         reason: String,
         park: Option<String>,
     },
+    /// Its own operation failed because the destination was not ready, and another kind of
+    /// operation can pay it (`destinations::reroute`): like `Requeued`, and the next
+    /// envelope pays it with `op_kind`.
+    Rerouted { reason: String, op_kind: OpKind },
     /// Waits for an operator; keeps its envelope, which still settles it.
     Parked { reason: String },
     /// Cancelled before any envelope existed.
@@ -203,6 +219,7 @@ impl Step {
             Self::Failed { .. } => "failed",
             Self::Requeued { park: Some(_), .. } => "parked",
             Self::Requeued { .. } => "requeued",
+            Self::Rerouted { .. } => "rerouted",
             Self::Parked { .. } => "parked",
             Self::Cancelled { .. } => "cancelled",
             Self::Resumed { .. } => "resumed",
@@ -221,7 +238,10 @@ impl Step {
         match self {
             Self::Prepared { .. } => state == Accepted,
             Self::Submitted { .. } => state == Prepared,
-            Self::Confirmed { .. } | Self::Failed { .. } | Self::Requeued { .. } => {
+            Self::Confirmed { .. }
+            | Self::Failed { .. }
+            | Self::Requeued { .. }
+            | Self::Rerouted { .. } => {
                 record.holds_envelope() && matches!(state, Prepared | Submitted | Parked)
             }
             Self::Parked { .. } => state.is_active(),
@@ -248,10 +268,14 @@ impl Step {
                 record.reason = None;
             }
             Self::Submitted { .. } => record.state = Submitted,
-            Self::Confirmed { inclusion } => {
+            Self::Confirmed {
+                inclusion,
+                balance_id,
+            } => {
                 record.state = Confirmed;
                 record.inclusion = Some(*inclusion);
                 record.reason = None;
+                record.balance_id = balance_id.clone();
             }
             Self::Failed { reason, inclusion } => {
                 record.state = Failed;
@@ -271,6 +295,14 @@ impl Step {
                     _ => record.state = Accepted,
                 }
                 record.reason = Some(reason.clone());
+            }
+            Self::Rerouted { reason, op_kind } => {
+                record.envelope = None;
+                record.op_kind = *op_kind;
+                if record.state != Parked {
+                    record.state = Accepted;
+                    record.reason = Some(reason.clone());
+                }
             }
             Self::Parked { reason } => {
                 record.state = Parked;
@@ -312,9 +344,18 @@ impl Step {
                 json!({ "tx_hash": envelope.hash.to_hex(), "op_index": envelope.op_index })
             }
             Self::Submitted { note } | Self::Noted { note } => json!({ "note": note }),
-            Self::Confirmed { inclusion } => {
-                json!({ "ledger": inclusion.ledger, "fee_charged": inclusion.fee_charged })
-            }
+            Self::Confirmed {
+                inclusion,
+                balance_id: None,
+            } => json!({ "ledger": inclusion.ledger, "fee_charged": inclusion.fee_charged }),
+            Self::Confirmed {
+                inclusion,
+                balance_id: Some(id),
+            } => json!({
+                "ledger": inclusion.ledger,
+                "fee_charged": inclusion.fee_charged,
+                "balance_id": id,
+            }),
             Self::Failed { reason, inclusion } => json!({
                 "reason": reason,
                 "ledger": inclusion.map(|i| i.ledger),
@@ -327,6 +368,9 @@ impl Step {
             Self::Requeued { reason, park: None }
             | Self::Parked { reason }
             | Self::Cancelled { reason } => json!({ "reason": reason }),
+            Self::Rerouted { reason, op_kind } => {
+                json!({ "reason": reason, "op_kind": op_kind.as_str() })
+            }
             Self::Resumed { reason, owner } => json!({ "reason": reason, "owner": owner }),
             Self::Adopted { owner } | Self::Released { owner } => json!({ "owner": owner }),
             Self::Held {

@@ -15,8 +15,9 @@ use payoutd_actors::ports::{
 };
 use serde::{Deserialize, Deserializer};
 use stellar_xdr::{
-    InnerTransactionResultResult, Limits, OperationResult, OperationResultTr, PaymentResult,
-    ReadXdr, TransactionResult, TransactionResultResult,
+    CreateAccountResult, CreateClaimableBalanceResult, InnerTransactionResultResult, Limits,
+    OperationResult, OperationResultTr, PaymentResult, ReadXdr, TransactionResult,
+    TransactionResultResult,
 };
 
 /// Longest piece of a response body quoted in an error, in characters: enough to see what
@@ -689,8 +690,9 @@ fn inner_operation_codes(result: &InnerTransactionResultResult) -> Vec<String> {
     }
 }
 
-/// Horizon's name for one operation's result. Payments get their specific codes; other
-/// operation types (never built by this crate) report the generic `op_inner`.
+/// Horizon's name for one operation's result. The three kinds this crate builds (payment,
+/// create-account, create-claimable-balance) get their specific codes; other operation
+/// types report the generic `op_inner`.
 pub fn operation_code(result: &OperationResult) -> &'static str {
     match result {
         OperationResult::OpInner(OperationResultTr::Payment(payment)) => match payment {
@@ -704,6 +706,21 @@ pub fn operation_code(result: &OperationResult) -> &'static str {
             PaymentResult::NotAuthorized => "op_not_authorized",
             PaymentResult::LineFull => "op_line_full",
             PaymentResult::NoIssuer => "op_no_issuer",
+        },
+        OperationResult::OpInner(OperationResultTr::CreateAccount(r)) => match r {
+            CreateAccountResult::Success => "op_success",
+            CreateAccountResult::Malformed => "op_malformed",
+            CreateAccountResult::Underfunded => "op_underfunded",
+            CreateAccountResult::LowReserve => "op_low_reserve",
+            CreateAccountResult::AlreadyExist => "op_already_exists",
+        },
+        OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(r)) => match r {
+            CreateClaimableBalanceResult::Success(_) => "op_success",
+            CreateClaimableBalanceResult::Malformed => "op_malformed",
+            CreateClaimableBalanceResult::LowReserve => "op_low_reserve",
+            CreateClaimableBalanceResult::NoTrust => "op_no_trust",
+            CreateClaimableBalanceResult::NotAuthorized => "op_not_authorized",
+            CreateClaimableBalanceResult::Underfunded => "op_underfunded",
         },
         OperationResult::OpInner(_) => "op_inner",
         OperationResult::OpBadAuth => "op_bad_auth",

@@ -1,16 +1,19 @@
 //! Building and signing one transaction of 1..=100 payments with stellar-xdr
 //! (docs/protocol.md, "Stellar facts").
 //!
-//! The layout is fixed: `Payment` operations, each sourced from the payer when the payer is
+//! The layout is fixed: one operation per payout (a `Payment`, or for a destination that
+//! is not ready a `CreateClaimableBalance` or a `CreateAccount`), each sourced from the payer when the payer is
 //! not the transaction source (the channel-account pattern), `TimeBounds` always carrying a
 //! `max_time` so that expiry can be proven later, optional `LedgerBounds`, one memo for the
 //! whole transaction. Pure functions: nothing here touches the network.
 
+use payoutd_actors::destinations::OpKind;
 use payoutd_actors::domain::{AccountId, Asset, Destination, Memo};
 use payoutd_actors::policy::OPERATIONS_PER_TX_MAX;
 use payoutd_actors::ports::{Envelope, LedgerError, OpSpec, TxHash, TxSpec};
 use stellar_xdr::{
-    AlphaNum4, AlphaNum12, AssetCode4, AssetCode12, DecoratedSignature, LedgerBounds, Limits,
+    AlphaNum4, AlphaNum12, AssetCode4, AssetCode12, ClaimPredicate, Claimant, ClaimantV0,
+    CreateAccountOp, CreateClaimableBalanceOp, DecoratedSignature, LedgerBounds, Limits,
     MuxedAccount, MuxedAccountMed25519, Operation, OperationBody, PaymentOp, Preconditions,
     PreconditionsV2, PublicKey, SequenceNumber, Signature, SignatureHint, TimeBounds, TimePoint,
     Transaction, TransactionEnvelope, TransactionExt, TransactionV1Envelope, Uint256, WriteXdr,
@@ -97,15 +100,43 @@ pub fn build_payment_tx(spec: &TxSpec, min_time: u64) -> Result<Transaction, Led
 }
 
 fn payment(spec: &TxSpec, op: &OpSpec) -> Result<Operation, LedgerError> {
-    Ok(Operation {
-        // Same account: leave it to default to the transaction source (smaller, and what
-        // the SDKs produce). Different: the channel pattern, the payer holds the money.
-        source_account: (op.payer != spec.source).then(|| muxed_account(&op.payer)),
-        body: OperationBody::Payment(PaymentOp {
+    let body = match op.kind {
+        OpKind::Payment => OperationBody::Payment(PaymentOp {
             destination: destination(&op.destination),
             asset: asset(&op.asset)?,
             amount: op.amount.stroops(),
         }),
+        // The destination's `G…` account: a claimant or a new account has no muxed form
+        // (the core never reroutes a muxed destination, see `destinations`).
+        OpKind::ClaimableBalance => {
+            OperationBody::CreateClaimableBalance(CreateClaimableBalanceOp {
+                asset: asset(&op.asset)?,
+                amount: op.amount.stroops(),
+                claimants: vec![Claimant::ClaimantTypeV0(ClaimantV0 {
+                    destination: xdr_account_id(&op.destination.account()),
+                    predicate: ClaimPredicate::Unconditional,
+                })]
+                .try_into()
+                .map_err(|_| build_error("claimant list"))?,
+            })
+        }
+        OpKind::CreateAccount => {
+            if op.asset != Asset::Native {
+                return Err(LedgerError::Build(
+                    "an account can only be created with XLM".into(),
+                ));
+            }
+            OperationBody::CreateAccount(CreateAccountOp {
+                destination: xdr_account_id(&op.destination.account()),
+                starting_balance: op.amount.stroops(),
+            })
+        }
+    };
+    Ok(Operation {
+        // Same account: leave it to default to the transaction source (smaller, and what
+        // the SDKs produce). Different: the channel pattern, the payer holds the money.
+        source_account: (op.payer != spec.source).then(|| muxed_account(&op.payer)),
+        body,
     })
 }
 
@@ -308,6 +339,7 @@ mod tests {
                 destination: Destination::parse(DEST).unwrap(),
                 asset: Asset::Native,
                 amount: Amount::from_stroops(10_000_000_000).unwrap(),
+                kind: OpKind::Payment,
             }],
         }
     }
@@ -694,6 +726,7 @@ mod tests {
                 destination: *request.destination(),
                 asset: request.asset().clone(),
                 amount: request.amount(),
+                kind: OpKind::Payment,
             }],
             ..golden_spec(source)
         };
@@ -752,5 +785,81 @@ mod tests {
             public,
             build_and_sign(&spec, &network_id(PUBLIC), &ring).unwrap()
         );
+    }
+
+    /// The three kinds in one transaction: each operation is the XDR of its kind, and the
+    /// core's claimable balance id (written out without XDR) is the sha256 of the XDR
+    /// `HashIdPreimage::OpId` of the transaction source, sequence and operation index.
+    #[test]
+    fn every_operation_kind_builds_and_the_balance_id_matches_the_xdr_preimage() {
+        use payoutd_actors::destinations::claimable_balance_id;
+        use sha2::{Digest, Sha256};
+        use stellar_xdr::{HashIdPreimage, HashIdPreimageOperationId};
+
+        let payer = Keypair::from_seed(SEED).unwrap().account();
+        let channel = Keypair::from_seed(&channel_seed()).unwrap().account();
+        let dest = Destination::parse(DEST).unwrap();
+        let usdc =
+            Asset::parse("USDC:GA5ZSEJYB37JRC5AVCIA5MOP4RHTM335X2KGX3IHOJAPP5RE34K4KZVN").unwrap();
+        let op = |kind, asset: &Asset| OpSpec {
+            payer,
+            destination: dest,
+            asset: asset.clone(),
+            amount: Amount::from_stroops(50_000_000).unwrap(),
+            kind,
+        };
+        let spec = TxSpec {
+            source: channel,
+            sequence: 4_294_967_297,
+            operations: vec![
+                op(OpKind::Payment, &Asset::Native),
+                op(OpKind::ClaimableBalance, &usdc),
+                op(OpKind::CreateAccount, &Asset::Native),
+            ],
+            ..golden_spec(channel)
+        };
+        let tx = build_payment_tx(&spec, 0).unwrap();
+        let bodies: Vec<_> = tx.operations.iter().map(|o| &o.body).collect();
+        assert!(matches!(bodies[0], OperationBody::Payment(_)));
+        match bodies[1] {
+            OperationBody::CreateClaimableBalance(c) => {
+                assert_eq!(c.amount, 50_000_000);
+                assert_eq!(c.claimants.len(), 1);
+                let Claimant::ClaimantTypeV0(v0) = &c.claimants[0];
+                assert_eq!(v0.destination, xdr_account_id(&dest.account()));
+                assert_eq!(v0.predicate, ClaimPredicate::Unconditional);
+            }
+            other => panic!("{other:?}"),
+        }
+        match bodies[2] {
+            OperationBody::CreateAccount(c) => {
+                assert_eq!(c.starting_balance, 50_000_000);
+                assert_eq!(c.destination, xdr_account_id(&dest.account()));
+            }
+            other => panic!("{other:?}"),
+        }
+        for o in &tx.operations {
+            assert_eq!(
+                o.source_account,
+                Some(muxed_account(&payer)),
+                "sourced from the payer"
+            );
+        }
+        for index in 0..3u32 {
+            let preimage = HashIdPreimage::OpId(HashIdPreimageOperationId {
+                source_account: xdr_account_id(&channel),
+                seq_num: SequenceNumber(spec.sequence),
+                op_num: index,
+            });
+            let hash = Sha256::digest(preimage.to_xdr(Limits::none()).unwrap());
+            let want = format!("00000000{}", hex::encode(hash));
+            assert_eq!(claimable_balance_id(&channel, spec.sequence, index), want);
+        }
+        // A credit asset cannot create an account.
+        let bad = TxSpec {
+            operations: vec![op(OpKind::CreateAccount, &usdc)],
+            ..spec
+        };
+        assert!(build_payment_tx(&bad, 0).is_err());
     }
 }

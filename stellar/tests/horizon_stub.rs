@@ -172,6 +172,7 @@ fn spec() -> TxSpec {
             destination: Destination::parse(DEST).unwrap(),
             asset: Asset::Native,
             amount: Amount::from_stroops(125_000_000).unwrap(),
+            kind: Default::default(),
         }],
     }
 }

@@ -155,6 +155,7 @@ fn spec(operations: usize) -> TxSpec {
                 destination: Destination::parse(DEST).unwrap(),
                 asset: Asset::Native,
                 amount: Amount::from_stroops(125_000_000 + i as i64).unwrap(),
+                kind: Default::default(),
             })
             .collect(),
     }

@@ -36,6 +36,7 @@ fn base_spec(source: AccountId) -> TxSpec {
             destination: Destination::parse(DEST).unwrap(),
             asset: Asset::Native,
             amount: Amount::from_stroops(10_000_000_000).unwrap(),
+            kind: Default::default(),
         }],
     }
 }
@@ -187,6 +188,7 @@ fn official_python_sdk_agrees() {
                             Asset::parse(&format!("USDC:{DEST}")).unwrap()
                         },
                         amount: Amount::from_stroops(1 + i as i64 * 1_234_567).unwrap(),
+                        kind: Default::default(),
                     })
                     .collect(),
                 ..golden.clone()

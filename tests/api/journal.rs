@@ -412,6 +412,7 @@ async fn a_parked_member_stays_parked_without_its_dead_envelope_and_is_paid_if_a
                         ledger: 12,
                         fee_charged: 200,
                     },
+                    balance_id: None,
                 },
             ),
             (
@@ -545,17 +546,24 @@ async fn rows_written_before_batches_are_carried_over() {
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(include_str!(
-        "../../migrations/0003_batches_and_cluster.sql"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    for sql in [
+        include_str!("../../migrations/0003_batches_and_cluster.sql"),
+        include_str!("../../migrations/0004_reconcile.sql"),
+        include_str!("../../migrations/0005_controls.sql"),
+        include_str!("../../migrations/0006_limits.sql"),
+        include_str!("../../migrations/0007_operation_kinds.sql"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
     let journal = PgJournal::new(pool).await;
     let r = journal.load(req.payout_id()).await.unwrap().unwrap();
     assert_eq!(r.state, PayoutState::Submitted);
     assert_eq!(r.envelope.unwrap().hash.to_hex(), hash);
     assert_eq!(r.envelope.unwrap().op_index, 0);
+    assert_eq!(r.op_kind, payoutd_actors::destinations::OpKind::Payment);
     let open = journal.open_batches(&channels()[0]).await.unwrap();
     assert_eq!(open.len(), 1, "an old envelope is a batch of one");
     assert_eq!(open[0].envelope.sequence, 42);

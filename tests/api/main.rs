@@ -4,6 +4,7 @@ mod admin;
 mod catalogue;
 mod contract;
 mod csv;
+mod destinations;
 mod helpers;
 mod http;
 mod inbox;

@@ -238,6 +238,7 @@ impl Rig {
                     destination: Destination::Account(self.destination),
                     asset: Asset::Native,
                     amount: Amount::from_stroops(stroops).unwrap(),
+                    kind: Default::default(),
                 }],
             })
             .unwrap();

@@ -425,6 +425,12 @@ async fn envelopes_sent_over_rpc_decode_hash_and_verify_with_the_official_python
             "signers": signers,
         }));
     }
+    check_with_the_official_sdk(&items);
+}
+
+/// Runs tests/api/sdk_envelopes.py (the official Python SDK) over `items`; panics with
+/// its findings, or with how to install the SDK when it is missing.
+pub(crate) fn check_with_the_official_sdk(items: &[Value]) {
     let python = std::env::var("PAYOUTD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/sdk_envelopes.py");
     let mut child = Command::new(&python)

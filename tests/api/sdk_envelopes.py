@@ -3,8 +3,11 @@
 Reads a JSON list on stdin; each item has the envelope as the ledger server returned it
 (`xdr`), the bytes payoutd journaled (`journaled_xdr`), the network passphrase, the hash
 payoutd journaled, the source and sequence it journaled, and the accounts that must have
-signed. For each, the SDK decodes the envelope, recomputes its hash for the passphrase and
-verifies every signature. Prints one line per problem and exits 1 if there is any; exits 2
+signed, and optionally (`ops`) what each operation must be: its kind (`payment`,
+`claimable_balance`, `create_account`), destination, asset, amount in stroops and, for a
+claimable balance, the balance id payoutd recorded. For each, the SDK decodes the envelope,
+recomputes its hash for the passphrase, verifies every signature and checks each listed
+operation, computing a claimable balance's id itself. Prints one line per problem and exits 1 if there is any; exits 2
 if stellar_sdk is missing (the Rust test turns that into a failure saying how to install
 it).
 """
@@ -12,9 +15,18 @@ it).
 import json
 import sys
 
+from decimal import Decimal
+
 try:
-    from stellar_sdk import Keypair, TransactionEnvelope
+    from stellar_sdk import (
+        CreateAccount,
+        CreateClaimableBalance,
+        Keypair,
+        Payment,
+        TransactionEnvelope,
+    )
     from stellar_sdk.exceptions import BadSignatureError
+    from stellar_sdk.operation.create_claimable_balance import ClaimPredicateType
 except ImportError:
     print("stellar_sdk is not installed", file=sys.stderr)
     sys.exit(2)
@@ -43,7 +55,53 @@ def check(item):
             key.verify(env.hash(), sig.signature)
         except BadSignatureError:
             problems.append(f"{name}: the signature by {signer} does not verify")
+    for index, want in enumerate(item.get("ops", [])):
+        check_op(tx, index, want, expect)
     return problems
+
+
+def asset_name(asset):
+    return "native" if asset.is_native() else f"{asset.code}:{asset.issuer}"
+
+
+STROOPS_PER_UNIT = Decimal(10_000_000)
+
+
+def check_op(tx, index, want, expect):
+    op = tx.operations[index]
+    what = f"operation {index}"
+    amount = Decimal(want["amount_stroops"]) / STROOPS_PER_UNIT
+    kind = want["kind"]
+    if kind == "payment":
+        expect(f"{what} type", type(op).__name__, "Payment")
+        if isinstance(op, Payment):
+            expect(f"{what} destination", op.destination.universal_account_id, want["destination"])
+            expect(f"{what} asset", asset_name(op.asset), want["asset"])
+            expect(f"{what} amount", Decimal(op.amount), amount)
+    elif kind == "claimable_balance":
+        expect(f"{what} type", type(op).__name__, "CreateClaimableBalance")
+        if isinstance(op, CreateClaimableBalance):
+            expect(f"{what} asset", asset_name(op.asset), want["asset"])
+            expect(f"{what} amount", Decimal(op.amount), amount)
+            expect(
+                f"{what} claimants",
+                [c.destination for c in op.claimants],
+                [want["destination"]],
+            )
+            expect(
+                f"{what} predicate",
+                [c.predicate.claim_predicate_type for c in op.claimants],
+                [ClaimPredicateType.CLAIM_PREDICATE_UNCONDITIONAL],
+            )
+            expect(f"{what} balance id", tx.get_claimable_balance_id(index), want["balance_id"])
+    elif kind == "create_account":
+        expect(f"{what} type", type(op).__name__, "CreateAccount")
+        if isinstance(op, CreateAccount):
+            expect(f"{what} destination", op.destination, want["destination"])
+            expect(f"{what} asset", "native", want["asset"])
+            expect(f"{what} starting balance", Decimal(op.starting_balance), amount)
+    else:
+        expect(f"{what} kind", kind, "payment | claimable_balance | create_account")
 
 
 def main():

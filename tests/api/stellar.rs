@@ -64,6 +64,7 @@ pub(crate) struct StackOptions {
     pub batch_linger_ms: u64,
     /// The simulator's RPC history window, in ledgers.
     pub rpc_retention_ledgers: u32,
+    pub destinations: payoutd_actors::destinations::DestinationPolicy,
 }
 
 impl Default for StackOptions {
@@ -75,6 +76,7 @@ impl Default for StackOptions {
             payments_per_tx_max: 100,
             batch_linger_ms: 5,
             rpc_retention_ledgers: payoutd_simulator::config::DEFAULT_RPC_RETENTION_LEDGERS,
+            destinations: Default::default(),
         }
     }
 }
@@ -175,6 +177,7 @@ pub(crate) async fn stack(opts: StackOptions) -> Stack {
     policy.batch_linger_ms = opts.batch_linger_ms;
     policy.tx_validity_s = opts.tx_validity_s;
     policy.payments_per_tx_max = opts.payments_per_tx_max;
+    policy.destinations = opts.destinations;
     let (payouts, metrics) = start_core(
         journal.clone(),
         ledger,

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use payoutd_simulator::AppliedPayment;
+use payoutd_simulator::PaymentKind;
 use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::Row;
@@ -56,6 +57,9 @@ struct JournalRow {
     attempt: i32,
     tx_hash: Option<String>,
     ledger: Option<i32>,
+    /// The operation that paid it or pays it next.
+    op_kind: String,
+    balance_id: Option<String>,
     request: RawRequest,
 }
 
@@ -84,7 +88,8 @@ async fn load_journal(
     pool: &PgPool,
 ) -> (BTreeMap<String, JournalRow>, HashMap<String, EnvelopeRow>) {
     let rows = sqlx::query(
-        "SELECT payout_id, state, reason, attempt, tx_hash, ledger, request::text AS request FROM payouts",
+        "SELECT payout_id, state, reason, attempt, tx_hash, ledger, op_kind, balance_id,
+                request::text AS request FROM payouts",
     )
     .fetch_all(pool)
     .await
@@ -103,6 +108,8 @@ async fn load_journal(
                 attempt: row.get("attempt"),
                 tx_hash: row.get("tx_hash"),
                 ledger: row.get("ledger"),
+                op_kind: row.get("op_kind"),
+                balance_id: row.get("balance_id"),
                 request,
             },
         );
@@ -154,6 +161,9 @@ pub struct Verdict {
     pub unsettled_envelopes: usize,
     /// Transactions that carried more than one payout.
     pub batched_envelopes: usize,
+    /// Confirmed payouts paid by a claimable balance, and by creating their account.
+    pub claimable_balances: usize,
+    pub accounts_created: usize,
     pub violations: Vec<String>,
 }
 
@@ -290,7 +300,7 @@ pub async fn check(
         match row.state.as_str() {
             "confirmed" => {
                 v.confirmed += 1;
-                if spec.expect != Expect::Paid {
+                if spec.expect == Expect::Fails {
                     v.wrong_outcomes += 1;
                     v.violation(format!(
                         "{} is confirmed but the ledger had to refuse it",
@@ -305,7 +315,14 @@ pub async fn check(
                             spec.id, row.tx_hash
                         ));
                     }
-                    [payment] => check_payment(&mut v, spec, row, payment, distribution),
+                    [payment] => {
+                        match payment.kind {
+                            PaymentKind::CreateClaimableBalance => v.claimable_balances += 1,
+                            PaymentKind::CreateAccount => v.accounts_created += 1,
+                            _ => {}
+                        }
+                        check_payment(&mut v, spec, row, payment, distribution)
+                    }
                     _ => {}
                 }
             }
@@ -407,6 +424,30 @@ fn check_payment(
         && p.memo.as_deref() != Some(memo.as_str())
     {
         wrong.push(format!("memo {:?} vs the caller's {memo}", p.memo));
+    }
+    let kind_ok = match spec.expect {
+        Expect::PaidByClaimableBalance => p.kind == PaymentKind::CreateClaimableBalance,
+        Expect::PaidCreatingAccount => {
+            matches!(p.kind, PaymentKind::Payment | PaymentKind::CreateAccount)
+        }
+        Expect::Paid | Expect::Fails => p.kind == PaymentKind::Payment,
+    };
+    let journaled_kind = match p.kind {
+        PaymentKind::Payment => "payment",
+        PaymentKind::CreateAccount => "create_account",
+        PaymentKind::CreateClaimableBalance => "claimable_balance",
+    };
+    if !kind_ok || row.op_kind != journaled_kind {
+        wrong.push(format!(
+            "paid by {:?} (journal: {}) for a payout expected {:?}",
+            p.kind, row.op_kind, spec.expect
+        ));
+    }
+    if row.balance_id != p.balance_id {
+        wrong.push(format!(
+            "balance id {:?} vs ledger {:?}",
+            row.balance_id, p.balance_id
+        ));
     }
     if p.source != distribution {
         wrong.push(format!(

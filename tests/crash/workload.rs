@@ -1,5 +1,12 @@
 //! The payouts of a run, drawn from the seed: destination (plain or muxed), asset, amount,
 //! memo, whether the ledger will refuse it, how many times it is sent and how.
+//!
+//! With `reroute` (payoutd's `destinations.no_trust = "claimable_balance"` and
+//! `no_account = "create_account"`), payouts of the asset to accounts without its trustline
+//! are paid with claimable balances (muxed ones still fail), and XLM payouts to accounts
+//! that do not exist create them: those go to plain addresses with at least the new
+//! account's minimum balance, so each is paid whether it creates its account or finds it
+//! created by another.
 
 use payoutd_actors::domain::Destination;
 use rand::Rng;
@@ -12,12 +19,20 @@ use crate::support::keys::Accounts;
 const STROOPS_PER_UNIT: i64 = 10_000_000;
 /// Largest amount a payout asks for, in stroops (1,000 units).
 const AMOUNT_MAX_STROOPS: i64 = 1_000 * STROOPS_PER_UNIT;
+/// A new account's minimum balance: two base reserves of 0.5 XLM (the simulator's and the
+/// public network's), in stroops.
+const NEW_ACCOUNT_MIN_STROOPS: i64 = STROOPS_PER_UNIT;
 
 /// What the ledger should end up doing with a payout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// Paid exactly once.
+    /// Paid exactly once (by a payment).
     Paid,
+    /// Paid exactly once by a claimable balance for a destination without the trustline.
+    PaidByClaimableBalance,
+    /// Paid exactly once by a payment or by creating the account (whichever payout to a
+    /// new account gets there first creates it).
+    PaidCreatingAccount,
     /// Included and failed (no such destination, no trustline): never paid.
     Fails,
 }
@@ -118,6 +133,7 @@ pub fn generate(
     run_seed: u64,
     accounts: &Accounts,
     mean_gap_ms: u64,
+    reroute: bool,
     rng: &mut StdRng,
 ) -> Vec<PayoutSpec> {
     let asset = accounts.asset();
@@ -135,18 +151,32 @@ pub fn generate(
         .map(|i| {
             let id = format!("crash-{:08x}-{i:06}", run_seed as u32);
             let roll = rng.random_range(0..100);
-            // 2% to an account that does not exist, 2% of the asset without a trustline,
-            // 24% of the asset, the rest XLM; a fifth of them to a muxed address.
+            // 2% to an account that does not exist, 2% of the asset without a trustline
+            // (5% each with `reroute`), 24% of the asset, the rest XLM; a fifth of them to a
+            // muxed address.
+            let (ghosts, untrusted) = if reroute { (0..5, 5..10) } else { (0..2, 2..4) };
+            let mut muxable = true;
             let (account, asset, expect) = match roll {
-                0..2 => {
+                r if ghosts.contains(&r) => {
                     let g = &accounts.ghosts[rng.random_range(0..accounts.ghosts.len())];
-                    (g.account, "native".to_owned(), Expect::Fails)
+                    muxable = !reroute;
+                    let expect = if reroute {
+                        Expect::PaidCreatingAccount
+                    } else {
+                        Expect::Fails
+                    };
+                    (g.account, "native".to_owned(), expect)
                 }
-                2..4 => {
+                r if untrusted.contains(&r) => {
                     let d = not_trusting[rng.random_range(0..not_trusting.len())];
-                    (d.key.account, asset.clone(), Expect::Fails)
+                    let expect = if reroute {
+                        Expect::PaidByClaimableBalance
+                    } else {
+                        Expect::Fails
+                    };
+                    (d.key.account, asset.clone(), expect)
                 }
-                4..28 => {
+                r if r < 28 => {
                     let d = trusting[rng.random_range(0..trusting.len())];
                     (d.key.account, asset.clone(), Expect::Paid)
                 }
@@ -156,7 +186,13 @@ pub fn generate(
                     (d.key.account, "native".to_owned(), Expect::Paid)
                 }
             };
-            let destination = if rng.random_bool(0.2) {
+            let muxed = rng.random_bool(0.2) && muxable;
+            // A muxed destination is never rerouted: it fails as without `reroute`.
+            let expect = match expect {
+                Expect::PaidByClaimableBalance if muxed => Expect::Fails,
+                e => e,
+            };
+            let destination = if muxed {
                 Destination::Muxed {
                     account,
                     id: rng.random(),
@@ -197,7 +233,11 @@ pub fn generate(
                 id,
                 destination,
                 asset,
-                stroops: rng.random_range(1..=AMOUNT_MAX_STROOPS),
+                stroops: if expect == Expect::PaidCreatingAccount {
+                    rng.random_range(NEW_ACCOUNT_MIN_STROOPS..=AMOUNT_MAX_STROOPS)
+                } else {
+                    rng.random_range(1..=AMOUNT_MAX_STROOPS)
+                },
                 memo,
                 ledger_memo,
                 expect,

@@ -11,6 +11,7 @@
 
 use async_trait::async_trait;
 
+use crate::destinations::OpKind;
 use crate::domain::{AccountId, PayoutId, PayoutRequest};
 use crate::limits::{Hold, Spend};
 use crate::ports::ledger::{Envelope, Inclusion, TxHash};
@@ -68,6 +69,8 @@ pub struct Ready {
     /// The version read; the prepare is refused for this member if it moved on.
     pub version: i64,
     pub attempt: u32,
+    /// The operation that pays it.
+    pub op_kind: OpKind,
 }
 
 impl Ready {
@@ -80,6 +83,7 @@ impl Ready {
             request: record.request.clone(),
             version: record.version,
             attempt: record.attempt,
+            op_kind: record.op_kind,
         }
     }
 }

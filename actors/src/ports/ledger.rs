@@ -11,6 +11,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::destinations::OpKind;
 use crate::domain::{AccountId, Amount, Asset, Destination, Memo};
 
 /// A transaction hash (sha256 of the network id, envelope type and transaction XDR).
@@ -49,6 +50,8 @@ pub struct OpSpec {
     pub destination: Destination,
     pub asset: Asset,
     pub amount: Amount,
+    /// A payment, a claimable balance for the destination, or the destination's creation.
+    pub kind: OpKind,
 }
 
 /// What the ledger adapter needs to build one transaction of 1..=100 payments.
