@@ -421,27 +421,29 @@ impl Application {
             }
         }
         // The scheduled reconciliation reads the ledger this instance pays on.
-        let history_url = match settings.ledger.mode {
-            LedgerMode::Simulator => setup.simulator.as_ref().map(|s| s.base_url.clone()),
-            LedgerMode::Horizon => Some(settings.ledger.horizon_url.clone()),
-            // The history is read from Horizon only: no scheduled check over Stellar RPC yet.
-            LedgerMode::Rpc => {
-                if settings.reconcile.interval_ms != 0 {
-                    tracing::warn!(
-                        "reconcile: the scheduled check reads Horizon's history; it is off in ledger.mode = \"rpc\" (run `payoutd reconcile --horizon-url URL`)"
-                    );
-                }
-                None
+        use crate::reconcile::cli::HistorySource;
+        let history_source = match settings.ledger.mode {
+            LedgerMode::Simulator => setup
+                .simulator
+                .as_ref()
+                .map(|s| HistorySource::Horizon(s.base_url.clone())),
+            LedgerMode::Horizon => {
+                Some(HistorySource::Horizon(settings.ledger.horizon_url.clone()))
             }
+            LedgerMode::Rpc => Some(HistorySource::Rpc(settings.ledger.rpc_url.clone())),
         };
-        if let Some(url) = history_url {
+        if let Some(source) = history_source {
             let accounts = crate::reconcile::Accounts {
                 distribution: setup.payer,
                 channels: setup.channels.clone(),
             };
-            let scheduled =
-                crate::reconcile::cli::scheduled(&settings, journal.pool().clone(), &url, accounts)
-                    .map_err(|e| StartupError::Ledger(e.to_string()))?;
+            let scheduled = crate::reconcile::cli::scheduled(
+                &settings,
+                journal.pool().clone(),
+                &source,
+                accounts,
+            )
+            .map_err(|e| StartupError::Ledger(e.to_string()))?;
             if let Some(reconciler) = scheduled {
                 workers.push(crate::reconcile::schedule::spawn(
                     reconciler,

@@ -727,7 +727,7 @@ impl Settings {
             }
         }
         if self.ledger.mode == LedgerMode::Rpc {
-            crate::rpc_config::validate(&self.ledger).map_err(|(key, detail)| {
+            crate::rpc_config::validate(&self.ledger, signs).map_err(|(key, detail)| {
                 ConfigError::Invalid {
                     key: key.into(),
                     detail,

@@ -11,8 +11,9 @@ use crate::app::StartupError;
 use crate::config::LedgerSettings;
 
 /// Checks the RPC settings of `ledger.mode = "rpc"`: the offending key and why. Never quotes
-/// the URL (it may carry a provider's key).
-pub fn validate(ledger: &LedgerSettings) -> Result<(), (&'static str, String)> {
+/// the URL (it may carry a provider's key). `signs`: the command pays (a read-only one such
+/// as `payoutd reconcile` needs no seed).
+pub fn validate(ledger: &LedgerSettings, signs: bool) -> Result<(), (&'static str, String)> {
     let url = ledger.rpc_url.trim();
     if url.is_empty() {
         return Err((
@@ -47,7 +48,7 @@ pub fn validate(ledger: &LedgerSettings) -> Result<(), (&'static str, String)> {
             return Err((key, "must be at least 1 (milliseconds)".into()));
         }
     }
-    if ledger.distribution_seed.is_none() {
+    if signs && ledger.distribution_seed.is_none() {
         return Err((
             "ledger.distribution_seed",
             "is required in rpc mode: set PAYOUTD__LEDGER__DISTRIBUTION_SEED or ledger.distribution_seed_file"

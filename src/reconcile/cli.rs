@@ -129,29 +129,57 @@ pub fn accounts_of(settings: &Settings) -> Result<Accounts, String> {
     })
 }
 
-/// The Horizon to read: `--horizon-url`, the configured one, or the built-in simulator's
-/// when it listens on a fixed port.
-fn horizon_url(settings: &Settings, args: &ReconcileArgs) -> Result<String, String> {
+/// Where the history is read: a Horizon (`--horizon-url`, the configured one, or the
+/// built-in simulator's when it listens on a fixed port), or in `ledger.mode = "rpc"` the
+/// configured Stellar RPC.
+pub enum HistorySource {
+    Horizon(String),
+    Rpc(String),
+}
+
+fn history_source(settings: &Settings, args: &ReconcileArgs) -> Result<HistorySource, String> {
     if let Some(url) = &args.horizon_url {
-        return Ok(url.clone());
+        return Ok(HistorySource::Horizon(url.clone()));
     }
     let ledger = &settings.ledger;
     match ledger.mode {
-        LedgerMode::Horizon => Ok(ledger.horizon_url.clone()),
-        LedgerMode::Rpc => Err(
-            "reconcile reads the ledger's history from Horizon (Stellar RPC's getTransactions is not supported yet): \
-             pass --horizon-url with a Horizon of the same network"
-                .into(),
-        ),
+        LedgerMode::Horizon => Ok(HistorySource::Horizon(ledger.horizon_url.clone())),
+        LedgerMode::Rpc => Ok(HistorySource::Rpc(ledger.rpc_url.clone())),
         LedgerMode::Simulator => {
             let listen = &ledger.simulator.listen;
             match listen.rsplit_once(':') {
-                Some((host, port)) if port != "0" => Ok(format!("http://{host}:{port}")),
+                Some((host, port)) if port != "0" => {
+                    Ok(HistorySource::Horizon(format!("http://{host}:{port}")))
+                }
                 _ => Err(format!(
                     "the built-in simulator listens on a port chosen at start (ledger.simulator.listen = {listen:?}): \
                      pass --horizon-url with the URL `payoutd serve` printed, or give it a fixed port"
                 )),
             }
+        }
+    }
+}
+
+/// The history reader for `source`, with the ledger's configured timeouts.
+pub fn open_history(
+    settings: &Settings,
+    source: &HistorySource,
+) -> Result<Arc<dyn payoutd_stellar::history::LedgerHistory>, ReconcileError> {
+    match source {
+        HistorySource::Horizon(url) => history_for(
+            url,
+            HorizonTimeouts {
+                request_timeout_ms: settings.ledger.request_timeout_ms,
+                connect_timeout_ms: settings.ledger.connect_timeout_ms,
+            },
+        ),
+        HistorySource::Rpc(url) => {
+            let client =
+                payoutd_stellar::RpcClient::new(url, crate::rpc_config::timeouts(&settings.ledger))
+                    .map_err(|e| ReconcileError::Setup(format!("the RPC URL: {e}")))?;
+            Ok(Arc::new(payoutd_stellar::rpc_history::RpcHistory::new(
+                client,
+            )))
         }
     }
 }
@@ -219,15 +247,10 @@ pub async fn run(config: Option<&Path>, args: &ReconcileArgs) -> ExitCode {
         Ok(a) => a,
         Err(e) => return could_not_check(args, &setup(e)),
     };
-    let history = match horizon_url(&settings, args).map_err(setup).and_then(|url| {
-        history_for(
-            &url,
-            HorizonTimeouts {
-                request_timeout_ms: settings.ledger.request_timeout_ms,
-                connect_timeout_ms: settings.ledger.connect_timeout_ms,
-            },
-        )
-    }) {
+    let history = match history_source(&settings, args)
+        .map_err(setup)
+        .and_then(|source| open_history(&settings, &source))
+    {
         Ok(h) => h,
         Err(e) => return could_not_check(args, &e),
     };
@@ -311,19 +334,13 @@ pub async fn run(config: Option<&Path>, args: &ReconcileArgs) -> ExitCode {
 pub fn scheduled(
     settings: &Settings,
     pool: sqlx::PgPool,
-    horizon_url: &str,
+    source: &HistorySource,
     accounts: Accounts,
 ) -> Result<Option<Arc<Reconciler>>, ReconcileError> {
     if settings.reconcile.interval_ms == 0 {
         return Ok(None);
     }
-    let history = history_for(
-        horizon_url,
-        HorizonTimeouts {
-            request_timeout_ms: settings.ledger.request_timeout_ms,
-            connect_timeout_ms: settings.ledger.connect_timeout_ms,
-        },
-    )?;
+    let history = open_history(settings, source)?;
     Ok(Some(Arc::new(Reconciler {
         pool,
         history,

@@ -172,11 +172,13 @@ pub trait LedgerHistory: Send + Sync + 'static {
     /// When `ledger` closed (unix seconds); `None` if it has not closed.
     async fn ledger_close_time(&self, ledger: u32) -> Result<Option<u64>, HistoryError>;
     /// Transactions `account` takes part in (successful and failed), in ledger order,
-    /// after `after` (a `paging_token`), or from the start of `from_ledger` if `None`.
+    /// after `after` (a `paging_token`), or from the start of the range's first ledger if
+    /// `None`. The range's last ledger is where the caller stops: a reader may stop
+    /// there too (Horizon's listings ignore it; RPC's scan needs it).
     async fn transactions(
         &self,
         account: &AccountId,
-        from_ledger: u32,
+        range: (u32, u32),
         after: Option<&str>,
         limit: u32,
     ) -> Result<Page<LedgerTx>, HistoryError>;
@@ -184,7 +186,7 @@ pub trait LedgerHistory: Send + Sync + 'static {
     async fn operations(
         &self,
         account: &AccountId,
-        from_ledger: u32,
+        range: (u32, u32),
         after: Option<&str>,
         limit: u32,
     ) -> Result<Page<LedgerOp>, HistoryError>;
@@ -227,7 +229,7 @@ pub async fn scan_transactions(
         let after = after.map(str::to_owned);
         async move {
             history
-                .transactions(account, from, after.as_deref(), limit)
+                .transactions(account, (from, to), after.as_deref(), limit)
                 .await
         }
     })
@@ -247,7 +249,7 @@ pub async fn scan_operations(
         let after = after.map(str::to_owned);
         async move {
             history
-                .operations(account, from, after.as_deref(), limit)
+                .operations(account, (from, to), after.as_deref(), limit)
                 .await
         }
     })
@@ -659,7 +661,7 @@ impl LedgerHistory for HorizonHistory {
     async fn transactions(
         &self,
         account: &AccountId,
-        from_ledger: u32,
+        (from_ledger, _): (u32, u32),
         after: Option<&str>,
         limit: u32,
     ) -> Result<Page<LedgerTx>, HistoryError> {
@@ -678,7 +680,7 @@ impl LedgerHistory for HorizonHistory {
     async fn operations(
         &self,
         account: &AccountId,
-        from_ledger: u32,
+        (from_ledger, _): (u32, u32),
         after: Option<&str>,
         limit: u32,
     ) -> Result<Page<LedgerOp>, HistoryError> {
@@ -796,7 +798,7 @@ mod tests {
         async fn transactions(
             &self,
             _: &AccountId,
-            _: u32,
+            _: (u32, u32),
             _: Option<&str>,
             _: u32,
         ) -> Result<Page<LedgerTx>, HistoryError> {
@@ -805,7 +807,7 @@ mod tests {
         async fn operations(
             &self,
             _: &AccountId,
-            _: u32,
+            _: (u32, u32),
             _: Option<&str>,
             _: u32,
         ) -> Result<Page<LedgerOp>, HistoryError> {

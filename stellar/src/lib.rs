@@ -19,6 +19,7 @@ pub mod history;
 pub mod horizon;
 pub mod keys;
 pub mod rpc;
+pub mod rpc_history;
 pub mod tx;
 
 use async_trait::async_trait;

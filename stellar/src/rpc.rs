@@ -105,6 +105,34 @@ pub struct Health {
     pub ledger_retention_window: u32,
 }
 
+/// One page of `getTransactions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionsPage {
+    pub transactions: Vec<RpcTransaction>,
+    /// The last ledger the answering server had ingested.
+    #[serde(deserialize_with = "u32_lenient")]
+    pub latest_ledger: u32,
+}
+
+/// One transaction of a `getTransactions` page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcTransaction {
+    /// `SUCCESS` or `FAILED`.
+    pub status: String,
+    #[serde(deserialize_with = "u32_lenient")]
+    pub application_order: u32,
+    pub envelope_xdr: String,
+    pub result_xdr: String,
+    #[serde(deserialize_with = "u32_lenient")]
+    pub ledger: u32,
+    /// Its ledger's close time, unix seconds.
+    #[serde(deserialize_with = "u64_lenient")]
+    pub created_at: u64,
+    pub tx_hash: String,
+}
+
 /// The raw status of a `sendTransaction` answer, counted for tests and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendCounts {
@@ -272,6 +300,50 @@ impl RpcClient {
             .call("getTransaction", Some(json!({ "hash": hash.to_hex() })))
             .await?;
         answer.into_lookup(hash)
+    }
+
+    /// One page of `getTransactions`: from the start of `start_ledger`, or after `cursor`
+    /// (a TOID), at most `limit` transactions in ledger and application order.
+    pub async fn transactions_page(
+        &self,
+        start_ledger: u32,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<TransactionsPage, RpcError> {
+        let params = match cursor {
+            Some(c) => json!({ "pagination": { "cursor": c, "limit": limit } }),
+            None => json!({ "startLedger": start_ledger, "pagination": { "limit": limit } }),
+        };
+        self.call("getTransactions", Some(params)).await
+    }
+
+    /// `getLedgers` from `ledger`, one ledger: its close time (unix seconds), `None` when
+    /// the answer starts past it (not closed yet on the answering node).
+    pub async fn ledger_close_time(&self, ledger: u32) -> Result<Option<u64>, RpcError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Ledgers {
+            ledgers: Vec<LedgerInfo>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct LedgerInfo {
+            #[serde(deserialize_with = "u32_lenient")]
+            sequence: u32,
+            #[serde(deserialize_with = "u64_lenient")]
+            ledger_close_time: u64,
+        }
+        let page: Ledgers = self
+            .call(
+                "getLedgers",
+                Some(json!({ "startLedger": ledger, "pagination": { "limit": 1 } })),
+            )
+            .await?;
+        Ok(page
+            .ledgers
+            .into_iter()
+            .find(|l| l.sequence == ledger)
+            .map(|l| l.ledger_close_time))
     }
 
     /// `sendTransaction` with exactly `envelope_xdr`.

@@ -55,9 +55,16 @@ struct Rig {
     channels: Vec<AccountId>,
     destination: AccountId,
     other: AccountId,
+    history_over_rpc: bool,
 }
 
 async fn rig() -> Rig {
+    rig_over(false).await
+}
+
+/// `history_over_rpc`: `payoutd reconcile` reads the ledger over Stellar RPC
+/// (`getTransactions`) instead of Horizon; payoutd pays over Horizon either way.
+async fn rig_over(history_over_rpc: bool) -> Rig {
     let sim = Simulator::new(SimConfig {
         network_passphrase: PASSPHRASE.into(),
         close_mode: CloseMode::Manual,
@@ -118,6 +125,7 @@ async fn rig() -> Rig {
         channels,
         destination,
         other,
+        history_over_rpc,
     }
 }
 
@@ -257,6 +265,24 @@ impl Rig {
         hash
     }
 
+    /// The ledger settings of `payoutd reconcile`: Horizon or Stellar RPC on the simulator.
+    fn ledger_env(&self) -> Vec<(&'static str, String)> {
+        if self.history_over_rpc {
+            vec![
+                ("PAYOUTD__LEDGER__MODE", "rpc".into()),
+                (
+                    "PAYOUTD__LEDGER__RPC_URL",
+                    format!("{}/rpc", self.sim.base_url),
+                ),
+            ]
+        } else {
+            vec![
+                ("PAYOUTD__LEDGER__MODE", "horizon".into()),
+                ("PAYOUTD__LEDGER__HORIZON_URL", self.sim.base_url.clone()),
+            ]
+        }
+    }
+
     /// Runs `payoutd reconcile ARGS` against this database and simulator.
     async fn reconcile(&self, args: &[&str]) -> Run {
         self.reconcile_with(args, &[]).await
@@ -268,8 +294,7 @@ impl Rig {
             .args(args)
             .env_remove("PAYOUTD_CONFIG")
             .env("PAYOUTD__DATABASE__URL", &self.db_url)
-            .env("PAYOUTD__LEDGER__MODE", "horizon")
-            .env("PAYOUTD__LEDGER__HORIZON_URL", &self.sim.base_url)
+            .envs(self.ledger_env())
             .env("PAYOUTD__LEDGER__NETWORK_PASSPHRASE", PASSPHRASE)
             .env(
                 "PAYOUTD__LEDGER__DISTRIBUTION_ACCOUNT",
@@ -322,9 +347,8 @@ impl Rig {
     }
 }
 
-#[tokio::test]
-async fn a_clean_run_reports_nothing_and_is_stored() {
-    let r = rig().await;
+async fn a_clean_run_reports_nothing_and_is_stored(rpc: bool) {
+    let r = rig_over(rpc).await;
     // Two batches' worth of payouts, one after the other.
     r.pay(&[("clean-1", "1.5"), ("clean-2", "2.25"), ("clean-3", "3")])
         .await;
@@ -337,6 +361,13 @@ async fn a_clean_run_reports_nothing_and_is_stored() {
     assert_eq!(doc["result"], "clean");
     assert_eq!(kinds(&doc), Vec::<String>::new());
     assert_eq!(doc["range"]["kind"], "since_last_run");
+    let server = doc["ledger"]["server"].as_str().unwrap();
+    let reader = if rpc {
+        "Stellar RPC at "
+    } else {
+        "Horizon at "
+    };
+    assert!(server.starts_with(reader), "{server}");
     assert_eq!(doc["range"]["to_ledger"], latest);
     assert_eq!(doc["counts"]["payouts_confirmed"], 4);
     assert_eq!(doc["counts"]["payments_matched"], 4);
@@ -388,9 +419,8 @@ async fn a_clean_run_reports_nothing_and_is_stored() {
     assert_eq!(r.runs().await, 2);
 }
 
-#[tokio::test]
-async fn a_payment_with_the_distribution_key_outside_payoutd_is_unknown_outflow() {
-    let r = rig().await;
+async fn a_payment_with_the_distribution_key_outside_payoutd_is_unknown_outflow(rpc: bool) {
+    let r = rig_over(rpc).await;
     r.pay(&[("out-1", "4")]).await;
     // The same payout paid a second time by hand: same destination, same amount.
     let hash = r.pay_outside_payoutd(4 * XLM).await;
@@ -422,9 +452,8 @@ async fn a_payment_with_the_distribution_key_outside_payoutd_is_unknown_outflow(
     assert!(human.stdout.contains(&hash), "{}", human.stdout);
 }
 
-#[tokio::test]
-async fn a_confirmed_payout_whose_transaction_is_missing_is_found() {
-    let r = rig().await;
+async fn a_confirmed_payout_whose_transaction_is_missing_is_found(rpc: bool) {
+    let r = rig_over(rpc).await;
     r.pay(&[("ghost-source", "5")]).await;
     let latest = r.sim().latest_ledger().sequence as i32;
     // A confirmed payout and its applied envelope in a ledger of the range, under a hash
@@ -468,9 +497,8 @@ async fn a_confirmed_payout_whose_transaction_is_missing_is_found() {
     assert_eq!(doc["range"]["to_ledger"], latest);
 }
 
-#[tokio::test]
-async fn an_amount_a_destination_or_an_asset_edited_in_the_database_is_found() {
-    let r = rig().await;
+async fn an_amount_a_destination_or_an_asset_edited_in_the_database_is_found(rpc: bool) {
+    let r = rig_over(rpc).await;
     r.pay(&[
         ("edit-amount", "6"),
         ("edit-dest", "7"),
@@ -554,9 +582,8 @@ async fn an_amount_a_destination_or_an_asset_edited_in_the_database_is_found() {
     assert_eq!(doc["counts"]["payments_matched"], 1);
 }
 
-#[tokio::test]
-async fn an_envelope_marked_dead_whose_transaction_applied_is_found() {
-    let r = rig().await;
+async fn an_envelope_marked_dead_whose_transaction_applied_is_found(rpc: bool) {
+    let r = rig_over(rpc).await;
     let rec = r.pay_and_get("dead-but-paid", "10").await;
     let hash = rec.envelope.unwrap().hash.to_hex();
     assert_eq!(
@@ -591,9 +618,8 @@ impl Rig {
     }
 }
 
-#[tokio::test]
-async fn payouts_in_flight_are_reported_with_their_age_then_settle_clean() {
-    let r = rig().await;
+async fn payouts_in_flight_are_reported_with_their_age_then_settle_clean(rpc: bool) {
+    let r = rig_over(rpc).await;
     r.pay(&[("settled", "1")]).await;
     let first = r.reconcile(&["--json"]).await;
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
@@ -718,3 +744,31 @@ async fn the_scheduled_check_exports_its_gauges() {
     stop_tx.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// The planted discrepancies and the clean runs, with the history read over Horizon and over
+/// Stellar RPC.
+macro_rules! over_both_histories {
+    ($($name:ident),* $(,)?) => {
+        mod history_over_horizon {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(false).await
+            })*
+        }
+        mod history_over_rpc {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(true).await
+            })*
+        }
+    };
+}
+
+over_both_histories!(
+    a_clean_run_reports_nothing_and_is_stored,
+    a_payment_with_the_distribution_key_outside_payoutd_is_unknown_outflow,
+    a_confirmed_payout_whose_transaction_is_missing_is_found,
+    an_amount_a_destination_or_an_asset_edited_in_the_database_is_found,
+    an_envelope_marked_dead_whose_transaction_applied_is_found,
+    payouts_in_flight_are_reported_with_their_age_then_settle_clean,
+);

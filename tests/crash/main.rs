@@ -211,6 +211,7 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
         .collect();
     ledger_api::apply(&mut twin_env, apis.twin, &simulator.base_url);
     let mut twin = Service::new(&bin, twin_env, twin_port, dir.join("payoutd-twin.log"));
+    let reconcile_env = env.clone();
     let mut service = Service::new(&bin, env, port, dir.join("payoutd.log"));
     let http = reqwest::Client::new();
     service.start();
@@ -278,7 +279,15 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
         verdict.violations.push(failure.clone());
     }
     service.kill();
+    twin.kill();
     pool.close().await;
+    // The operator's check of the morning after: `payoutd reconcile` over the whole run,
+    // through the main instance's ledger interface, must find journal and ledger agree.
+    let reconciled = reconcile_whole_run(&bin, &reconcile_env).await;
+    match &reconciled {
+        Ok(summary) => println!("  reconcile            {summary}"),
+        Err(why) => verdict.violations.push(why.clone()),
+    }
 
     let report = Report {
         cfg: &cfg,
@@ -298,6 +307,49 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
     drop(nats);
     drop(db);
     finish(&cfg, &dir, &verdict);
+}
+
+/// Runs `payoutd reconcile --json` from the first ledger with payoutd's own environment;
+/// `Ok` with a summary when it exits 0 (clean), else the report as a violation.
+async fn reconcile_whole_run(bin: &Path, env: &[(String, String)]) -> Result<String, String> {
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "reconcile",
+            "--json",
+            "--from-ledger",
+            &payoutd_simulator::GENESIS_LEDGER.to_string(),
+        ])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run payoutd reconcile: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.code() != Some(0) {
+        return Err(format!(
+            "payoutd reconcile after the run exited {:?}:\n{stdout}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let doc: serde_json::Value = serde_json::from_str(&stdout)
+        .map_err(|e| format!("payoutd reconcile printed no JSON report ({e}): {stdout}"))?;
+    let c = &doc["counts"];
+    Ok(format!(
+        "{} over ledgers {}..={} ({}): {} envelopes applied, {} failed, {} dead; {} payouts confirmed, {} failed; {} of {} ledger payments matched",
+        doc["result"].as_str().unwrap_or("?"),
+        doc["range"]["from_ledger"],
+        doc["range"]["to_ledger"],
+        doc["ledger"]["server"].as_str().unwrap_or("?"),
+        c["envelopes_applied"],
+        c["envelopes_failed"],
+        c["envelopes_dead"],
+        c["payouts_confirmed"],
+        c["payouts_failed"],
+        c["payments_matched"],
+        c["ledger_payments"],
+    ))
 }
 
 /// Removes the run folder after a clean run (unless asked to keep it); on a violation keeps
