@@ -742,6 +742,9 @@ struct LedgerInner {
     record_payments: bool,
     lookup_lag_ledgers: u32,
     history_elder_ledger: u32,
+    /// Keep only this many closed ledgers of transactions (`None`: all), moving the elder
+    /// ledger along, as a node that prunes its history does.
+    retention_ledgers: Option<u32>,
     instant: bool,
     /// Seconds each closed ledger adds to the close time.
     close_time_step_s: u64,
@@ -785,6 +788,7 @@ impl MemLedger {
                 record_payments: true,
                 lookup_lag_ledgers: 0,
                 history_elder_ledger: 1,
+                retention_ledgers: None,
                 instant: true,
                 close_time_step_s: 5,
             })),
@@ -815,6 +819,14 @@ impl MemLedger {
     /// Keeps no list of payments (memory stays flat in long benchmarks).
     pub fn without_payment_log(self) -> Self {
         lock(&self.inner).record_payments = false;
+        self
+    }
+
+    /// Forgets transactions more than `ledgers` closed ledgers old (a node with pruned
+    /// history): what a long benchmark needs so that the stand-in network's memory does
+    /// not grow with every payout and hide the service's own.
+    pub fn with_history_retention(self, ledgers: u32) -> Self {
+        lock(&self.inner).retention_ledgers = Some(ledgers.max(1));
         self
     }
 
@@ -996,6 +1008,15 @@ fn close(inner: &mut LedgerInner) {
     }
     inner.pending = keep;
     inner.head = next;
+    if let Some(keep_ledgers) = inner.retention_ledgers {
+        let elder = next.sequence.saturating_sub(keep_ledgers - 1).max(1);
+        if elder > inner.history_elder_ledger {
+            inner.history_elder_ledger = elder;
+            inner
+                .txs
+                .retain(|_, rec| rec.result.as_ref().is_none_or(|(l, _, _)| *l >= elder));
+        }
+    }
 }
 
 fn outcome(rec: &TxRec) -> Option<SubmitOutcome> {

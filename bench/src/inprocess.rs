@@ -47,6 +47,11 @@ pub struct Figures {
     pub live_actors_at_end: i64,
 }
 
+/// Closed ledgers of transactions the in-memory ledger keeps (a real node prunes too); it
+/// would otherwise hold every transaction of the run, and the memory figure would measure
+/// the stand-in network rather than payoutd.
+pub const LEDGER_RETENTION_LEDGERS: u32 = 1_000;
+
 pub fn policy(ppt: usize) -> PayoutPolicy {
     let mut p = PayoutPolicy::new(payoutd_actors::domain::AccountId::from_bytes([1; 32]));
     p.payments_per_tx_max = ppt;
@@ -66,8 +71,11 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
     let plain = plain_commit_rate(&pool, 20_000, u64::from(POOL_CONNECTIONS)).await?;
     let chans = channels(o.channels);
     let payer = payoutd_actors::domain::AccountId::from_bytes([1; 32]);
-    let ledger =
-        Arc::new(MemLedger::new(&[chans.clone(), vec![payer]].concat()).without_payment_log());
+    let ledger = Arc::new(
+        MemLedger::new(&[chans.clone(), vec![payer]].concat())
+            .without_payment_log()
+            .with_history_retention(LEDGER_RETENTION_LEDGERS),
+    );
     let journal = Arc::new(PgJournal::with_options(
         pool.clone(),
         false,
