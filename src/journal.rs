@@ -67,7 +67,16 @@ pub struct PgJournal {
     accepts: mpsc::Sender<AcceptJob>,
     /// Checked by every prepare.
     limits: Limits,
+    /// When spends past every window were last deleted (ms since the epoch; 0: never).
+    spends_pruned_at_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How often an instance deletes the limit spends no window counts any more, in ms.
+pub const SPENDS_PRUNE_INTERVAL_MS: i64 = 60_000;
+/// Spends older than the longest window (a day) plus this margin are deleted, in ms.
+pub const SPENDS_KEEP_MARGIN_MS: i64 = HOUR_MS;
+/// Rows one prune deletes at most (the next one goes on).
+pub const SPENDS_PRUNE_ROWS_MAX: i64 = 10_000;
 
 fn unavailable(e: sqlx::Error) -> JournalError {
     JournalError::Unavailable(e.to_string())
@@ -307,7 +316,40 @@ impl PgJournal {
             outbox,
             accepts: tx,
             limits: Limits::NONE,
+            spends_pruned_at_ms: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// Deletes the limit spends older than the longest window (a day, plus a margin), at
+    /// most every `SPENDS_PRUNE_INTERVAL_MS` and `SPENDS_PRUNE_ROWS_MAX` rows at a time;
+    /// returns how many it deleted. Every payout leaves one spend, so without this the
+    /// table would grow for ever.
+    pub async fn prune_spends(&self) -> Result<u64, JournalError> {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let last = self.spends_pruned_at_ms.load(Ordering::Relaxed);
+        if now - last < SPENDS_PRUNE_INTERVAL_MS
+            || self
+                .spends_pruned_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "DELETE FROM limit_spends WHERE ctid IN (
+                SELECT ctid FROM limit_spends
+                WHERE at < now() - make_interval(secs => $1::bigint / 1000.0) LIMIT $2)",
+        )
+        .bind(DAY_MS + SPENDS_KEEP_MARGIN_MS)
+        .bind(SPENDS_PRUNE_ROWS_MAX)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
     }
 
     /// The spending limits every prepare checks.
@@ -1250,6 +1292,8 @@ impl ClusterStore for PgJournal {
     }
 
     async fn release_held(&self, instance: &str, limit: u32) -> Result<Vec<Ready>, JournalError> {
+        // The sweep that releases held payouts also forgets spends no window counts.
+        self.prune_spends().await?;
         let rows = sqlx::query(RELEASE_SQL)
             .bind(instance)
             .bind(i64::from(limit))

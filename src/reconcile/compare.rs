@@ -87,6 +87,8 @@ pub struct JournalPayout {
     pub tx_hash: Option<String>,
     pub op_index: Option<u32>,
     pub ledger: Option<u32>,
+    /// The operation that pays it (`payment`, `claimable_balance`, `create_account`).
+    pub op_kind: String,
 }
 
 impl JournalPayout {
@@ -377,6 +379,16 @@ pub fn dead_resolved(e: &JournalEnvelope, txs: &HashMap<String, LedgerTx>) -> bo
 fn window_passed(e: &JournalEnvelope, window: &HistoryWindow) -> bool {
     window.latest_close_time > e.max_time
         || e.max_ledger.is_some_and(|m| m > 0 && window.latest >= m)
+}
+
+/// Whether the journal's operation kind of a payout is the ledger's kind of its operation.
+fn kind_matches(journaled: &str, ledger: &OpKind) -> bool {
+    matches!(
+        (journaled, ledger),
+        ("payment", OpKind::Payment)
+            | ("claimable_balance", OpKind::CreateClaimableBalance)
+            | ("create_account", OpKind::CreateAccount)
+    )
 }
 
 /// How an operation differs from the payout it pays: the names of the fields.
@@ -703,7 +715,10 @@ pub fn compare(j: &JournalFacts, l: &LedgerFacts) -> Findings {
                 continue;
             }
         };
-        let diffs = differences(op, req);
+        let mut diffs = differences(op, req);
+        if !kind_matches(&p.op_kind, &op.kind) && !diffs.contains(&"kind") {
+            diffs.push("kind");
+        }
         if !diffs.is_empty() {
             f.mismatches.push(op_evidence(
                 request_evidence(
@@ -981,6 +996,7 @@ mod tests {
             tx_hash: tx.map(|(n, _)| hash(n)),
             op_index: tx.map(|(_, i)| i),
             ledger,
+            op_kind: "payment".into(),
         }
     }
 
@@ -1147,14 +1163,27 @@ mod tests {
         let e = envelope(7, EnvelopeStatus::Live, None, &["y"]);
         j.live.push(e.hash.clone());
         j.envelopes.insert(e.hash.clone(), e);
-        j.payouts
-            .insert("y".into(), payout("y", "submitted", Some((7, 0)), None, 70));
+        let mut y = payout("y", "submitted", Some((7, 0)), None, 70);
+        y.op_kind = "claimable_balance".into();
+        j.payouts.insert("y".into(), y);
         l.txs.insert(hash(7), tx(7, 16, true, 1));
         let mut cb = pay(7, 16, 0, 70);
         cb.kind = OpKind::CreateClaimableBalance;
         cb.destination = None;
         cb.claimants = vec![acct(DEST)];
-        l.ops.push(cb);
+        l.ops.push(cb.clone());
+        let f = compare(&j, &l);
+        assert_eq!(kinds(&f), vec![]);
+        // The same balance for a payout the journal says a payment pays: the kind differs.
+        j.payouts.get_mut("y").unwrap().op_kind = "payment".into();
+        let f = compare(&j, &l);
+        assert_eq!(kinds(&f), vec![Kind::PaymentDiffers]);
+        assert!(
+            f.mismatches[0].detail.contains("kind"),
+            "{:?}",
+            f.mismatches[0]
+        );
+        j.payouts.get_mut("y").unwrap().op_kind = "claimable_balance".into();
         let f = compare(&j, &l);
         assert_eq!(kinds(&f), vec![]);
         assert_eq!(f.resume_ledger, 16);

@@ -93,7 +93,7 @@ fn envelope(row: &PgRow) -> Result<JournalEnvelope, String> {
     })
 }
 
-const PAYOUT_COLUMNS: &str = "payout_id, state, request, tx_hash, op_index, ledger";
+const PAYOUT_COLUMNS: &str = "payout_id, state, request, tx_hash, op_index, ledger, op_kind";
 
 fn payout(row: &PgRow) -> Result<JournalPayout, String> {
     let request: serde_json::Value = row.try_get("request").map_err(db)?;
@@ -106,6 +106,7 @@ fn payout(row: &PgRow) -> Result<JournalPayout, String> {
         tx_hash: row.try_get("tx_hash").map_err(db)?,
         op_index: op_index.and_then(|i| u32::try_from(i).ok()),
         ledger: ledger.and_then(|l| u32::try_from(l).ok()),
+        op_kind: row.try_get("op_kind").map_err(db)?,
     })
 }
 

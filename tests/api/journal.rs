@@ -575,3 +575,39 @@ async fn rows_written_before_batches_are_carried_over() {
         .unwrap();
     assert_eq!(version, 3);
 }
+
+/// Every payout leaves one spend row; those past every window (a day) are deleted by the
+/// sweep, at most once per `SPENDS_PRUNE_INTERVAL_MS`, and the window's own stay.
+#[tokio::test]
+async fn spends_past_every_window_are_pruned() {
+    let journal = pg_journal().await;
+    let pool = journal.pool();
+    let channel = channels()[0].to_strkey();
+    sqlx::query(
+        "INSERT INTO envelopes (tx_hash, source, sequence, fee, max_time, built_ledger,
+                                envelope_xdr, member_ids, status)
+         VALUES ($1, $2, 1, 100, 999, 0, 'AAAA', ARRAY['old-1','new-1'], 'applied')",
+    )
+    .bind("cd".repeat(32))
+    .bind(&channel)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO limit_spends (tx_hash, payout_id, asset, amount, at) VALUES
+           ($1, 'old-1', 'native', 10, now() - interval '26 hours'),
+           ($1, 'new-1', 'native', 10, now() - interval '23 hours')",
+    )
+    .bind("cd".repeat(32))
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(journal.prune_spends().await.unwrap(), 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT payout_id FROM limit_spends")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["new-1"], "the day's window keeps its spends");
+    // Within the interval nothing more is asked of the database.
+    assert_eq!(journal.prune_spends().await.unwrap(), 0);
+}
