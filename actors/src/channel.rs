@@ -917,7 +917,6 @@ impl WorkerState {
         tx_code: &str,
         op_codes: &[String],
     ) -> bool {
-        let attempts_max = self.ctx.policy.attempts_max;
         let culprit = op_codes
             .iter()
             .find(|c| c.as_str() != "op_success")
@@ -931,61 +930,18 @@ impl WorkerState {
             .map(|m| {
                 let id = m.ready.id().clone();
                 let own = op_codes.get(m.op_index as usize).map(String::as_str);
-                let reroute = own.map(|code| {
-                    destinations::reroute(&self.ctx.policy.destinations, &m.ready.request, m.ready.op_kind, code)
-                });
-                let step = match (own.map(|c| op_policy(m.ready.op_kind, c)), reroute) {
-                    (_, Some(Reroute::To(op_kind))) if m.ready.attempt < attempts_max => Step::Rerouted {
-                        reason: format!(
-                            "{tx_code}:{}: the destination was not ready for a {} in ledger {}; nothing was paid; a {} pays it next",
-                            own.unwrap_or(tx_code),
-                            m.ready.op_kind,
-                            inclusion.ledger,
-                            op_kind,
-                        ),
-                        op_kind,
-                    },
-                    (_, Some(Reroute::To(_))) => requeue(
-                        &m.ready,
-                        format!("{tx_code}:{}: destination not ready", own.unwrap_or(tx_code)),
-                        attempts_max,
-                    ),
-                    (Some(OpPolicy::Terminal), why) => Step::Failed {
-                        reason: match why {
-                            Some(Reroute::No(Some(why))) => format!(
-                                "{tx_code}:{}: included but failed in ledger {}; {why}",
-                                own.unwrap_or(tx_code),
-                                inclusion.ledger
-                            ),
-                            _ => format!(
-                                "{tx_code}:{}: included but failed in ledger {}",
-                                own.unwrap_or(tx_code),
-                                inclusion.ledger
-                            ),
-                        },
-                        inclusion: Some(inclusion),
-                    },
-                    (Some(OpPolicy::Park), _) => Step::Requeued {
-                        reason: String::new(),
-                        park: Some(format!(
-                            "{tx_code}:{}: the distribution account could not authorize the payment in ledger {}; an operator must fix the signing configuration",
-                            own.unwrap_or(tx_code),
-                            inclusion.ledger
-                        )),
-                    },
-                    (policy, _) => {
-                        if policy == Some(OpPolicy::RetryLater) {
-                            later.push(id.clone());
-                            self.ctx.signal(Signal::Underfunded);
-                        }
-                        let why = if policy == Some(OpPolicy::RetryLater) {
-                            format!("{tx_code}:{}: nothing was paid; a new attempt follows after underfunded_retry_ms", own.unwrap_or(tx_code))
-                        } else {
-                            format!("{tx_code}: another payment of the transaction failed ({culprit}); nothing was paid; joins a new batch")
-                        };
-                        requeue(&m.ready, why, attempts_max)
-                    }
+                let failure = Failure {
+                    tx_code,
+                    own,
+                    culprit,
+                    ledger: inclusion.ledger,
                 };
+                let (step, retry_later) =
+                    failed_member_step(&self.ctx.policy, &m.ready, &failure, inclusion);
+                if retry_later {
+                    later.push(id.clone());
+                    self.ctx.signal(Signal::Underfunded);
+                }
                 (id, step)
             })
             .collect();
@@ -1037,6 +993,74 @@ impl WorkerState {
         }
         ok
     }
+}
+
+/// How a transaction that was included as failed failed, as one member sees it.
+struct Failure<'a> {
+    tx_code: &'a str,
+    /// The member's own operation result, if the result lists it.
+    own: Option<&'a str>,
+    /// The first operation code that was not `op_success`.
+    culprit: &'a str,
+    ledger: u32,
+}
+
+/// The step of one member of an envelope included as failed, and whether it may join a
+/// batch only after `underfunded_retry_ms`: rerouted to another kind of operation
+/// (`destinations`), failed for good, parked, or back to the queue.
+fn failed_member_step(
+    policy: &crate::policy::PayoutPolicy,
+    ready: &Ready,
+    f: &Failure<'_>,
+    inclusion: Inclusion,
+) -> (Step, bool) {
+    let (tx_code, code, ledger) = (f.tx_code, f.own.unwrap_or(f.tx_code), f.ledger);
+    let reroute = f
+        .own
+        .map(|c| destinations::reroute(&policy.destinations, &ready.request, ready.op_kind, c));
+    let step = match (f.own.map(|c| op_policy(ready.op_kind, c)), reroute) {
+        (_, Some(Reroute::To(op_kind))) if ready.attempt < policy.attempts_max => Step::Rerouted {
+            reason: format!(
+                "{tx_code}:{code}: the destination was not ready for a {} in ledger {ledger}; nothing was paid; a {op_kind} pays it next",
+                ready.op_kind,
+            ),
+            op_kind,
+        },
+        (_, Some(Reroute::To(_))) => requeue(
+            ready,
+            format!("{tx_code}:{code}: destination not ready"),
+            policy.attempts_max,
+        ),
+        (Some(OpPolicy::Terminal), why) => Step::Failed {
+            reason: match why {
+                Some(Reroute::No(Some(why))) => {
+                    format!("{tx_code}:{code}: included but failed in ledger {ledger}; {why}")
+                }
+                _ => format!("{tx_code}:{code}: included but failed in ledger {ledger}"),
+            },
+            inclusion: Some(inclusion),
+        },
+        (Some(OpPolicy::Park), _) => Step::Requeued {
+            reason: String::new(),
+            park: Some(format!(
+                "{tx_code}:{code}: the distribution account could not authorize the payment in ledger {ledger}; an operator must fix the signing configuration"
+            )),
+        },
+        (Some(OpPolicy::RetryLater), _) => {
+            let why = format!(
+                "{tx_code}:{code}: nothing was paid; a new attempt follows after underfunded_retry_ms"
+            );
+            return (requeue(ready, why, policy.attempts_max), true);
+        }
+        (Some(OpPolicy::Retry) | None, _) => {
+            let why = format!(
+                "{tx_code}: another payment of the transaction failed ({}); nothing was paid; joins a new batch",
+                f.culprit
+            );
+            requeue(ready, why, policy.attempts_max)
+        }
+    };
+    (step, false)
 }
 
 /// A member whose envelope ended without paying it: back to the queue, or parked once it
