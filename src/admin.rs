@@ -48,6 +48,16 @@ pub(crate) fn admin_routes() -> Routes {
         .route(Method::POST, "/v1/admin/resume", post(resume))
         .route(Method::GET, "/v1/admin/status", get(status))
         .route(Method::GET, "/v1/admin/audit", get(audit))
+        .route(
+            Method::GET,
+            "/v1/webhooks/deliveries",
+            get(crate::webhooks::api::list),
+        )
+        .route(
+            Method::POST,
+            "/v1/webhooks/deliveries/{delivery_id}/replay",
+            post(crate::webhooks::api::replay),
+        )
 }
 
 /// The admin routes, with their own authentication.
@@ -120,7 +130,7 @@ struct AdminBody {
 
 /// The reason an admin action must carry: a JSON body `{"reason": "…"}`, 1 to
 /// `ADMIN_REASON_CHARS_MAX` characters, not blank, without a secret seed.
-fn admin_reason(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+pub(crate) fn admin_reason(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

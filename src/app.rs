@@ -348,7 +348,8 @@ impl Application {
         local_pg: Option<LocalPostgres>,
     ) -> Result<Self, StartupError> {
         let setup = ledger(&settings).await?;
-        let outbox = settings.nats.enabled && settings.nats.outbox.enabled;
+        let nats_outbox = settings.nats.enabled && settings.nats.outbox.enabled;
+        let outbox = nats_outbox || settings.webhooks.enabled();
         let limits = settings.limits.limits()?;
         if !limits.is_empty() {
             info!(assets = limits.assets.len(), when_reached = ?limits.when_reached, "spending limits in force");
@@ -416,9 +417,18 @@ impl Application {
                 workers.push(crate::outbox::spawn_publisher(
                     settings.nats.clone(),
                     pool,
+                    settings.webhooks.enabled(),
                     workers_stopped.clone(),
                 ));
             }
+        }
+        if settings.webhooks.enabled() {
+            workers.push(crate::webhooks::deliver::spawn(
+                settings.webhooks.clone(),
+                journal.pool().clone(),
+                nats_outbox,
+                workers_stopped.clone(),
+            ));
         }
         // The scheduled reconciliation reads the ledger this instance pays on.
         use crate::reconcile::cli::HistorySource;

@@ -53,6 +53,7 @@ pub struct Settings {
     pub nats: crate::nats::NatsSettings,
     #[serde(default)]
     pub reconcile: crate::reconcile::ReconcileSettings,
+    pub webhooks: crate::webhooks::WebhookSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -521,7 +522,9 @@ impl Settings {
             merge(&mut tree, parse_table(&text, &path.display().to_string())?);
         }
         let mut secrets = std::collections::HashMap::new();
-        for (key, value) in env {
+        // Kept whole: a webhook endpoint's secret_env may name any variable.
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (key, value) in env.iter().cloned() {
             let Some(path) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
@@ -591,6 +594,7 @@ impl Settings {
                 "server.admin_tokens_file",
             )?;
         }
+        settings.webhooks.resolve(&env)?;
         settings.validate(signs)?;
         Ok(settings)
     }
@@ -1041,9 +1045,91 @@ weekly_amount_max = \"20\"
                     "PAYOUTD__LEDGER__DISTRIBUTION_ACCOUNT",
                     &account.to_strkey(),
                 ),
+                (
+                    "PAYOUTD_BACKEND_WEBHOOK_SECRET",
+                    "whsec-production-0123456789",
+                ),
             ]),
         );
         assert!(s.is_ok(), "{:?}", s.err());
+    }
+
+    #[test]
+    fn webhook_endpoints_are_checked_and_their_secrets_never_shown() {
+        let endpoints = |e: &str| {
+            format!(
+                "[{{name = \"backend\", url = \"https://h.example/x?token=url-token-99\", {e}}}]"
+            )
+        };
+        let load = |e: &str, extra: &[(&str, &str)]| {
+            let list = endpoints(e);
+            let mut vars = vec![("PAYOUTD__WEBHOOKS__ENDPOINTS", list.as_str())];
+            vars.extend_from_slice(extra);
+            Settings::load(None, env(&vars))
+        };
+        let ok = load(
+            "events = [\"confirmed\"], secret_env = \"HOOK_SECRET\"",
+            &[(
+                "HOOK_SECRET",
+                "old-secret-0123456789, new-secret-0123456789",
+            )],
+        )
+        .unwrap();
+        assert_eq!(ok.webhooks.endpoints[0].secrets.len(), 2);
+        let dump = format!("{ok:?}");
+        assert!(
+            !dump.contains("old-secret") && !dump.contains("url-token-99"),
+            "{dump}"
+        );
+        for (e, extra, key) in [
+            (
+                "secret_env = \"HOOK_SECRET\"",
+                &[][..],
+                "webhooks.endpoints[0].secret_env",
+            ),
+            ("", &[][..], "webhooks.endpoints[0].secret_env"),
+            (
+                "secret_env = \"HOOK_SECRET\"",
+                &[("HOOK_SECRET", "short")][..],
+                "webhooks.endpoints[0].secret_env",
+            ),
+            (
+                "events = [\"paid\"], secret_env = \"HOOK_SECRET\"",
+                &[("HOOK_SECRET", "a-secret-0123456789")][..],
+                "webhooks.endpoints[0].events",
+            ),
+        ] {
+            match load(e, extra) {
+                Err(ConfigError::Invalid { key: k, detail }) => {
+                    assert_eq!(k, key, "{e}: {detail}");
+                    assert!(!detail.contains("url-token-99"), "{detail}");
+                }
+                other => panic!("{e}: {other:?}"),
+            }
+        }
+        let bad_url = Settings::load(
+            None,
+            env(&[
+                (
+                    "PAYOUTD__WEBHOOKS__ENDPOINTS",
+                    "[{name = \"b\", url = \"ftp://h/x\", secret_env = \"S\"}]",
+                ),
+                ("S", "a-secret-0123456789"),
+            ]),
+        );
+        assert!(
+            matches!(bad_url, Err(ConfigError::Invalid { key, .. }) if key == "webhooks.endpoints[0].url")
+        );
+        // A secret written into the file itself is refused by name.
+        let inline = Settings::load(
+            None,
+            env(&[(
+                "PAYOUTD__WEBHOOKS__ENDPOINTS",
+                "[{name = \"b\", url = \"https://h/x\", secret = \"a-secret-0123456789\"}]",
+            )]),
+        );
+        let text = format!("{:?}", inline.unwrap_err());
+        assert!(text.contains("unknown field `secret`"), "{text}");
     }
 
     #[test]

@@ -55,9 +55,11 @@ pub fn status_of(code: ErrorCode) -> Option<StatusCode> {
         C::InvalidBody | C::InvalidQuery => StatusCode::BAD_REQUEST,
         C::Unauthenticated => StatusCode::UNAUTHORIZED,
         C::AdminTokenRequired | C::AdminDisabled => StatusCode::FORBIDDEN,
-        C::PayoutNotFound | C::NotFound => StatusCode::NOT_FOUND,
+        C::PayoutNotFound | C::DeliveryNotFound | C::NotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        C::PayoutConflict | C::PayoutNotCancellable | C::PayoutNotParked => StatusCode::CONFLICT,
+        C::PayoutConflict | C::PayoutNotCancellable | C::PayoutNotParked | C::DeliveryPending => {
+            StatusCode::CONFLICT
+        }
         C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         C::FieldMissing
@@ -85,6 +87,7 @@ pub fn status_of(code: ErrorCode) -> Option<StatusCode> {
         | C::ReasonMissing
         | C::SecretInReason
         | C::StateInvalid
+        | C::CursorInvalid
         | C::LimitInvalid => StatusCode::UNPROCESSABLE_ENTITY,
         C::Overloaded | C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         C::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -974,7 +977,8 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     ctx.metrics
         .ready_queue
         .store(ctx.queue.len() as i64, std::sync::atomic::Ordering::Relaxed);
-    let text = render_prometheus(&ctx.metrics);
+    let mut text = render_prometheus(&ctx.metrics);
+    crate::webhooks::deliver::render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -7,6 +7,7 @@
 //! - [`http`] — the HTTP API; [`openapi`] its document; [`metrics`] the Prometheus text.
 //! - [`reconcile`] — proves journal and ledger agree (`payoutd reconcile`, and scheduled).
 //! - [`telemetry`] — logging setup.
+//! - [`webhooks`] — signed webhooks: delivery, retries, dead letters, replay.
 //! - [`app`] — wiring it all together (`Application::build`).
 //!
 //! The payout core (actors, state machine, ports) is the `payoutd-actors` crate; the
@@ -29,3 +30,4 @@ pub mod pg;
 pub mod reconcile;
 pub mod rpc_config;
 pub mod telemetry;
+pub mod webhooks;

@@ -182,8 +182,20 @@ const PUBLISHER_LOCK: i64 = 0x0070_7964_2d6f_7574;
 /// How often published rows older than the retention are deleted, in milliseconds.
 const PRUNE_INTERVAL_MS: u64 = 60_000;
 
-/// The JSON of one event, as consumers receive it.
-fn event_payload(
+/// The event columns `event_payload` reads, from `payout_events e` (the NATS publisher and
+/// the webhooks select them beside their own `id`, `event_id` and `payout_id`).
+#[macro_export]
+macro_rules! event_columns {
+    () => {
+        "e.version, e.kind, e.state, e.detail,
+         to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at"
+    };
+}
+
+/// The JSON of one event, as consumers receive it (over NATS and in webhooks), from a row
+/// with `id`, `event_id`, `payout_id` and [`event_columns!`]: the row's id, the event id,
+/// the payout id and the JSON text.
+pub(crate) fn event_payload(
     row: &sqlx::postgres::PgRow,
 ) -> Result<(i64, String, String, String), sqlx::Error> {
     let id: i64 = row.try_get("id")?;
@@ -210,12 +222,12 @@ pub async fn publish_batch(
     conn: &mut sqlx::PgConnection,
     settings: &OutboxSettings,
 ) -> Result<usize, OutboxError> {
-    let rows = sqlx::query(
-        "SELECT o.id, o.event_id, o.payout_id, e.version, e.kind, e.state, e.detail,
-                to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at
-         FROM outbox o JOIN payout_events e ON e.payout_id = o.payout_id AND e.version = o.version
-         WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT o.id, o.event_id, o.payout_id, ",
+        crate::event_columns!(),
+        " FROM outbox o JOIN payout_events e ON e.payout_id = o.payout_id AND e.version = o.version
+         WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1"
+    ))
     .bind(i64::from(settings.batch_max))
     .fetch_all(&mut *conn)
     .await?;
@@ -268,25 +280,34 @@ pub async fn publish_batch(
     }
 }
 
-/// Deletes published rows older than the retention. Returns how many.
-pub async fn prune(conn: &mut sqlx::PgConnection, retention_ms: u64) -> Result<u64, sqlx::Error> {
+/// Deletes published rows older than the retention, once the webhook fan-out (when
+/// `webhooks` are on) has taken them too. Returns how many.
+pub async fn prune(
+    conn: &mut sqlx::PgConnection,
+    retention_ms: u64,
+    webhooks: bool,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "DELETE FROM outbox WHERE published_at IS NOT NULL
-           AND published_at < now() - $1 * interval '1 millisecond'",
+           AND published_at < now() - $1 * interval '1 millisecond'
+           AND (NOT $2 OR fanned_out_at IS NOT NULL)",
     )
     .bind(retention_ms as f64)
+    .bind(webhooks)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Starts the publisher on its own task (see [`run_publisher`]).
+/// `webhooks`: the webhook fan-out reads the outbox too (rows are pruned only once it has).
 pub fn spawn_publisher(
     settings: NatsSettings,
     pool: PgPool,
+    webhooks: bool,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run_publisher(settings, pool, shutdown))
+    tokio::spawn(run_publisher(settings, pool, webhooks, shutdown))
 }
 
 /// Publishes the outbox until `shutdown` turns `true` (the round under way finishes first).
@@ -294,6 +315,7 @@ pub fn spawn_publisher(
 pub async fn run_publisher(
     settings: NatsSettings,
     pool: PgPool,
+    webhooks: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(
@@ -308,8 +330,15 @@ pub async fn run_publisher(
     };
     let js = jetstream_context(client, &settings);
     while !is_stopped(&shutdown) {
-        match publish_until_stopped(&js, &settings.outbox, &pool, &mut shutdown, &mut backoff).await
-        {
+        let round = publish_until_stopped(
+            &js,
+            &settings.outbox,
+            &pool,
+            webhooks,
+            &mut shutdown,
+            &mut backoff,
+        );
+        match round.await {
             Ok(()) => break,
             Err(e) => {
                 let delay_ms = backoff.next_ms();
@@ -329,6 +358,7 @@ async fn publish_until_stopped(
     js: &jetstream::Context,
     outbox: &OutboxSettings,
     pool: &PgPool,
+    webhooks: bool,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> Result<(), OutboxError> {
@@ -356,7 +386,7 @@ async fn publish_until_stopped(
         backoff.reset();
         if pruned_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(PRUNE_INTERVAL_MS)) {
             pruned_at = Some(std::time::Instant::now());
-            let gone = prune(&mut conn, outbox.outbox_retention_ms).await?;
+            let gone = prune(&mut conn, outbox.outbox_retention_ms, webhooks).await?;
             if gone > 0 {
                 debug!(rows = gone, "published outbox rows pruned");
             }

@@ -110,10 +110,16 @@ error_codes! {
     ReasonMissing = "reason_missing",
     /// An admin action whose reason holds what looks like a secret seed.
     SecretInReason = "secret_in_reason",
-    /// A `state` filter that is not a payout state.
+    /// A `state` filter that is not one of the states of what is listed.
     StateInvalid = "state_invalid",
     /// A `limit` that is not a whole number from 1 to the largest page.
     LimitInvalid = "limit_invalid",
+    /// A paging cursor (`after`) that is not one the list hands out.
+    CursorInvalid = "cursor_invalid",
+    /// No webhook delivery has this id.
+    DeliveryNotFound = "delivery_not_found",
+    /// A replay asked of a webhook delivery that is still pending (it is being attempted).
+    DeliveryPending = "delivery_pending",
     /// A query string that does not fit the operation (an unknown or repeated parameter).
     InvalidQuery = "invalid_query",
     /// Missing or wrong bearer token.

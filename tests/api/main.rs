@@ -15,6 +15,7 @@ mod reconcile;
 mod rpc;
 mod secrets;
 mod stellar;
+mod webhooks;
 // The shared test cluster; the rest of tests/support is for process-level tests.
 #[path = "../support/pg.rs"]
 mod test_pg;

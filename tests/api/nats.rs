@@ -314,7 +314,8 @@ impl Fixture {
 
     fn publisher(&self) -> Running {
         let (stop, rx) = watch::channel(false);
-        let task = payoutd::outbox::spawn_publisher(self.settings.clone(), self.pool().clone(), rx);
+        let task =
+            payoutd::outbox::spawn_publisher(self.settings.clone(), self.pool().clone(), false, rx);
         Running { stop, task }
     }
 
@@ -953,7 +954,10 @@ async fn published_outbox_rows_are_pruned_and_the_event_log_kept() {
     wait_state(fx.journal.as_ref(), "p-prune", PayoutState::Confirmed).await;
     let mut conn = fx.pool().acquire().await.unwrap();
     // Nothing published yet: nothing to prune, whatever the retention.
-    assert_eq!(payoutd::outbox::prune(&mut conn, 0).await.unwrap(), 0);
+    assert_eq!(
+        payoutd::outbox::prune(&mut conn, 0, false).await.unwrap(),
+        0
+    );
     assert_eq!(
         publish_batch(&js, &mut conn, &fx.settings.outbox)
             .await
@@ -962,10 +966,15 @@ async fn published_outbox_rows_are_pruned_and_the_event_log_kept() {
     );
     // Within a day's retention the published rows stay; with none they go.
     assert_eq!(
-        payoutd::outbox::prune(&mut conn, 86_400_000).await.unwrap(),
+        payoutd::outbox::prune(&mut conn, 86_400_000, false)
+            .await
+            .unwrap(),
         0
     );
-    assert_eq!(payoutd::outbox::prune(&mut conn, 0).await.unwrap(), 3);
+    assert_eq!(
+        payoutd::outbox::prune(&mut conn, 0, false).await.unwrap(),
+        3
+    );
     assert_eq!(fx.count("SELECT count(*) FROM outbox").await, 0);
     assert_eq!(
         fx.count("SELECT count(*) FROM payout_events WHERE payout_id = 'p-prune'")
