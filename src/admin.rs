@@ -201,7 +201,7 @@ pub(crate) fn is_blank(c: char) -> bool {
     )
 }
 
-fn pause_json(p: &Pause) -> serde_json::Value {
+pub(crate) fn pause_json(p: &Pause) -> serde_json::Value {
     json!({ "by": p.by, "reason": p.reason, "since_unix_ms": p.since_unix_ms })
 }
 

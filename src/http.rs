@@ -88,6 +88,7 @@ pub fn status_of(code: ErrorCode) -> Option<StatusCode> {
         | C::SecretInReason
         | C::StateInvalid
         | C::CursorInvalid
+        | C::TimeInvalid
         | C::LimitInvalid => StatusCode::UNPROCESSABLE_ENTITY,
         C::Overloaded | C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         C::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -324,6 +325,21 @@ fn api_routes(batch_body_bytes_max: usize) -> Routes {
         )
         .route(Method::GET, "/v1/payouts/{payout_id}", get(get_payout))
         .route(
+            Method::GET,
+            "/v1/payouts/{payout_id}/envelopes",
+            get(crate::console::api::envelopes),
+        )
+        .route(
+            Method::GET,
+            "/v1/overview",
+            get(crate::console::api::overview),
+        )
+        .route(
+            Method::GET,
+            "/v1/progress",
+            get(crate::console::api::progress),
+        )
+        .route(
             Method::POST,
             "/v1/payouts/{payout_id}/cancel",
             post(cancel_payout),
@@ -374,6 +390,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(api)
         .merge(crate::admin::routes(state.clone()))
         .merge(public_routes().router)
+        .merge(crate::console::routes())
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 ErrorCode::MethodNotAllowed,
@@ -717,7 +734,7 @@ async fn refusal(state: &ApiState, headers: &HeaderMap, body: &[u8], e: ApiError
 struct DeadLetterFailed(#[source] sqlx::Error);
 
 /// The payout id in a path: the same rules as in a body.
-fn path_id(id: Result<Path<String>, PathRejection>) -> Result<PayoutId, ApiError> {
+pub(crate) fn path_id(id: Result<Path<String>, PathRejection>) -> Result<PayoutId, ApiError> {
     match id {
         Ok(Path(id)) => PayoutId::parse(&id).map_err(ApiError::invalid),
         // The only way a one-segment path fails to be a string: it is not UTF-8 once
@@ -816,8 +833,64 @@ async fn resume_payout(
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     state: Option<String>,
+    id_prefix: Option<String>,
+    since_unix_ms: Option<String>,
+    until_unix_ms: Option<String>,
     after: Option<String>,
     limit: Option<String>,
+}
+
+/// A time parameter: milliseconds since the Unix epoch, decimal digits only (at most 15,
+/// which reaches past the year 30000).
+fn unix_ms(text: Option<&str>, field: &'static str) -> Result<Option<i64>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    (1..=15)
+        .contains(&text.len())
+        .then_some(())
+        .filter(|()| text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|()| text.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TimeInvalid,
+                "must be a whole number of milliseconds since the Unix epoch (at most 15 digits)",
+            )
+            .field(field)
+        })
+}
+
+/// The filter of a listing or a progress count, from its query parameters.
+pub(crate) fn list_filter(
+    state: Option<&str>,
+    id_prefix: Option<&str>,
+    since_unix_ms: Option<&str>,
+    until_unix_ms: Option<&str>,
+) -> Result<crate::journal::ListFilter, ApiError> {
+    let state = match state {
+        None => None,
+        Some(s) => Some(PayoutState::parse(s).ok_or_else(|| {
+            let states: Vec<_> = PayoutState::ALL.iter().map(PayoutState::as_str).collect();
+            ApiError::new(
+                ErrorCode::StateInvalid,
+                format!("must be one of {}", states.join(", ")),
+            )
+            .field("state")
+        })?),
+    };
+    // A prefix follows the rules of an id (so it can never hold what no id holds).
+    let id_prefix = id_prefix
+        .map(|p| {
+            PayoutId::parse(p)
+                .map(|p| p.to_string())
+                .map_err(|e| ApiError::new(e.code, e.message).field("id_prefix"))
+        })
+        .transpose()?;
+    Ok(crate::journal::ListFilter {
+        state,
+        id_prefix,
+        since_unix_ms: unix_ms(since_unix_ms, "since_unix_ms")?,
+        until_unix_ms: unix_ms(until_unix_ms, "until_unix_ms")?,
+    })
 }
 
 /// A page size: decimal digits only, 1 to [`LIST_LIMIT_MAX`].
@@ -853,22 +926,17 @@ async fn list_payouts(
         ApiError::new(
             ErrorCode::InvalidQuery,
             format!(
-                "the query takes state, after and limit, each at most once: {}",
+                "the query takes state, id_prefix, since_unix_ms, until_unix_ms, after and limit, each at most once: {}",
                 redact(&e.body_text())
             ),
         )
     })?;
-    let filter = match q.state.as_deref() {
-        None => None,
-        Some(s) => Some(PayoutState::parse(s).ok_or_else(|| {
-            let states: Vec<_> = PayoutState::ALL.iter().map(PayoutState::as_str).collect();
-            ApiError::new(
-                ErrorCode::StateInvalid,
-                format!("must be one of {}", states.join(", ")),
-            )
-            .field("state")
-        })?),
-    };
+    let filter = list_filter(
+        q.state.as_deref(),
+        q.id_prefix.as_deref(),
+        q.since_unix_ms.as_deref(),
+        q.until_unix_ms.as_deref(),
+    )?;
     let after = q
         .after
         .as_deref()
@@ -877,7 +945,7 @@ async fn list_payouts(
     let limit = list_limit(q.limit.as_deref())?;
     let records = state
         .journal
-        .list(filter, after.as_ref(), limit)
+        .list(&filter, after.as_ref(), limit)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -893,18 +961,9 @@ async fn list_payouts(
     Ok(Json(json!({ "payouts": items, "next_cursor": next })))
 }
 
-/// Ready when the database and the ledger answer. The body also shows the channel pool
-/// (what each channel this instance drives is doing, and how long the oldest queued payout
-/// has waited), so a full or disabled pool is visible without logs.
-async fn readyz(State(state): State<ApiState>) -> Response {
-    let db = crate::journal::ping(state.journal.pool()).await;
-    let ctx = state.payouts.context();
-    let ledger = ctx.ledger.latest_ledger().await.is_ok();
-    let status = if db && ledger {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+/// The channel pool this instance drives, as `/readyz` and the console show it (usable,
+/// busy, disabled, and each channel's state and envelope), and the warnings it calls for.
+pub(crate) fn channel_pool(ctx: &payoutd_actors::Context) -> (serde_json::Value, Vec<String>) {
     let statuses = ctx.channel_statuses();
     let channels: Vec<serde_json::Value> = statuses
         .iter()
@@ -952,6 +1011,29 @@ async fn readyz(State(state): State<ApiState>) -> Response {
             "{beyond} envelope(s) are older than the ledger server's history: their payouts wait for an operator (see beyond_history)"
         ));
     }
+    let pool = json!({
+        "usable": usable,
+        "busy": busy,
+        "disabled": statuses.values().filter(|s| s.disabled.is_some()).count(),
+        "detail": channels,
+    });
+    (pool, warnings)
+}
+
+/// Ready when the database and the ledger answer. The body also shows the channel pool
+/// (what each channel this instance drives is doing, and how long the oldest queued payout
+/// has waited), so a full or disabled pool is visible without logs.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let db = crate::journal::ping(state.journal.pool()).await;
+    let ctx = state.payouts.context();
+    let ledger = ctx.ledger.latest_ledger().await.is_ok();
+    let status = if db && ledger {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let (channels, warnings) = channel_pool(ctx);
+    let oldest = ctx.queue.oldest_wait(std::time::Instant::now());
     let body = json!({
         "database": db,
         "ledger": ledger,
@@ -960,12 +1042,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
             "waiting": ctx.queue.len(),
             "oldest_wait_ms": oldest.map(|w| w.as_millis() as u64),
         },
-        "channels": {
-            "usable": usable,
-            "busy": busy,
-            "disabled": statuses.values().filter(|s| s.disabled.is_some()).count(),
-            "detail": channels,
-        },
+        "channels": channels,
         "warnings": warnings,
     });
     (status, Json(body)).into_response()

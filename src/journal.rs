@@ -412,19 +412,23 @@ impl PgJournal {
     /// Payouts in id order after `after`, optionally in one state (for the list endpoint).
     pub async fn list(
         &self,
-        state: Option<PayoutState>,
+        filter: &ListFilter,
         after: Option<&PayoutId>,
         limit: u32,
     ) -> Result<Vec<PayoutRecord>, JournalError> {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
-                "SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND payout_id > $2 ORDER BY payout_id LIMIT $3"
+                "SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND payout_id > $2
+                   AND {LIST_FILTER} ORDER BY payout_id LIMIT $3"
             )
         });
         let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
-            .bind(state.map(|s| s.as_str()))
+            .bind(filter.state.map(|s| s.as_str()))
             .bind(after.map(PayoutId::as_str).unwrap_or(""))
             .bind(i64::from(limit))
+            .bind(filter.id_prefix.as_deref())
+            .bind(filter.since_unix_ms)
+            .bind(filter.until_unix_ms)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -1036,6 +1040,23 @@ impl BatchStore for PgJournal {
         Ok(batches)
     }
 }
+
+/// Which payouts a listing or a progress count takes (every part optional).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<PayoutState>,
+    /// Ids that start with this.
+    pub id_prefix: Option<String>,
+    /// Created at or after this, in milliseconds since the Unix epoch.
+    pub since_unix_ms: Option<i64>,
+    /// Created before this, in milliseconds since the Unix epoch.
+    pub until_unix_ms: Option<i64>,
+}
+
+/// The filter's conditions on `payouts`, with the prefix, since and until as $4, $5, $6.
+pub(crate) const LIST_FILTER: &str = "($4::text IS NULL OR starts_with(payout_id, $4))
+    AND ($5::bigint IS NULL OR created_at >= timestamptz 'epoch' + $5 * interval '1 millisecond')
+    AND ($6::bigint IS NULL OR created_at < timestamptz 'epoch' + $6 * interval '1 millisecond')";
 
 /// One admin action as the audit trail holds it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -5,6 +5,7 @@
 //! - [`pg`] — the private PostgreSQL cluster for the out-of-the-box run and the tests.
 //! - [`journal`] — the Postgres implementation of the core's `Journal` port.
 //! - [`http`] — the HTTP API; [`openapi`] its document; [`metrics`] the Prometheus text.
+//! - [`console`] — the operator console at `/console` and the reads it needs.
 //! - [`reconcile`] — proves journal and ledger agree (`payoutd reconcile`, and scheduled).
 //! - [`telemetry`] — logging setup.
 //! - [`webhooks`] — signed webhooks: delivery, retries, dead letters, replay.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod csv_submit;
 pub mod http;
 pub mod inbox;

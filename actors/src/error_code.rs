@@ -114,6 +114,9 @@ error_codes! {
     StateInvalid = "state_invalid",
     /// A `limit` that is not a whole number from 1 to the largest page.
     LimitInvalid = "limit_invalid",
+    /// A time parameter (`since_unix_ms`, `until_unix_ms`) that is not a whole number of
+    /// milliseconds since the Unix epoch.
+    TimeInvalid = "time_invalid",
     /// A paging cursor (`after`) that is not one the list hands out.
     CursorInvalid = "cursor_invalid",
     /// No webhook delivery has this id.

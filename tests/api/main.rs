@@ -2,6 +2,7 @@
 
 mod admin;
 mod catalogue;
+mod console;
 mod contract;
 mod csv;
 mod destinations;

@@ -171,7 +171,7 @@ export function payoutdBin() {
 
 /**
  * A payoutd on `port` with its own data folder (kept across stop/start of the same handle).
- * @param {{ port?: number, tokens?: string[] }} [o]
+ * @param {{ port?: number, tokens?: string[], env?: Record<string, string> }} [o]  env: more settings
  */
 export async function payoutd(o = {}) {
   const bin = payoutdBin();
@@ -193,6 +193,7 @@ export async function payoutd(o = {}) {
     PAYOUTD__TELEMETRY__LOG_FORMAT: 'json',
   });
   if (o.tokens) env.PAYOUTD__SERVER__API_TOKENS = o.tokens.join(',');
+  Object.assign(env, o.env ?? {});
   const handle = {
     base,
     port,
