@@ -175,7 +175,6 @@ async fn lead(
         ));
     }
     let result = fan_out_loop(&mut conn, settings, pool, nats_outbox, &wake, shutdown).await;
-    // Each endpoint loop finishes the round under way (its outcomes are recorded).
     let _ = stop.send(true);
     while loops.join_next().await.is_some() {}
     result
@@ -364,12 +363,17 @@ async fn endpoint_loop(
         if *stop.borrow() {
             return;
         }
-        let taken = match round(&ep, &pool, &mut rng).await {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(endpoint = %ep.name, error = %e, "webhook deliveries: database error; retrying");
-                0
-            }
+        // On shutdown the POSTs under way are dropped, unrecorded: they are sent again after
+        // the restart (at least once), and a slow receiver cannot hold up the stop.
+        let taken = tokio::select! {
+            r = round(&ep, &pool, &mut rng) => match r {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(endpoint = %ep.name, error = %e, "webhook deliveries: database error; retrying");
+                    0
+                }
+            },
+            _ = stop.changed() => return,
         };
         if taken >= ep.batch_max as usize {
             continue;
