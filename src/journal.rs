@@ -419,7 +419,8 @@ impl PgJournal {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND payout_id > $2
-                   AND {LIST_FILTER} ORDER BY payout_id LIMIT $3"
+                   AND {} ORDER BY payout_id LIMIT $3",
+                list_filter_sql(4)
             )
         });
         let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
@@ -1053,10 +1054,16 @@ pub struct ListFilter {
     pub until_unix_ms: Option<i64>,
 }
 
-/// The filter's conditions on `payouts`, with the prefix, since and until as $4, $5, $6.
-pub(crate) const LIST_FILTER: &str = "($4::text IS NULL OR starts_with(payout_id, $4))
-    AND ($5::bigint IS NULL OR created_at >= timestamptz 'epoch' + $5 * interval '1 millisecond')
-    AND ($6::bigint IS NULL OR created_at < timestamptz 'epoch' + $6 * interval '1 millisecond')";
+/// The filter's conditions on `payouts` (prefix, since, until; not the state), with the
+/// prefix, since and until bound as `$first`, `$first + 1`, `$first + 2`.
+pub(crate) fn list_filter_sql(first: usize) -> String {
+    let (p, s, u) = (first, first + 1, first + 2);
+    format!(
+        "(${p}::text IS NULL OR starts_with(payout_id, ${p}))
+         AND (${s}::bigint IS NULL OR created_at >= timestamptz 'epoch' + ${s} * interval '1 millisecond')
+         AND (${u}::bigint IS NULL OR created_at < timestamptz 'epoch' + ${u} * interval '1 millisecond')"
+    )
+}
 
 /// One admin action as the audit trail holds it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 
-use crate::journal::{LIST_FILTER, ListFilter};
+use crate::journal::{ListFilter, list_filter_sql};
 use payoutd_actors::state::PayoutState;
 
 /// States that are not final (the payout may still be paid).
@@ -18,13 +18,10 @@ pub async fn progress(pool: &PgPool, filter: &ListFilter) -> Result<Value, sqlx:
     let sql = format!(
         "SELECT state, count(*) AS n,
                 count(*) FILTER (WHERE state = 'confirmed' AND updated_at > now() - interval '1 minute') AS recent
-         FROM payouts WHERE $1::text IS NULL AND $2::text IS NULL AND $3::bigint IS NULL AND {LIST_FILTER}
-         GROUP BY state"
+         FROM payouts WHERE {} GROUP BY state",
+        list_filter_sql(1)
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .bind(None::<i64>)
         .bind(filter.id_prefix.as_deref())
         .bind(filter.since_unix_ms)
         .bind(filter.until_unix_ms)
@@ -47,14 +44,11 @@ pub async fn progress(pool: &PgPool, filter: &ListFilter) -> Result<Value, sqlx:
     let oldest_sql = format!(
         "SELECT payout_id, state, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
                 (extract(epoch FROM now() - created_at) * 1000)::bigint AS age_ms
-         FROM payouts WHERE state IN {UNFINISHED}
-           AND $1::text IS NULL AND $2::text IS NULL AND $3::bigint IS NULL AND {LIST_FILTER}
-         ORDER BY created_at LIMIT 1"
+         FROM payouts WHERE state IN {UNFINISHED} AND {}
+         ORDER BY created_at LIMIT 1",
+        list_filter_sql(1)
     );
     let oldest = sqlx::query(sqlx::AssertSqlSafe(oldest_sql))
-        .bind(None::<String>)
-        .bind(None::<String>)
-        .bind(None::<i64>)
         .bind(filter.id_prefix.as_deref())
         .bind(filter.since_unix_ms)
         .bind(filter.until_unix_ms)
