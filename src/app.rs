@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::config::{LedgerMode, Settings, SimulatorProtocol};
 use crate::http::{ApiState, router, with_body_limit};
 use crate::journal::{AcceptBatching, PgJournal, migrate};
-use crate::pg::LocalPostgres;
+use crate::local_postgres::LocalPostgres;
 
 /// XLM given to the demo distribution account on a fresh simulator, in stroops.
 pub const DEMO_DISTRIBUTION_STROOPS: i64 = 100_000_000 * 10_000_000;
@@ -36,7 +36,7 @@ pub const DEMO_DESTINATION: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6M
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Postgres(#[from] crate::pg::PgError),
+    Postgres(#[from] crate::local_postgres::PgError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot connect to the database: {0}")]
@@ -66,7 +66,7 @@ pub async fn database(
             .await
             .map_err(|e| StartupError::Database(e.to_string()))??;
         info!(port = pg.port(), data_dir = %settings.database.local_data_dir.display(), "private PostgreSQL started");
-        (pg.url(crate::pg::DATABASE), Some(pg))
+        (pg.url(crate::local_postgres::DATABASE), Some(pg))
     } else {
         (settings.database.url.expose_secret().to_owned(), None)
     };

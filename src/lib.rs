@@ -1,15 +1,20 @@
 //! payoutd: pays Stellar payouts exactly once.
 //!
-//! Layout (ARCHITECTURE.md has the data flow):
-//! - [`config`] — layered settings; secrets from the environment or files only.
-//! - [`pg`] — the private PostgreSQL cluster for the out-of-the-box run and the tests.
+//! Layout (ARCHITECTURE.md has the data flow and who owns what):
+//! - [`app`] — wiring it all together (`Application::build`).
+//! - [`config`] — layered settings; secrets from the environment or files only;
+//!   [`rpc_config`] checks the Stellar RPC settings.
 //! - [`journal`] — the Postgres implementation of the core's `Journal` port.
-//! - [`http`] — the HTTP API; [`openapi`] its document; [`metrics`] the Prometheus text.
+//! - [`local_postgres`] — the private PostgreSQL cluster for the out-of-the-box run and the
+//!   tests.
+//! - [`http`] — the HTTP API; [`admin`] its admin part; [`openapi`] its document;
+//!   [`metrics`] the Prometheus text; [`ingress`] what every ingress shares.
+//! - [`inbox`] — the Postgres inbox; [`nats`] the JetStream consumer; [`outbox`] the
+//!   JetStream event publisher; [`webhooks`] signed webhooks.
 //! - [`console`] — the operator console at `/console` and the reads it needs.
 //! - [`reconcile`] — proves journal and ledger agree (`payoutd reconcile`, and scheduled).
+//! - [`cli`] — the command-line tools (`payoutd submit`, `payoutd admin`).
 //! - [`telemetry`] — logging setup.
-//! - [`webhooks`] — signed webhooks: delivery, retries, dead letters, replay.
-//! - [`app`] — wiring it all together (`Application::build`).
 //!
 //! The payout core (actors, state machine, ports) is the `payoutd-actors` crate; the
 //! Stellar adapter is `payoutd-stellar`; the ledger simulator is `payoutd-simulator`.
@@ -17,18 +22,19 @@
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod console;
-pub mod csv_submit;
+
 pub mod http;
 pub mod inbox;
 pub mod ingress;
 pub mod journal;
+pub mod local_postgres;
 pub mod metrics;
 pub mod nats;
 pub mod openapi;
 pub mod outbox;
-pub mod pg;
 pub mod reconcile;
 pub mod rpc_config;
 pub mod telemetry;

@@ -43,13 +43,13 @@ enum Command {
     /// Run the Horizon-compatible ledger simulator on its own.
     Simulator(payoutd_simulator::StandaloneArgs),
     /// Submit every row of a CSV file to a running payoutd over its HTTP API.
-    Submit(payoutd::csv_submit::SubmitArgs),
+    Submit(payoutd::cli::submit::SubmitArgs),
     /// Compare the journal with the ledger and prove they agree (docs/reconcile.md).
     Reconcile(payoutd::reconcile::cli::ReconcileArgs),
     /// The kill switch and the audit trail: pause, resume, status, audit.
     Admin {
         #[command(subcommand)]
-        action: payoutd::admin::AdminCommand,
+        action: payoutd::cli::admin::AdminCommand,
     },
 }
 
@@ -112,7 +112,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Submit(args)) => Ok(payoutd::csv_submit::run_cli(args).await),
+        Some(Command::Submit(args)) => Ok(payoutd::cli::submit::run_cli(args).await),
         Some(Command::Reconcile(args)) => {
             Ok(payoutd::reconcile::cli::run(cli.config.as_deref(), args).await)
         }
@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let settings = load_settings(&cli)?;
             let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
             let journal = payoutd::journal::PgJournal::new(pool).await;
-            payoutd::admin::run_cli(&journal, action).await
+            payoutd::cli::admin::run_cli(&journal, action).await
         }
         Some(Command::Serve) | None => serve(&cli).await,
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use payoutd::pg::LocalPostgres;
+use payoutd::local_postgres::LocalPostgres;
 use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, PayoutId, PayoutRequest};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -45,7 +45,7 @@ impl Database {
         .await
         .map_err(err)?
         .map_err(err)?;
-        let url = pg.url(payoutd::pg::DATABASE);
+        let url = pg.url(payoutd::local_postgres::DATABASE);
         Ok(Self {
             pg: Some(pg),
             dir,

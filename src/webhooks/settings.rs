@@ -121,7 +121,21 @@ impl WebhookSettings {
     /// Reads each endpoint's secret (`env` is the process environment) and checks every
     /// setting; errors name the key, never a secret or the URL.
     pub fn resolve(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
-        let invalid = |key: String, detail: String| ConfigError::Invalid { key, detail };
+        self.check_bounds()?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, e) in self.endpoints.iter_mut().enumerate() {
+            if !names.insert(e.name.clone()) {
+                return Err(invalid(
+                    format!("webhooks.endpoints[{i}].name"),
+                    format!("{} is used twice", e.name),
+                ));
+            }
+            e.resolve(i, env)?;
+        }
+        Ok(())
+    }
+
+    fn check_bounds(&self) -> Result<(), ConfigError> {
         let bounds: [(&str, u64, u64, u64); 8] = [
             ("attempts_max", self.attempts_max.into(), 1, 100),
             ("retry_window_ms", self.retry_window_ms, 1, 30 * 86_400_000),
@@ -151,53 +165,69 @@ impl WebhookSettings {
                 "must be >= retry_delay_min_ms".into(),
             ));
         }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, e) in self.endpoints.iter_mut().enumerate() {
-            let key = |field: &str| format!("webhooks.endpoints[{i}].{field}");
-            let name_ok = (1..=64).contains(&e.name.len())
-                && e.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
-            if !name_ok {
+        Ok(())
+    }
+}
+
+fn invalid(key: String, detail: String) -> ConfigError {
+    ConfigError::Invalid { key, detail }
+}
+
+impl EndpointSettings {
+    /// Checks endpoint `i` and reads its secret.
+    fn resolve(&mut self, i: usize, env: &[(String, String)]) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("webhooks.endpoints[{i}].{field}");
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+        if !name_ok {
+            return Err(invalid(
+                key("name"),
+                "must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
+            ));
+        }
+        match reqwest::Url::parse(self.url.expose_secret()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => {
                 return Err(invalid(
-                    key("name"),
-                    "must be 1-64 characters of A-Z a-z 0-9 _ -".into(),
+                    key("url"),
+                    "must be an absolute http:// or https:// URL".into(),
                 ));
             }
-            if !names.insert(e.name.clone()) {
-                return Err(invalid(key("name"), format!("{} is used twice", e.name)));
-            }
-            match reqwest::Url::parse(e.url.expose_secret()) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(invalid(
-                        key("url"),
-                        "must be an absolute http:// or https:// URL".into(),
-                    ));
-                }
-            }
-            if e.events.is_empty() {
-                return Err(invalid(
-                    key("events"),
-                    "names no event kind (use [\"*\"] for all)".into(),
-                ));
-            }
-            if let Some(bad) = e
-                .events
-                .iter()
-                .find(|k| *k != "*" && !EVENT_KINDS.contains(&k.as_str()))
-            {
-                return Err(invalid(
-                    key("events"),
-                    format!(
-                        "unknown event kind {bad:?}; known: * or {}",
-                        EVENT_KINDS.join(", ")
-                    ),
-                ));
-            }
-            let raw = match (&e.secret_env, &e.secret_file) {
-                (Some(var), None) => env
-                    .iter()
+        }
+        if self.events.is_empty() {
+            return Err(invalid(
+                key("events"),
+                "names no event kind (use [\"*\"] for all)".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .events
+            .iter()
+            .find(|k| *k != "*" && !EVENT_KINDS.contains(&k.as_str()))
+        {
+            return Err(invalid(
+                key("events"),
+                format!(
+                    "unknown event kind {bad:?}; known: * or {}",
+                    EVENT_KINDS.join(", ")
+                ),
+            ));
+        }
+        self.read_secrets(&key, env)
+    }
+
+    /// The signing secrets, from the variable `secret_env` names or from `secret_file`.
+    fn read_secrets(
+        &mut self,
+        key: &dyn Fn(&str) -> String,
+        env: &[(String, String)],
+    ) -> Result<(), ConfigError> {
+        let (raw, secret_key) = match (&self.secret_env, &self.secret_file) {
+            (Some(var), None) => (
+                env.iter()
                     .find(|(k, _)| k == var)
                     .map(|(_, v)| v.clone())
                     .ok_or_else(|| {
@@ -206,40 +236,40 @@ impl WebhookSettings {
                             format!("the environment variable {var} is not set"),
                         )
                     })?,
-                (None, Some(path)) => std::fs::read_to_string(path).map_err(|err| {
+                "secret_env",
+            ),
+            (None, Some(path)) => (
+                std::fs::read_to_string(path).map_err(|err| {
                     invalid(
                         key("secret_file"),
                         format!("cannot read {}: {err}", path.display()),
                     )
                 })?,
-                _ => {
-                    return Err(invalid(
-                        key("secret_env"),
-                        "set exactly one of secret_env or secret_file (the signing secret never sits in the configuration file)".into(),
-                    ));
-                }
-            };
-            let secret_key = if e.secret_file.is_some() {
-                "secret_file"
-            } else {
-                "secret_env"
-            };
-            e.secrets = raw
-                .split([',', '\n'])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| SecretString::from(s.to_owned()))
-                .collect();
-            if e.secrets.is_empty()
-                || e.secrets
-                    .iter()
-                    .any(|s| s.expose_secret().len() < SECRET_BYTES_MIN)
-            {
+                "secret_file",
+            ),
+            _ => {
                 return Err(invalid(
-                    key(secret_key),
-                    format!("each signing secret must be at least {SECRET_BYTES_MIN} bytes"),
+                    key("secret_env"),
+                    "set exactly one of secret_env or secret_file (the signing secret never sits in the configuration file)".into(),
                 ));
             }
+        };
+        self.secrets = raw
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_owned()))
+            .collect();
+        if self.secrets.is_empty()
+            || self
+                .secrets
+                .iter()
+                .any(|s| s.expose_secret().len() < SECRET_BYTES_MIN)
+        {
+            return Err(invalid(
+                key(secret_key),
+                format!("each signing secret must be at least {SECRET_BYTES_MIN} bytes"),
+            ));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::http::{TestApp, payout, spawn_app};
+use crate::helpers::{TestApp, payout, spawn_app};
 
 const PAYOUT_TOKEN: &str = "payout-token-0123456789";
 const ADMIN_TOKEN: &str = "admin-token-abcdefghijkl";

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use payoutd::app::DEMO_DESTINATION as DEST;
-use payoutd::csv_submit::{Outcome, SubmitOptions, read_rows, submit_rows};
+use payoutd::cli::submit::{Outcome, SubmitOptions, read_rows, submit_rows};
 use serde_json::{Value, json};
 
-use crate::http::spawn_app;
+use crate::helpers::spawn_app;
 use crate::nats::NatsServer;
 
 const ISSUER: &str = "GDF5O4OWEMVBY5FLDHWA5RZTYSV2U276XGKZZ6VSHDDR3THSQ6OQS7UM";

@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 
-use crate::http::{payout, spawn_app};
+use crate::helpers::{payout, spawn_app};
 
-async fn json(app: &crate::http::TestApp, path: &str) -> (u16, Value) {
+async fn json(app: &crate::helpers::TestApp, path: &str) -> (u16, Value) {
     let r = app.get(path).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }

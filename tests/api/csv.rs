@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::post;
-use payoutd::csv_submit::{self, Outcome, Report, SubmitOptions};
+use payoutd::cli::submit::{self as csv_submit, Outcome, Report, SubmitOptions};
 use payoutd::http::{ApiState, router};
 use payoutd::journal::PgJournal;
 use payoutd_actors::Payouts;

@@ -1,9 +1,12 @@
 //! Test harness: a real PostgreSQL (a shared throwaway cluster, a fresh database per test;
-//! tests/support/pg.rs) and small helpers to await conditions instead of sleeping blindly.
+//! tests/support/pg.rs), the whole application on port 0 (`spawn_app`), and small helpers
+//! to await conditions instead of sleeping blindly.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use payoutd::app::{Application, DEMO_DESTINATION};
+use payoutd::config::Settings;
 use payoutd::journal::{PgJournal, migrate};
 use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, PayoutId, PayoutRequest};
 use payoutd_actors::metrics::Metrics;
@@ -13,6 +16,7 @@ use payoutd_actors::state::{PayoutRecord, PayoutState};
 use payoutd_actors::{
     ClusterConfig, Context, PayoutPolicy, Payouts, ServiceConfig, SupervisorConfig,
 };
+use serde_json::{Value, json};
 use sqlx::postgres::PgPool;
 
 /// A fresh, migrated database for one test.
@@ -136,4 +140,149 @@ pub fn request(id: &str, amount: &str) -> PayoutRequest {
         Amount::parse(amount).unwrap(),
         None,
     )
+}
+
+// ---- The whole application on port 0 (fresh database, the built-in simulator closing
+// ledgers on a short cadence), driven with a real HTTP client.
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: sqlx::PgPool,
+    pub token: Option<String>,
+    /// The built-in simulator's Horizon URL.
+    pub sim_url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _state_dir: TempDir,
+}
+
+/// A temp folder removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("payoutd-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
+    let state_dir = TempDir::new("http");
+    let state_file = state_dir.0.join("sim.json").display().to_string();
+    let mut env: Vec<(String, String)> = [
+        ("PAYOUTD__SERVER__LISTEN", "127.0.0.1:0"),
+        ("PAYOUTD__LEDGER__SIMULATOR__LISTEN", "127.0.0.1:0"),
+        ("PAYOUTD__LEDGER__SIMULATOR__CLOSE_INTERVAL_MS", "50"),
+        (
+            "PAYOUTD__LEDGER__SIMULATOR__STATE_FILE",
+            state_file.as_str(),
+        ),
+        ("PAYOUTD__PAYOUTS__POLL_INTERVAL_MS", "20"),
+        ("PAYOUTD__PAYOUTS__BATCH_LINGER_MS", "5"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let token = extra_env
+        .iter()
+        .find(|(k, _)| *k == payoutd::config::ENV_API_TOKENS)
+        .map(|(_, v)| v.split(',').next().unwrap().to_string());
+    let settings = Settings::load(None, env).unwrap();
+    let pool = fresh_db().await;
+    let app = Application::build_with_pool(settings, pool.clone(), None)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let sim_url = app
+        .simulator
+        .as_ref()
+        .map(|s| s.base_url.clone())
+        .unwrap_or_default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        pool,
+        token,
+        sim_url,
+        _stop: stop,
+        _state_dir: state_dir,
+    }
+}
+
+impl TestApp {
+    pub fn simulator_url(&self) -> &str {
+        &self.sim_url
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.post(format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.get(format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        let resp = self.post("/v1/payouts").json(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        for _ in 0..1_000 {
+            let v: Value = self
+                .get(&format!("/v1/payouts/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["state"] == state {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("payout {id} never reached {state}");
+    }
+
+    pub async fn payout_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM payouts")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+pub fn payout(id: &str, amount: &str) -> Value {
+    json!({ "payout_id": id, "destination": DEMO_DESTINATION, "asset": "native", "amount": amount })
 }

@@ -465,7 +465,7 @@ pub(crate) fn check_with_the_official_sdk(items: &[Value]) {
 /// submission outcome is "pending" and the confirmation came from `getTransaction`.
 #[tokio::test]
 async fn the_demo_runs_over_rpc_when_configured() {
-    use crate::http::{payout, spawn_app};
+    use crate::helpers::{payout, spawn_app};
     let app = spawn_app(&[("PAYOUTD__LEDGER__SIMULATOR__PROTOCOL", "rpc")]).await;
     let (status, body) = app.submit(&payout("demo-rpc-1", "3.25")).await;
     assert_eq!(status, 202, "{body}");

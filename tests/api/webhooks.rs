@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use crate::helpers::{TempDir, payout, spawn_app};
 use crate::helpers::{eventually, fresh_db_with_url};
-use crate::http::{TempDir, payout, spawn_app};
 
 const SECRET: &str = "whsec-test-0123456789abcdef";
 

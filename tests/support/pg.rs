@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use payoutd::pg::LocalPostgres;
+use payoutd::local_postgres::LocalPostgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Base URL of the test cluster (no database).
@@ -24,7 +24,7 @@ pub async fn cluster_base() -> String {
             panic!("cannot start the test PostgreSQL: {e}\nThe test command (scripts/test) installs it: apt-get install -y postgresql")
         });
         let port = pg.detach();
-        format!("postgres://{}@127.0.0.1:{port}", payoutd::pg::SUPERUSER)
+        format!("postgres://{}@127.0.0.1:{port}", payoutd::local_postgres::SUPERUSER)
     })
     .await
     .unwrap()

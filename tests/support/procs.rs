@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use payoutd::pg::{DATABASE, LocalPostgres};
+use payoutd::local_postgres::{DATABASE, LocalPostgres};
 
 /// The payoutd binary cargo built for this test.
 const PAYOUTD: &str = env!("CARGO_BIN_EXE_payoutd");
