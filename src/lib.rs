@@ -39,3 +39,4 @@ pub mod reconcile;
 pub mod rpc_config;
 pub mod telemetry;
 pub mod webhooks;
+pub mod worker;

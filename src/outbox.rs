@@ -27,129 +27,16 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::jetstream::stream::{
-    Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
-};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::nats::{
-    Backoff, InvalidSetting, NatsError, NatsSettings, check_name, connect_until_stopped,
-    ensure_stream, filters_overlap, is_stopped, is_valid_subject, jetstream as jetstream_context,
-    redacted_url, sleep_or_stop,
+    NatsError, NatsSettings, OutboxSettings, connect_until_stopped, ensure_stream,
+    jetstream as jetstream_context, redacted_url,
 };
-
-/// Largest batch one round may claim (a sanity bound on `batch_max`).
-pub const BATCH_MAX_LIMIT: u32 = 10_000;
-
-/// The `[nats.outbox]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboxSettings {
-    /// Publish state changes (when `nats.enabled`).
-    pub enabled: bool,
-    /// The events stream; created when missing (its subjects: `<subject_prefix>.>`), left
-    /// as it is when it exists.
-    pub events_stream: String,
-    /// Events go to `<subject_prefix>.<payout id token>`.
-    pub subject_prefix: String,
-    /// How long the events stream keeps an event when created by payoutd, in milliseconds.
-    pub events_max_age_ms: u64,
-    /// JetStream's deduplication window on `Nats-Msg-Id` when payoutd creates the stream,
-    /// in milliseconds.
-    pub duplicate_window_ms: u64,
-    /// Wait between rounds when the last one found less than a full batch, in milliseconds.
-    pub poll_interval_ms: u64,
-    /// Rows claimed and published per round, at most.
-    pub batch_max: u32,
-    /// Published rows are deleted this long after publication, in milliseconds (the event
-    /// log keeps every event for good; the outbox is only the delivery queue).
-    pub outbox_retention_ms: u64,
-}
-
-impl Default for OutboxSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            events_stream: "PAYOUT_EVENTS".into(),
-            subject_prefix: "payouts.events".into(),
-            events_max_age_ms: 7 * 24 * 3_600 * 1_000,
-            duplicate_window_ms: 120_000,
-            poll_interval_ms: 500,
-            batch_max: 256,
-            outbox_retention_ms: 24 * 3_600 * 1_000,
-        }
-    }
-}
-
-impl OutboxSettings {
-    /// Checks bounds and names; the events stream must not overlap the request stream.
-    pub fn validate(
-        &self,
-        request_stream: &str,
-        request_subjects: &[String],
-    ) -> Result<(), InvalidSetting> {
-        let bad = |key, detail: &str| {
-            Err(InvalidSetting {
-                key,
-                detail: detail.into(),
-            })
-        };
-        check_name("outbox.events_stream", &self.events_stream)?;
-        if self.events_stream == request_stream {
-            return bad("outbox.events_stream", "must differ from nats.stream");
-        }
-        if !is_valid_subject(&self.subject_prefix, false) {
-            return bad(
-                "outbox.subject_prefix",
-                "not a valid subject (no wildcards)",
-            );
-        }
-        let events = self.events_filter();
-        if request_subjects.iter().any(|r| filters_overlap(r, &events)) {
-            return bad(
-                "outbox.subject_prefix",
-                "overlaps nats.subjects: the consumer would read the events",
-            );
-        }
-        if self.poll_interval_ms == 0 {
-            return bad("outbox.poll_interval_ms", "must be greater than 0");
-        }
-        if self.duplicate_window_ms == 0 || self.duplicate_window_ms > self.events_max_age_ms {
-            return bad(
-                "outbox.duplicate_window_ms",
-                "must be 1..=events_max_age_ms",
-            );
-        }
-        if !(1..=BATCH_MAX_LIMIT).contains(&self.batch_max) {
-            return bad("outbox.batch_max", "out of range 1..=10000");
-        }
-        Ok(())
-    }
-
-    /// `<subject_prefix>.>`: every payout's events.
-    pub fn events_filter(&self) -> String {
-        format!("{}.>", self.subject_prefix)
-    }
-
-    /// The events stream as payoutd creates it when missing.
-    pub fn stream_config(&self) -> StreamConfig {
-        StreamConfig {
-            name: self.events_stream.clone(),
-            description: Some("payoutd: payout state changes".into()),
-            subjects: vec![self.events_filter()],
-            retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::Old,
-            storage: StorageType::File,
-            max_age: Duration::from_millis(self.events_max_age_ms),
-            duplicate_window: Duration::from_millis(self.duplicate_window_ms),
-            ..Default::default()
-        }
-    }
-}
+use crate::worker::{Backoff, is_stopped, sleep_or_stop};
 
 /// The subject of a payout's events (see the module doc for the mapping).
 pub fn event_subject(subject_prefix: &str, payout_id: &str) -> String {

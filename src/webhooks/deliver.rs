@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use super::settings::{EndpointSettings, WebhookSettings};
 use super::signature::{ATTEMPT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, header_value};
 use super::store::{self, Due, Outcome};
-use crate::nats::{Backoff, is_stopped, sleep_or_stop};
+use crate::worker::{Backoff, is_stopped, sleep_or_stop};
 
 /// The advisory lock that makes one instance the dispatcher ("pyd-hook").
 const DISPATCHER_LOCK: i64 = 0x7079_642d_686f_6f6b;
