@@ -85,17 +85,9 @@ async fn authenticate(
         )
         .into_response();
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return ApiError::new(
-            ErrorCode::Unauthenticated,
-            "missing bearer token (Authorization: Bearer <admin token>)",
-        )
-        .into_response();
+    let presented = match crate::http::bearer(&headers, "admin token") {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     // Every token is compared (no early exit), so timing does not say which one matched.
     let mut matched: Option<&str> = None;
@@ -253,22 +245,12 @@ async fn audit(
     State(state): State<ApiState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!(
-                "the query takes limit, at most once: {}",
-                crate::ingress::redact_secrets(&e.body_text())
-            ),
-        )
-    })?;
+    let Query(q) = query.map_err(|e| ApiError::bad_query("limit", &e))?;
     let limit = crate::http::page_limit(q.limit.as_deref(), AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX)?;
-    let entries = state.journal.audit_trail(limit).await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "temporarily unavailable; the same request may be retried safely",
-        )
-        .caused_by(e)
-    })?;
+    let entries = state
+        .journal
+        .audit_trail(limit)
+        .await
+        .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "entries": entries })))
 }

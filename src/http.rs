@@ -102,6 +102,25 @@ pub fn status_of(code: ErrorCode) -> Option<StatusCode> {
     })
 }
 
+/// What an `unavailable` answer says.
+const UNAVAILABLE: &str = "temporarily unavailable; the same request may be retried safely";
+
+/// The bearer token of a request, if it carries one (`hint` names the kind of token in the
+/// error when it does not).
+pub(crate) fn bearer<'h>(headers: &'h HeaderMap, hint: &str) -> Result<&'h str, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                format!("missing bearer token (Authorization: Bearer <{hint}>)"),
+            )
+        })
+}
+
 /// An API error: a stable code (its HTTP status follows from it), a message for people,
 /// the offending field if any, and the cause (logged, never sent).
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +147,22 @@ impl ApiError {
     pub fn field(mut self, field: &'static str) -> Self {
         self.field = Some(field);
         self
+    }
+
+    /// The database (or what serves the request) could not be reached: 503, safe to retry.
+    pub(crate) fn unavailable(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::new(ErrorCode::Unavailable, UNAVAILABLE).caused_by(cause)
+    }
+
+    /// A query string that does not fit the operation: 400, naming the parameters it takes.
+    pub(crate) fn bad_query(takes: &str, rejection: &QueryRejection) -> Self {
+        Self::new(
+            ErrorCode::InvalidQuery,
+            format!(
+                "the query takes {takes}, each at most once: {}",
+                redact(&rejection.body_text())
+            ),
+        )
     }
 
     pub(crate) fn caused_by(
@@ -187,10 +222,7 @@ impl From<PayoutError> for ApiError {
         match &e {
             PayoutError::Unavailable(_) => {
                 tracing::warn!(error = %e, "request could not be served");
-                Self::new(
-                    code,
-                    "temporarily unavailable; the same request may be retried safely",
-                )
+                Self::new(code, UNAVAILABLE)
             }
             _ => Self::new(code, e.to_string()),
         }
@@ -444,17 +476,9 @@ async fn authenticate(
     if state.tokens.is_empty() {
         return next.run(request).await;
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return ApiError::new(
-            ErrorCode::Unauthenticated,
-            "missing bearer token (Authorization: Bearer <token>)",
-        )
-        .into_response();
+    let presented = match bearer(&headers, "token") {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     // Check every token (no early exit) so timing does not reveal which one matched.
     let ok = state.tokens.iter().fold(false, |acc, t| {
@@ -719,12 +743,7 @@ async fn refusal(state: &ApiState, headers: &HeaderMap, body: &[u8], e: ApiError
     .await
     {
         Ok(()) => e.into_response(),
-        Err(db) => ApiError::new(
-            ErrorCode::Unavailable,
-            "temporarily unavailable; the same request may be retried safely",
-        )
-        .caused_by(DeadLetterFailed(db))
-        .into_response(),
+        Err(db) => ApiError::unavailable(DeadLetterFailed(db)).into_response(),
     }
 }
 
@@ -923,12 +942,9 @@ async fn list_payouts(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!(
-                "the query takes state, id_prefix, since_unix_ms, until_unix_ms, after and limit, each at most once: {}",
-                redact(&e.body_text())
-            ),
+        ApiError::bad_query(
+            "state, id_prefix, since_unix_ms, until_unix_ms, after and limit",
+            &e,
         )
     })?;
     let filter = list_filter(
@@ -947,13 +963,7 @@ async fn list_payouts(
         .journal
         .list(&filter, after.as_ref(), limit)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                "temporarily unavailable; the same request may be retried safely",
-            )
-            .caused_by(e)
-        })?;
+        .map_err(ApiError::unavailable)?;
     let next = (records.len() as u32 == limit)
         .then(|| records.last().map(|r| r.id().to_string()))
         .flatten();

@@ -196,7 +196,29 @@ const SETTLE_SQL: &str = "WITH env AS (
      )
      SELECT payout_id, state, version, attempt, owner FROM u";
 
-const ADOPT_SQL: &str = "WITH dead AS (
+/// The end of a statement that hands payouts (the CTE `u`) back to `accepted` under owner
+/// $1: the event `$kind` and its outbox row (when $3), then the rows as `COLUMNS` reads them.
+macro_rules! owned_again {
+    ($kind:literal) => {
+        concat!(
+            "), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, version, '",
+            $kind,
+            "', 'accepted', jsonb_build_object('owner', $1::text) FROM u
+     ), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
+     )
+     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
+            op_index, ledger, fee_charged, op_kind, balance_id FROM u"
+        )
+    };
+}
+
+/// Accepted payouts without a living owner (none, gone, or unable to sign) become $1's.
+const ADOPT_SQL: &str = concat!(
+    "WITH dead AS (
         -- Gone, or alive without a signing lease (it cannot pay what it owns).
         SELECT instance_id FROM instances i WHERE instance_id <> $1
           AND (expires_at <= now() OR NOT EXISTS (
@@ -212,15 +234,9 @@ const ADOPT_SQL: &str = "WITH dead AS (
         UPDATE payouts p SET owner = $1, version = p.version + 1, updated_at = now()
         FROM pick WHERE p.payout_id = pick.payout_id
         RETURNING p.*
-     ), ev AS (
-        INSERT INTO payout_events (payout_id, version, kind, state, detail)
-        SELECT payout_id, version, 'adopted', 'accepted', jsonb_build_object('owner', $1::text) FROM u
-     ), ob AS (
-        INSERT INTO outbox (event_id, payout_id, version)
-        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
-     )
-     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
-            op_index, ledger, fee_charged, op_kind, balance_id FROM u";
+",
+    owned_again!("adopted")
+);
 
 /// What is spent of asset $1 in the last $2 and $3 seconds (hour, day), by the database's
 /// clock: payouts of live and applied envelopes.
@@ -265,7 +281,8 @@ const HOLD_SQL: &str = "WITH h AS (
      SELECT payout_id FROM u";
 
 /// Held payouts whose hold ran out go back to `accepted`, owned by $1.
-const RELEASE_SQL: &str = "WITH pick AS (
+const RELEASE_SQL: &str = concat!(
+    "WITH pick AS (
         SELECT payout_id FROM payouts
         WHERE state = 'held' AND held_until IS NOT NULL AND held_until <= now()
         ORDER BY held_until, payout_id LIMIT $2
@@ -275,15 +292,9 @@ const RELEASE_SQL: &str = "WITH pick AS (
             version = p.version + 1, updated_at = now()
         FROM pick WHERE p.payout_id = pick.payout_id
         RETURNING p.*
-     ), ev AS (
-        INSERT INTO payout_events (payout_id, version, kind, state, detail)
-        SELECT payout_id, version, 'released', 'accepted', jsonb_build_object('owner', $1::text) FROM u
-     ), ob AS (
-        INSERT INTO outbox (event_id, payout_id, version)
-        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
-     )
-     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
-            op_index, ledger, fee_charged, op_kind, balance_id FROM u";
+",
+    owned_again!("released")
+);
 
 const CLAIM_SQL: &str = "UPDATE channel_accounts c
         SET owner = $1, lease_epoch = c.lease_epoch + 1, owner_can_sign = $3, leased_at = now()
@@ -423,13 +434,11 @@ impl PgJournal {
                 list_filter_sql(4)
             )
         });
-        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        let query = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
             .bind(filter.state.map(|s| s.as_str()))
             .bind(after.map(PayoutId::as_str).unwrap_or(""))
-            .bind(i64::from(limit))
-            .bind(filter.id_prefix.as_deref())
-            .bind(filter.since_unix_ms)
-            .bind(filter.until_unix_ms)
+            .bind(i64::from(limit));
+        let rows = bind_list_filter(query, filter)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -1063,6 +1072,18 @@ pub(crate) fn list_filter_sql(first: usize) -> String {
          AND (${s}::bigint IS NULL OR created_at >= timestamptz 'epoch' + ${s} * interval '1 millisecond')
          AND (${u}::bigint IS NULL OR created_at < timestamptz 'epoch' + ${u} * interval '1 millisecond')"
     )
+}
+
+/// Binds the filter's prefix, since and until (the next three parameters of a statement
+/// built with [`list_filter_sql`]).
+pub(crate) fn bind_list_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    filter: &'q ListFilter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(filter.id_prefix.as_deref())
+        .bind(filter.since_unix_ms)
+        .bind(filter.until_unix_ms)
 }
 
 /// One admin action as the audit trail holds it.

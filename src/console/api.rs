@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use payoutd_actors::ErrorCode;
 use payoutd_actors::payout::PayoutError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,14 +16,6 @@ use crate::journal::ListFilter;
 /// Minutes of confirmations the overview shows.
 pub const RATE_MINUTES: i32 = 10;
 
-fn unavailable(e: sqlx::Error) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unavailable,
-        "temporarily unavailable; the same request may be retried safely",
-    )
-    .caused_by(e)
-}
-
 /// Everything an operator looks at first: counts by state, payouts confirmed per minute,
 /// the oldest unfinished payout, this instance's channels, the pause, the last
 /// reconciliation and the webhook deliveries waiting.
@@ -32,14 +23,16 @@ pub(crate) async fn overview(State(state): State<ApiState>) -> Result<Json<Value
     let pool = state.journal.pool();
     let progress = store::progress(pool, &ListFilter::default())
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::unavailable)?;
     let per_minute = store::confirmed_per_minute(pool, RATE_MINUTES)
         .await
-        .map_err(unavailable)?;
-    let reconcile = store::last_reconcile(pool).await.map_err(unavailable)?;
+        .map_err(ApiError::unavailable)?;
+    let reconcile = store::last_reconcile(pool)
+        .await
+        .map_err(ApiError::unavailable)?;
     let (pending, dead) = crate::webhooks::store::counts(pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::unavailable)?;
     let pause = state.payouts.read_pause().await?;
     let ctx = state.payouts.context();
     let (channels, warnings) = crate::http::channel_pool(ctx);
@@ -73,15 +66,8 @@ pub(crate) async fn progress(
     State(state): State<ApiState>,
     query: Result<Query<ProgressQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!(
-                "the query takes id_prefix, since_unix_ms and until_unix_ms, each at most once: {}",
-                crate::ingress::redact_secrets(&e.body_text())
-            ),
-        )
-    })?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_query("id_prefix, since_unix_ms and until_unix_ms", &e))?;
     let filter = crate::http::list_filter(
         None,
         q.id_prefix.as_deref(),
@@ -90,7 +76,7 @@ pub(crate) async fn progress(
     )?;
     let progress = store::progress(state.journal.pool(), &filter)
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::unavailable)?;
     Ok(Json(progress))
 }
 
@@ -106,6 +92,6 @@ pub(crate) async fn envelopes(
     }
     let envelopes = store::envelopes(state.journal.pool(), id.as_str())
         .await
-        .map_err(unavailable)?;
+        .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "envelopes": envelopes })))
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 
-use crate::journal::{ListFilter, list_filter_sql};
+use crate::journal::{ListFilter, bind_list_filter, list_filter_sql};
 use payoutd_actors::state::PayoutState;
 
 /// States that are not final (the payout may still be paid).
@@ -21,10 +21,7 @@ pub async fn progress(pool: &PgPool, filter: &ListFilter) -> Result<Value, sqlx:
          FROM payouts WHERE {} GROUP BY state",
         list_filter_sql(1)
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(filter.id_prefix.as_deref())
-        .bind(filter.since_unix_ms)
-        .bind(filter.until_unix_ms)
+    let rows = bind_list_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter)
         .fetch_all(pool)
         .await?;
     let mut counts = serde_json::Map::new();
@@ -48,10 +45,7 @@ pub async fn progress(pool: &PgPool, filter: &ListFilter) -> Result<Value, sqlx:
          ORDER BY created_at LIMIT 1",
         list_filter_sql(1)
     );
-    let oldest = sqlx::query(sqlx::AssertSqlSafe(oldest_sql))
-        .bind(filter.id_prefix.as_deref())
-        .bind(filter.since_unix_ms)
-        .bind(filter.until_unix_ms)
+    let oldest = bind_list_filter(sqlx::query(sqlx::AssertSqlSafe(oldest_sql)), filter)
         .fetch_optional(pool)
         .await?
         .map(|r| -> Result<Value, sqlx::Error> {

@@ -30,7 +30,7 @@ use payoutd_stellar::history::{
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPool;
 
-use crate::reconcile::compare::{Findings, JournalFacts, LedgerFacts};
+use crate::reconcile::compare::{Findings, LedgerFacts};
 
 /// The first ledger of a Stellar network's history.
 pub const GENESIS_LEDGER: u32 = 1;
@@ -580,7 +580,7 @@ impl Reconciler {
         sources.insert(distribution.clone());
         sources.extend(self.accounts.channels.iter().map(AccountId::to_strkey));
         sources.extend(scope.channels.iter().cloned());
-        sources.extend(scope.envelopes.values().map(|e| e.source.clone()));
+        sources.extend(scope.facts.envelopes.values().map(|e| e.source.clone()));
         let accounts: Vec<(String, AccountId)> = sources
             .iter()
             .filter_map(|s| AccountId::parse(s).ok().map(|a| (s.clone(), a)))
@@ -620,9 +620,10 @@ impl Reconciler {
         // Dead envelopes whose fate the range does not settle: read their source's
         // transactions on to the latest ledger (only for the proof).
         let unresolved: HashSet<&str> = scope
+            .facts
             .dead
             .iter()
-            .filter_map(|h| scope.envelopes.get(h))
+            .filter_map(|h| scope.facts.envelopes.get(h))
             .filter(|e| !compare::dead_resolved(e, &txs))
             .map(|e| e.source.as_str())
             .collect();
@@ -651,41 +652,34 @@ impl Reconciler {
         wanted.extend(ops.iter().map(|o| o.tx_hash.clone()));
         let missing: Vec<String> = wanted
             .into_iter()
-            .filter(|h| !scope.envelopes.contains_key(h))
+            .filter(|h| !scope.facts.envelopes.contains_key(h))
             .collect();
         for e in store::envelopes_by_hash(&mut snapshot, &missing)
             .await
             .map_err(ReconcileError::Journal)?
         {
-            scope.envelopes.insert(e.hash.clone(), e);
+            scope.facts.envelopes.insert(e.hash.clone(), e);
         }
         let members: BTreeSet<String> = scope
+            .facts
             .envelopes
             .values()
             .flat_map(|e| e.member_ids.iter().cloned())
-            .filter(|id| !scope.payouts.contains_key(id))
+            .filter(|id| !scope.facts.payouts.contains_key(id))
             .collect();
         let members: Vec<String> = members.into_iter().collect();
         for p in store::payouts_by_id(&mut snapshot, &members)
             .await
             .map_err(ReconcileError::Journal)?
         {
-            scope.payouts.insert(p.payout_id.clone(), p);
+            scope.facts.payouts.insert(p.payout_id.clone(), p);
         }
         snapshot
             .commit()
             .await
             .map_err(|e| ReconcileError::Journal(e.to_string()))?;
 
-        let journal = JournalFacts {
-            envelopes: scope.envelopes,
-            payouts: scope.payouts,
-            settled: scope.settled,
-            dead: scope.dead,
-            live: scope.live,
-            confirmed: scope.confirmed,
-            failed: scope.failed,
-        };
+        let journal = scope.facts;
         let ledger = LedgerFacts {
             from,
             to,

@@ -2,7 +2,6 @@
 //! snapshot, the runs journal (`reconcile_runs`, migration 0004), and the advisory lock that
 //! lets one reconciliation run at a time across instances.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
@@ -113,13 +112,7 @@ fn payout(row: &PgRow) -> Result<JournalPayout, String> {
 /// The journal's side of `from..=to`, from the connection's snapshot.
 #[derive(Debug, Default)]
 pub struct Scope {
-    pub envelopes: HashMap<String, JournalEnvelope>,
-    pub payouts: HashMap<String, JournalPayout>,
-    pub settled: Vec<String>,
-    pub dead: Vec<String>,
-    pub live: Vec<String>,
-    pub confirmed: Vec<String>,
-    pub failed: Vec<String>,
+    pub facts: super::compare::JournalFacts,
     /// The registered channel accounts.
     pub channels: Vec<String>,
 }
@@ -154,11 +147,13 @@ pub async fn load_scope(conn: &mut PgConnection, from: u32, to: u32) -> Result<S
     {
         let e = envelope(&row)?;
         match e.status {
-            EnvelopeStatus::Applied | EnvelopeStatus::Failed => scope.settled.push(e.hash.clone()),
-            EnvelopeStatus::Dead => scope.dead.push(e.hash.clone()),
-            EnvelopeStatus::Live => scope.live.push(e.hash.clone()),
+            EnvelopeStatus::Applied | EnvelopeStatus::Failed => {
+                scope.facts.settled.push(e.hash.clone())
+            }
+            EnvelopeStatus::Dead => scope.facts.dead.push(e.hash.clone()),
+            EnvelopeStatus::Live => scope.facts.live.push(e.hash.clone()),
         }
-        scope.envelopes.insert(e.hash.clone(), e);
+        scope.facts.envelopes.insert(e.hash.clone(), e);
     }
     let sql = format!(
         "SELECT {PAYOUT_COLUMNS} FROM payouts
@@ -173,10 +168,10 @@ pub async fn load_scope(conn: &mut PgConnection, from: u32, to: u32) -> Result<S
     {
         let p = payout(&row)?;
         match p.state.as_str() {
-            "confirmed" => scope.confirmed.push(p.payout_id.clone()),
-            _ => scope.failed.push(p.payout_id.clone()),
+            "confirmed" => scope.facts.confirmed.push(p.payout_id.clone()),
+            _ => scope.facts.failed.push(p.payout_id.clone()),
         }
-        scope.payouts.insert(p.payout_id.clone(), p);
+        scope.facts.payouts.insert(p.payout_id.clone(), p);
     }
     scope.channels = sqlx::query_scalar("SELECT account FROM channel_accounts ORDER BY account")
         .fetch_all(&mut *conn)
@@ -190,17 +185,27 @@ pub async fn envelopes_by_hash(
     conn: &mut PgConnection,
     hashes: &[String],
 ) -> Result<Vec<JournalEnvelope>, String> {
-    if hashes.is_empty() {
+    let sql = format!("SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE tx_hash = ANY($1)");
+    rows_for_keys(conn, sql, hashes, envelope).await
+}
+
+/// The rows `sql` selects for `keys` (bound as `$1`), parsed; no keys, no query.
+async fn rows_for_keys<T>(
+    conn: &mut PgConnection,
+    sql: String,
+    keys: &[String],
+    parse: fn(&PgRow) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = format!("SELECT {ENVELOPE_COLUMNS} FROM envelopes WHERE tx_hash = ANY($1)");
     sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(hashes)
+        .bind(keys)
         .fetch_all(conn)
         .await
         .map_err(db)?
         .iter()
-        .map(envelope)
+        .map(parse)
         .collect()
 }
 
@@ -208,18 +213,8 @@ pub async fn payouts_by_id(
     conn: &mut PgConnection,
     ids: &[String],
 ) -> Result<Vec<JournalPayout>, String> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
     let sql = format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ANY($1)");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(payout)
-        .collect()
+    rows_for_keys(conn, sql, ids, payout).await
 }
 
 /// Where the next run without a range starts: the furthest point a completed run

@@ -33,14 +33,6 @@ pub(crate) struct ListQuery {
     limit: Option<String>,
 }
 
-fn unavailable(e: sqlx::Error) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unavailable,
-        "temporarily unavailable; the same request may be retried safely",
-    )
-    .caused_by(e)
-}
-
 /// A delivery id: 1 to 18 digits, not zero.
 fn delivery_id(text: &str) -> Option<i64> {
     (text.len() <= 18 && !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
@@ -54,15 +46,8 @@ pub(crate) async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!(
-                "the query takes state, payout_id, after and limit, each at most once: {}",
-                crate::ingress::redact_secrets(&e.body_text())
-            ),
-        )
-    })?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_query("state, payout_id, after and limit", &e))?;
     if let Some(s) = q.state.as_deref()
         && !DELIVERY_STATES.contains(&s)
     {
@@ -105,7 +90,7 @@ pub(crate) async fn list(
         limit,
     )
     .await
-    .map_err(unavailable)?;
+    .map_err(ApiError::unavailable)?;
     let next = (page.len() as u32 == limit)
         .then(|| page.last().map(|d| d.id.to_string()))
         .flatten();
@@ -141,6 +126,6 @@ pub(crate) async fn replay(
             ErrorCode::DeliveryPending,
             format!("webhook delivery {n} is pending: it is sent again by itself"),
         )),
-        Err(ReplayError::Database(e)) => Err(unavailable(e)),
+        Err(ReplayError::Database(e)) => Err(ApiError::unavailable(e)),
     }
 }
