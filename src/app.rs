@@ -119,160 +119,244 @@ pub struct LedgerSetup {
 }
 
 pub async fn ledger(settings: &Settings) -> Result<LedgerSetup, StartupError> {
-    let cfg = &settings.ledger;
+    match settings.ledger.mode {
+        LedgerMode::Simulator => simulator_ledger(&settings.ledger).await,
+        LedgerMode::Horizon | LedgerMode::Rpc => keyed_ledger(&settings.ledger).await,
+    }
+}
+
+/// Connects the port to the server at `url`, over Horizon or Stellar RPC.
+async fn connect_ledger(
+    cfg: &crate::config::LedgerSettings,
+    url: &str,
+    rpc: bool,
+    keyring: Keyring,
+) -> Result<Arc<dyn Ledger>, StartupError> {
+    if rpc {
+        return crate::rpc_config::connect(url, cfg, keyring).await;
+    }
     let timeouts = HorizonTimeouts {
         request_timeout_ms: cfg.request_timeout_ms,
         connect_timeout_ms: cfg.connect_timeout_ms,
     };
-    match cfg.mode {
-        LedgerMode::Simulator => {
-            let sim_cfg = SimConfig {
-                network_passphrase: cfg.network_passphrase.clone(),
-                close_mode: if cfg.simulator.close_interval_ms == 0 {
-                    CloseMode::Manual
-                } else {
-                    CloseMode::Interval {
-                        close_interval_ms: cfg.simulator.close_interval_ms,
-                    }
-                },
-                state_file: Some(cfg.simulator.state_file.clone()),
-                ops_per_ledger_max: cfg.simulator.ops_per_ledger_max,
-                ..SimConfig::default()
-            };
-            if let Some(parent) = cfg.simulator.state_file.parent() {
-                let _ = std::fs::create_dir_all(parent);
+    let ledger = StellarLedger::connect(url, &cfg.network_passphrase, keyring, timeouts)
+        .await
+        .map_err(|e| StartupError::Ledger(e.to_string()))?;
+    Ok(Arc::new(ledger))
+}
+
+/// The built-in simulator with its demo accounts (created and funded at first start).
+async fn simulator_ledger(
+    cfg: &crate::config::LedgerSettings,
+) -> Result<LedgerSetup, StartupError> {
+    let sim_cfg = SimConfig {
+        network_passphrase: cfg.network_passphrase.clone(),
+        close_mode: if cfg.simulator.close_interval_ms == 0 {
+            CloseMode::Manual
+        } else {
+            CloseMode::Interval {
+                close_interval_ms: cfg.simulator.close_interval_ms,
             }
-            let sim = Simulator::new(sim_cfg).map_err(|e| StartupError::Ledger(e.to_string()))?;
-            let distribution = demo_keypair("distribution");
-            let channels: Vec<Keypair> = (0..cfg.simulator.channels)
-                .map(|i| demo_keypair(&format!("channel {i}")))
-                .collect();
-            let fund = |account: AccountId, stroops: i64| -> Result<(), StartupError> {
-                if sim.account_sequence(&account.to_strkey()).is_none() {
-                    sim.create_account(&account.to_strkey(), stroops)
-                        .map_err(|e| StartupError::Ledger(e.to_string()))?;
-                }
-                Ok(())
-            };
-            fund(distribution.account(), DEMO_DISTRIBUTION_STROOPS)?;
-            for c in &channels {
-                fund(c.account(), DEMO_CHANNEL_STROOPS)?;
-            }
-            fund(
-                AccountId::parse(DEMO_DESTINATION)
-                    .map_err(|e| StartupError::Ledger(e.to_string()))?,
-                10 * 10_000_000,
-            )?;
-            let handle = payoutd_simulator::spawn(sim, &cfg.simulator.listen)
-                .await
-                .map_err(|source| StartupError::Listen {
-                    addr: cfg.simulator.listen.clone(),
-                    source,
-                })?;
-            info!(url = %handle.base_url, "built-in ledger simulator listening (demo network)");
-            let payer = distribution.account();
-            let channel_ids: Vec<AccountId> = channels.iter().map(Keypair::account).collect();
-            let mut keyring = Keyring::new();
-            keyring.insert(distribution);
-            for c in channels {
-                keyring.insert(c);
-            }
-            let ledger: Arc<dyn Ledger> = match cfg.simulator.protocol {
-                SimulatorProtocol::Horizon => Arc::new(
-                    StellarLedger::connect(
-                        &handle.base_url,
-                        &cfg.network_passphrase,
-                        keyring,
-                        timeouts,
-                    )
-                    .await
-                    .map_err(|e| StartupError::Ledger(e.to_string()))?,
-                ),
-                SimulatorProtocol::Rpc => {
-                    let url = crate::rpc_config::simulator_rpc_url(&handle.base_url);
-                    crate::rpc_config::connect(&url, cfg, keyring).await?
-                }
-            };
-            Ok(LedgerSetup {
-                ledger,
-                payer,
-                channels: channel_ids,
-                simulator: Some(handle),
-            })
+        },
+        state_file: Some(cfg.simulator.state_file.clone()),
+        ops_per_ledger_max: cfg.simulator.ops_per_ledger_max,
+        ..SimConfig::default()
+    };
+    if let Some(parent) = cfg.simulator.state_file.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let sim = Simulator::new(sim_cfg).map_err(|e| StartupError::Ledger(e.to_string()))?;
+    let distribution = demo_keypair("distribution");
+    let channels: Vec<Keypair> = (0..cfg.simulator.channels)
+        .map(|i| demo_keypair(&format!("channel {i}")))
+        .collect();
+    let fund = |account: AccountId, stroops: i64| -> Result<(), StartupError> {
+        if sim.account_sequence(&account.to_strkey()).is_none() {
+            sim.create_account(&account.to_strkey(), stroops)
+                .map_err(|e| StartupError::Ledger(e.to_string()))?;
         }
-        LedgerMode::Horizon | LedgerMode::Rpc => {
-            let seed = cfg
-                .distribution_seed
-                .as_ref()
-                .ok_or_else(|| StartupError::Key {
-                    what: "ledger.distribution_seed",
-                    detail: "missing: set PAYOUTD__LEDGER__DISTRIBUTION_SEED".into(),
-                })?;
-            let distribution =
-                Keypair::from_seed(seed.expose_secret()).map_err(|e| StartupError::Key {
-                    what: "PAYOUTD__LEDGER__DISTRIBUTION_SEED",
-                    detail: e.to_string(),
-                })?;
-            let payer = distribution.account();
-            if !cfg.distribution_account.is_empty() && cfg.distribution_account != payer.to_strkey()
-            {
-                return Err(StartupError::Key {
-                    what: "ledger.distribution_account",
-                    detail: format!(
-                        "the distribution seed belongs to {payer}, not to {}",
-                        cfg.distribution_account
-                    ),
-                });
-            }
-            let mut keyring = Keyring::new();
-            let mut channels = Vec::new();
-            for (i, s) in cfg.channel_seeds.iter().enumerate() {
-                let pair =
-                    Keypair::from_seed(s.expose_secret()).map_err(|e| StartupError::Key {
-                        what: "PAYOUTD__LEDGER__CHANNEL_SEEDS",
-                        detail: format!("entry {}: {e}", i + 1),
-                    })?;
-                channels.push(pair.account());
-                keyring.insert(pair);
-            }
-            if !cfg.channel_accounts.is_empty() {
-                let listed: Vec<String> = channels.iter().map(AccountId::to_strkey).collect();
-                if let Some(missing) = cfg.channel_accounts.iter().find(|a| !listed.contains(a)) {
-                    return Err(StartupError::Key {
-                        what: "ledger.channel_accounts",
-                        detail: format!("no seed given for channel {missing}"),
-                    });
-                }
-            }
-            if channels.is_empty() {
-                warn!(
-                    "no channel accounts: the distribution account is the only source, one payout at a time"
-                );
-                channels.push(payer);
-            }
-            keyring.insert(distribution);
-            let ledger: Arc<dyn Ledger> = if cfg.mode == LedgerMode::Rpc {
-                crate::rpc_config::connect(&cfg.rpc_url, cfg, keyring).await?
-            } else {
-                Arc::new(
-                    StellarLedger::connect(
-                        &cfg.horizon_url,
-                        &cfg.network_passphrase,
-                        keyring,
-                        timeouts,
-                    )
-                    .await
-                    .map_err(|e| StartupError::Ledger(e.to_string()))?,
-                )
-            };
-            Ok(LedgerSetup {
-                ledger,
-                payer,
-                channels,
-                simulator: None,
-            })
+        Ok(())
+    };
+    fund(distribution.account(), DEMO_DISTRIBUTION_STROOPS)?;
+    for c in &channels {
+        fund(c.account(), DEMO_CHANNEL_STROOPS)?;
+    }
+    fund(
+        AccountId::parse(DEMO_DESTINATION).map_err(|e| StartupError::Ledger(e.to_string()))?,
+        10 * 10_000_000,
+    )?;
+    let handle = payoutd_simulator::spawn(sim, &cfg.simulator.listen)
+        .await
+        .map_err(|source| StartupError::Listen {
+            addr: cfg.simulator.listen.clone(),
+            source,
+        })?;
+    info!(url = %handle.base_url, "built-in ledger simulator listening (demo network)");
+    let payer = distribution.account();
+    let channel_ids: Vec<AccountId> = channels.iter().map(Keypair::account).collect();
+    let mut keyring = Keyring::new();
+    keyring.insert(distribution);
+    for c in channels {
+        keyring.insert(c);
+    }
+    let ledger = match cfg.simulator.protocol {
+        SimulatorProtocol::Horizon => connect_ledger(cfg, &handle.base_url, false, keyring).await?,
+        SimulatorProtocol::Rpc => {
+            let url = crate::rpc_config::simulator_rpc_url(&handle.base_url);
+            connect_ledger(cfg, &url, true, keyring).await?
+        }
+    };
+    Ok(LedgerSetup {
+        ledger,
+        payer,
+        channels: channel_ids,
+        simulator: Some(handle),
+    })
+}
+
+/// A real network (Horizon or RPC) with the seeds of the configuration.
+async fn keyed_ledger(cfg: &crate::config::LedgerSettings) -> Result<LedgerSetup, StartupError> {
+    let (distribution, mut keyring, mut channels) = keys(cfg)?;
+    let payer = distribution.account();
+    if channels.is_empty() {
+        warn!(
+            "no channel accounts: the distribution account is the only source, one payout at a time"
+        );
+        channels.push(payer);
+    }
+    keyring.insert(distribution);
+    let ledger = if cfg.mode == LedgerMode::Rpc {
+        connect_ledger(cfg, &cfg.rpc_url, true, keyring).await?
+    } else {
+        connect_ledger(cfg, &cfg.horizon_url, false, keyring).await?
+    };
+    Ok(LedgerSetup {
+        ledger,
+        payer,
+        channels,
+        simulator: None,
+    })
+}
+
+/// The distribution key and the channel keys from their seeds, checked against the
+/// accounts the configuration names.
+fn keys(
+    cfg: &crate::config::LedgerSettings,
+) -> Result<(Keypair, Keyring, Vec<AccountId>), StartupError> {
+    let seed = cfg
+        .distribution_seed
+        .as_ref()
+        .ok_or_else(|| StartupError::Key {
+            what: "ledger.distribution_seed",
+            detail: "missing: set PAYOUTD__LEDGER__DISTRIBUTION_SEED".into(),
+        })?;
+    let distribution = Keypair::from_seed(seed.expose_secret()).map_err(|e| StartupError::Key {
+        what: "PAYOUTD__LEDGER__DISTRIBUTION_SEED",
+        detail: e.to_string(),
+    })?;
+    let payer = distribution.account();
+    if !cfg.distribution_account.is_empty() && cfg.distribution_account != payer.to_strkey() {
+        return Err(StartupError::Key {
+            what: "ledger.distribution_account",
+            detail: format!(
+                "the distribution seed belongs to {payer}, not to {}",
+                cfg.distribution_account
+            ),
+        });
+    }
+    let mut keyring = Keyring::new();
+    let mut channels = Vec::new();
+    for (i, s) in cfg.channel_seeds.iter().enumerate() {
+        let pair = Keypair::from_seed(s.expose_secret()).map_err(|e| StartupError::Key {
+            what: "PAYOUTD__LEDGER__CHANNEL_SEEDS",
+            detail: format!("entry {}: {e}", i + 1),
+        })?;
+        channels.push(pair.account());
+        keyring.insert(pair);
+    }
+    if !cfg.channel_accounts.is_empty() {
+        let listed: Vec<String> = channels.iter().map(AccountId::to_strkey).collect();
+        if let Some(missing) = cfg.channel_accounts.iter().find(|a| !listed.contains(a)) {
+            return Err(StartupError::Key {
+                what: "ledger.channel_accounts",
+                detail: format!("no seed given for channel {missing}"),
+            });
         }
     }
+    Ok((distribution, keyring, channels))
+}
+
+/// The background workers of intake and delivery: the inbox, the NATS consumer and
+/// publisher, the webhook dispatcher (each as configured).
+fn ingress_and_egress(
+    settings: &Settings,
+    payouts: &Payouts,
+    journal: &PgJournal,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut workers = Vec::new();
+    let pool = journal.pool();
+    if settings.inbox.enabled {
+        let (pool, payouts, inbox) = (pool.clone(), payouts.clone(), settings.inbox.clone());
+        let stopped = stopped.clone();
+        workers.push(tokio::spawn(async move {
+            let totals = crate::inbox::run(pool, payouts, inbox, stopped).await;
+            info!(?totals, "inbox worker stopped");
+        }));
+    }
+    let nats_outbox = settings.nats.enabled && settings.nats.outbox.enabled;
+    if settings.nats.enabled {
+        workers.push(crate::nats::spawn_consumer(
+            settings.nats.clone(),
+            payouts.clone(),
+            pool.clone(),
+            stopped.clone(),
+        ));
+    }
+    if nats_outbox {
+        workers.push(crate::outbox::spawn_publisher(
+            settings.nats.clone(),
+            pool.clone(),
+            settings.webhooks.enabled(),
+            stopped.clone(),
+        ));
+    }
+    if settings.webhooks.enabled() {
+        workers.push(crate::webhooks::deliver::spawn(
+            settings.webhooks.clone(),
+            pool.clone(),
+            nats_outbox,
+            stopped.clone(),
+        ));
+    }
+    workers
+}
+
+/// The scheduled reconciliation, over the ledger this instance pays on (none when
+/// `reconcile.interval_ms` is 0).
+fn scheduled_reconcile(
+    settings: &Settings,
+    setup: &LedgerSetup,
+    journal: &PgJournal,
+) -> Result<Option<Arc<crate::reconcile::Reconciler>>, StartupError> {
+    use crate::reconcile::cli::HistorySource;
+    let source = match settings.ledger.mode {
+        LedgerMode::Simulator => setup
+            .simulator
+            .as_ref()
+            .map(|s| HistorySource::Horizon(s.base_url.clone())),
+        LedgerMode::Horizon => Some(HistorySource::Horizon(settings.ledger.horizon_url.clone())),
+        LedgerMode::Rpc => Some(HistorySource::Rpc(settings.ledger.rpc_url.clone())),
+    };
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    let accounts = crate::reconcile::Accounts {
+        distribution: setup.payer,
+        channels: setup.channels.clone(),
+    };
+    crate::reconcile::cli::scheduled(settings, journal.pool().clone(), &source, accounts)
+        .map_err(|e| StartupError::Ledger(e.to_string()))
 }
 
 pub fn policy(settings: &Settings, payer: AccountId) -> PayoutPolicy {
@@ -348,8 +432,8 @@ impl Application {
         local_pg: Option<LocalPostgres>,
     ) -> Result<Self, StartupError> {
         let setup = ledger(&settings).await?;
-        let nats_outbox = settings.nats.enabled && settings.nats.outbox.enabled;
-        let outbox = nats_outbox || settings.webhooks.enabled();
+        let outbox =
+            (settings.nats.enabled && settings.nats.outbox.enabled) || settings.webhooks.enabled();
         let limits = settings.limits.limits()?;
         if !limits.is_empty() {
             info!(assets = limits.assets.len(), when_reached = ?limits.when_reached, "spending limits in force");
@@ -392,78 +476,16 @@ impl Application {
                 source,
             })?;
         let (workers_stop, workers_stopped) = tokio::sync::watch::channel(false);
-        let mut workers = Vec::new();
-        if settings.inbox.enabled {
-            let (pool, payouts, inbox) = (
-                journal.pool().clone(),
-                payouts.clone(),
-                settings.inbox.clone(),
-            );
-            let stopped = workers_stopped.clone();
-            workers.push(tokio::spawn(async move {
-                let totals = crate::inbox::run(pool, payouts, inbox, stopped).await;
-                info!(?totals, "inbox worker stopped");
-            }));
-        }
-        if settings.nats.enabled {
-            let pool = journal.pool().clone();
-            workers.push(crate::nats::spawn_consumer(
-                settings.nats.clone(),
-                payouts.clone(),
-                pool.clone(),
+        let mut workers = ingress_and_egress(&settings, &payouts, &journal, &workers_stopped);
+        if let Some(reconciler) = scheduled_reconcile(&settings, &setup, &journal)? {
+            workers.push(crate::reconcile::schedule::spawn(
+                reconciler,
+                settings.reconcile.interval_ms,
+                settings.reconcile.ledgers_per_run_max,
+                payouts.context().metrics.clone(),
+                instance.clone(),
                 workers_stopped.clone(),
             ));
-            if settings.nats.outbox.enabled {
-                workers.push(crate::outbox::spawn_publisher(
-                    settings.nats.clone(),
-                    pool,
-                    settings.webhooks.enabled(),
-                    workers_stopped.clone(),
-                ));
-            }
-        }
-        if settings.webhooks.enabled() {
-            workers.push(crate::webhooks::deliver::spawn(
-                settings.webhooks.clone(),
-                journal.pool().clone(),
-                nats_outbox,
-                workers_stopped.clone(),
-            ));
-        }
-        // The scheduled reconciliation reads the ledger this instance pays on.
-        use crate::reconcile::cli::HistorySource;
-        let history_source = match settings.ledger.mode {
-            LedgerMode::Simulator => setup
-                .simulator
-                .as_ref()
-                .map(|s| HistorySource::Horizon(s.base_url.clone())),
-            LedgerMode::Horizon => {
-                Some(HistorySource::Horizon(settings.ledger.horizon_url.clone()))
-            }
-            LedgerMode::Rpc => Some(HistorySource::Rpc(settings.ledger.rpc_url.clone())),
-        };
-        if let Some(source) = history_source {
-            let accounts = crate::reconcile::Accounts {
-                distribution: setup.payer,
-                channels: setup.channels.clone(),
-            };
-            let scheduled = crate::reconcile::cli::scheduled(
-                &settings,
-                journal.pool().clone(),
-                &source,
-                accounts,
-            )
-            .map_err(|e| StartupError::Ledger(e.to_string()))?;
-            if let Some(reconciler) = scheduled {
-                workers.push(crate::reconcile::schedule::spawn(
-                    reconciler,
-                    settings.reconcile.interval_ms,
-                    settings.reconcile.ledgers_per_run_max,
-                    payouts.context().metrics.clone(),
-                    instance.clone(),
-                    workers_stopped.clone(),
-                ));
-            }
         }
         Ok(Self {
             listener,

@@ -464,457 +464,538 @@ fn what_op(op: &LedgerOp) -> String {
     )
 }
 
-/// Compares the two sides. `findings.resume_ledger` is `to + 1` unless something in the
-/// range is still in flight.
-pub fn compare(j: &JournalFacts, l: &LedgerFacts) -> Findings {
-    let in_range = |ledger: u32| l.from <= ledger && ledger <= l.to;
-    let mut f = Findings {
-        resume_ledger: l.to.saturating_add(1),
-        ..Findings::default()
-    };
-    let mut txs: Vec<&LedgerTx> = l.txs.values().collect();
-    txs.sort_by(|a, b| (a.ledger, &a.paging_token).cmp(&(b.ledger, &b.paging_token)));
-    let outflow_txs: HashSet<&str> = l
-        .ops
-        .iter()
-        .filter(|o| o.source == l.distribution && o.kind.moves_value())
-        .map(|o| o.tx_hash.as_str())
-        .collect();
-    let mut reported_dead: HashSet<&str> = HashSet::new();
+/// One comparison under way: both sides, the findings so far, and what several passes
+/// share.
+struct Comparison<'a> {
+    j: &'a JournalFacts,
+    l: &'a LedgerFacts,
+    f: Findings,
+    /// Dead envelopes already reported as found on the ledger.
+    reported_dead: HashSet<&'a str>,
+    /// Transactions in which the distribution account moved value.
+    outflow_txs: HashSet<&'a str>,
+    /// Where the ledger paid each payout: (tx hash, ledger, operation index).
+    paid: BTreeMap<&'a str, Vec<(&'a str, u32, u32)>>,
+    /// Payments and their sum per asset.
+    totals: BTreeMap<String, (u64, i128)>,
+    /// Payouts whose state was already reported against what the ledger paid.
+    state_reported: HashSet<&'a str>,
+}
 
-    // Ledger → journal: every transaction a payoutd account sent in the range.
-    for t in txs.iter().filter(|t| in_range(t.ledger)) {
-        if !l.sources.contains(&t.source) {
-            continue;
+impl<'a> Comparison<'a> {
+    fn new(j: &'a JournalFacts, l: &'a LedgerFacts) -> Self {
+        let outflow_txs = l
+            .ops
+            .iter()
+            .filter(|o| o.source == l.distribution && o.kind.moves_value())
+            .map(|o| o.tx_hash.as_str())
+            .collect();
+        Self {
+            j,
+            l,
+            f: Findings {
+                resume_ledger: l.to.saturating_add(1),
+                ..Findings::default()
+            },
+            reported_dead: HashSet::new(),
+            outflow_txs,
+            paid: BTreeMap::new(),
+            totals: BTreeMap::new(),
+            state_reported: HashSet::new(),
         }
-        f.counts.ledger_transactions += 1;
-        let Some(e) = j.envelopes.get(&t.hash) else {
-            if !(t.successful && outflow_txs.contains(t.hash.as_str())) {
-                f.notes.push(
-                    Finding::new(
-                        Kind::ForeignTransaction,
-                        format!(
-                            "a {} transaction from {} (sequence {}) that payoutd did not build",
-                            if t.successful { "successful" } else { "failed" },
-                            short(&t.source),
-                            t.sequence
-                        ),
-                    )
-                    .tx(&t.hash, Some(t.ledger))
-                    .ledger("source", &t.source)
-                    .ledger("sequence", t.sequence)
-                    .ledger("successful", t.successful),
-                );
+    }
+
+    /// Ledger → journal: every transaction a payoutd account sent in the range.
+    fn ledger_transactions(&mut self) {
+        let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
+        let in_range = |ledger: u32| l.from <= ledger && ledger <= l.to;
+        let Self {
+            f,
+            reported_dead,
+            outflow_txs,
+            ..
+        } = self;
+        let mut txs: Vec<&LedgerTx> = l.txs.values().collect();
+        txs.sort_by(|a, b| (a.ledger, &a.paging_token).cmp(&(b.ledger, &b.paging_token)));
+        for t in txs.iter().filter(|t| in_range(t.ledger)) {
+            if !l.sources.contains(&t.source) {
+                continue;
             }
-            continue;
-        };
-        match e.status {
-            EnvelopeStatus::Live => {
-                f.resume_ledger = f.resume_ledger.min(t.ledger);
-            }
-            EnvelopeStatus::Dead => {
-                reported_dead.insert(e.hash.as_str());
-                f.mismatches.push(
-                    Finding::new(
-                        Kind::DeadEnvelopeOnLedger,
-                        format!(
-                            "the journal declared this envelope dead, but the ledger {} it in ledger {}",
-                            if t.successful { "applied" } else { "included (failed)" },
-                            t.ledger
-                        ),
-                    )
-                    .tx(&t.hash, Some(t.ledger))
-                    .journal("status", "dead")
-                    .journal("payouts", e.member_ids.join(","))
-                    .ledger("successful", t.successful)
-                    .ledger("fee_charged_stroops", t.fee_charged),
-                );
-            }
-            EnvelopeStatus::Applied | EnvelopeStatus::Failed => {
-                if e.ledger.is_none_or(|x| !in_range(x)) {
+            f.counts.ledger_transactions += 1;
+            let Some(e) = j.envelopes.get(&t.hash) else {
+                if !(t.successful && outflow_txs.contains(t.hash.as_str())) {
+                    f.notes.push(
+                        Finding::new(
+                            Kind::ForeignTransaction,
+                            format!(
+                                "a {} transaction from {} (sequence {}) that payoutd did not build",
+                                if t.successful { "successful" } else { "failed" },
+                                short(&t.source),
+                                t.sequence
+                            ),
+                        )
+                        .tx(&t.hash, Some(t.ledger))
+                        .ledger("source", &t.source)
+                        .ledger("sequence", t.sequence)
+                        .ledger("successful", t.successful),
+                    );
+                }
+                continue;
+            };
+            match e.status {
+                EnvelopeStatus::Live => {
+                    f.resume_ledger = f.resume_ledger.min(t.ledger);
+                }
+                EnvelopeStatus::Dead => {
+                    reported_dead.insert(e.hash.as_str());
                     f.mismatches.push(
                         Finding::new(
-                            Kind::EnvelopeLedger,
+                            Kind::DeadEnvelopeOnLedger,
                             format!(
-                                "the journal says {} in ledger {}, the ledger has it in {}",
-                                e.status.as_str(),
-                                e.ledger.map_or("?".to_owned(), |x| x.to_string()),
+                                "the journal declared this envelope dead, but the ledger {} it in ledger {}",
+                                if t.successful { "applied" } else { "included (failed)" },
                                 t.ledger
                             ),
                         )
                         .tx(&t.hash, Some(t.ledger))
-                        .journal(
-                            "ledger",
-                            e.ledger.map_or("none".to_owned(), |x| x.to_string()),
-                        )
-                        .ledger("ledger", t.ledger),
+                        .journal("status", "dead")
+                        .journal("payouts", e.member_ids.join(","))
+                        .ledger("successful", t.successful)
+                        .ledger("fee_charged_stroops", t.fee_charged),
                     );
+                }
+                EnvelopeStatus::Applied | EnvelopeStatus::Failed => {
+                    if e.ledger.is_none_or(|x| !in_range(x)) {
+                        f.mismatches.push(
+                            Finding::new(
+                                Kind::EnvelopeLedger,
+                                format!(
+                                    "the journal says {} in ledger {}, the ledger has it in {}",
+                                    e.status.as_str(),
+                                    e.ledger.map_or("?".to_owned(), |x| x.to_string()),
+                                    t.ledger
+                                ),
+                            )
+                            .tx(&t.hash, Some(t.ledger))
+                            .journal(
+                                "ledger",
+                                e.ledger.map_or("none".to_owned(), |x| x.to_string()),
+                            )
+                            .ledger("ledger", t.ledger),
+                        );
+                    }
                 }
             }
         }
     }
 
-    // Journal → ledger: settled envelopes of the range.
-    for hash in &j.settled {
-        let Some(e) = j.envelopes.get(hash) else {
-            continue;
-        };
-        match e.status {
-            EnvelopeStatus::Applied => f.counts.envelopes_applied += 1,
-            _ => f.counts.envelopes_failed += 1,
-        }
-        let journal_ledger = e.ledger.unwrap_or(0);
-        let Some(t) = l.txs.get(hash).filter(|t| in_range(t.ledger)) else {
-            f.mismatches.push(
-                Finding::new(
-                    Kind::EnvelopeNotOnLedger,
-                    format!(
-                        "the journal says {} in ledger {journal_ledger}; the ledger has no such transaction in ledgers {}..={}",
-                        e.status.as_str(),
-                        l.from,
-                        l.to
-                    ),
-                )
-                .tx(hash, Some(journal_ledger))
-                .journal("status", e.status.as_str())
-                .journal("ledger", journal_ledger)
-                .journal("source", &e.source)
-                .journal("sequence", e.sequence)
-                .journal("payouts", e.member_ids.join(",")),
-            );
-            continue;
-        };
-        if let Some(fee) = e.fee_charged {
-            f.counts.fees_charged_stroops = f.counts.fees_charged_stroops.saturating_add(fee);
-        }
-        let says_applied = e.status == EnvelopeStatus::Applied;
-        if says_applied != t.successful {
-            f.mismatches.push(
-                Finding::new(
-                    Kind::EnvelopeOutcome,
-                    format!(
-                        "the journal says {}, the ledger says {}",
-                        e.status.as_str(),
-                        if t.successful { "applied" } else { "failed" }
-                    ),
-                )
-                .tx(hash, Some(t.ledger))
-                .journal("status", e.status.as_str())
-                .ledger("successful", t.successful),
-            );
-        }
-        if e.ledger != Some(t.ledger) {
-            f.mismatches.push(
-                Finding::new(
-                    Kind::EnvelopeLedger,
-                    format!(
-                        "the journal says ledger {journal_ledger}, the ledger has it in {}",
-                        t.ledger
-                    ),
-                )
-                .tx(hash, Some(t.ledger))
-                .journal("ledger", journal_ledger)
-                .ledger("ledger", t.ledger),
-            );
-        }
-        if e.fee_charged != Some(t.fee_charged) {
-            f.mismatches.push(
-                Finding::new(
-                    Kind::EnvelopeFee,
-                    format!(
-                        "the journal says a fee of {} stroops, the ledger charged {}",
-                        e.fee_charged.map_or("?".to_owned(), |x| x.to_string()),
-                        t.fee_charged
-                    ),
-                )
-                .tx(hash, Some(t.ledger))
-                .journal(
-                    "fee_charged_stroops",
-                    e.fee_charged.map_or("none".to_owned(), |x| x.to_string()),
-                )
-                .ledger("fee_charged_stroops", t.fee_charged),
-            );
+    /// Journal → ledger: settled envelopes of the range.
+    fn settled_envelopes(&mut self) {
+        let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
+        let in_range = |ledger: u32| l.from <= ledger && ledger <= l.to;
+        let Self { f, .. } = self;
+        for hash in &j.settled {
+            let Some(e) = j.envelopes.get(hash) else {
+                continue;
+            };
+            match e.status {
+                EnvelopeStatus::Applied => f.counts.envelopes_applied += 1,
+                _ => f.counts.envelopes_failed += 1,
+            }
+            let journal_ledger = e.ledger.unwrap_or(0);
+            let Some(t) = l.txs.get(hash).filter(|t| in_range(t.ledger)) else {
+                f.mismatches.push(
+                    Finding::new(
+                        Kind::EnvelopeNotOnLedger,
+                        format!(
+                            "the journal says {} in ledger {journal_ledger}; the ledger has no such transaction in ledgers {}..={}",
+                            e.status.as_str(),
+                            l.from,
+                            l.to
+                        ),
+                    )
+                    .tx(hash, Some(journal_ledger))
+                    .journal("status", e.status.as_str())
+                    .journal("ledger", journal_ledger)
+                    .journal("source", &e.source)
+                    .journal("sequence", e.sequence)
+                    .journal("payouts", e.member_ids.join(",")),
+                );
+                continue;
+            };
+            if let Some(fee) = e.fee_charged {
+                f.counts.fees_charged_stroops = f.counts.fees_charged_stroops.saturating_add(fee);
+            }
+            let says_applied = e.status == EnvelopeStatus::Applied;
+            if says_applied != t.successful {
+                f.mismatches.push(
+                    Finding::new(
+                        Kind::EnvelopeOutcome,
+                        format!(
+                            "the journal says {}, the ledger says {}",
+                            e.status.as_str(),
+                            if t.successful { "applied" } else { "failed" }
+                        ),
+                    )
+                    .tx(hash, Some(t.ledger))
+                    .journal("status", e.status.as_str())
+                    .ledger("successful", t.successful),
+                );
+            }
+            if e.ledger != Some(t.ledger) {
+                f.mismatches.push(
+                    Finding::new(
+                        Kind::EnvelopeLedger,
+                        format!(
+                            "the journal says ledger {journal_ledger}, the ledger has it in {}",
+                            t.ledger
+                        ),
+                    )
+                    .tx(hash, Some(t.ledger))
+                    .journal("ledger", journal_ledger)
+                    .ledger("ledger", t.ledger),
+                );
+            }
+            if e.fee_charged != Some(t.fee_charged) {
+                f.mismatches.push(
+                    Finding::new(
+                        Kind::EnvelopeFee,
+                        format!(
+                            "the journal says a fee of {} stroops, the ledger charged {}",
+                            e.fee_charged.map_or("?".to_owned(), |x| x.to_string()),
+                            t.fee_charged
+                        ),
+                    )
+                    .tx(hash, Some(t.ledger))
+                    .journal(
+                        "fee_charged_stroops",
+                        e.fee_charged.map_or("none".to_owned(), |x| x.to_string()),
+                    )
+                    .ledger("fee_charged_stroops", t.fee_charged),
+                );
+            }
         }
     }
 
-    // Ledger → journal: the distribution account's operations.
-    let mut paid: BTreeMap<&str, Vec<(&str, u32, u32)>> = BTreeMap::new();
-    let mut totals: BTreeMap<String, (u64, i128)> = BTreeMap::new();
-    let mut state_reported: HashSet<&str> = HashSet::new();
-    for op in l.ops.iter().filter(|o| in_range(o.ledger)) {
-        if op.source != l.distribution {
-            continue;
-        }
-        if !op.kind.moves_value() {
-            f.notes.push(
-                Finding::new(
-                    Kind::OtherOperation,
-                    format!(
-                        "a {} operation of the distribution account (moves no value)",
-                        op.kind.name()
-                    ),
-                )
-                .tx(&op.tx_hash, Some(op.ledger))
-                .op(op.op_index)
-                .ledger("kind", op.kind.name()),
-            );
-            continue;
-        }
-        f.counts.ledger_payments += 1;
-        let unknown = |why: String| {
-            op_evidence(
-                Finding::new(Kind::UnknownOutflow, why)
+    /// Ledger → journal: the distribution account's operations.
+    fn distribution_operations(&mut self) {
+        let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
+        let in_range = |ledger: u32| l.from <= ledger && ledger <= l.to;
+        let Self {
+            f,
+            paid,
+            totals,
+            state_reported,
+            ..
+        } = self;
+        for op in l.ops.iter().filter(|o| in_range(o.ledger)) {
+            if op.source != l.distribution {
+                continue;
+            }
+            if !op.kind.moves_value() {
+                f.notes.push(
+                    Finding::new(
+                        Kind::OtherOperation,
+                        format!(
+                            "a {} operation of the distribution account (moves no value)",
+                            op.kind.name()
+                        ),
+                    )
                     .tx(&op.tx_hash, Some(op.ledger))
-                    .op(op.op_index),
-                op,
-            )
-        };
-        let Some(e) = j.envelopes.get(&op.tx_hash) else {
-            f.mismatches.push(unknown(format!(
-                "a {} from the distribution account that no journaled envelope explains",
-                what_op(op)
-            )));
-            continue;
-        };
-        let Some(id) = e.member_ids.get(op.op_index as usize) else {
-            f.mismatches.push(unknown(format!(
-                "operation {} ({}) of a journaled envelope of {} payouts",
-                op.op_index,
-                what_op(op),
-                e.member_ids.len()
-            )));
-            continue;
-        };
-        paid.entry(id.as_str())
-            .or_default()
-            .push((op.tx_hash.as_str(), op.op_index, op.ledger));
-        let Some(p) = j.payouts.get(id) else {
-            f.mismatches.push(
-                Finding::new(
-                    Kind::JournalUnreadable,
-                    format!("envelope member {id} has no payout row"),
+                    .op(op.op_index)
+                    .ledger("kind", op.kind.name()),
+                );
+                continue;
+            }
+            f.counts.ledger_payments += 1;
+            let unknown = |why: String| {
+                op_evidence(
+                    Finding::new(Kind::UnknownOutflow, why)
+                        .tx(&op.tx_hash, Some(op.ledger))
+                        .op(op.op_index),
+                    op,
                 )
-                .tx(&op.tx_hash, Some(op.ledger))
-                .op(op.op_index)
-                .payout(id),
-            );
-            continue;
-        };
-        let req = match &p.request {
-            Ok(req) => req,
-            Err(why) => {
+            };
+            let Some(e) = j.envelopes.get(&op.tx_hash) else {
+                f.mismatches.push(unknown(format!(
+                    "a {} from the distribution account that no journaled envelope explains",
+                    what_op(op)
+                )));
+                continue;
+            };
+            let Some(id) = e.member_ids.get(op.op_index as usize) else {
+                f.mismatches.push(unknown(format!(
+                    "operation {} ({}) of a journaled envelope of {} payouts",
+                    op.op_index,
+                    what_op(op),
+                    e.member_ids.len()
+                )));
+                continue;
+            };
+            paid.entry(id.as_str()).or_default().push((
+                op.tx_hash.as_str(),
+                op.op_index,
+                op.ledger,
+            ));
+            let Some(p) = j.payouts.get(id) else {
                 f.mismatches.push(
                     Finding::new(
                         Kind::JournalUnreadable,
-                        format!("the stored request does not read back: {why}"),
+                        format!("envelope member {id} has no payout row"),
                     )
                     .tx(&op.tx_hash, Some(op.ledger))
                     .op(op.op_index)
                     .payout(id),
                 );
                 continue;
+            };
+            let req = match &p.request {
+                Ok(req) => req,
+                Err(why) => {
+                    f.mismatches.push(
+                        Finding::new(
+                            Kind::JournalUnreadable,
+                            format!("the stored request does not read back: {why}"),
+                        )
+                        .tx(&op.tx_hash, Some(op.ledger))
+                        .op(op.op_index)
+                        .payout(id),
+                    );
+                    continue;
+                }
+            };
+            let mut diffs = differences(op, req);
+            if !kind_matches(&p.op_kind, &op.kind) && !diffs.contains(&"kind") {
+                diffs.push("kind");
             }
-        };
-        let mut diffs = differences(op, req);
-        if !kind_matches(&p.op_kind, &op.kind) && !diffs.contains(&"kind") {
-            diffs.push("kind");
-        }
-        if !diffs.is_empty() {
-            f.mismatches.push(op_evidence(
-                request_evidence(
+            if !diffs.is_empty() {
+                f.mismatches.push(op_evidence(
+                    request_evidence(
+                        Finding::new(
+                            Kind::PaymentDiffers,
+                            format!(
+                                "the ledger's {} differs from the payout in {}",
+                                what_op(op),
+                                diffs.join(", ")
+                            ),
+                        )
+                        .tx(&op.tx_hash, Some(op.ledger))
+                        .op(op.op_index)
+                        .payout(id),
+                        req,
+                    ),
+                    op,
+                ));
+            }
+            match e.status {
+                // The journal will record it (or has, after its snapshot): the next run sees it.
+                EnvelopeStatus::Live => continue,
+                // Reported with its transaction.
+                EnvelopeStatus::Dead => continue,
+                EnvelopeStatus::Applied | EnvelopeStatus::Failed => {}
+            }
+            let paid_here = p.state == "confirmed"
+                && p.tx_hash.as_deref() == Some(op.tx_hash.as_str())
+                && p.op_index == Some(op.op_index);
+            if !paid_here {
+                state_reported.insert(id.as_str());
+                let kind = if p.state == "failed" {
+                    Kind::FailedPayoutPaid
+                } else {
+                    Kind::PayoutState
+                };
+                f.mismatches.push(
                     Finding::new(
-                        Kind::PaymentDiffers,
+                        kind,
                         format!(
-                            "the ledger's {} differs from the payout in {}",
-                            what_op(op),
-                            diffs.join(", ")
+                            "the ledger paid this payout here; the journal has it {} in {} at operation {}",
+                            p.state,
+                            p.tx_hash.as_deref().unwrap_or("no transaction"),
+                            p.op_index.map_or("?".to_owned(), |x| x.to_string())
                         ),
                     )
                     .tx(&op.tx_hash, Some(op.ledger))
                     .op(op.op_index)
-                    .payout(id),
-                    req,
-                ),
-                op,
-            ));
-        }
-        match e.status {
-            // The journal will record it (or has, after its snapshot): the next run sees it.
-            EnvelopeStatus::Live => continue,
-            // Reported with its transaction.
-            EnvelopeStatus::Dead => continue,
-            EnvelopeStatus::Applied | EnvelopeStatus::Failed => {}
-        }
-        let paid_here = p.state == "confirmed"
-            && p.tx_hash.as_deref() == Some(op.tx_hash.as_str())
-            && p.op_index == Some(op.op_index);
-        if !paid_here {
-            state_reported.insert(id.as_str());
-            let kind = if p.state == "failed" {
-                Kind::FailedPayoutPaid
-            } else {
-                Kind::PayoutState
-            };
-            f.mismatches.push(
-                Finding::new(
-                    kind,
-                    format!(
-                        "the ledger paid this payout here; the journal has it {} in {} at operation {}",
-                        p.state,
-                        p.tx_hash.as_deref().unwrap_or("no transaction"),
-                        p.op_index.map_or("?".to_owned(), |x| x.to_string())
+                    .payout(id)
+                    .journal("state", &p.state)
+                    .journal("tx_hash", p.tx_hash.as_deref().unwrap_or("none"))
+                    .journal(
+                        "op_index",
+                        p.op_index.map_or("none".to_owned(), |x| x.to_string()),
                     ),
-                )
-                .tx(&op.tx_hash, Some(op.ledger))
-                .op(op.op_index)
-                .payout(id)
-                .journal("state", &p.state)
-                .journal("tx_hash", p.tx_hash.as_deref().unwrap_or("none"))
-                .journal(
-                    "op_index",
-                    p.op_index.map_or("none".to_owned(), |x| x.to_string()),
-                ),
-            );
-            continue;
+                );
+                continue;
+            }
+            if diffs.is_empty() {
+                f.counts.payments_matched += 1;
+                let t = totals.entry(req.asset.to_string()).or_default();
+                t.0 += 1;
+                t.1 += i128::from(req.amount_stroops);
+            }
         }
-        if diffs.is_empty() {
-            f.counts.payments_matched += 1;
-            let t = totals.entry(req.asset.to_string()).or_default();
-            t.0 += 1;
-            t.1 += i128::from(req.amount_stroops);
-        }
-    }
-    for (id, list) in &paid {
-        if list.len() > 1 {
-            let places: Vec<String> = list
-                .iter()
-                .map(|(h, i, l)| format!("{h} op {i} (ledger {l})"))
-                .collect();
-            f.mismatches.push(
-                Finding::new(
-                    Kind::PayoutPaidTwice,
-                    format!("{} payments on the ledger for one payout", list.len()),
-                )
-                .payout(id)
-                .ledger("payments", places.join("; ")),
-            );
-        }
-    }
-
-    // Journal → ledger: confirmed and failed payouts of the range.
-    let mut confirmed: Vec<&String> = j.confirmed.iter().collect();
-    confirmed.sort();
-    for id in confirmed {
-        f.counts.payouts_confirmed += 1;
-        let Some(p) = j.payouts.get(id) else { continue };
-        let found = paid.get(id.as_str()).is_some_and(|list| {
-            list.iter()
-                .any(|(h, i, _)| p.tx_hash.as_deref() == Some(*h) && p.op_index == Some(*i))
-        });
-        if !found && !state_reported.contains(id.as_str()) {
-            f.mismatches.push(
-                Finding::new(
-                    Kind::PayoutUnpaid,
-                    format!(
-                        "confirmed in ledger {}, but the ledger shows no payment for it at operation {} of its transaction",
-                        p.ledger.map_or("?".to_owned(), |x| x.to_string()),
-                        p.op_index.map_or("?".to_owned(), |x| x.to_string())
-                    ),
-                )
-                .at(p.tx_hash.as_deref(), p.ledger)
-                .payout(id)
-                .journal("state", &p.state)
-                .journal("ledger", p.ledger.map_or("none".to_owned(), |x| x.to_string())),
-            );
-        }
-    }
-    let mut failed: Vec<&String> = j.failed.iter().collect();
-    failed.sort();
-    for id in failed {
-        f.counts.payouts_failed += 1;
-        if paid.contains_key(id.as_str()) && !state_reported.contains(id.as_str()) {
-            f.mismatches.push(
-                Finding::new(
-                    Kind::FailedPayoutPaid,
-                    "failed in the journal, but the ledger shows a payment for it",
-                )
-                .payout(id),
-            );
-        }
-    }
-
-    // Dead envelopes built in the range.
-    for hash in &j.dead {
-        let Some(e) = j.envelopes.get(hash) else {
-            continue;
-        };
-        f.counts.envelopes_dead += 1;
-        if let Some(t) = l.txs.get(hash) {
-            if !reported_dead.contains(hash.as_str()) {
+        for (id, list) in paid.iter() {
+            if list.len() > 1 {
+                let places: Vec<String> = list
+                    .iter()
+                    .map(|(h, i, l)| format!("{h} op {i} (ledger {l})"))
+                    .collect();
                 f.mismatches.push(
                     Finding::new(
-                        Kind::DeadEnvelopeOnLedger,
-                        format!(
-                            "the journal declared this envelope dead, but the ledger {} it in ledger {}",
-                            if t.successful { "applied" } else { "included (failed)" },
-                            t.ledger
-                        ),
+                        Kind::PayoutPaidTwice,
+                        format!("{} payments on the ledger for one payout", list.len()),
                     )
-                    .tx(hash, Some(t.ledger))
-                    .journal("status", "dead")
-                    .ledger("successful", t.successful),
+                    .payout(id)
+                    .ledger("payments", places.join("; ")),
                 );
             }
-            continue;
         }
-        let used = l
-            .txs
-            .values()
-            .any(|t| t.source == e.source && t.sequence >= e.sequence);
-        if used || window_passed(e, &l.window) {
-            continue;
-        }
-        f.mismatches.push(
-            Finding::new(
-                Kind::DeadEnvelopeUnproven,
-                format!(
-                    "the journal declared this envelope dead, but it could still be included: sequence {} of {} is unused up to ledger {} and its window is open (max time {}, latest close {})",
-                    e.sequence,
-                    short(&e.source),
-                    l.window.latest,
-                    e.max_time,
-                    l.window.latest_close_time
-                ),
-            )
-            .tx(hash, None)
-            .journal("status", "dead")
-            .journal("source", &e.source)
-            .journal("sequence", e.sequence)
-            .journal("max_time", e.max_time)
-            .ledger("latest_ledger", l.window.latest)
-            .ledger("latest_close_time", l.window.latest_close_time),
-        );
     }
 
-    // Live envelopes: in flight.
-    for hash in &j.live {
-        let Some(e) = j.envelopes.get(hash) else {
-            continue;
-        };
-        f.counts.envelopes_live += 1;
-        f.in_flight.push(InFlight {
-            tx_hash: e.hash.clone(),
-            source: e.source.clone(),
-            sequence: e.sequence,
-            payouts: e.member_ids.len(),
-            built_ledger: e.built_ledger,
-            age_seconds: e.age_ms.max(0) / 1000,
-            on_ledger: l.txs.get(hash).map(|t| t.ledger),
-        });
+    /// Journal → ledger: confirmed and failed payouts of the range.
+    fn settled_payouts(&mut self) {
+        let j: &'a JournalFacts = self.j;
+        let Self {
+            f,
+            paid,
+            state_reported,
+            ..
+        } = self;
+        let mut confirmed: Vec<&String> = j.confirmed.iter().collect();
+        confirmed.sort();
+        for id in confirmed {
+            f.counts.payouts_confirmed += 1;
+            let Some(p) = j.payouts.get(id) else { continue };
+            let found = paid.get(id.as_str()).is_some_and(|list| {
+                list.iter()
+                    .any(|(h, i, _)| p.tx_hash.as_deref() == Some(*h) && p.op_index == Some(*i))
+            });
+            if !found && !state_reported.contains(id.as_str()) {
+                f.mismatches.push(
+                    Finding::new(
+                        Kind::PayoutUnpaid,
+                        format!(
+                            "confirmed in ledger {}, but the ledger shows no payment for it at operation {} of its transaction",
+                            p.ledger.map_or("?".to_owned(), |x| x.to_string()),
+                            p.op_index.map_or("?".to_owned(), |x| x.to_string())
+                        ),
+                    )
+                    .at(p.tx_hash.as_deref(), p.ledger)
+                    .payout(id)
+                    .journal("state", &p.state)
+                    .journal("ledger", p.ledger.map_or("none".to_owned(), |x| x.to_string())),
+                );
+            }
+        }
+        let mut failed: Vec<&String> = j.failed.iter().collect();
+        failed.sort();
+        for id in failed {
+            f.counts.payouts_failed += 1;
+            if paid.contains_key(id.as_str()) && !state_reported.contains(id.as_str()) {
+                f.mismatches.push(
+                    Finding::new(
+                        Kind::FailedPayoutPaid,
+                        "failed in the journal, but the ledger shows a payment for it",
+                    )
+                    .payout(id),
+                );
+            }
+        }
     }
-    f.in_flight
-        .sort_by(|a, b| (a.built_ledger, &a.tx_hash).cmp(&(b.built_ledger, &b.tx_hash)));
 
+    /// Dead envelopes built in the range.
+    fn dead_envelopes(&mut self) {
+        let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
+        let Self {
+            f, reported_dead, ..
+        } = self;
+        for hash in &j.dead {
+            let Some(e) = j.envelopes.get(hash) else {
+                continue;
+            };
+            f.counts.envelopes_dead += 1;
+            if let Some(t) = l.txs.get(hash) {
+                if !reported_dead.contains(hash.as_str()) {
+                    f.mismatches.push(
+                        Finding::new(
+                            Kind::DeadEnvelopeOnLedger,
+                            format!(
+                                "the journal declared this envelope dead, but the ledger {} it in ledger {}",
+                                if t.successful { "applied" } else { "included (failed)" },
+                                t.ledger
+                            ),
+                        )
+                        .tx(hash, Some(t.ledger))
+                        .journal("status", "dead")
+                        .ledger("successful", t.successful),
+                    );
+                }
+                continue;
+            }
+            let used = l
+                .txs
+                .values()
+                .any(|t| t.source == e.source && t.sequence >= e.sequence);
+            if used || window_passed(e, &l.window) {
+                continue;
+            }
+            f.mismatches.push(
+                Finding::new(
+                    Kind::DeadEnvelopeUnproven,
+                    format!(
+                        "the journal declared this envelope dead, but it could still be included: sequence {} of {} is unused up to ledger {} and its window is open (max time {}, latest close {})",
+                        e.sequence,
+                        short(&e.source),
+                        l.window.latest,
+                        e.max_time,
+                        l.window.latest_close_time
+                    ),
+                )
+                .tx(hash, None)
+                .journal("status", "dead")
+                .journal("source", &e.source)
+                .journal("sequence", e.sequence)
+                .journal("max_time", e.max_time)
+                .ledger("latest_ledger", l.window.latest)
+                .ledger("latest_close_time", l.window.latest_close_time),
+            );
+        }
+    }
+
+    /// Live envelopes: in flight.
+    fn live_envelopes(&mut self) {
+        let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
+        let Self { f, .. } = self;
+        for hash in &j.live {
+            let Some(e) = j.envelopes.get(hash) else {
+                continue;
+            };
+            f.counts.envelopes_live += 1;
+            f.in_flight.push(InFlight {
+                tx_hash: e.hash.clone(),
+                source: e.source.clone(),
+                sequence: e.sequence,
+                payouts: e.member_ids.len(),
+                built_ledger: e.built_ledger,
+                age_seconds: e.age_ms.max(0) / 1000,
+                on_ledger: l.txs.get(hash).map(|t| t.ledger),
+            });
+        }
+        f.in_flight
+            .sort_by(|a, b| (a.built_ledger, &a.tx_hash).cmp(&(b.built_ledger, &b.tx_hash)));
+    }
+}
+
+/// Compares the two sides. `findings.resume_ledger` is `to + 1` unless something in the
+/// range is still in flight.
+pub fn compare(j: &JournalFacts, l: &LedgerFacts) -> Findings {
+    let mut c = Comparison::new(j, l);
+    c.ledger_transactions();
+    c.settled_envelopes();
+    c.distribution_operations();
+    c.settled_payouts();
+    c.dead_envelopes();
+    c.live_envelopes();
+    let Comparison { mut f, totals, .. } = c;
     f.totals = totals
         .into_iter()
         .map(|(asset, (payments, sum))| Total {
