@@ -490,6 +490,14 @@ fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// A setting refused: the key and why.
+fn invalid(key: &str, detail: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        detail: detail.into(),
+    })
+}
+
 impl Settings {
     /// Loads defaults, then `file`, then the given environment (pass `std::env::vars()`).
     pub fn load(
@@ -601,12 +609,16 @@ impl Settings {
 
     /// `signs`: the command builds and signs transactions (its seeds are required).
     fn validate(&self, signs: bool) -> Result<(), ConfigError> {
-        let invalid = |key: &str, detail: &str| {
-            Err(ConfigError::Invalid {
-                key: key.into(),
-                detail: detail.into(),
-            })
-        };
+        self.validate_payouts()?;
+        self.validate_sections()?;
+        self.validate_safety()?;
+        self.validate_server()?;
+        self.validate_cluster()?;
+        self.validate_ledger(signs)
+    }
+
+    /// `[payouts]`.
+    fn validate_payouts(&self) -> Result<(), ConfigError> {
         if self.payouts.fee_per_op_stroops < 100 {
             return invalid(
                 "payouts.fee_per_op_stroops",
@@ -619,6 +631,28 @@ impl Settings {
                 "must be >= fee_per_op_stroops",
             );
         }
+        if self.payouts.live_actors_max == 0 {
+            return invalid("payouts.live_actors_max", "must be at least 1");
+        }
+        if !(1..=payoutd_actors::policy::OPERATIONS_PER_TX_MAX)
+            .contains(&self.payouts.payments_per_tx_max)
+        {
+            return invalid(
+                "payouts.payments_per_tx_max",
+                "must be 1 to 100 (a Stellar transaction holds at most 100 operations)",
+            );
+        }
+        if self.payouts.ready_queue_max == 0 {
+            return invalid("payouts.ready_queue_max", "must be at least 1");
+        }
+        if self.payouts.attempts_max == 0 {
+            return invalid("payouts.attempts_max", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The sections that check themselves: nats, inbox, reconcile, limits, destinations.
+    fn validate_sections(&self) -> Result<(), ConfigError> {
         if self.nats.enabled
             && let Err(e) = self.nats.validate()
         {
@@ -652,6 +686,11 @@ impl Settings {
                 "must be at least 1 (the network's base reserve in stroops: 5000000 on the public network)",
             );
         }
+        Ok(())
+    }
+
+    /// `[safety]`, and the control poll.
+    fn validate_safety(&self) -> Result<(), ConfigError> {
         let s = &self.safety;
         if s.breaker_window_ms == 0 {
             return invalid("safety.breaker_window_ms", "must be at least 1");
@@ -671,17 +710,11 @@ impl Settings {
         if self.cluster.control_poll_interval_ms == 0 {
             return invalid("cluster.control_poll_interval_ms", "must be at least 1");
         }
-        if self.payouts.live_actors_max == 0 {
-            return invalid("payouts.live_actors_max", "must be at least 1");
-        }
-        if !(1..=payoutd_actors::policy::OPERATIONS_PER_TX_MAX)
-            .contains(&self.payouts.payments_per_tx_max)
-        {
-            return invalid(
-                "payouts.payments_per_tx_max",
-                "must be 1 to 100 (a Stellar transaction holds at most 100 operations)",
-            );
-        }
+        Ok(())
+    }
+
+    /// `[server]`.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         if self.server.batch_items_max == 0 || self.server.batch_items_max > 10_000 {
             return invalid("server.batch_items_max", "must be 1 to 10000");
         }
@@ -691,12 +724,11 @@ impl Settings {
                 "must be at least server.body_bytes_max",
             );
         }
-        if self.payouts.ready_queue_max == 0 {
-            return invalid("payouts.ready_queue_max", "must be at least 1");
-        }
-        if self.payouts.attempts_max == 0 {
-            return invalid("payouts.attempts_max", "must be at least 1");
-        }
+        Ok(())
+    }
+
+    /// `[cluster]`.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
         let c = &self.cluster;
         if c.heartbeat_interval_ms == 0 || c.orphan_sweep_interval_ms == 0 {
             return invalid(
@@ -716,6 +748,11 @@ impl Settings {
         if c.instance_id.len() > 200 {
             return invalid("cluster.instance_id", "must be at most 200 bytes");
         }
+        Ok(())
+    }
+
+    /// `[ledger]`: what its mode needs.
+    fn validate_ledger(&self, signs: bool) -> Result<(), ConfigError> {
         if self.ledger.mode == LedgerMode::Horizon {
             if self.ledger.horizon_url.is_empty() {
                 return invalid(
@@ -740,7 +777,6 @@ impl Settings {
         }
         Ok(())
     }
-
     /// This instance's name in the cluster: `cluster.instance_id`, or the host name and the
     /// port of `server.listen`.
     pub fn instance_id(&self) -> String {
