@@ -12,6 +12,25 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The section at `path` of the built-in defaults, as its settings type: what a section's
+/// `Default` is, so every default is written once, in `config/default.toml`.
+pub fn built_in<T: serde::de::DeserializeOwned>(path: &[&str]) -> T {
+    let mut value = toml::Value::Table(
+        DEFAULTS
+            .parse::<toml::Table>()
+            .expect("config/default.toml is TOML"),
+    );
+    for key in path {
+        value = value
+            .as_table_mut()
+            .and_then(|t| t.remove(*key))
+            .unwrap_or_else(|| panic!("config/default.toml has no [{}]", path.join(".")));
+    }
+    value
+        .try_into()
+        .unwrap_or_else(|e| panic!("config/default.toml [{}]: {e}", path.join(".")))
+}
 const ENV_PREFIX: &str = "PAYOUTD__";
 
 /// Environment variables that hold secrets: read directly, never merged into the tree
@@ -103,27 +122,17 @@ pub struct SafetySettings {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSettings {
-    #[serde(default)]
     pub no_trust: NoTrustSetting,
-    #[serde(default)]
     pub no_account: NoAccountSetting,
     /// The network's base reserve, in stroops; a new account needs two.
-    #[serde(default = "default_base_reserve_stroops")]
     pub base_reserve_stroops: i64,
 }
 
 impl Default for DestinationSettings {
+    /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        Self {
-            no_trust: NoTrustSetting::default(),
-            no_account: NoAccountSetting::default(),
-            base_reserve_stroops: default_base_reserve_stroops(),
-        }
+        built_in(&["destinations"])
     }
-}
-
-fn default_base_reserve_stroops() -> i64 {
-    DestinationPolicy::default().base_reserve_stroops
 }
 
 /// `destinations.no_trust`: `"fail"` or `"claimable_balance"`.
@@ -167,23 +176,17 @@ impl DestinationSettings {
 pub struct LimitsSettings {
     /// `wait`: a payout over a window limit is paid by itself once the window allows;
     /// `hold`: it waits for an operator.
-    #[serde(default = "default_when_reached")]
     pub when_reached: String,
+    /// None by default (the built-in defaults list none).
     #[serde(default)]
     pub assets: Vec<AssetLimitSettings>,
 }
 
 impl Default for LimitsSettings {
+    /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        Self {
-            when_reached: default_when_reached(),
-            assets: Vec::new(),
-        }
+        built_in(&["limits"])
     }
-}
-
-fn default_when_reached() -> String {
-    "wait".into()
 }
 
 /// `[[limits.assets]]`: the limits of one asset; a limit left out is no limit.
@@ -1166,6 +1169,29 @@ weekly_amount_max = \"20\"
         );
         let text = format!("{:?}", inline.unwrap_err());
         assert!(text.contains("unknown field `secret`"), "{text}");
+    }
+
+    #[test]
+    fn section_defaults_are_the_built_in_file() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.inbox, crate::inbox::InboxSettings::default());
+        let nats = crate::nats::NatsSettings::default();
+        assert_eq!(
+            (s.nats.stream, s.nats.outbox.batch_max),
+            (nats.stream, nats.outbox.batch_max)
+        );
+        assert_eq!(
+            s.reconcile.interval_ms,
+            crate::reconcile::ReconcileSettings::default().interval_ms
+        );
+        assert_eq!(
+            s.destinations.base_reserve_stroops,
+            DestinationSettings::default().base_reserve_stroops
+        );
+        assert_eq!(
+            s.limits.when_reached,
+            LimitsSettings::default().when_reached
+        );
     }
 
     #[test]

@@ -47,9 +47,9 @@ pub const DELAY_MIN_MS: u64 = 10;
 /// Longest accepted `poll_interval_ms` and `retry_delay_ms`, in milliseconds (one hour).
 pub const DELAY_MAX_MS: u64 = 3_600_000;
 
-/// The `[inbox]` configuration section (a missing key takes its default).
+/// The `[inbox]` configuration section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct InboxSettings {
     /// Run the inbox worker. It holds two database connections while it runs (the
     /// listener, and the round's transaction).
@@ -64,13 +64,9 @@ pub struct InboxSettings {
 }
 
 impl Default for InboxSettings {
+    /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        Self {
-            enabled: true,
-            batch_max: 100,
-            poll_interval_ms: 1_000,
-            retry_delay_ms: 1_000,
-        }
+        crate::config::built_in(&["inbox"])
     }
 }
 

@@ -84,15 +84,28 @@ mod tests {
     }
 
     #[test]
-    fn toml_section_parses_and_refuses_unknown_keys() {
-        let s: NatsSettings = toml::from_str(
-            "enabled = true\nurl = \"nats://u:p@h:4222\"\n[outbox]\nbatch_max = 7\n",
-        )
-        .unwrap();
+    fn the_section_layers_over_the_defaults_and_refuses_unknown_keys() {
+        let load = |pairs: &[(&str, &str)]| {
+            crate::config::Settings::load(
+                None,
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let s = load(&[
+            ("PAYOUTD__NATS__ENABLED", "true"),
+            ("PAYOUTD__NATS__URL", "nats://u:p@h:4222"),
+            ("PAYOUTD__NATS__OUTBOX__BATCH_MAX", "7"),
+        ])
+        .unwrap()
+        .nats;
         assert!(s.enabled);
         assert_eq!(s.outbox.batch_max, 7);
+        assert_eq!(
+            s.outbox.poll_interval_ms,
+            OutboxSettings::default().poll_interval_ms
+        );
         assert!(!format!("{s:?}").contains("u:p"));
-        assert!(toml::from_str::<NatsSettings>("ack_wait = 5").is_err());
+        assert!(load(&[("PAYOUTD__NATS__ACK_WAIT", "5")]).is_err());
     }
 
     #[test]

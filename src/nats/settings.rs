@@ -5,7 +5,7 @@ use super::*;
 
 /// The `[nats]` section: the broker ingress and, in `[nats.outbox]`, the event publisher.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct NatsSettings {
     /// Off by default: payoutd then neither consumes requests nor publishes events.
     pub enabled: bool,
@@ -53,28 +53,9 @@ pub struct NatsSettings {
 }
 
 impl Default for NatsSettings {
+    /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        Self {
-            enabled: false,
-            url: SecretString::from("nats://127.0.0.1:4222"),
-            connect_timeout_ms: 5_000,
-            request_timeout_ms: 5_000,
-            reconnect_delay_min_ms: 100,
-            reconnect_delay_max_ms: 10_000,
-            stream: "PAYOUTS".into(),
-            subjects: vec!["payouts.requests.>".into()],
-            stream_max_age_ms: 0,
-            durable: "payoutd".into(),
-            ack_wait_ms: 30_000,
-            max_deliver: -1,
-            lag_poll_interval_ms: 5_000,
-            fetch_batch_max: 256,
-            fetch_wait_ms: 5_000,
-            in_flight_max: 256,
-            retry_delay_ms: 1_000,
-            dead_letter_subject: "payouts.dead_letter".into(),
-            outbox: OutboxSettings::default(),
-        }
+        crate::config::built_in(&["nats"])
     }
 }
 
@@ -174,7 +155,7 @@ pub const BATCH_MAX_LIMIT: u32 = 10_000;
 
 /// The `[nats.outbox]` section.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct OutboxSettings {
     /// Publish state changes (when `nats.enabled`).
     pub enabled: bool,
@@ -198,17 +179,9 @@ pub struct OutboxSettings {
 }
 
 impl Default for OutboxSettings {
+    /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        Self {
-            enabled: true,
-            events_stream: "PAYOUT_EVENTS".into(),
-            subject_prefix: "payouts.events".into(),
-            events_max_age_ms: 7 * 24 * 3_600 * 1_000,
-            duplicate_window_ms: 120_000,
-            poll_interval_ms: 500,
-            batch_max: 256,
-            outbox_retention_ms: 24 * 3_600 * 1_000,
-        }
+        crate::config::built_in(&["nats", "outbox"])
     }
 }
 

@@ -39,7 +39,7 @@ pub const INTERVAL_MS_MIN: u64 = 100;
 
 /// `[reconcile]` in the configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ReconcileSettings {
     /// How often the service checks the ledgers closed since the last run, in
     /// milliseconds; 0 = never.
@@ -51,12 +51,9 @@ pub struct ReconcileSettings {
 }
 
 impl Default for ReconcileSettings {
+    /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        Self {
-            interval_ms: 300_000,
-            ledgers_per_run_max: 17_280,
-            page_records: PAGE_RECORDS_MAX,
-        }
+        crate::config::built_in(&["reconcile"])
     }
 }
 

@@ -78,11 +78,18 @@ pub(super) enum Attempt {
     Unauthorized(String),
 }
 
-/// Sends every valid row and collects the report (invalid rows are reported as they are).
-pub async fn submit_rows(
-    rows: Vec<CsvRow>,
+/// The endpoints, the `Authorization` header and the HTTP client `options` ask for.
+fn connection(
     options: &SubmitOptions,
-) -> Result<Report, SubmitError> {
+) -> Result<
+    (
+        reqwest::Url,
+        reqwest::Url,
+        Option<HeaderValue>,
+        reqwest::Client,
+    ),
+    SubmitError,
+> {
     let base = options.url.trim_end_matches('/');
     let endpoint = reqwest::Url::parse(&format!("{base}/v1/payouts"))
         .map_err(|e| SubmitError::Url(e.to_string()))?;
@@ -110,9 +117,14 @@ pub async fn submit_rows(
         .build()
         .map_err(|e| SubmitError::Client(e.without_url().to_string()))?;
 
-    let total = rows.len();
-    let mut results: HashMap<usize, RowReport> = HashMap::with_capacity(total);
-    let mut lines = Vec::with_capacity(total);
+    Ok((endpoint, batch_endpoint, auth, client))
+}
+
+/// Rows refused here go straight into the report; the others are grouped by payout id (a
+/// group is sent in file order by one worker), with the file's order of lines kept.
+fn sort_rows(rows: Vec<CsvRow>) -> Sorted {
+    let mut results: HashMap<usize, RowReport> = HashMap::with_capacity(rows.len());
+    let mut lines = Vec::with_capacity(rows.len());
     let mut groups: Vec<Vec<Pending>> = Vec::new();
     let mut group_of: HashMap<String, usize> = HashMap::new();
     let tally = Tally::default();
@@ -145,6 +157,38 @@ pub async fn submit_rows(
             }
         }
     }
+    Sorted {
+        results,
+        lines,
+        groups,
+        tally,
+    }
+}
+
+/// The rows sorted for sending.
+struct Sorted {
+    /// The report of every row already decided (refused here), by line.
+    results: HashMap<usize, RowReport>,
+    /// Every row's line, in file order.
+    lines: Vec<usize>,
+    /// The rows to send, grouped by payout id.
+    groups: Vec<Vec<Pending>>,
+    tally: Tally,
+}
+
+/// Sends every valid row and collects the report (invalid rows are reported as they are).
+pub async fn submit_rows(
+    rows: Vec<CsvRow>,
+    options: &SubmitOptions,
+) -> Result<Report, SubmitError> {
+    let (endpoint, batch_endpoint, auth, client) = connection(options)?;
+    let total = rows.len();
+    let Sorted {
+        mut results,
+        lines,
+        groups,
+        tally,
+    } = sort_rows(rows);
     let shared = Arc::new(Shared {
         client,
         endpoint,
