@@ -40,6 +40,33 @@ pub const ENV_CHANNEL_SEEDS: &str = "PAYOUTD__LEDGER__CHANNEL_SEEDS";
 pub const ENV_API_TOKENS: &str = "PAYOUTD__SERVER__API_TOKENS";
 pub const ENV_ADMIN_TOKENS: &str = "PAYOUTD__SERVER__ADMIN_TOKENS";
 
+/// A setting that cannot work, named by its whole key (`nats.in_flight_max`): what every
+/// section's check answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {key}: {detail}")]
+pub struct InvalidSetting {
+    pub key: String,
+    pub detail: String,
+}
+
+impl InvalidSetting {
+    pub fn new(key: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        Self::Invalid {
+            key: e.key,
+            detail: e.detail,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
@@ -656,13 +683,8 @@ impl Settings {
 
     /// The sections that check themselves: nats, inbox, reconcile, limits, destinations.
     fn validate_sections(&self) -> Result<(), ConfigError> {
-        if self.nats.enabled
-            && let Err(e) = self.nats.validate()
-        {
-            return Err(ConfigError::Invalid {
-                key: format!("nats.{}", e.key),
-                detail: e.detail,
-            });
+        if self.nats.enabled {
+            self.nats.validate()?;
         }
         if self.nats.enabled && self.nats.max_deliver != -1 && !self.inbox.enabled {
             return invalid(
@@ -670,18 +692,8 @@ impl Settings {
                 "a finite cap needs inbox.enabled = true (a request that cannot be made durable on its last delivery is stored there)",
             );
         }
-        if let Err(detail) = self.inbox.validate() {
-            return Err(ConfigError::Invalid {
-                key: "inbox".into(),
-                detail,
-            });
-        }
-        if let Err((key, detail)) = self.reconcile.validate() {
-            return Err(ConfigError::Invalid {
-                key: key.into(),
-                detail,
-            });
-        }
+        self.inbox.validate()?;
+        self.reconcile.validate()?;
         self.limits.limits()?;
         if self.destinations.base_reserve_stroops < 1 {
             return invalid(
@@ -771,12 +783,7 @@ impl Settings {
             }
         }
         if self.ledger.mode == LedgerMode::Rpc {
-            crate::rpc_config::validate(&self.ledger, signs).map_err(|(key, detail)| {
-                ConfigError::Invalid {
-                    key: key.into(),
-                    detail,
-                }
-            })?;
+            crate::rpc_config::validate(&self.ledger, signs)?;
         }
         Ok(())
     }

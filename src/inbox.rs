@@ -72,11 +72,11 @@ impl Default for InboxSettings {
 
 impl InboxSettings {
     /// Checks the bounds; the message names the offending key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::config::InvalidSetting> {
         if !(1..=BATCH_MAX_LIMIT).contains(&self.batch_max) {
-            return Err(format!(
-                "inbox.batch_max must be 1 to {BATCH_MAX_LIMIT}, not {}",
-                self.batch_max
+            return Err(crate::config::InvalidSetting::new(
+                "inbox.batch_max",
+                format!("must be 1 to {BATCH_MAX_LIMIT}, not {}", self.batch_max),
             ));
         }
         for (key, value) in [
@@ -84,8 +84,9 @@ impl InboxSettings {
             ("inbox.retry_delay_ms", self.retry_delay_ms),
         ] {
             if !(DELAY_MIN_MS..=DELAY_MAX_MS).contains(&value) {
-                return Err(format!(
-                    "{key} must be {DELAY_MIN_MS} to {DELAY_MAX_MS} milliseconds, not {value}"
+                return Err(crate::config::InvalidSetting::new(
+                    key,
+                    format!("must be {DELAY_MIN_MS} to {DELAY_MAX_MS} milliseconds, not {value}"),
                 ));
             }
         }

@@ -316,7 +316,7 @@ mod tests {
             o.validate("PAYOUTS", &["payouts.requests.>".into()])
                 .unwrap_err()
                 .key,
-            "outbox.subject_prefix"
+            "nats.outbox.subject_prefix"
         );
         let o = OutboxSettings {
             events_stream: "PAYOUTS".into(),
@@ -326,7 +326,7 @@ mod tests {
             o.validate("PAYOUTS", &["payouts.requests.>".into()])
                 .unwrap_err()
                 .key,
-            "outbox.events_stream"
+            "nats.outbox.events_stream"
         );
         OutboxSettings::default()
             .validate("PAYOUTS", &["payouts.requests.>".into()])

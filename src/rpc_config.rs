@@ -8,30 +8,34 @@ use payoutd_actors::ports::Ledger;
 use payoutd_stellar::{Keyring, RpcLedger, RpcTimeouts};
 
 use crate::app::StartupError;
-use crate::config::LedgerSettings;
+use crate::config::{InvalidSetting, LedgerSettings};
 
 /// Checks the RPC settings of `ledger.mode = "rpc"`: the offending key and why. Never quotes
 /// the URL (it may carry a provider's key). `signs`: the command pays (a read-only one such
 /// as `payoutd reconcile` needs no seed).
-pub fn validate(ledger: &LedgerSettings, signs: bool) -> Result<(), (&'static str, String)> {
+pub fn validate(ledger: &LedgerSettings, signs: bool) -> Result<(), InvalidSetting> {
     let url = ledger.rpc_url.trim();
     if url.is_empty() {
-        return Err((
+        return Err(InvalidSetting::new(
             "ledger.rpc_url",
             "is required when ledger.mode = \"rpc\" (to use the built-in simulator over RPC instead, \
-             keep ledger.mode = \"simulator\" and set ledger.simulator.protocol = \"rpc\")"
-                .into(),
+             keep ledger.mode = \"simulator\" and set ledger.simulator.protocol = \"rpc\")",
         ));
     }
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
         Ok(_) => {
-            return Err((
+            return Err(InvalidSetting::new(
                 "ledger.rpc_url",
-                "must be an http:// or https:// URL without a #fragment".into(),
+                "must be an http:// or https:// URL without a #fragment",
             ));
         }
-        Err(e) => return Err(("ledger.rpc_url", format!("is not a URL: {e}"))),
+        Err(e) => {
+            return Err(InvalidSetting::new(
+                "ledger.rpc_url",
+                format!("is not a URL: {e}"),
+            ));
+        }
     }
     for (key, value) in [
         ("ledger.rpc_timeout_ms", ledger.rpc_timeout_ms),
@@ -45,14 +49,16 @@ pub fn validate(ledger: &LedgerSettings, signs: bool) -> Result<(), (&'static st
         ),
     ] {
         if value == 0 {
-            return Err((key, "must be at least 1 (milliseconds)".into()));
+            return Err(InvalidSetting::new(
+                key,
+                "must be at least 1 (milliseconds)",
+            ));
         }
     }
     if signs && ledger.distribution_seed.is_none() {
-        return Err((
+        return Err(InvalidSetting::new(
             "ledger.distribution_seed",
-            "is required in rpc mode: set PAYOUTD__LEDGER__DISTRIBUTION_SEED or ledger.distribution_seed_file"
-                .into(),
+            "is required in rpc mode: set PAYOUTD__LEDGER__DISTRIBUTION_SEED or ledger.distribution_seed_file",
         ));
     }
     Ok(())

@@ -60,6 +60,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
+use crate::config::InvalidSetting;
 use crate::ingress::{self, IngestOutcome, MESSAGE_BYTES_MAX};
 use crate::worker::{Backoff, is_stopped, sleep_or_stop, stopped};
 
@@ -114,13 +115,13 @@ mod tests {
             in_flight_max: 0,
             ..Default::default()
         };
-        assert_eq!(s.validate().unwrap_err().key, "in_flight_max");
+        assert_eq!(s.validate().unwrap_err().key, "nats.in_flight_max");
         s.in_flight_max = 1;
         s.dead_letter_subject = "payouts.requests.dl".into();
-        assert_eq!(s.validate().unwrap_err().key, "dead_letter_subject");
+        assert_eq!(s.validate().unwrap_err().key, "nats.dead_letter_subject");
         s.dead_letter_subject = "payouts.dead_letter".into();
         s.stream = "A.B".into();
-        assert_eq!(s.validate().unwrap_err().key, "stream");
+        assert_eq!(s.validate().unwrap_err().key, "nats.stream");
     }
 
     #[test]

@@ -59,19 +59,9 @@ impl Default for NatsSettings {
     }
 }
 
-/// A setting that cannot work, named by its key under `nats`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting nats.{key}: {detail}")]
-pub struct InvalidSetting {
-    pub key: &'static str,
-    pub detail: String,
-}
-
-pub(super) fn invalid(key: &'static str, detail: impl Into<String>) -> InvalidSetting {
-    InvalidSetting {
-        key,
-        detail: detail.into(),
-    }
+/// A setting under `nats` that cannot work (`key` is relative to `nats`).
+pub(super) fn invalid(key: &str, detail: impl Into<String>) -> InvalidSetting {
+    InvalidSetting::new(format!("nats.{key}"), detail)
 }
 
 impl NatsSettings {
@@ -192,12 +182,7 @@ impl OutboxSettings {
         request_stream: &str,
         request_subjects: &[String],
     ) -> Result<(), InvalidSetting> {
-        let bad = |key, detail: &str| {
-            Err(InvalidSetting {
-                key,
-                detail: detail.into(),
-            })
-        };
+        let bad = |key, detail: &str| Err(invalid(key, detail));
         check_name("outbox.events_stream", &self.events_stream)?;
         if self.events_stream == request_stream {
             return bad("outbox.events_stream", "must differ from nats.stream");

@@ -58,19 +58,23 @@ impl Default for ReconcileSettings {
 }
 
 impl ReconcileSettings {
-    /// `Err((key, detail))` naming the first setting that is wrong.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// The first setting that is wrong, by its key.
+    pub fn validate(&self) -> Result<(), crate::config::InvalidSetting> {
+        let bad = crate::config::InvalidSetting::new;
         if self.interval_ms != 0 && self.interval_ms < INTERVAL_MS_MIN {
-            return Err((
+            return Err(bad(
                 "reconcile.interval_ms",
                 format!("must be 0 (off) or at least {INTERVAL_MS_MIN}"),
             ));
         }
         if self.ledgers_per_run_max == 0 {
-            return Err(("reconcile.ledgers_per_run_max", "must be at least 1".into()));
+            return Err(bad(
+                "reconcile.ledgers_per_run_max",
+                "must be at least 1".into(),
+            ));
         }
         if !(1..=PAGE_RECORDS_MAX).contains(&self.page_records) {
-            return Err((
+            return Err(bad(
                 "reconcile.page_records",
                 format!("must be 1 to {PAGE_RECORDS_MAX} (Horizon's largest page)"),
             ));
