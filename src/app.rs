@@ -39,12 +39,14 @@ pub enum StartupError {
     Postgres(#[from] crate::local_postgres::PgError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// Text, not the error itself: the driver's message may quote the URL, so it is
+    /// scrubbed of credentials first.
     #[error("cannot connect to the database: {0}")]
     Database(String),
     #[error("database migration failed: {0}")]
     Migrate(String),
     #[error("ledger: {0}")]
-    Ledger(String),
+    Ledger(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("invalid signing key in {what}: {detail}")]
     Key { what: &'static str, detail: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -141,7 +143,7 @@ async fn connect_ledger(
     };
     let ledger = StellarLedger::connect(url, &cfg.network_passphrase, keyring, timeouts)
         .await
-        .map_err(|e| StartupError::Ledger(e.to_string()))?;
+        .map_err(|e| StartupError::Ledger(e.into()))?;
     Ok(Arc::new(ledger))
 }
 
@@ -165,7 +167,7 @@ async fn simulator_ledger(
     if let Some(parent) = cfg.simulator.state_file.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let sim = Simulator::new(sim_cfg).map_err(|e| StartupError::Ledger(e.to_string()))?;
+    let sim = Simulator::new(sim_cfg).map_err(|e| StartupError::Ledger(e.into()))?;
     let distribution = demo_keypair("distribution");
     let channels: Vec<Keypair> = (0..cfg.simulator.channels)
         .map(|i| demo_keypair(&format!("channel {i}")))
@@ -173,7 +175,7 @@ async fn simulator_ledger(
     let fund = |account: AccountId, stroops: i64| -> Result<(), StartupError> {
         if sim.account_sequence(&account.to_strkey()).is_none() {
             sim.create_account(&account.to_strkey(), stroops)
-                .map_err(|e| StartupError::Ledger(e.to_string()))?;
+                .map_err(|e| StartupError::Ledger(e.into()))?;
         }
         Ok(())
     };
@@ -182,7 +184,7 @@ async fn simulator_ledger(
         fund(c.account(), DEMO_CHANNEL_STROOPS)?;
     }
     fund(
-        AccountId::parse(DEMO_DESTINATION).map_err(|e| StartupError::Ledger(e.to_string()))?,
+        AccountId::parse(DEMO_DESTINATION).map_err(|e| StartupError::Ledger(e.into()))?,
         10 * 10_000_000,
     )?;
     let handle = payoutd_simulator::spawn(sim, &cfg.simulator.listen)
@@ -356,7 +358,7 @@ fn scheduled_reconcile(
         channels: setup.channels.clone(),
     };
     crate::reconcile::cli::scheduled(settings, journal.pool().clone(), &source, accounts)
-        .map_err(|e| StartupError::Ledger(e.to_string()))
+        .map_err(|e| StartupError::Ledger(e.into()))
 }
 
 pub fn policy(settings: &Settings, payer: AccountId) -> PayoutPolicy {

@@ -53,8 +53,30 @@ enum Command {
     },
 }
 
-fn load_settings(cli: &Cli) -> Result<Settings, String> {
-    Settings::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
+/// Why a command could not do its work (printed as `payoutd: …`, with its cause).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] payoutd::config::ConfigError),
+    #[error(transparent)]
+    Startup(#[from] payoutd::app::StartupError),
+    #[error("the journal: {0}")]
+    Journal(#[from] payoutd_actors::ports::JournalError),
+    #[error("payout id: {0}")]
+    PayoutId(#[from] payoutd_actors::domain::ValidationError),
+    #[error("the simulator: {0}")]
+    Simulator(#[from] payoutd_simulator::SimError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("writing the payout as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The admin commands answer in words (they name the key or the rule at fault).
+    #[error("{0}")]
+    Admin(String),
+}
+
+fn load_settings(cli: &Cli) -> Result<Settings, CliError> {
+    Ok(Settings::load(cli.config.as_deref(), std::env::vars())?)
 }
 
 fn main() -> ExitCode {
@@ -71,45 +93,40 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("payoutd: {message}");
+        Err(error) => {
+            eprintln!("payoutd: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match &cli.command {
         Some(Command::Simulator(args)) => {
             let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
-            payoutd_simulator::run_standalone(args.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+            payoutd_simulator::run_standalone(args.clone()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Migrate) => {
             let settings = load_settings(&cli)?;
             payoutd::telemetry::init(&settings.telemetry);
-            let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
+            let (pool, _pg) = database(&settings).await?;
             pool.close().await;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Status { id }) => {
             let settings = load_settings(&cli)?;
-            let id = PayoutId::parse(id).map_err(|e| e.to_string())?;
-            let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
+            let id = PayoutId::parse(id)?;
+            let (pool, _pg) = database(&settings).await?;
             let journal = payoutd::journal::PgJournal::new(pool).await;
-            let Some(record) = journal.load(&id).await.map_err(|e| e.to_string())? else {
+            let Some(record) = journal.load(&id).await? else {
                 eprintln!("payout {id} not found");
                 return Ok(ExitCode::from(3));
             };
             let mut view = payoutd::http::PayoutView::from_record(&record);
-            view.events = Some(journal.events(&id).await.map_err(|e| e.to_string())?);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?
-            );
+            view.events = Some(journal.events(&id).await?);
+            println!("{}", serde_json::to_string_pretty(&view)?);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Submit(args)) => Ok(payoutd::cli::submit::run_cli(args).await),
@@ -118,20 +135,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Some(Command::Admin { action }) => {
             let settings = load_settings(&cli)?;
-            let (pool, _pg) = database(&settings).await.map_err(|e| e.to_string())?;
+            let (pool, _pg) = database(&settings).await?;
             let journal = payoutd::journal::PgJournal::new(pool).await;
-            payoutd::cli::admin::run_cli(&journal, action).await
+            payoutd::cli::admin::run_cli(&journal, action)
+                .await
+                .map_err(CliError::Admin)
         }
         Some(Command::Serve) | None => serve(&cli).await,
     }
 }
 
-async fn serve(cli: &Cli) -> Result<ExitCode, String> {
+async fn serve(cli: &Cli) -> Result<ExitCode, CliError> {
     let settings = load_settings(cli)?;
     payoutd::telemetry::init(&settings.telemetry);
-    let app = Application::build(settings)
-        .await
-        .map_err(|e| e.to_string())?;
+    let app = Application::build(settings).await?;
     if let Some(sim) = &app.simulator {
         eprintln!(
             "payoutd: built-in ledger simulator at {} (demo network)",
@@ -139,9 +156,7 @@ async fn serve(cli: &Cli) -> Result<ExitCode, String> {
         );
     }
     eprintln!("payoutd: HTTP API on port {}", app.port());
-    app.run_until_stopped(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    app.run_until_stopped(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -80,7 +80,7 @@ pub async fn connect(
 ) -> Result<Arc<dyn Ledger>, StartupError> {
     let rpc = RpcLedger::connect(url, &ledger.network_passphrase, keyring, timeouts(ledger))
         .await
-        .map_err(|e| StartupError::Ledger(e.to_string()))?;
+        .map_err(|e| StartupError::Ledger(e.into()))?;
     Ok(Arc::new(rpc))
 }
 
