@@ -501,6 +501,11 @@ impl Application {
         })
     }
 
+    /// The router the listener serves: tests drive it without a socket.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }

@@ -147,6 +147,8 @@ pub fn request(id: &str, amount: &str) -> PayoutRequest {
 
 pub struct TestApp {
     pub base: String,
+    /// The same application's router, to drive without a socket (`TestApp::call`).
+    pub router: axum::Router,
     pub client: reqwest::Client,
     pub pool: sqlx::PgPool,
     pub token: Option<String>,
@@ -210,6 +212,7 @@ pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
         .await
         .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
+    let router = app.router();
     let sim_url = app
         .simulator
         .as_ref()
@@ -221,6 +224,7 @@ pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
     }));
     TestApp {
         base,
+        router,
         client: reqwest::Client::new(),
         pool,
         token,
@@ -231,6 +235,18 @@ pub async fn spawn_app(extra_env: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// One request through the router itself, no socket: the status, headers and body.
+    pub async fn call(
+        &self,
+        request: axum::http::Request<axum::body::Body>,
+    ) -> (axum::http::StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        use tower::ServiceExt;
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, parts.headers, bytes.to_vec())
+    }
+
     pub fn simulator_url(&self) -> &str {
         &self.sim_url
     }

@@ -581,3 +581,68 @@ async fn an_explicit_none_memo_means_no_memo_on_the_transaction() {
     absent_again.as_object_mut().unwrap().remove("memo");
     assert_eq!(app.submit(&absent_again).await.0, 409);
 }
+
+/// The fast checks, through the router itself (no socket): what the API answers before any
+/// payout exists.
+#[tokio::test]
+async fn the_router_answers_without_a_socket() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let app = spawn_app(&[]).await;
+    let json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap();
+    let (status, _, body) = app
+        .call(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        (status.as_u16(), json(&body)["status"].clone()),
+        (200, json!("ok"))
+    );
+    let (status, _, body) = app
+        .call(
+            Request::get("/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["openapi"], "3.1.0");
+    for (request, code, status) in [
+        (
+            Request::get("/v2/nothing").body(Body::empty()).unwrap(),
+            "not_found",
+            404,
+        ),
+        (
+            Request::delete("/v1/payouts").body(Body::empty()).unwrap(),
+            "method_not_allowed",
+            405,
+        ),
+        (
+            Request::post("/v1/payouts")
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap(),
+            "invalid_body",
+            400,
+        ),
+        (
+            Request::post("/v1/payouts")
+                .header("content-type", "application/json")
+                .body(Body::from(payout("bad id!", "1").to_string()))
+                .unwrap(),
+            "payout_id_charset",
+            422,
+        ),
+        (
+            Request::get("/v1/payouts/nobody")
+                .body(Body::empty())
+                .unwrap(),
+            "payout_not_found",
+            404,
+        ),
+    ] {
+        let (got, _, body) = app.call(request).await;
+        assert_eq!(got.as_u16(), status, "{code}");
+        assert_eq!(json(&body)["error"]["code"], code);
+    }
+}
