@@ -679,160 +679,20 @@ impl<'a> Comparison<'a> {
 
     /// Ledger → journal: the distribution account's operations.
     fn distribution_operations(&mut self) {
-        let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
-        let in_range = |ledger: u32| l.from <= ledger && ledger <= l.to;
-        let Self {
-            f,
-            paid,
-            totals,
-            state_reported,
-            ..
-        } = self;
-        for op in l.ops.iter().filter(|o| in_range(o.ledger)) {
-            if op.source != l.distribution {
-                continue;
-            }
-            if !op.kind.moves_value() {
-                f.notes.push(
-                    Finding::new(
-                        Kind::OtherOperation,
-                        format!(
-                            "a {} operation of the distribution account (moves no value)",
-                            op.kind.name()
-                        ),
-                    )
-                    .tx(&op.tx_hash, Some(op.ledger))
-                    .op(op.op_index)
-                    .ledger("kind", op.kind.name()),
-                );
-                continue;
-            }
-            f.counts.ledger_payments += 1;
-            let unknown = |why: String| {
-                op_evidence(
-                    Finding::new(Kind::UnknownOutflow, why)
-                        .tx(&op.tx_hash, Some(op.ledger))
-                        .op(op.op_index),
-                    op,
-                )
-            };
-            let Some(e) = j.envelopes.get(&op.tx_hash) else {
-                f.mismatches.push(unknown(format!(
-                    "a {} from the distribution account that no journaled envelope explains",
-                    what_op(op)
-                )));
-                continue;
-            };
-            let Some(id) = e.member_ids.get(op.op_index as usize) else {
-                f.mismatches.push(unknown(format!(
-                    "operation {} ({}) of a journaled envelope of {} payouts",
-                    op.op_index,
-                    what_op(op),
-                    e.member_ids.len()
-                )));
-                continue;
-            };
-            paid.entry(id.as_str()).or_default().push((
-                op.tx_hash.as_str(),
-                op.op_index,
-                op.ledger,
-            ));
-            let Some(p) = j.payouts.get(id) else {
-                f.mismatches.push(
-                    Finding::new(
-                        Kind::JournalUnreadable,
-                        format!("envelope member {id} has no payout row"),
-                    )
-                    .tx(&op.tx_hash, Some(op.ledger))
-                    .op(op.op_index)
-                    .payout(id),
-                );
-                continue;
-            };
-            let req = match &p.request {
-                Ok(req) => req,
-                Err(why) => {
-                    f.mismatches.push(
-                        Finding::new(
-                            Kind::JournalUnreadable,
-                            format!("the stored request does not read back: {why}"),
-                        )
-                        .tx(&op.tx_hash, Some(op.ledger))
-                        .op(op.op_index)
-                        .payout(id),
-                    );
-                    continue;
-                }
-            };
-            let mut diffs = differences(op, req);
-            if !kind_matches(&p.op_kind, &op.kind) && !diffs.contains(&"kind") {
-                diffs.push("kind");
-            }
-            if !diffs.is_empty() {
-                f.mismatches.push(op_evidence(
-                    request_evidence(
-                        Finding::new(
-                            Kind::PaymentDiffers,
-                            format!(
-                                "the ledger's {} differs from the payout in {}",
-                                what_op(op),
-                                diffs.join(", ")
-                            ),
-                        )
-                        .tx(&op.tx_hash, Some(op.ledger))
-                        .op(op.op_index)
-                        .payout(id),
-                        req,
-                    ),
-                    op,
-                ));
-            }
-            match e.status {
-                // The journal will record it (or has, after its snapshot): the next run sees it.
-                EnvelopeStatus::Live => continue,
-                // Reported with its transaction.
-                EnvelopeStatus::Dead => continue,
-                EnvelopeStatus::Applied | EnvelopeStatus::Failed => {}
-            }
-            let paid_here = p.state == "confirmed"
-                && p.tx_hash.as_deref() == Some(op.tx_hash.as_str())
-                && p.op_index == Some(op.op_index);
-            if !paid_here {
-                state_reported.insert(id.as_str());
-                let kind = if p.state == "failed" {
-                    Kind::FailedPayoutPaid
-                } else {
-                    Kind::PayoutState
-                };
-                f.mismatches.push(
-                    Finding::new(
-                        kind,
-                        format!(
-                            "the ledger paid this payout here; the journal has it {} in {} at operation {}",
-                            p.state,
-                            p.tx_hash.as_deref().unwrap_or("no transaction"),
-                            p.op_index.map_or("?".to_owned(), |x| x.to_string())
-                        ),
-                    )
-                    .tx(&op.tx_hash, Some(op.ledger))
-                    .op(op.op_index)
-                    .payout(id)
-                    .journal("state", &p.state)
-                    .journal("tx_hash", p.tx_hash.as_deref().unwrap_or("none"))
-                    .journal(
-                        "op_index",
-                        p.op_index.map_or("none".to_owned(), |x| x.to_string()),
-                    ),
-                );
-                continue;
-            }
-            if diffs.is_empty() {
-                f.counts.payments_matched += 1;
-                let t = totals.entry(req.asset.to_string()).or_default();
-                t.0 += 1;
-                t.1 += i128::from(req.amount_stroops);
-            }
+        let l: &'a LedgerFacts = self.l;
+        for op in l
+            .ops
+            .iter()
+            .filter(|o| l.from <= o.ledger && o.ledger <= l.to)
+        {
+            self.operation(op);
         }
+        self.paid_twice();
+    }
+
+    /// Payouts the ledger paid more than once.
+    fn paid_twice(&mut self) {
+        let Self { f, paid, .. } = self;
         for (id, list) in paid.iter() {
             if list.len() > 1 {
                 let places: Vec<String> = list
@@ -848,6 +708,159 @@ impl<'a> Comparison<'a> {
                     .ledger("payments", places.join("; ")),
                 );
             }
+        }
+    }
+
+    /// One operation of the distribution account in the range.
+    fn operation(&mut self, op: &'a LedgerOp) {
+        let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
+        let Self {
+            f,
+            paid,
+            totals,
+            state_reported,
+            ..
+        } = self;
+        if op.source != l.distribution {
+            return;
+        }
+        if !op.kind.moves_value() {
+            f.notes.push(
+                Finding::new(
+                    Kind::OtherOperation,
+                    format!(
+                        "a {} operation of the distribution account (moves no value)",
+                        op.kind.name()
+                    ),
+                )
+                .tx(&op.tx_hash, Some(op.ledger))
+                .op(op.op_index)
+                .ledger("kind", op.kind.name()),
+            );
+            return;
+        }
+        f.counts.ledger_payments += 1;
+        let unknown = |why: String| {
+            op_evidence(
+                Finding::new(Kind::UnknownOutflow, why)
+                    .tx(&op.tx_hash, Some(op.ledger))
+                    .op(op.op_index),
+                op,
+            )
+        };
+        let Some(e) = j.envelopes.get(&op.tx_hash) else {
+            f.mismatches.push(unknown(format!(
+                "a {} from the distribution account that no journaled envelope explains",
+                what_op(op)
+            )));
+            return;
+        };
+        let Some(id) = e.member_ids.get(op.op_index as usize) else {
+            f.mismatches.push(unknown(format!(
+                "operation {} ({}) of a journaled envelope of {} payouts",
+                op.op_index,
+                what_op(op),
+                e.member_ids.len()
+            )));
+            return;
+        };
+        paid.entry(id.as_str())
+            .or_default()
+            .push((op.tx_hash.as_str(), op.op_index, op.ledger));
+        let Some(p) = j.payouts.get(id) else {
+            f.mismatches.push(
+                Finding::new(
+                    Kind::JournalUnreadable,
+                    format!("envelope member {id} has no payout row"),
+                )
+                .tx(&op.tx_hash, Some(op.ledger))
+                .op(op.op_index)
+                .payout(id),
+            );
+            return;
+        };
+        let req = match &p.request {
+            Ok(req) => req,
+            Err(why) => {
+                f.mismatches.push(
+                    Finding::new(
+                        Kind::JournalUnreadable,
+                        format!("the stored request does not read back: {why}"),
+                    )
+                    .tx(&op.tx_hash, Some(op.ledger))
+                    .op(op.op_index)
+                    .payout(id),
+                );
+                return;
+            }
+        };
+        let mut diffs = differences(op, req);
+        if !kind_matches(&p.op_kind, &op.kind) && !diffs.contains(&"kind") {
+            diffs.push("kind");
+        }
+        if !diffs.is_empty() {
+            f.mismatches.push(op_evidence(
+                request_evidence(
+                    Finding::new(
+                        Kind::PaymentDiffers,
+                        format!(
+                            "the ledger's {} differs from the payout in {}",
+                            what_op(op),
+                            diffs.join(", ")
+                        ),
+                    )
+                    .tx(&op.tx_hash, Some(op.ledger))
+                    .op(op.op_index)
+                    .payout(id),
+                    req,
+                ),
+                op,
+            ));
+        }
+        match e.status {
+            // The journal will record it (or has, after its snapshot): the next run sees it.
+            EnvelopeStatus::Live => return,
+            // Reported with its transaction.
+            EnvelopeStatus::Dead => return,
+            EnvelopeStatus::Applied | EnvelopeStatus::Failed => {}
+        }
+        let paid_here = p.state == "confirmed"
+            && p.tx_hash.as_deref() == Some(op.tx_hash.as_str())
+            && p.op_index == Some(op.op_index);
+        if !paid_here {
+            state_reported.insert(id.as_str());
+            let kind = if p.state == "failed" {
+                Kind::FailedPayoutPaid
+            } else {
+                Kind::PayoutState
+            };
+            f.mismatches.push(
+                Finding::new(
+                    kind,
+                    format!(
+                        "the ledger paid this payout here; the journal has it {} in {} at operation {}",
+                        p.state,
+                        p.tx_hash.as_deref().unwrap_or("no transaction"),
+                        p.op_index.map_or("?".to_owned(), |x| x.to_string())
+                    ),
+                )
+                .tx(&op.tx_hash, Some(op.ledger))
+                .op(op.op_index)
+                .payout(id)
+                .journal("state", &p.state)
+                .journal("tx_hash", p.tx_hash.as_deref().unwrap_or("none"))
+                .journal(
+                    "op_index",
+                    p.op_index.map_or("none".to_owned(), |x| x.to_string()),
+                ),
+            );
+            return;
+        }
+        if diffs.is_empty() {
+            f.counts.payments_matched += 1;
+            let t = totals.entry(req.asset.to_string()).or_default();
+            t.0 += 1;
+            t.1 += i128::from(req.amount_stroops);
         }
     }
 
