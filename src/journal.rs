@@ -498,6 +498,8 @@ async fn accept_jobs(pool: &PgPool, jobs: Vec<AcceptJob>, outbox: bool) {
     }
 }
 
+// Long because it is one group commit read top to bottom: bind the batch, run the one
+// statement, answer every caller from its rows (or every caller with the error).
 async fn accept_group(pool: &PgPool, owner: &str, jobs: Vec<AcceptJob>, outbox: bool) {
     // One row per id per statement (the actors make this so; a repeat is answered after).
     let mut seen = std::collections::HashSet::new();
@@ -784,6 +786,9 @@ impl PayoutStore for PgJournal {
 
 #[async_trait]
 impl BatchStore for PgJournal {
+    // Long because it is one database transaction whose order of statements is the protocol
+    // (docs/protocol.md, "Batches"): fence the lease, check the pause and the limits, journal
+    // the envelope and move every member, commit. Cut up, the order would no longer be seen.
     async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError> {
         let e = &batch.envelope;
         let mut tx = self.pool.begin().await.map_err(unavailable)?;

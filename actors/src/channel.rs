@@ -616,6 +616,9 @@ impl WorkerState {
     }
 
     /// Takes a batch from the queue, builds, signs and journals its envelope.
+    // Long because it is the one place a batch becomes an envelope: take the members, route
+    // each to its operation kind, build and sign, journal before any submission; the checks
+    // between those steps are the exactly-once argument of docs/protocol.md and read in order.
     async fn build(&mut self) -> Next {
         if self.ctx.is_paused() {
             // Nothing new while paused; live envelopes were driven above.

@@ -539,6 +539,9 @@ impl Reconciler {
         }
     }
 
+    // Long because it is one run read top to bottom: the journal's snapshot, the history's
+    // window, the scans of every account, what the scope lacks, then the comparison; each step
+    // uses what the one before read.
     async fn check(
         &self,
         request: RangeRequest,
