@@ -307,9 +307,10 @@ pub async fn run(
 }
 
 /// One sweep (also run once at start, before the first heartbeat interval passes).
-// Long because it is the loop's one round in its order: heartbeat, pause, channel claims,
-// settling the envelopes of dead owners, adopting their payouts, releasing held payouts;
-// later steps rely on the earlier ones of the same round.
+// Long because it is the loop's one round in its order: which channels run here, claiming
+// free and orphaned channels (with or without their key), adopting orphaned payouts (only
+// when this instance can sign), releasing held payouts; each step relies on the earlier
+// ones of the same round.
 pub async fn sweep(
     ctx: &Arc<Context>,
     config: &ClusterConfig,
