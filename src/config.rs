@@ -602,6 +602,18 @@ impl Settings {
                     origin: "merged configuration".into(),
                     detail: e.to_string(),
                 })?;
+        settings.read_secrets(&secrets)?;
+        settings.webhooks.resolve(&env)?;
+        settings.validate(signs)?;
+        Ok(settings)
+    }
+
+    /// The secrets, from their environment variables (`secrets`) or else their files.
+    fn read_secrets(
+        &mut self,
+        secrets: &std::collections::HashMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        let settings = self;
         let ledger = &mut settings.ledger;
         if let Some(seed) = secrets.get(ENV_DISTRIBUTION_SEED) {
             ledger.distribution_seed = Some(SecretString::from(seed.trim().to_owned()));
@@ -632,9 +644,7 @@ impl Settings {
                 "server.admin_tokens_file",
             )?;
         }
-        settings.webhooks.resolve(&env)?;
-        settings.validate(signs)?;
-        Ok(settings)
+        Ok(())
     }
 
     /// `signs`: the command builds and signs transactions (its seeds are required).
