@@ -712,6 +712,9 @@ impl<'a> Comparison<'a> {
     }
 
     /// One operation of the distribution account in the range.
+    // Long because it walks one operation through the questions in order (moves value? a
+    // payoutd envelope? which member? the right payout? paid as asked?), and the first answer
+    // that is wrong is the finding; each question needs what the earlier ones found.
     fn operation(&mut self, op: &'a LedgerOp) {
         let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
         let Self {

@@ -165,6 +165,7 @@ fn finding(out: &mut String, n: usize, f: &Finding) {
 }
 
 /// The report for people.
+// Long because it is the report's layout, section after section, as the operator reads it.
 pub fn human(report: &Report) -> String {
     let f = &report.findings;
     let c = &f.counts;
