@@ -35,5 +35,7 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint, next_attemp
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint, payout_id, version)
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (id) WHERE state = 'dead';
+-- Listing one payout's deliveries.
+CREATE INDEX webhook_deliveries_payout ON webhook_deliveries (payout_id, id);
 CREATE INDEX webhook_deliveries_delivered ON webhook_deliveries (delivered_at)
     WHERE state = 'delivered';

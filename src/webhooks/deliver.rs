@@ -39,11 +39,19 @@ use crate::worker::{Backoff, is_stopped, sleep_or_stop};
 const DISPATCHER_LOCK: i64 = 0x7079_642d_686f_6f6b;
 /// How often delivered rows past their retention are deleted and the gauges refreshed, ms.
 const HOUSEKEEPING_INTERVAL_MS: u64 = 5_000;
+/// How much longer than `timeout_ms` a claimed delivery stays claimed, in milliseconds
+/// (time to record the outcome; past it, a crashed dispatcher's claims are due again).
+const CLAIM_MARGIN_MS: u64 = 5_000;
+/// Longest pause of an endpoint loop after database errors, in milliseconds (it doubles
+/// from `poll_interval_ms` with every error in a row).
+const ERROR_BACKOFF_MAX_MS: u64 = 10_000;
 
 /// This process's webhook counters and gauges (rendered on `/metrics` when webhooks are on).
 #[derive(Debug, Default)]
 pub struct WebhookMetrics {
     pub enabled: AtomicBool,
+    /// This instance holds the dispatcher lock (only then are the gauges its counts).
+    pub leader: AtomicBool,
     pub delivered: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub dead: AtomicU64,
@@ -53,6 +61,7 @@ pub struct WebhookMetrics {
 
 pub static METRICS: WebhookMetrics = WebhookMetrics {
     enabled: AtomicBool::new(false),
+    leader: AtomicBool::new(false),
     delivered: AtomicU64::new(0),
     failed_attempts: AtomicU64::new(0),
     dead: AtomicU64::new(0),
@@ -81,6 +90,15 @@ pub fn render_metrics(out: &mut String) {
             "payoutd_webhook_attempts_total{{result=\"{result}\"}} {}",
             n.load(Ordering::Relaxed)
         );
+    }
+    let leader = m.leader.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP payoutd_webhook_dispatcher_leader 1 on the instance that delivers webhooks (its gauges below count the whole cluster's deliveries).\n# TYPE payoutd_webhook_dispatcher_leader gauge\npayoutd_webhook_dispatcher_leader {}",
+        u8::from(leader)
+    );
+    if !leader {
+        return;
     }
     for (name, help, v) in [
         (
@@ -162,6 +180,7 @@ async fn lead(
         }
     }
     info!("webhook dispatcher ready (this instance delivers)");
+    METRICS.leader.store(true, Ordering::Relaxed);
     let wake = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
     let mut loops = JoinSet::new();
@@ -175,6 +194,7 @@ async fn lead(
         ));
     }
     let result = fan_out_loop(&mut conn, settings, pool, nats_outbox, &wake, shutdown).await;
+    METRICS.leader.store(false, Ordering::Relaxed);
     let _ = stop.send(true);
     while loops.join_next().await.is_some() {}
     result
@@ -206,6 +226,15 @@ async fn fan_out_loop(
             let gone = store::prune_delivered(pool, settings.delivered_retention_ms).await?;
             if gone > 0 {
                 debug!(rows = gone, "delivered webhook rows pruned");
+            }
+            if !nats_outbox {
+                let gone = store::drop_fanned_out(pool).await?;
+                if gone > 0 {
+                    info!(
+                        rows = gone,
+                        "outbox rows kept for a NATS publisher that is off now: deleted"
+                    );
+                }
             }
             let (pending, dead) = store::counts(pool).await?;
             METRICS.pending.store(pending, Ordering::Relaxed);
@@ -359,6 +388,7 @@ async fn endpoint_loop(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut errors = Backoff::new(ep.poll_interval_ms, ERROR_BACKOFF_MAX_MS);
     loop {
         if *stop.borrow() {
             return;
@@ -367,10 +397,18 @@ async fn endpoint_loop(
         // the restart (at least once), and a slow receiver cannot hold up the stop.
         let taken = tokio::select! {
             r = round(&ep, &pool, &mut rng) => match r {
-                Ok(n) => n,
+                Ok(n) => {
+                    errors.reset();
+                    n
+                }
                 Err(e) => {
-                    warn!(endpoint = %ep.name, error = %e, "webhook deliveries: database error; retrying");
-                    0
+                    // Back off: a failed record would otherwise resend the round at once.
+                    let wait_ms = errors.next_ms();
+                    warn!(endpoint = %ep.name, error = %e, retry_in_ms = wait_ms, "webhook deliveries: database error; retrying");
+                    if sleep_or_stop(wait_ms, &mut stop).await {
+                        return;
+                    }
+                    continue;
                 }
             },
             _ = stop.changed() => return,
@@ -389,7 +427,9 @@ async fn endpoint_loop(
 
 /// One round of one endpoint: the due deliveries, POSTed concurrently, outcomes recorded.
 async fn round(ep: &Arc<Endpoint>, pool: &PgPool, rng: &mut StdRng) -> Result<usize, sqlx::Error> {
-    let due = store::due(pool, &ep.name, ep.batch_max).await?;
+    // The claim outlives every POST of the round (each ends by its timeout) and the record.
+    let lease_ms = ep.timeout_ms + CLAIM_MARGIN_MS;
+    let due = store::due(pool, &ep.name, ep.batch_max, lease_ms).await?;
     if due.is_empty() {
         return Ok(0);
     }

@@ -104,13 +104,6 @@ impl EndpointSettings {
             self.events.join(",")
         }
     }
-
-    /// `scheme://host:port` of the URL: what a log line may show of it.
-    pub fn origin(&self) -> String {
-        reqwest::Url::parse(self.url.expose_secret())
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_else(|_| "(invalid url)".into())
-    }
 }
 
 impl WebhookSettings {
@@ -136,10 +129,11 @@ impl WebhookSettings {
     }
 
     fn check_bounds(&self) -> Result<(), ConfigError> {
-        let bounds: [(&str, u64, u64, u64); 8] = [
+        let bounds: [(&str, u64, u64, u64); 9] = [
             ("attempts_max", self.attempts_max.into(), 1, 100),
             ("retry_window_ms", self.retry_window_ms, 1, 30 * 86_400_000),
             ("retry_delay_min_ms", self.retry_delay_min_ms, 1, 86_400_000),
+            ("retry_delay_max_ms", self.retry_delay_max_ms, 1, 86_400_000),
             ("timeout_ms", self.timeout_ms, 1, 300_000),
             ("concurrency_max", self.concurrency_max.into(), 1, 256),
             ("batch_max", self.batch_max.into(), 1, 10_000),

@@ -137,25 +137,43 @@ pub struct Due {
     pub window_age_ms: i64,
 }
 
-/// Up to `limit` due deliveries of `endpoint`, oldest first, at most one per payout: the
-/// lowest pending version (a payout's later events wait until the earlier one is
-/// delivered or dead).
-pub async fn due(pool: &PgPool, endpoint: &str, limit: u32) -> Result<Vec<Due>, sqlx::Error> {
+/// Claims up to `limit` due deliveries of `endpoint`, oldest first, at most one per
+/// payout: the lowest pending version (a payout's later events wait until the earlier one
+/// is delivered or dead). A claim moves the row's next attempt `lease_ms` ahead, so no
+/// other dispatcher (one that took over the lock while this one still sends) sends it, nor
+/// the payout's next event, until this attempt is recorded or its lease has passed.
+pub async fn due(
+    pool: &PgPool,
+    endpoint: &str,
+    limit: u32,
+    lease_ms: u64,
+) -> Result<Vec<Due>, sqlx::Error> {
     let rows = sqlx::query(concat!(
-        "SELECT d.id, d.event_id, d.payout_id, d.attempts,
+        "WITH picked AS (
+             SELECT d.id FROM webhook_deliveries d
+             WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
+               AND NOT EXISTS (
+                   SELECT 1 FROM webhook_deliveries p
+                   WHERE p.endpoint = d.endpoint AND p.payout_id = d.payout_id
+                     AND p.state = 'pending' AND p.version < d.version)
+             ORDER BY d.id LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             UPDATE webhook_deliveries d
+             SET next_attempt_at = now() + $3 * interval '1 millisecond'
+             FROM picked WHERE d.id = picked.id
+             RETURNING d.id, d.event_id, d.payout_id, d.version, d.attempts, d.window_from
+         )
+         SELECT d.id, d.event_id, d.payout_id, d.attempts,
                 (extract(epoch FROM now() - d.window_from) * 1000)::bigint AS window_age_ms, ",
         crate::event_columns!(),
-        " FROM webhook_deliveries d
+        " FROM claimed d
          JOIN payout_events e ON e.payout_id = d.payout_id AND e.version = d.version
-         WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
-           AND NOT EXISTS (
-               SELECT 1 FROM webhook_deliveries p
-               WHERE p.endpoint = d.endpoint AND p.payout_id = d.payout_id
-                 AND p.state = 'pending' AND p.version < d.version)
-         ORDER BY d.id LIMIT $2"
+         ORDER BY d.id"
     ))
     .bind(endpoint)
     .bind(i64::from(limit))
+    .bind(lease_ms as f64)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -227,7 +245,8 @@ pub async fn prune_delivered(pool: &PgPool, retention_ms: u64) -> Result<u64, sq
 }
 
 /// A page of deliveries, newest first: in `state` if given, of `payout_id` if given, with
-/// ids below `before` if given.
+/// ids below `before` if given. One statement per combination of filters, so each can use
+/// its index (a state's partial index, or the payout's).
 pub async fn list(
     pool: &PgPool,
     state: Option<&str>,
@@ -235,29 +254,47 @@ pub async fn list(
     before: Option<i64>,
     limit: u32,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
+    let mut conditions = vec!["($2::bigint IS NULL OR id < $2)".to_owned()];
+    let mut next = 3;
+    for (present, column) in [
+        (state.is_some(), "state"),
+        (payout_id.is_some(), "payout_id"),
+    ] {
+        if present {
+            conditions.push(format!("{column} = ${next}"));
+            next += 1;
+        }
+    }
+    let sql = format!(
+        "SELECT {} FROM webhook_deliveries WHERE {} ORDER BY id DESC LIMIT $1",
         delivery_columns!(),
-        " FROM webhook_deliveries
-         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR payout_id = $2)
-           AND ($3::bigint IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4"
-    ))
-    .bind(state)
-    .bind(payout_id)
-    .bind(before)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
+        conditions.join(" AND ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(i64::from(limit))
+        .bind(before);
+    for value in [state, payout_id].into_iter().flatten() {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(pool).await?;
     rows.iter().map(delivery).collect()
 }
 
-/// How many deliveries are pending and dead (for the metrics).
+/// With the NATS publisher off, outbox rows fanned out while it was on (and kept for it)
+/// are no longer anyone's: deletes them. Returns how many.
+pub async fn drop_fanned_out(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM outbox WHERE fanned_out_at IS NOT NULL")
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// How many deliveries are pending and dead (for the metrics and the console), each from
+/// its partial index.
 pub async fn counts(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     let row = sqlx::query(
-        "SELECT count(*) FILTER (WHERE state = 'pending') AS pending,
-                count(*) FILTER (WHERE state = 'dead') AS dead
-         FROM webhook_deliveries WHERE state <> 'delivered'",
+        "SELECT (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending') AS pending,
+                (SELECT count(*) FROM webhook_deliveries WHERE state = 'dead') AS dead",
     )
     .fetch_one(pool)
     .await?;

@@ -546,8 +546,9 @@ fn start_payoutd(
 async fn nothing_is_lost_across_a_sigkill_in_the_middle_of_a_delivery() {
     let rx = Receiver::start(&[], Reply::Hang).await;
     let mut env = endpoint_env(&[("backend", &rx.url, "[\"*\"]")]);
-    // The POSTs hang until the kill (no timeout ends them first).
-    set(&mut env, "PAYOUTD__WEBHOOKS__TIMEOUT_MS", "60000");
+    // The POSTs hang until the kill (no timeout ends them first); their claims run out
+    // timeout + 5 s later, and the restarted instance sends them again.
+    set(&mut env, "PAYOUTD__WEBHOOKS__TIMEOUT_MS", "10000");
     let dir = TempDir::new("webhook-kill");
     let (pool, db_url) = fresh_db_with_url().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

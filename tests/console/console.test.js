@@ -218,5 +218,12 @@ test('dead webhook deliveries are visible and replayed from the console', async 
   assert.match(await row.innerText(), /error sending request/);
   await shot('webhooks');
   await row.getByTestId('replay').click();
+  await page.locator('#flash').filter({ hasText: 'Say why first' }).waitFor();
+  await page.getByTestId('replay-reason').fill('receiver back (INC-12)');
+  await row.getByTestId('replay').click();
   await page.locator('#flash').filter({ hasText: 'queued again' }).waitFor();
+  const r = await fetch(`${service.base}/v1/admin/audit`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const audit = await r.json();
+  assert.equal(audit.entries[0].action, 'webhook_replay');
+  assert.equal(audit.entries[0].reason, 'receiver back (INC-12)');
 });

@@ -82,6 +82,12 @@ function route() {
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
   const [name, ...rest] = path.split("/");
+  let arg = "";
+  try {
+    arg = decodeURIComponent(rest.join("/"));
+  } catch {
+    arg = rest.join("/");
+  }
   const view = name === "" ? "overview" : name;
   current.stop();
   flash("");
@@ -96,7 +102,7 @@ function route() {
     current = { stop() {} };
     return;
   }
-  current = fn(main, params, decodeURIComponent(rest.join("/")));
+  current = fn(main, params, arg);
 }
 
 /** Runs `draw` now and every POLL_MS until stopped; errors are shown, not thrown. */
@@ -323,21 +329,30 @@ function progress(main, params) {
   });
 }
 
-function webhooks(main) {
+function webhooks(main, params) {
   const out = el("div", { "data-testid": "deliveries" });
+  const pager = el("p", {});
+  const reason = el("input", { name: "reason", placeholder: "why replay (goes into the audit trail)", maxlength: "500", "data-testid": "replay-reason" });
   main.append(el("h2", {}, "Dead-lettered webhook deliveries"),
     el("p", { class: "muted" }, "Every attempt allowed failed. Replay sends the same event (same id, same body) again. Needs an admin token."),
-    out);
+    el("div", { class: "action" }, reason), out, pager);
+  const query = new URLSearchParams({ state: "dead", limit: "50" });
+  if (params.get("after")) query.set("after", params.get("after"));
   return polling(async () => {
-    const page = await api("/v1/webhooks/deliveries?state=dead", { admin: true });
+    const page = await api("/v1/webhooks/deliveries?" + query, { admin: true });
     put(out, page.deliveries.length
       ? el("table", {},
         el("tr", {}, ["id", "endpoint", "event", "attempts", "last error", ""].map((h) => el("th", {}, h))),
         page.deliveries.map((d) => {
           const replay = el("button", { type: "button", class: "secondary", "data-testid": "replay" }, "Replay");
           replay.addEventListener("click", async () => {
+            if (!reason.value.trim()) {
+              flash("Say why first: the reason goes into the audit trail.");
+              reason.focus();
+              return;
+            }
             try {
-              await api("/v1/webhooks/deliveries/" + d.id + "/replay", { method: "POST", body: { reason: "replayed from the console" }, admin: true });
+              await api("/v1/webhooks/deliveries/" + d.id + "/replay", { method: "POST", body: { reason: reason.value.trim() }, admin: true });
               flash("Delivery " + d.id + " queued again.", "info");
             } catch (e) {
               flash(e.message);
@@ -347,6 +362,10 @@ function webhooks(main) {
             el("td", {}, d.attempts), el("td", {}, (d.last_status ? "HTTP " + d.last_status + ": " : "") + (d.last_error || "")), el("td", {}, replay));
         }))
       : el("p", { class: "muted" }, "None."));
+    put(pager,
+      params.get("after") ? el("a", { href: "#/webhooks" }, "Newest") : null,
+      " ",
+      page.next_cursor ? el("a", { href: "#/webhooks?after=" + encodeURIComponent(page.next_cursor) }, "Older") : null);
   });
 }
 
