@@ -267,14 +267,7 @@ async fn a_pause_stops_new_envelopes_at_once_while_live_ones_settle() {
         "no envelope journaled after the pause committed"
     );
     for id in ["held-1", "held-2"] {
-        let v: Value = app
-            .get(&format!("/v1/payouts/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, v) = app.get_json(&format!("/v1/payouts/{id}")).await;
         assert_eq!(v["state"], "accepted", "{v}");
     }
     let metrics = app

@@ -2,14 +2,7 @@
 //! tests/console drive the page itself): the overview, a run's progress, a payout's
 //! envelopes, the listing's prefix and time filters, and the page's headers.
 
-use serde_json::Value;
-
 use crate::helpers::{payout, spawn_app};
-
-async fn json(app: &crate::helpers::TestApp, path: &str) -> (u16, Value) {
-    let r = app.get(path).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn overview_progress_envelopes_and_filters() {
@@ -20,7 +13,7 @@ async fn overview_progress_envelopes_and_filters() {
     for id in ["run-a-1", "run-a-2", "run-b-1"] {
         app.wait_state(id, "confirmed").await;
     }
-    let (status, o) = json(&app, "/v1/overview").await;
+    let (status, o) = app.get_json("/v1/overview").await;
     assert_eq!(status, 200, "{o}");
     assert_eq!(o["total"], 3);
     assert_eq!(o["counts"]["confirmed"], 3);
@@ -33,7 +26,7 @@ async fn overview_progress_envelopes_and_filters() {
     assert_eq!(o["paused"], false);
     assert!(o["channels"]["usable"].as_u64().unwrap() >= 1);
 
-    let (_, p) = json(&app, "/v1/progress?id_prefix=run-a-").await;
+    let (_, p) = app.get_json("/v1/progress?id_prefix=run-a-").await;
     assert_eq!(
         (
             p["total"].as_i64(),
@@ -46,14 +39,12 @@ async fn overview_progress_envelopes_and_filters() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    let (_, later) = json(
-        &app,
-        &format!("/v1/progress?since_unix_ms={}", now_ms + 60_000),
-    )
-    .await;
+    let (_, later) = app
+        .get_json(&format!("/v1/progress?since_unix_ms={}", now_ms + 60_000))
+        .await;
     assert_eq!(later["total"], 0);
 
-    let (_, page) = json(&app, "/v1/payouts?id_prefix=run-a-&limit=10").await;
+    let (_, page) = app.get_json("/v1/payouts?id_prefix=run-a-&limit=10").await;
     let ids: Vec<&str> = page["payouts"]
         .as_array()
         .unwrap()
@@ -61,20 +52,18 @@ async fn overview_progress_envelopes_and_filters() {
         .map(|p| p["payout_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["run-a-1", "run-a-2"]);
-    let (_, page) = json(
-        &app,
-        &format!("/v1/payouts?until_unix_ms={}", now_ms - 3_600_000),
-    )
-    .await;
+    let (_, page) = app
+        .get_json(&format!("/v1/payouts?until_unix_ms={}", now_ms - 3_600_000))
+        .await;
     assert_eq!(page["payouts"].as_array().unwrap().len(), 0);
 
-    let (status, e) = json(&app, "/v1/payouts/run-a-1/envelopes").await;
+    let (status, e) = app.get_json("/v1/payouts/run-a-1/envelopes").await;
     assert_eq!(status, 200);
     let env = &e["envelopes"][0];
     assert_eq!(env["status"], "applied");
     assert_eq!(env["tx_hash"].as_str().unwrap().len(), 64);
     assert!(env["op_index"].as_i64().unwrap() < env["operations"].as_i64().unwrap());
-    let (status, _) = json(&app, "/v1/payouts/nobody/envelopes").await;
+    let (status, _) = app.get_json("/v1/payouts/nobody/envelopes").await;
     assert_eq!(status, 404);
 
     for (path, field) in [
@@ -82,7 +71,7 @@ async fn overview_progress_envelopes_and_filters() {
         ("/v1/progress?until_unix_ms=-1", "until_unix_ms"),
         ("/v1/progress?id_prefix=a%20b", "id_prefix"),
     ] {
-        let (status, v) = json(&app, path).await;
+        let (status, v) = app.get_json(path).await;
         assert_eq!(status, 422, "{path}: {v}");
         assert_eq!(v["error"]["field"], field, "{path}");
     }

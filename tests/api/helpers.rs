@@ -267,6 +267,18 @@ impl TestApp {
         }
     }
 
+    /// GET `path`: the status and the JSON body (null when it is not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.get(path).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST `body` as JSON to `path`: the status and the JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.post(path).json(body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn submit(&self, body: &Value) -> (u16, Value) {
         let resp = self.post("/v1/payouts").json(body).send().await.unwrap();
         let status = resp.status().as_u16();

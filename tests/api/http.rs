@@ -50,14 +50,7 @@ async fn submit_confirm_duplicate_conflict_read_and_list() {
     for i in 2..=4 {
         app.wait_state(&format!("http-{i}"), "confirmed").await;
     }
-    let page: Value = app
-        .get("/v1/payouts?state=confirmed&limit=2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, page) = app.get_json("/v1/payouts?state=confirmed&limit=2").await;
     assert_eq!(page["payouts"].as_array().unwrap().len(), 2);
     let cursor = page["next_cursor"].as_str().unwrap().to_owned();
     let page2: Value = app

@@ -476,14 +476,7 @@ async fn the_demo_runs_over_rpc_when_configured() {
     let got = raw_rpc(&url, "getTransaction", json!({"hash": hash})).await;
     assert_eq!(got["status"], "SUCCESS", "{got}");
     assert_eq!(got["ledger"], done["ledger"]);
-    let ready: Value = app
-        .get("/readyz")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ready) = app.get_json("/readyz").await;
     assert_eq!(ready["ledger"], true, "{ready}");
     let metrics = app
         .get("/metrics")

@@ -320,14 +320,7 @@ async fn dead_letters_are_listed_and_replayed_with_an_audited_reason() {
         deliveries(&app.pool, "dead").await == 2
     })
     .await;
-    let page: Value = app
-        .get("/v1/webhooks/deliveries?state=dead")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, page) = app.get_json("/v1/webhooks/deliveries?state=dead").await;
     let refused = page["deliveries"]
         .as_array()
         .unwrap()
@@ -346,24 +339,14 @@ async fn dead_letters_are_listed_and_replayed_with_an_audited_reason() {
         !page.to_string().contains("hook-url-token"),
         "the URL (and its token) is never shown: {page}"
     );
-    let page: Value = app
-        .get("/v1/webhooks/deliveries?state=dead&payout_id=wh-dead&limit=1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, page) = app
+        .get_json("/v1/webhooks/deliveries?state=dead&payout_id=wh-dead&limit=1")
+        .await;
     assert_eq!(page["deliveries"].as_array().unwrap().len(), 1);
     let next = page["next_cursor"].as_str().unwrap();
-    let rest: Value = app
-        .get(&format!("/v1/webhooks/deliveries?state=dead&after={next}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rest) = app
+        .get_json(&format!("/v1/webhooks/deliveries?state=dead&after={next}"))
+        .await;
     assert_eq!(rest["deliveries"].as_array().unwrap().len(), 1, "{rest}");
     assert!(rest["next_cursor"].is_null());
     let dead = [&page["deliveries"][0], &rest["deliveries"][0]]
@@ -376,22 +359,18 @@ async fn dead_letters_are_listed_and_replayed_with_an_audited_reason() {
     assert_eq!(dead["last_status"], 500);
     let id = dead["id"].as_i64().unwrap();
     // Without a reason: refused.
-    let r = app
-        .post(&format!("/v1/webhooks/deliveries/{id}/replay"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
+    let (status, _) = app
+        .post_json(&format!("/v1/webhooks/deliveries/{id}/replay"), &json!({}))
+        .await;
+    assert_eq!(status, 422);
     rx.answer(&[], Reply::Ok);
-    let r = app
-        .post(&format!("/v1/webhooks/deliveries/{id}/replay"))
-        .json(&json!({"reason": "receiver fixed (INC-7)"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/webhooks/deliveries/{id}/replay"),
+            &json!({"reason": "receiver fixed (INC-7)"}),
+        )
+        .await;
+    assert_eq!(status, 202);
     assert_eq!(body["delivery"]["state"], "pending");
     assert_eq!(body["delivery"]["attempts"], 0);
     eventually(20_000, "the replay delivered", || async {
@@ -404,14 +383,7 @@ async fn dead_letters_are_listed_and_replayed_with_an_audited_reason() {
         got[2].event_id, got[0].event_id,
         "a replay is the same event"
     );
-    let audit: Value = app
-        .get("/v1/admin/audit")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, audit) = app.get_json("/v1/admin/audit").await;
     let entry = &audit["entries"][0];
     assert_eq!(entry["action"], "webhook_replay");
     assert_eq!(entry["reason"], "receiver fixed (INC-7)");
@@ -444,13 +416,13 @@ async fn dead_letters_are_listed_and_replayed_with_an_audited_reason() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let r = app
-        .post(&format!("/v1/webhooks/deliveries/{id}/replay"))
-        .json(&json!({"reason": "again"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/webhooks/deliveries/{id}/replay"),
+            &json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(status, 409);
     // Filters and paging are checked.
     for (query, code) in [
         ("state=lost", "state_invalid"),
@@ -458,14 +430,9 @@ async fn dead_letters_are_listed_and_replayed_with_an_audited_reason() {
         ("limit=0", "limit_invalid"),
         ("sort=id", "invalid_query"),
     ] {
-        let v: Value = app
-            .get(&format!("/v1/webhooks/deliveries?{query}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, v) = app
+            .get_json(&format!("/v1/webhooks/deliveries?{query}"))
+            .await;
         assert_eq!(v["error"]["code"], code, "{query}");
     }
 }
