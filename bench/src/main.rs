@@ -198,63 +198,65 @@ async fn run(cli: Cli) -> Result<(), String> {
             count,
             scale_count,
             quick,
-        } => {
-            let mut rows = Vec::new();
-            let mut statements = Vec::new();
-            for ppt in [100, 1] {
-                let c = if ppt == 1 { count.min(20_000) } else { count };
-                eprintln!("in-process, {ppt} payments per transaction, {c} payouts…");
-                let f = inprocess::run(&inprocess::Options {
-                    count: c,
-                    concurrency: 256,
-                    channels: 8,
-                    payments_per_tx_max: ppt,
-                })
-                .await?;
-                rows.extend(inprocess_rows(&f));
-                if ppt == 100 {
-                    statements = f.top_statements.clone();
-                }
-            }
-            eprintln!("over HTTP…");
-            let f = http::run(&http::Options {
-                count: 30_000,
-                connections: 64,
-                batch_size: 1_000,
-            })
-            .await?;
-            rows.extend(http_rows(&f));
-            eprintln!("network-bound, 10,000 payouts at 5 s ledgers…");
-            let f = network::run(&network::Options {
-                payouts: 10_000,
-                payments_per_tx_max: 100,
-                close_interval_ms: 5_000,
-            })
-            .await?;
-            rows.extend(network_rows(&f));
-            let one = if quick { 80 } else { 400 };
-            eprintln!("network-bound, {one} payouts, one payment per transaction…");
-            let f = network::run(&network::Options {
-                payouts: one,
-                payments_per_tx_max: 1,
-                close_interval_ms: 5_000,
-            })
-            .await?;
-            rows.extend(network_rows(&f));
-            eprintln!("memory over {scale_count} payouts…");
-            let f = memory(scale_count).await?;
-            rows.extend(rss_rows(&f));
-            eprintln!("recovery of 100,000 payouts in flight after kill -9…");
-            let r = scale::recovery(100_000).await?;
-            rows.extend(recovery_rows(&r));
-            print_table("payoutd-bench all (2 cores, PostgreSQL fsync on)", &rows);
-            println!(
-                "\n  where PostgreSQL spent its time in the in-process run (pg_stat_statements):"
-            );
-            for line in &statements {
-                println!("    {line}");
-            }
+        } => all(count, scale_count, quick).await?,
+    }
+    Ok(())
+}
+
+/// `payoutd-bench all`: every figure, one after the other, in one table.
+async fn all(count: u64, scale_count: u64, quick: bool) -> Result<(), String> {
+    let mut rows = Vec::new();
+    let mut statements = Vec::new();
+    for ppt in [100, 1] {
+        let c = if ppt == 1 { count.min(20_000) } else { count };
+        eprintln!("in-process, {ppt} payments per transaction, {c} payouts…");
+        let f = inprocess::run(&inprocess::Options {
+            count: c,
+            concurrency: 256,
+            channels: 8,
+            payments_per_tx_max: ppt,
+        })
+        .await?;
+        rows.extend(inprocess_rows(&f));
+        if ppt == 100 {
+            statements = f.top_statements.clone();
         }
+    }
+    eprintln!("over HTTP…");
+    let f = http::run(&http::Options {
+        count: 30_000,
+        connections: 64,
+        batch_size: 1_000,
+    })
+    .await?;
+    rows.extend(http_rows(&f));
+    eprintln!("network-bound, 10,000 payouts at 5 s ledgers…");
+    let f = network::run(&network::Options {
+        payouts: 10_000,
+        payments_per_tx_max: 100,
+        close_interval_ms: 5_000,
+    })
+    .await?;
+    rows.extend(network_rows(&f));
+    let one = if quick { 80 } else { 400 };
+    eprintln!("network-bound, {one} payouts, one payment per transaction…");
+    let f = network::run(&network::Options {
+        payouts: one,
+        payments_per_tx_max: 1,
+        close_interval_ms: 5_000,
+    })
+    .await?;
+    rows.extend(network_rows(&f));
+    eprintln!("memory over {scale_count} payouts…");
+    let f = memory(scale_count).await?;
+    rows.extend(rss_rows(&f));
+    eprintln!("recovery of 100,000 payouts in flight after kill -9…");
+    let r = scale::recovery(100_000).await?;
+    rows.extend(recovery_rows(&r));
+    print_table("payoutd-bench all (2 cores, PostgreSQL fsync on)", &rows);
+    println!("\n  where PostgreSQL spent its time in the in-process run (pg_stat_statements):");
+    for line in &statements {
+        println!("    {line}");
     }
     Ok(())
 }
