@@ -270,14 +270,7 @@ async fn a_pause_stops_new_envelopes_at_once_while_live_ones_settle() {
         let (_, v) = app.get_json(&format!("/v1/payouts/{id}")).await;
         assert_eq!(v["state"], "accepted", "{v}");
     }
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(metrics.contains("\npayoutd_paused 1\n"), "{metrics}");
     // Resumed: they are paid.
     let (s, _) = admin(
@@ -320,14 +313,7 @@ async fn the_breaker_pauses_paying_on_a_spike_of_tx_bad_auth() {
     assert_eq!(status["pause"]["by"], "circuit-breaker");
     let reason = status["pause"]["reason"].as_str().unwrap();
     assert!(reason.contains("tx_bad_auth"), "{reason}");
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("\npayoutd_breaker_trips_total 1\n"),
         "{metrics}"

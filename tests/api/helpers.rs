@@ -273,6 +273,11 @@ impl TestApp {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET `path`: the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get(path).send().await.unwrap().text().await.unwrap()
+    }
+
     /// POST `body` as JSON to `path`: the status and the JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self.post(path).json(body).send().await.unwrap();

@@ -478,14 +478,7 @@ async fn the_demo_runs_over_rpc_when_configured() {
     assert_eq!(got["ledger"], done["ledger"]);
     let (_, ready) = app.get_json("/readyz").await;
     assert_eq!(ready["ledger"], true, "{ready}");
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("payoutd_ledger_outcomes_total{code=\"pending\"}"),
         "{metrics}"

@@ -255,14 +255,7 @@ async fn signed_events_arrive_in_version_order_and_verify() {
     assert_eq!(confirmed.json()["state"], "confirmed");
     documented_receivers_accept(confirmed, SECRET).await;
     // The metrics show the deliveries.
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(
         metrics.contains("payoutd_webhook_attempts_total{result=\"delivered\"}"),
         "{metrics}"
