@@ -247,9 +247,7 @@ async fn audit(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_query("limit", &e))?;
     let limit = crate::http::page_limit(q.limit.as_deref(), AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX)?;
-    let entries = state
-        .journal
-        .audit_trail(limit)
+    let entries = crate::storage::listing::audit_trail(&state.db, limit)
         .await
         .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "entries": entries })))

@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use crate::config::{LedgerMode, Settings, SimulatorProtocol};
 use crate::http::{ApiState, router, with_body_limit};
-use crate::journal::{AcceptBatching, PgJournal, migrate};
 use crate::local_postgres::LocalPostgres;
+use crate::storage::{AcceptBatching, PgJournal, migrate};
 
 /// XLM given to the demo distribution account on a fresh simulator, in stroops.
 pub const DEMO_DISTRIBUTION_STROOPS: i64 = 100_000_000 * 10_000_000;
@@ -375,13 +375,7 @@ pub fn policy(settings: &Settings, payer: AccountId) -> PayoutPolicy {
         io_retry_ms: p.io_retry_ms,
         underfunded_retry_ms: p.underfunded_retry_ms,
         idle_passivate_ms: p.idle_passivate_ms,
-        breaker: payoutd_actors::safety::BreakerConfig {
-            window_ms: settings.safety.breaker_window_ms,
-            channel_rejections_max: settings.safety.breaker_channel_rejections_max,
-            underfunded_max: settings.safety.breaker_underfunded_max,
-            failure_percent_max: settings.safety.breaker_failure_percent_max,
-            failure_samples_min: settings.safety.breaker_failure_samples_min,
-        },
+        breaker: settings.safety,
         destinations: settings.destinations.policy(),
     }
 }
@@ -401,7 +395,8 @@ pub fn service_config(settings: &Settings, channels: Vec<AccountId>) -> ServiceC
             adopt_page_max: c.adopt_page_max,
             pool_full_warn_ms: c.pool_full_warn_ms,
             control_poll_interval_ms: c.control_poll_interval_ms,
-            ..ClusterConfig::default()
+            worker_restart_intensity: c.worker_restart_intensity,
+            worker_restart_period_ms: c.worker_restart_period_ms,
         },
         call_timeout_ms: settings.payouts.call_timeout_ms,
         channels,
@@ -463,7 +458,8 @@ impl Application {
         }
         let state = ApiState {
             payouts: payouts.clone(),
-            journal: journal.clone(),
+            reads: journal.clone(),
+            db: journal.pool().clone(),
             tokens: Arc::new(settings.server.api_tokens.clone()),
             admin_tokens: Arc::new(settings.server.admin_tokens.clone()),
             request_timeout_ms: settings.server.request_timeout_ms,

@@ -88,7 +88,8 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub payouts: PayoutSettings,
     pub cluster: ClusterSettings,
-    pub safety: SafetySettings,
+    /// `[safety]`: the circuit breaker's thresholds (0 turns a signal off).
+    pub safety: payoutd_actors::safety::BreakerConfig,
     #[serde(default)]
     pub limits: LimitsSettings,
     #[serde(default)]
@@ -131,17 +132,6 @@ pub struct ServerSettings {
 pub struct AdminToken {
     pub name: String,
     pub token: SecretString,
-}
-
-/// `[safety]`: the circuit breaker's thresholds (0 turns a signal off).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SafetySettings {
-    pub breaker_window_ms: u64,
-    pub breaker_channel_rejections_max: u32,
-    pub breaker_underfunded_max: u32,
-    pub breaker_failure_percent_max: u32,
-    pub breaker_failure_samples_min: u32,
 }
 
 /// `[destinations]`: what pays a destination that is not ready (docs/protocol.md,
@@ -414,6 +404,8 @@ pub struct ClusterSettings {
     pub heartbeat_interval_ms: u64,
     pub instance_ttl_ms: u64,
     pub orphan_sweep_interval_ms: u64,
+    pub worker_restart_intensity: usize,
+    pub worker_restart_period_ms: u64,
     pub adopt_page_max: u32,
     pub pool_full_warn_ms: u64,
     pub control_poll_interval_ms: u64,
@@ -717,16 +709,16 @@ impl Settings {
     /// `[safety]`, and the control poll.
     fn validate_safety(&self) -> Result<(), ConfigError> {
         let s = &self.safety;
-        if s.breaker_window_ms == 0 {
+        if s.window_ms == 0 {
             return invalid("safety.breaker_window_ms", "must be at least 1");
         }
-        if s.breaker_failure_percent_max > 100 {
+        if s.failure_percent_max > 100 {
             return invalid(
                 "safety.breaker_failure_percent_max",
                 "is a percentage: 0 (off) to 100",
             );
         }
-        if s.breaker_failure_percent_max > 0 && s.breaker_failure_samples_min == 0 {
+        if s.failure_percent_max > 0 && s.failure_samples_min == 0 {
             return invalid(
                 "safety.breaker_failure_samples_min",
                 "must be at least 1 when breaker_failure_percent_max is set",
@@ -769,6 +761,9 @@ impl Settings {
         }
         if c.adopt_page_max == 0 {
             return invalid("cluster.adopt_page_max", "must be at least 1");
+        }
+        if c.worker_restart_period_ms == 0 {
+            return invalid("cluster.worker_restart_period_ms", "must be at least 1");
         }
         if c.instance_id.len() > 200 {
             return invalid("cluster.instance_id", "must be at most 200 bytes");

@@ -20,14 +20,16 @@ use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use payoutd_actors::ErrorCode;
 use payoutd_actors::domain::{JsonRequestError, PayoutId, RawPayoutRequest, ValidationError};
+use payoutd_actors::ports::PayoutReads;
 use payoutd_actors::state::{PayoutEvent, PayoutRecord, PayoutState};
 use payoutd_actors::{PayoutError, Payouts, SubmitAnswer};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::postgres::PgPool;
 
-use crate::journal::PgJournal;
 use crate::metrics::render_prometheus;
+use crate::storage::listing::ListFilter;
 
 /// Largest page of `GET /v1/payouts`.
 pub const LIST_LIMIT_MAX: u32 = 500;
@@ -37,7 +39,11 @@ pub const LIST_LIMIT_DEFAULT: u32 = 100;
 #[derive(Clone)]
 pub struct ApiState {
     pub payouts: Payouts,
-    pub journal: Arc<PgJournal>,
+    /// The payout listing.
+    pub reads: Arc<dyn PayoutReads>,
+    /// The database, for the reads and records of the API outside the core (console,
+    /// audit trail, webhook deliveries, dead letters); every statement is in `storage`.
+    pub db: PgPool,
     pub tokens: Arc<Vec<SecretString>>,
     /// Tokens of the admin API (`/v1/admin/*`), each with its name.
     pub admin_tokens: Arc<Vec<crate::config::AdminToken>>,
@@ -733,12 +739,7 @@ async fn refusal(state: &ApiState, headers: &HeaderMap, body: &[u8], e: ApiError
     };
     let source_ref = headers.get(SOURCE_REF_HEADER).map(|v| v.as_bytes());
     match crate::ingress::dead_letter_http_rejection(
-        state.journal.pool(),
-        source,
-        source_ref,
-        body,
-        e.code,
-        &reason,
+        &state.db, source, source_ref, body, e.code, &reason,
     )
     .await
     {
@@ -884,7 +885,7 @@ pub(crate) fn list_filter(
     id_prefix: Option<&str>,
     since_unix_ms: Option<&str>,
     until_unix_ms: Option<&str>,
-) -> Result<crate::journal::ListFilter, ApiError> {
+) -> Result<ListFilter, ApiError> {
     let state = match state {
         None => None,
         Some(s) => Some(PayoutState::parse(s).ok_or_else(|| {
@@ -904,7 +905,7 @@ pub(crate) fn list_filter(
                 .map_err(|e| ApiError::new(e.code, e.message).field("id_prefix"))
         })
         .transpose()?;
-    Ok(crate::journal::ListFilter {
+    Ok(ListFilter {
         state,
         id_prefix,
         since_unix_ms: unix_ms(since_unix_ms, "since_unix_ms")?,
@@ -960,7 +961,7 @@ async fn list_payouts(
         .transpose()?;
     let limit = list_limit(q.limit.as_deref())?;
     let records = state
-        .journal
+        .reads
         .list(&filter, after.as_ref(), limit)
         .await
         .map_err(ApiError::unavailable)?;
@@ -1034,7 +1035,7 @@ pub(crate) fn channel_pool(ctx: &payoutd_actors::Context) -> (serde_json::Value,
 /// (what each channel this instance drives is doing, and how long the oldest queued payout
 /// has waited), so a full or disabled pool is visible without logs.
 async fn readyz(State(state): State<ApiState>) -> Response {
-    let db = crate::journal::ping(state.journal.pool()).await;
+    let db = crate::storage::ping(&state.db).await;
     let ctx = state.payouts.context();
     let ledger = ctx.ledger.latest_ledger().await.is_ok();
     let status = if db && ledger {

@@ -27,16 +27,14 @@ use std::time::Duration;
 
 use payoutd_actors::Payouts;
 use serde::Deserialize;
-use sqlx::Row;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::ingress::{self, IngestOutcome};
+use crate::storage::inbox::{self as store, InboxRow};
 
-/// The notification channel the `payout_inbox_notify` trigger (migration 0002) signals.
-pub const CHANNEL: &str = "payout_inbox";
 /// `source` of the inbox's rows in `dead_letters`.
 pub const DEAD_LETTER_SOURCE: &str = "inbox";
 /// Largest accepted `batch_max`: a round holds its row locks and one connection while the
@@ -143,26 +141,8 @@ impl Drained {
     }
 }
 
-/// One claimed row.
-struct InboxRow {
-    id: i64,
-    payload: String,
-}
-
 /// Runs one round: claims up to `batch_max` rows, ingests them, deletes or dead-letters
 /// each, and commits. Several callers (instances) may run rounds on one table at once.
-/// Adds one request to the inbox (as another system would); returns the row's id. Used
-/// by the broker ingress for a message it cannot make durable any other way.
-pub async fn insert(pool: &PgPool, payload: &[u8]) -> Result<i64, sqlx::Error> {
-    // The payload column is text: a message that is not UTF-8 is stored lossily and then
-    // dead-lettered by the inbox worker like any other bad row.
-    let text = String::from_utf8_lossy(payload);
-    sqlx::query_scalar("INSERT INTO payout_inbox (payload) VALUES ($1) RETURNING id")
-        .bind(text.as_ref())
-        .fetch_one(pool)
-        .await
-}
-
 pub async fn drain_once(
     pool: &PgPool,
     payouts: &Payouts,
@@ -170,20 +150,7 @@ pub async fn drain_once(
 ) -> Result<Drained, InboxError> {
     let settings = settings.bounded();
     let mut tx = pool.begin().await?;
-    let rows: Vec<InboxRow> = sqlx::query(
-        "SELECT id, payload FROM payout_inbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(i64::from(settings.batch_max))
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(InboxRow {
-            id: r.try_get("id")?,
-            payload: r.try_get("payload")?,
-        })
-    })
-    .collect::<Result<_, sqlx::Error>>()?;
+    let rows = store::claim(&mut tx, settings.batch_max).await?;
     if rows.is_empty() {
         tx.rollback().await?;
         return Ok(Drained::default());
@@ -217,10 +184,7 @@ pub async fn drain_once(
     // Rows that were told to retry, rows queued behind them for the same payout, and rows
     // of a failed ingest task alike: they stay.
     drained.deferred = drained.claimed - removed.len();
-    sqlx::query("DELETE FROM payout_inbox WHERE id = ANY($1)")
-        .bind(&removed)
-        .execute(&mut *tx)
-        .await?;
+    store::delete(&mut tx, &removed).await?;
     tx.commit().await?;
     Ok(drained)
 }
@@ -405,8 +369,7 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, retry: Duration) {
 }
 
 async fn listen_until_error(pool: &PgPool, wake: &Notify) -> Result<Infallible, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    let mut listener = store::listener(pool).await?;
     debug!("inbox listener ready");
     wake.notify_one();
     loop {

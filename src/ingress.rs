@@ -10,6 +10,8 @@ use payoutd_actors::state::PayoutState;
 use payoutd_actors::{Payouts, SubmitAnswer};
 use sqlx::{Executor, Postgres};
 
+use crate::storage::dead_letters::{self, DeadLetter};
+
 /// Largest message accepted from a broker or the inbox, in bytes.
 pub const MESSAGE_BYTES_MAX: usize = 16 * 1024;
 
@@ -97,15 +99,15 @@ pub async fn dead_letter<'e>(
     let text = storable(&redact_secrets(&String::from_utf8_lossy(
         &payload[..payload.len().min(MESSAGE_BYTES_MAX)],
     )));
-    sqlx::query("INSERT INTO dead_letters (source, source_ref, payload, code, reason) VALUES ($1, $2, $3, $4, $5)")
-        .bind(source)
-        .bind(source_ref.map(storable))
-        .bind(text)
-        .bind(code.as_str())
-        .bind(storable(reason))
-        .execute(executor)
-        .await?;
-    Ok(())
+    let source_ref = source_ref.map(storable);
+    let letter = DeadLetter {
+        source,
+        source_ref: source_ref.as_deref(),
+        payload: &text,
+        code: code.as_str(),
+        reason: &storable(reason),
+    };
+    dead_letters::insert(executor, letter).await
 }
 
 /// `text` without NUL characters (PostgreSQL text cannot hold them): each becomes U+FFFD.

@@ -119,7 +119,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let settings = load_settings(&cli)?;
             let id = PayoutId::parse(id)?;
             let (pool, _pg) = database(&settings).await?;
-            let journal = payoutd::journal::PgJournal::new(pool).await;
+            let journal = payoutd::storage::PgJournal::new(pool).await;
             let Some(record) = journal.load(&id).await? else {
                 eprintln!("payout {id} not found");
                 return Ok(ExitCode::from(3));
@@ -136,7 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Admin { action }) => {
             let settings = load_settings(&cli)?;
             let (pool, _pg) = database(&settings).await?;
-            let journal = payoutd::journal::PgJournal::new(pool).await;
+            let journal = payoutd::storage::PgJournal::new(pool).await;
             payoutd::cli::admin::run_cli(&journal, action)
                 .await
                 .map_err(CliError::Admin)

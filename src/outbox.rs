@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use secrecy::ExposeSecret;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -36,6 +36,8 @@ use crate::nats::{
     NatsError, NatsSettings, OutboxSettings, connect_until_stopped, ensure_stream,
     jetstream as jetstream_context, redacted_url,
 };
+use crate::storage::leader;
+use crate::storage::outbox::{self as store, OutboxEvent};
 use crate::worker::{Backoff, is_stopped, sleep_or_stop};
 
 /// The subject of a payout's events (see the module doc for the mapping).
@@ -63,43 +65,8 @@ pub async fn ensure_events_stream(
         .map(|_| ())
 }
 
-/// The advisory lock that makes one instance the publisher (an arbitrary constant: "pyd-out").
-const PUBLISHER_LOCK: i64 = 0x0070_7964_2d6f_7574;
-
 /// How often published rows older than the retention are deleted, in milliseconds.
 const PRUNE_INTERVAL_MS: u64 = 60_000;
-
-/// The event columns `event_payload` reads, from `payout_events e` (the NATS publisher and
-/// the webhooks select them beside their own `id`, `event_id` and `payout_id`).
-#[macro_export]
-macro_rules! event_columns {
-    () => {
-        "e.version, e.kind, e.state, e.detail,
-         to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at"
-    };
-}
-
-/// The JSON of one event, as consumers receive it (over NATS and in webhooks), from a row
-/// with `id`, `event_id`, `payout_id` and [`event_columns!`]: the row's id, the event id,
-/// the payout id and the JSON text.
-pub(crate) fn event_payload(
-    row: &sqlx::postgres::PgRow,
-) -> Result<(i64, String, String, String), sqlx::Error> {
-    let id: i64 = row.try_get("id")?;
-    let event_id: String = row.try_get("event_id")?;
-    let payout_id: String = row.try_get("payout_id")?;
-    let detail: serde_json::Value = row.try_get("detail")?;
-    let payload = serde_json::json!({
-        "event_id": event_id,
-        "payout_id": payout_id,
-        "kind": row.try_get::<String, _>("kind")?,
-        "state": row.try_get::<String, _>("state")?,
-        "version": row.try_get::<i64, _>("version")?,
-        "detail": detail,
-        "at": row.try_get::<String, _>("at")?,
-    });
-    Ok((id, event_id, payout_id, payload.to_string()))
-}
 
 /// One round on the publisher's connection: publishes and marks up to `batch_max` rows.
 /// Returns how many were published. On a publish failure the rows acknowledged before it
@@ -109,22 +76,19 @@ pub async fn publish_batch(
     conn: &mut sqlx::PgConnection,
     settings: &OutboxSettings,
 ) -> Result<usize, OutboxError> {
-    let rows = sqlx::query(concat!(
-        "SELECT o.id, o.event_id, o.payout_id, ",
-        crate::event_columns!(),
-        " FROM outbox o JOIN payout_events e ON e.payout_id = o.payout_id AND e.version = o.version
-         WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1"
-    ))
-    .bind(i64::from(settings.batch_max))
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = store::unpublished(conn, settings.batch_max).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     // Send every publish first, then await the acks: one round trip per batch, not per row.
     let mut sent = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (id, event_id, payout_id, payload) = event_payload(row)?;
+    for OutboxEvent {
+        id,
+        event_id,
+        payout_id,
+        payload,
+    } in rows
+    {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
         let subject = event_subject(&settings.subject_prefix, &payout_id);
@@ -156,34 +120,12 @@ pub async fn publish_batch(
         }
     }
     if !published.is_empty() {
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .bind(&published)
-            .execute(&mut *conn)
-            .await?;
+        store::mark_published(conn, &published).await?;
     }
     match failure {
         Some(e) => Err(e),
         None => Ok(published.len()),
     }
-}
-
-/// Deletes published rows older than the retention, once the webhook fan-out (when
-/// `webhooks` are on) has taken them too. Returns how many.
-pub async fn prune(
-    conn: &mut sqlx::PgConnection,
-    retention_ms: u64,
-    webhooks: bool,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "DELETE FROM outbox WHERE published_at IS NOT NULL
-           AND published_at < now() - $1 * interval '1 millisecond'
-           AND (NOT $2 OR fanned_out_at IS NOT NULL)",
-    )
-    .bind(retention_ms as f64)
-    .bind(webhooks)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
 }
 
 /// Starts the publisher on its own task (see [`run_publisher`]).
@@ -253,11 +195,7 @@ async fn publish_until_stopped(
     // A connection of its own, never returned to the pool (the lock lives as long as it).
     let mut conn = pool.acquire().await?.detach();
     loop {
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(PUBLISHER_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
-        if held {
+        if leader::try_lock(&mut conn, leader::OUTBOX_PUBLISHER).await? {
             break;
         }
         // Another instance publishes; take over when it is gone.
@@ -273,7 +211,7 @@ async fn publish_until_stopped(
         backoff.reset();
         if pruned_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(PRUNE_INTERVAL_MS)) {
             pruned_at = Some(std::time::Instant::now());
-            let gone = prune(&mut conn, outbox.outbox_retention_ms, webhooks).await?;
+            let gone = store::prune(&mut conn, outbox.outbox_retention_ms, webhooks).await?;
             if gone > 0 {
                 debug!(rows = gone, "published outbox rows pruned");
             }

@@ -55,6 +55,9 @@ pub struct ClusterConfig {
     pub control_poll_interval_ms: u64,
 }
 
+/// For tests: round figures near the service's defaults. Not in the production API (the
+/// service builds its configuration from its settings, `config/default.toml`).
+#[cfg(any(test, feature = "test-support"))]
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {

@@ -7,7 +7,9 @@ use crate::domain::AccountId;
 /// Largest number of operations a Stellar transaction may hold.
 pub const OPERATIONS_PER_TX_MAX: usize = 100;
 
-/// The core's bounds. Defaults are the service's built-in defaults (config/default.toml).
+/// The core's bounds. The service builds it from its settings (`[payouts]`, `[safety]`,
+/// `[destinations]`, whose defaults are `config/default.toml`); the core reads no
+/// configuration of its own.
 #[derive(Debug, Clone)]
 pub struct PayoutPolicy {
     /// The distribution account: every payment operation's source, whose balance pays out.
@@ -44,6 +46,9 @@ pub struct PayoutPolicy {
 }
 
 impl PayoutPolicy {
+    /// A policy for tests: round figures near the service's defaults, the breaker off.
+    /// Not in the production API (the service builds its policy from its settings).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn new(payer: AccountId) -> Self {
         Self {
             payer,

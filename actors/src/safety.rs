@@ -32,19 +32,26 @@ pub struct Pause {
 /// The name the breaker pauses under.
 pub const BREAKER: &str = "circuit-breaker";
 
-/// The breaker's thresholds, each with its unit; 0 turns a signal off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The breaker's thresholds, each with its unit; 0 turns a signal off. The service's
+/// `[safety]` section deserializes into it directly (its keys are `breaker_` + the field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// The sliding window the signals are counted over, in milliseconds.
+    #[serde(rename = "breaker_window_ms")]
     pub window_ms: u64,
     /// Rejections that disable a channel (`tx_bad_auth`, `tx_insufficient_balance`, …)
     /// within the window that trip the breaker.
+    #[serde(rename = "breaker_channel_rejections_max")]
     pub channel_rejections_max: u32,
     /// Payments refused with `op_underfunded` within the window that trip it.
+    #[serde(rename = "breaker_underfunded_max")]
     pub underfunded_max: u32,
     /// Share of settled payouts that ended `failed` within the window, in percent, that
     /// trips it (once at least `failure_samples_min` settled).
+    #[serde(rename = "breaker_failure_percent_max")]
     pub failure_percent_max: u32,
+    #[serde(rename = "breaker_failure_samples_min")]
     pub failure_samples_min: u32,
 }
 

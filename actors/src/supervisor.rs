@@ -31,6 +31,9 @@ pub struct SupervisorConfig {
     pub restart_period_ms: u64,
 }
 
+/// For tests: round figures near the service's defaults. Not in the production API (the
+/// service builds its configuration from its settings, `config/default.toml`).
+#[cfg(any(test, feature = "test-support"))]
 impl Default for SupervisorConfig {
     fn default() -> Self {
         Self {

@@ -59,7 +59,7 @@ impl Database {
             .connect(&self.url)
             .await
             .map_err(err)?;
-        payoutd::journal::migrate(&pool).await.map_err(err)?;
+        payoutd::storage::migrate(&pool).await.map_err(err)?;
         sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .execute(&pool)
             .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use payoutd::journal::{AcceptBatching, PgJournal};
+use payoutd::storage::{AcceptBatching, PgJournal};
 use payoutd_actors::memory::MemLedger;
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::queue::ReadyQueue;

@@ -54,7 +54,7 @@ fn show_pause(pause: &Option<Pause>) -> String {
 }
 
 pub async fn run_cli(
-    journal: &crate::journal::PgJournal,
+    journal: &crate::storage::PgJournal,
     command: &AdminCommand,
 ) -> Result<std::process::ExitCode, String> {
     use payoutd_actors::ports::ControlStore;
@@ -93,8 +93,7 @@ pub async fn run_cli(
         }
         AdminCommand::Audit { limit } => {
             let limit = (*limit).clamp(1, AUDIT_LIMIT_MAX);
-            for e in journal
-                .audit_trail(limit)
+            for e in crate::storage::listing::audit_trail(journal.pool(), limit)
                 .await
                 .map_err(|e| e.to_string())?
             {

@@ -9,9 +9,9 @@ use payoutd_actors::payout::PayoutError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::store;
 use crate::http::{ApiError, ApiState};
-use crate::journal::ListFilter;
+use crate::storage::console as store;
+use crate::storage::listing::ListFilter;
 
 /// Minutes of confirmations the overview shows.
 pub const RATE_MINUTES: i32 = 10;
@@ -20,7 +20,7 @@ pub const RATE_MINUTES: i32 = 10;
 /// the oldest unfinished payout, this instance's channels, the pause, the last
 /// reconciliation and the webhook deliveries waiting.
 pub(crate) async fn overview(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let pool = state.journal.pool();
+    let pool = &state.db;
     let progress = store::progress(pool, &ListFilter::default())
         .await
         .map_err(ApiError::unavailable)?;
@@ -30,7 +30,7 @@ pub(crate) async fn overview(State(state): State<ApiState>) -> Result<Json<Value
     let reconcile = store::last_reconcile(pool)
         .await
         .map_err(ApiError::unavailable)?;
-    let (pending, dead) = crate::webhooks::store::counts(pool)
+    let (pending, dead) = crate::storage::webhooks::counts(pool)
         .await
         .map_err(ApiError::unavailable)?;
     let pause = state.payouts.read_pause().await?;
@@ -74,7 +74,7 @@ pub(crate) async fn progress(
         q.since_unix_ms.as_deref(),
         q.until_unix_ms.as_deref(),
     )?;
-    let progress = store::progress(state.journal.pool(), &filter)
+    let progress = store::progress(&state.db, &filter)
         .await
         .map_err(ApiError::unavailable)?;
     Ok(Json(progress))
@@ -90,7 +90,7 @@ pub(crate) async fn envelopes(
     if state.payouts.get(&id).await?.is_none() {
         return Err(ApiError::from(PayoutError::NotFound(id.to_string())));
     }
-    let envelopes = store::envelopes(state.journal.pool(), id.as_str())
+    let envelopes = store::envelopes(&state.db, id.as_str())
         .await
         .map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "envelopes": envelopes })))

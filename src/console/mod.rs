@@ -9,7 +9,6 @@
 //! inline script and no other origin, so a memo holding markup is shown, never run.
 
 pub mod api;
-pub mod store;
 
 use axum::Router;
 use axum::http::header;

@@ -284,7 +284,7 @@ impl Handler {
                 Verdict::Again(reason) => {
                     // Last delivery: the server would not send it again. Store it where it
                     // is durable (the inbox), never in memory.
-                    match crate::inbox::insert(&self.pool, &message.payload).await {
+                    match crate::storage::inbox::insert(&self.pool, &message.payload).await {
                         Ok(row) => {
                             warn!(reason = %reason, inbox_row = row, "not durable as a payout on its last delivery; stored in the inbox, which makes it one");
                             (AckKind::Ack, "ack")
@@ -357,13 +357,12 @@ impl Handler {
         // A redelivery of a message whose dead letter was written but whose TERM was lost:
         // do not write a second row.
         let known = delivered > 1
-            && sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE source = $1 AND source_ref = $2 AND payload = $3)",
+            && crate::storage::dead_letters::exists(
+                &self.pool,
+                DEAD_LETTER_SOURCE,
+                &source_ref,
+                &redacted,
             )
-            .bind(DEAD_LETTER_SOURCE)
-            .bind(&source_ref)
-            .bind(&redacted)
-            .fetch_one(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
         if !known {

@@ -16,7 +16,6 @@ pub mod cli;
 pub mod compare;
 pub mod report;
 pub mod schedule;
-pub mod store;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPool;
 
 use crate::reconcile::compare::{Findings, LedgerFacts};
+use crate::storage::reconcile as store;
 
 /// The first ledger of a Stellar network's history.
 pub const GENESIS_LEDGER: u32 = 1;

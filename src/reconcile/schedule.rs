@@ -112,7 +112,7 @@ fn note(outcome: &Result<Outcome, ReconcileError>, metrics: &Metrics) {
 /// Sets the gauges from the runs journal.
 async fn refresh(reconciler: &Reconciler, metrics: &Metrics) {
     let g = &metrics.reconcile;
-    match super::store::gauges(&reconciler.pool).await {
+    match crate::storage::reconcile::gauges(&reconciler.pool).await {
         Ok(state) => {
             g.mismatches.store(
                 state

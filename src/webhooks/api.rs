@@ -13,9 +13,9 @@ use payoutd_actors::domain::PayoutId;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::store::{self, ReplayError};
 use crate::admin::Actor;
 use crate::http::{ApiError, ApiState};
+use crate::storage::webhooks::{self as store, ReplayError};
 
 /// Largest page of deliveries.
 pub const DELIVERIES_LIMIT_MAX: u32 = 500;
@@ -83,7 +83,7 @@ pub(crate) async fn list(
         DELIVERIES_LIMIT_MAX,
     )?;
     let page = store::list(
-        state.journal.pool(),
+        &state.db,
         q.state.as_deref(),
         payout.as_ref().map(|p| p.as_str()),
         after,
@@ -119,7 +119,7 @@ pub(crate) async fn replay(
     };
     let body = body.map_err(crate::http::body_rejection)?;
     let reason = crate::admin::admin_reason(&headers, &body)?;
-    match store::replay(state.journal.pool(), n, &actor, &reason).await {
+    match store::replay(&state.db, n, &actor, &reason).await {
         Ok(d) => Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d }))).into_response()),
         Err(ReplayError::NotFound(_)) => Err(not_found()),
         Err(ReplayError::Pending(_)) => Err(ApiError::new(

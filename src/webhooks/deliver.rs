@@ -32,11 +32,10 @@ use tracing::{debug, info, warn};
 
 use super::settings::{EndpointSettings, WebhookSettings};
 use super::signature::{ATTEMPT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, header_value};
-use super::store::{self, Due, Outcome};
+use crate::storage::leader;
+use crate::storage::webhooks::{self as store, Due, Outcome};
 use crate::worker::{Backoff, is_stopped, sleep_or_stop};
 
-/// The advisory lock that makes one instance the dispatcher ("pyd-hook").
-const DISPATCHER_LOCK: i64 = 0x7079_642d_686f_6f6b;
 /// How often delivered rows past their retention are deleted and the gauges refreshed, ms.
 const HOUSEKEEPING_INTERVAL_MS: u64 = 5_000;
 /// How much longer than `timeout_ms` a claimed delivery stays claimed, in milliseconds
@@ -168,11 +167,7 @@ async fn lead(
     // A connection of its own, never returned to the pool (the lock lives as long as it).
     let mut conn = pool.acquire().await?.detach();
     loop {
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(DISPATCHER_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
-        if held {
+        if leader::try_lock(&mut conn, leader::WEBHOOK_DISPATCHER).await? {
             break;
         }
         if sleep_or_stop(settings.poll_interval_ms, shutdown).await {

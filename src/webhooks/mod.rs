@@ -13,6 +13,5 @@ pub mod api;
 pub mod deliver;
 pub mod settings;
 pub mod signature;
-pub mod store;
 
 pub use settings::{EndpointSettings, WebhookSettings};

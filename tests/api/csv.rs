@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use payoutd::cli::submit::{self as csv_submit, Outcome, Report, SubmitOptions};
 use payoutd::http::{ApiState, router};
-use payoutd::journal::PgJournal;
+use payoutd::storage::PgJournal;
 use payoutd_actors::Payouts;
 use payoutd_actors::domain::{AccountId, PayoutRequest, RawMemo, RawPayoutRequest};
 use payoutd_actors::memory::MemLedger;
@@ -50,7 +50,8 @@ async fn serve_api(tokens: &[&str]) -> Api {
     .await;
     let state = ApiState {
         payouts: payouts.clone(),
-        journal: journal.clone(),
+        reads: journal.clone(),
+        db: journal.pool().clone(),
         tokens: Arc::new(
             tokens
                 .iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use payoutd::app::{Application, DEMO_DESTINATION};
 use payoutd::config::Settings;
-use payoutd::journal::{PgJournal, migrate};
+use payoutd::storage::{PgJournal, migrate};
 use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, PayoutId, PayoutRequest};
 use payoutd_actors::metrics::Metrics;
 use payoutd_actors::ports::{Journal, Ledger, PayoutStore};

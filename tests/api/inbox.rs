@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payoutd::inbox::{self, Drained, InboxSettings};
-use payoutd::journal::PgJournal;
+use payoutd::storage::PgJournal;
 use payoutd_actors::Payouts;
 use payoutd_actors::domain::{AccountId, PayoutRequest, RawPayoutRequest};
 use payoutd_actors::memory::MemLedger;

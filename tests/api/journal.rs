@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use payoutd::journal::PgJournal;
+use payoutd::storage::PgJournal;
 use payoutd_actors::domain::{AccountId, PayoutId};
 use payoutd_actors::memory::{MemLedger, Scripted};
 use payoutd_actors::ports::{

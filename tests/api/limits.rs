@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use payoutd::journal::PgJournal;
+use payoutd::storage::PgJournal;
 use payoutd_actors::domain::{AccountId, Amount, Asset, Destination, PayoutId, PayoutRequest};
 use payoutd_actors::limits::{AssetLimit, Limits, WhenReached};
 use payoutd_actors::ports::PayoutStore;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use payoutd::journal::{AcceptBatching, PgJournal};
 use payoutd::nats::{NatsSettings, ensure_consumer, jetstream};
 use payoutd::outbox::{ensure_events_stream, event_subject, publish_batch};
+use payoutd::storage::{AcceptBatching, PgJournal};
 use payoutd_actors::Payouts;
 use payoutd_actors::domain::{PayoutId, PayoutRequest};
 use payoutd_actors::memory::{Hooked, Hooks, MemLedger};
@@ -955,7 +955,9 @@ async fn published_outbox_rows_are_pruned_and_the_event_log_kept() {
     let mut conn = fx.pool().acquire().await.unwrap();
     // Nothing published yet: nothing to prune, whatever the retention.
     assert_eq!(
-        payoutd::outbox::prune(&mut conn, 0, false).await.unwrap(),
+        payoutd::storage::outbox::prune(&mut conn, 0, false)
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(
@@ -966,13 +968,15 @@ async fn published_outbox_rows_are_pruned_and_the_event_log_kept() {
     );
     // Within a day's retention the published rows stay; with none they go.
     assert_eq!(
-        payoutd::outbox::prune(&mut conn, 86_400_000, false)
+        payoutd::storage::outbox::prune(&mut conn, 86_400_000, false)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        payoutd::outbox::prune(&mut conn, 0, false).await.unwrap(),
+        payoutd::storage::outbox::prune(&mut conn, 0, false)
+            .await
+            .unwrap(),
         3
     );
     assert_eq!(fx.count("SELECT count(*) FROM outbox").await, 0);

@@ -47,7 +47,7 @@ fn timeouts() -> HorizonTimeouts {
 
 struct Rig {
     sim: SimHandle,
-    journal: Arc<payoutd::journal::PgJournal>,
+    journal: Arc<payoutd::storage::PgJournal>,
     db_url: String,
     payouts: Payouts,
     metrics: Arc<Metrics>,

@@ -47,7 +47,7 @@ pub(crate) enum Api {
 
 pub(crate) struct Stack {
     pub sim: SimHandle,
-    pub journal: Arc<payoutd::journal::PgJournal>,
+    pub journal: Arc<payoutd::storage::PgJournal>,
     pub payouts: Payouts,
     pub metrics: Arc<payoutd_actors::metrics::Metrics>,
     pub distribution: AccountId,
@@ -199,7 +199,7 @@ pub(crate) async fn stack(opts: StackOptions) -> Stack {
 }
 
 pub(crate) async fn start_payouts(
-    journal: Arc<payoutd::journal::PgJournal>,
+    journal: Arc<payoutd::storage::PgJournal>,
     ledger: Arc<dyn Ledger>,
     policy: PayoutPolicy,
     channels: Vec<AccountId>,

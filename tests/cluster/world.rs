@@ -69,7 +69,7 @@ impl World {
         let (pool, db_url) = fresh_empty_db().await;
         // Migrated once here, so that instances starting together do not race for it and
         // the test's own queries find the tables at once.
-        payoutd::journal::migrate(&pool)
+        payoutd::storage::migrate(&pool)
             .await
             .expect("the migrations apply to a fresh database");
         let passphrase = format!("payoutd cluster tests ; {} {}", options.name, options.seed);

@@ -16,7 +16,7 @@ use crate::domain::{AccountId, PayoutId, PayoutRequest};
 use crate::limits::{Hold, Spend};
 use crate::ports::ledger::{Envelope, Inclusion, TxHash};
 use crate::safety::Pause;
-use crate::state::{PayoutEvent, PayoutRecord, Step};
+use crate::state::{PayoutEvent, PayoutRecord, PayoutState, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JournalError {
@@ -59,6 +59,31 @@ pub trait PayoutStore: Send + Sync + 'static {
         step: &Step,
     ) -> Result<PayoutRecord, JournalError>;
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError>;
+}
+
+/// Which payouts a listing or a progress count takes (every part optional).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<PayoutState>,
+    /// Ids that start with this.
+    pub id_prefix: Option<String>,
+    /// Created at or after this, in milliseconds since the Unix epoch.
+    pub since_unix_ms: Option<i64>,
+    /// Created before this, in milliseconds since the Unix epoch.
+    pub until_unix_ms: Option<i64>,
+}
+
+/// Listing payouts, for callers and operators (`GET /v1/payouts`, the console). Not used
+/// by the core: a listing is a read of committed rows, never a step.
+#[async_trait]
+pub trait PayoutReads: Send + Sync + 'static {
+    /// Up to `limit` payouts that `filter` takes, in id order, after `after`.
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<&PayoutId>,
+        limit: u32,
+    ) -> Result<Vec<PayoutRecord>, JournalError>;
 }
 
 /// A payout waiting for a batch: what is needed to build its operation and to fence the

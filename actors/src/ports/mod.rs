@@ -7,8 +7,8 @@ pub mod ledger;
 
 pub use journal::{
     Accepted, Batch, BatchStore, ChannelInfo, ChannelLease, ClusterStore, ControlStore,
-    EnvelopeStatus, Journal, JournalError, Member, PayoutStore, PrepareError, Ready, Settled,
-    Settlement,
+    EnvelopeStatus, Journal, JournalError, ListFilter, Member, PayoutReads, PayoutStore,
+    PrepareError, Ready, Settled, Settlement,
 };
 pub use ledger::{
     Coverage, Envelope, Inclusion, Ledger, LedgerError, LedgerHead, Lookup, OpSpec, SequenceRead,

@@ -178,11 +178,11 @@ pub async fn due(
     .await?;
     rows.iter()
         .map(|row| {
-            let (id, event_id, _, body) = crate::outbox::event_payload(row)?;
+            let event = super::outbox::event_payload(row)?;
             Ok(Due {
-                id,
-                event_id,
-                body,
+                id: event.id,
+                event_id: event.event_id,
+                body: event.payload,
                 attempts: row.try_get("attempts")?,
                 window_age_ms: row.try_get("window_age_ms")?,
             })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Connection, Row};
 
-use super::compare::{EnvelopeStatus, JournalEnvelope, JournalPayout};
+use crate::reconcile::compare::{EnvelopeStatus, JournalEnvelope, JournalPayout};
 
 /// The advisory lock key of reconciliation (the bytes of "payoutdR" as an integer): one
 /// run at a time, whichever instance or command holds it.
@@ -112,7 +112,7 @@ fn payout(row: &PgRow) -> Result<JournalPayout, String> {
 /// The journal's side of `from..=to`, from the connection's snapshot.
 #[derive(Debug, Default)]
 pub struct Scope {
-    pub facts: super::compare::JournalFacts,
+    pub facts: crate::reconcile::compare::JournalFacts,
     /// The registered channel accounts.
     pub channels: Vec<String>,
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 
-use crate::journal::{ListFilter, bind_list_filter, list_filter_sql};
+use crate::storage::listing::{ListFilter, bind_list_filter, list_filter_sql};
 use payoutd_actors::state::PayoutState;
 
 /// States that are not final (the payout may still be paid).

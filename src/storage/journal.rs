@@ -26,12 +26,9 @@ use payoutd_actors::ports::{
 };
 use payoutd_actors::safety::Pause;
 use payoutd_actors::state::{EnvelopeRef, PayoutEvent, PayoutRecord, PayoutState, Step};
+use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{Executor, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
-
-/// Embedded migrations (`migrations/`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Group commit of accepts: how many writer tasks (each one connection at a time), how
 /// many accepts one statement carries at most, and how many may wait.
@@ -78,11 +75,11 @@ pub const SPENDS_KEEP_MARGIN_MS: i64 = HOUR_MS;
 /// Rows one prune deletes at most (the next one goes on).
 pub const SPENDS_PRUNE_ROWS_MAX: i64 = 10_000;
 
-fn unavailable(e: sqlx::Error) -> JournalError {
+pub(super) fn unavailable(e: sqlx::Error) -> JournalError {
     JournalError::Unavailable(e.to_string())
 }
 
-const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash, op_index, ledger, fee_charged, op_kind, balance_id";
+pub(super) const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash, op_index, ledger, fee_charged, op_kind, balance_id";
 
 /// Inserts the new payouts of one group commit; returns the ids it inserted.
 const ACCEPT_SQL: &str = "WITH input AS (
@@ -118,9 +115,27 @@ const APPLY_SQL: &str = "WITH u AS (
      )
      SELECT count(*) AS n FROM u";
 
+/// The end of a CTE chain whose `u` returns the `payout_id` and new `version` of each
+/// payout it changed: the outbox row of each one's event, when the parameter `$on` (the
+/// outbox is on) is true. The statement goes on with its final `SELECT`.
+macro_rules! outbox_rows {
+    ($on:literal) => {
+        concat!(
+            "), ob AS (
+        INSERT INTO outbox (event_id, payout_id, version)
+        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE ",
+            $on,
+            "
+     )
+"
+        )
+    };
+}
+
 /// Every member of a batch from `accepted` (at its version) to `prepared`; returns those it
 /// moved (the caller rolls back unless all moved).
-const PREPARE_MEMBERS_SQL: &str = "WITH m AS (
+const PREPARE_MEMBERS_SQL: &str = concat!(
+    "WITH m AS (
         SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[]) AS t(payout_id, version, op_index)
      ), u AS (
         UPDATE payouts p SET state = 'prepared', version = p.version + 1, attempt = p.attempt + 1,
@@ -132,13 +147,13 @@ const PREPARE_MEMBERS_SQL: &str = "WITH m AS (
         SELECT payout_id, version, 'prepared', 'prepared',
                jsonb_build_object('tx_hash', $4::text, 'op_index', op_index)
         FROM u
-     ), ob AS (
-        INSERT INTO outbox (event_id, payout_id, version)
-        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $5
-     )
-     SELECT payout_id FROM u";
+",
+    outbox_rows!("$5"),
+    "     SELECT payout_id FROM u"
+);
 
-const MARK_SUBMITTED_SQL: &str = "WITH u AS (
+const MARK_SUBMITTED_SQL: &str = concat!(
+    "WITH u AS (
         UPDATE payouts SET state = 'submitted', version = version + 1, updated_at = now()
         WHERE payout_id = ANY(SELECT unnest(member_ids) FROM envelopes WHERE tx_hash = $1)
           AND tx_hash = $1 AND state = 'prepared'
@@ -146,18 +161,18 @@ const MARK_SUBMITTED_SQL: &str = "WITH u AS (
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
         SELECT payout_id, version, 'submitted', 'submitted', jsonb_build_object('note', $2::text) FROM u
-     ), ob AS (
-        INSERT INTO outbox (event_id, payout_id, version)
-        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
-     )
-     SELECT payout_id FROM u";
+",
+    outbox_rows!("$3"),
+    "     SELECT payout_id FROM u"
+);
 
 /// The envelope's end and each member's step, mirroring `Step::apply_to`: `kind` is
 /// confirmed | failed | requeued | parked (requeued, parked instead); a parked payout stays
 /// parked (without its envelope) and keeps its reason. `op_kind` (NULL: unchanged) is the
 /// operation of a rerouted member's next envelope; `balance_id` that of a confirmed
 /// claimable balance.
-const SETTLE_SQL: &str = "WITH env AS (
+const SETTLE_SQL: &str = concat!(
+    "WITH env AS (
         UPDATE envelopes SET status = $2, ledger = $3, fee_charged = $4, note = $5, updated_at = now()
         WHERE tx_hash = $1 AND status = 'live'
      ), s AS (
@@ -190,11 +205,10 @@ const SETTLE_SQL: &str = "WITH env AS (
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
         SELECT u.payout_id, u.version, s.event_kind, u.state, s.detail FROM u JOIN s USING (payout_id)
-     ), ob AS (
-        INSERT INTO outbox (event_id, payout_id, version)
-        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $12
-     )
-     SELECT payout_id, state, version, attempt, owner FROM u";
+",
+    outbox_rows!("$12"),
+    "     SELECT payout_id, state, version, attempt, owner FROM u"
+);
 
 /// The end of a statement that hands payouts (the CTE `u`) back to `accepted` under owner
 /// $1: the event `$kind` and its outbox row (when $3), then the rows as `COLUMNS` reads them.
@@ -206,11 +220,9 @@ macro_rules! owned_again {
         SELECT payout_id, version, '",
             $kind,
             "', 'accepted', jsonb_build_object('owner', $1::text) FROM u
-     ), ob AS (
-        INSERT INTO outbox (event_id, payout_id, version)
-        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $3
-     )
-     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
+",
+            outbox_rows!("$3"),
+            "     SELECT payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash,
             op_index, ledger, fee_charged, op_kind, balance_id FROM u"
         )
     };
@@ -259,7 +271,8 @@ const SPENDS_SQL: &str = "INSERT INTO limit_spends (tx_hash, payout_id, asset, a
      SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[])";
 
 /// Payouts still `accepted` at the version read become `held` with their reason.
-const HOLD_SQL: &str = "WITH h AS (
+const HOLD_SQL: &str = concat!(
+    "WITH h AS (
         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])
             AS t(payout_id, version, reason, until_ms)
      ), u AS (
@@ -274,11 +287,10 @@ const HOLD_SQL: &str = "WITH h AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
         SELECT payout_id, version, 'held', 'held',
                jsonb_build_object('reason', reason, 'until_unix_ms', until_ms) FROM u
-     ), ob AS (
-        INSERT INTO outbox (event_id, payout_id, version)
-        SELECT payout_id || ':' || version, payout_id, version FROM u WHERE $5
-     )
-     SELECT payout_id FROM u";
+",
+    outbox_rows!("$5"),
+    "     SELECT payout_id FROM u"
+);
 
 /// Held payouts whose hold ran out go back to `accepted`, owned by $1.
 const RELEASE_SQL: &str = concat!(
@@ -418,31 +430,6 @@ impl PgJournal {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// Payouts in id order after `after`, optionally in one state (for the list endpoint).
-    pub async fn list(
-        &self,
-        filter: &ListFilter,
-        after: Option<&PayoutId>,
-        limit: u32,
-    ) -> Result<Vec<PayoutRecord>, JournalError> {
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND payout_id > $2
-                   AND {} ORDER BY payout_id LIMIT $3",
-                list_filter_sql(4)
-            )
-        });
-        let query = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
-            .bind(filter.state.map(|s| s.as_str()))
-            .bind(after.map(PayoutId::as_str).unwrap_or(""))
-            .bind(i64::from(limit));
-        let rows = bind_list_filter(query, filter)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(parse_row).collect()
     }
 
     async fn load_many(&self, ids: &[String]) -> Result<Vec<PayoutRecord>, JournalError> {
@@ -585,7 +572,7 @@ async fn accept_group(pool: &PgPool, owner: &str, jobs: Vec<AcceptJob>, outbox: 
     }
 }
 
-fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
+pub(super) fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
     let id: String = row.try_get("payout_id").map_err(unavailable)?;
     let corrupt = |detail: String| JournalError::Corrupt {
         id: id.clone(),
@@ -1056,53 +1043,6 @@ impl BatchStore for PgJournal {
     }
 }
 
-/// Which payouts a listing or a progress count takes (every part optional).
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub state: Option<PayoutState>,
-    /// Ids that start with this.
-    pub id_prefix: Option<String>,
-    /// Created at or after this, in milliseconds since the Unix epoch.
-    pub since_unix_ms: Option<i64>,
-    /// Created before this, in milliseconds since the Unix epoch.
-    pub until_unix_ms: Option<i64>,
-}
-
-/// The filter's conditions on `payouts` (prefix, since, until; not the state), with the
-/// prefix, since and until bound as `$first`, `$first + 1`, `$first + 2`.
-pub(crate) fn list_filter_sql(first: usize) -> String {
-    let (p, s, u) = (first, first + 1, first + 2);
-    format!(
-        "(${p}::text IS NULL OR starts_with(payout_id, ${p}))
-         AND (${s}::bigint IS NULL OR created_at >= timestamptz 'epoch' + ${s} * interval '1 millisecond')
-         AND (${u}::bigint IS NULL OR created_at < timestamptz 'epoch' + ${u} * interval '1 millisecond')"
-    )
-}
-
-/// Binds the filter's prefix, since and until (the next three parameters of a statement
-/// built with [`list_filter_sql`]).
-pub(crate) fn bind_list_filter<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    filter: &'q ListFilter,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(filter.id_prefix.as_deref())
-        .bind(filter.since_unix_ms)
-        .bind(filter.until_unix_ms)
-}
-
-/// One admin action as the audit trail holds it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    /// RFC 3339, database clock.
-    pub at: String,
-    pub actor: String,
-    pub action: String,
-    pub reason: String,
-    pub detail: serde_json::Value,
-}
-
 impl PgJournal {
     /// Appends an admin action to the audit trail.
     pub async fn audit(
@@ -1123,31 +1063,6 @@ impl PgJournal {
         .await
         .map_err(unavailable)?;
         Ok(())
-    }
-
-    /// The newest admin actions first, at most `limit`.
-    pub async fn audit_trail(&self, limit: u32) -> Result<Vec<AuditEntry>, JournalError> {
-        let rows = sqlx::query(
-            "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at,
-                    actor, action, reason, detail
-             FROM admin_audit ORDER BY id DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get("id").map_err(unavailable)?,
-                    at: r.try_get("at").map_err(unavailable)?,
-                    actor: r.try_get("actor").map_err(unavailable)?,
-                    action: r.try_get("action").map_err(unavailable)?,
-                    reason: r.try_get("reason").map_err(unavailable)?,
-                    detail: r.try_get("detail").map_err(unavailable)?,
-                })
-            })
-            .collect()
     }
 }
 
@@ -1379,14 +1294,4 @@ impl ClusterStore for PgJournal {
             .map_err(unavailable)?;
         rows.iter().map(parse_ready).collect()
     }
-}
-
-/// Runs the embedded migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
-}
-
-/// Checks the database answers (for readiness).
-pub async fn ping(pool: &PgPool) -> bool {
-    pool.execute("SELECT 1").await.is_ok()
 }
