@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use stellar_xdr::{
     ClaimClaimableBalanceOp, ClaimClaimableBalanceResult, ClaimableBalanceId, CreateAccountOp,
     CreateAccountResult, CreateClaimableBalanceOp, CreateClaimableBalanceResult, Hash,
-    OperationBody, OperationResult, PaymentOp, PaymentResult, Transaction, TransactionResultResult,
+    MuxedAccount, Operation, OperationBody, OperationResult, PaymentOp, PaymentResult, Transaction,
+    TransactionResultResult,
 };
 
 use crate::codes;
@@ -85,7 +86,6 @@ pub fn apply_tx(
         src.seq_time = ctx.close_time;
         src.last_modified_ledger = ctx.ledger_seq;
     }
-    let tx_source = AccountKey::from_muxed(&tx.source_account);
 
     let mut scratch = Overlay {
         base: books.accounts,
@@ -104,78 +104,17 @@ pub fn apply_tx(
             results.push(OperationResult::OpNoAccount);
             continue;
         }
-        let result = match &op.body {
-            OperationBody::Payment(p) => {
-                let r = apply_payment(&mut scratch, source, p, ctx.base_reserve);
-                if r == PaymentResult::Success {
-                    payments.push(PaymentDone {
-                        kind: PaymentKind::Payment,
-                        op_index,
-                        source: source_muxed.to_string(),
-                        destination: p.destination.to_string(),
-                        // A successful payment has a valid asset (else it is op_malformed).
-                        asset: AssetId::from_xdr(&p.asset)
-                            .map(|a| a.key())
-                            .unwrap_or_default(),
-                        amount: p.amount,
-                        balance_id: None,
-                        claimants: Vec::new(),
-                    });
-                }
-                codes::payment_result(r)
-            }
-            OperationBody::CreateAccount(c) => {
-                let r = apply_create_account(&mut scratch, source, c, ctx);
-                if r == CreateAccountResult::Success {
-                    payments.push(PaymentDone {
-                        kind: PaymentKind::CreateAccount,
-                        op_index,
-                        source: source_muxed.to_string(),
-                        destination: AccountKey::from_account_id(&c.destination).to_string(),
-                        asset: AssetId::Native.key(),
-                        amount: c.starting_balance,
-                        balance_id: None,
-                        claimants: Vec::new(),
-                    });
-                }
-                codes::create_account_result(r)
-            }
-            OperationBody::CreateClaimableBalance(c) => {
-                let hash = keys::balance_id(tx_source, tx.seq_num.0, op_index);
-                let id = keys::balance_id_hex(&hash);
-                let origin = (tx_hash, op_index, ctx.ledger_seq);
-                let r =
-                    apply_create_balance(&mut scratch, source, c, &id, origin, ctx.base_reserve);
-                if r.is_ok() {
-                    let claimants: Vec<String> = keys::claimant_keys(&c.claimants)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    payments.push(PaymentDone {
-                        kind: PaymentKind::CreateClaimableBalance,
-                        op_index,
-                        source: source_muxed.to_string(),
-                        destination: claimants.first().cloned().unwrap_or_default(),
-                        asset: AssetId::from_xdr(&c.asset)
-                            .map(|a| a.key())
-                            .unwrap_or_default(),
-                        amount: c.amount,
-                        balance_id: Some(id),
-                        claimants,
-                    });
-                }
-                codes::create_claimable_balance_result(match r {
-                    Ok(()) => CreateClaimableBalanceResult::Success(
-                        ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(hash)),
-                    ),
-                    Err(code) => code,
-                })
-            }
-            OperationBody::ClaimClaimableBalance(c) => {
-                codes::claim_claimable_balance_result(apply_claim(&mut scratch, source, c))
-            }
-            _ => OperationResult::OpNotSupported,
-        };
+        let (result, paid) = apply_op(
+            &mut scratch,
+            op,
+            source,
+            source_muxed,
+            op_index,
+            tx,
+            ctx,
+            tx_hash,
+        );
+        payments.extend(paid);
         results.push(result);
     }
 
@@ -214,6 +153,96 @@ pub fn apply_tx(
         touched_balances,
         payments,
     }
+}
+
+/// Applies one operation to the overlay: its result, and what it paid when it succeeded.
+/// `op_index` is the operation's place in the transaction (a claimable balance's id is
+/// derived from it, the transaction's source and sequence).
+#[allow(clippy::too_many_arguments)]
+fn apply_op(
+    scratch: &mut Overlay<'_>,
+    op: &Operation,
+    source: AccountKey,
+    source_muxed: &MuxedAccount,
+    op_index: u32,
+    tx: &Transaction,
+    ctx: &Ctx,
+    tx_hash: &str,
+) -> (OperationResult, Option<PaymentDone>) {
+    let tx_source = AccountKey::from_muxed(&tx.source_account);
+    let mut paid = None;
+    let result = match &op.body {
+        OperationBody::Payment(p) => {
+            let r = apply_payment(scratch, source, p, ctx.base_reserve);
+            if r == PaymentResult::Success {
+                paid = Some(PaymentDone {
+                    kind: PaymentKind::Payment,
+                    op_index,
+                    source: source_muxed.to_string(),
+                    destination: p.destination.to_string(),
+                    // A successful payment has a valid asset (else it is op_malformed).
+                    asset: AssetId::from_xdr(&p.asset)
+                        .map(|a| a.key())
+                        .unwrap_or_default(),
+                    amount: p.amount,
+                    balance_id: None,
+                    claimants: Vec::new(),
+                });
+            }
+            codes::payment_result(r)
+        }
+        OperationBody::CreateAccount(c) => {
+            let r = apply_create_account(scratch, source, c, ctx);
+            if r == CreateAccountResult::Success {
+                paid = Some(PaymentDone {
+                    kind: PaymentKind::CreateAccount,
+                    op_index,
+                    source: source_muxed.to_string(),
+                    destination: AccountKey::from_account_id(&c.destination).to_string(),
+                    asset: AssetId::Native.key(),
+                    amount: c.starting_balance,
+                    balance_id: None,
+                    claimants: Vec::new(),
+                });
+            }
+            codes::create_account_result(r)
+        }
+        OperationBody::CreateClaimableBalance(c) => {
+            let hash = keys::balance_id(tx_source, tx.seq_num.0, op_index);
+            let id = keys::balance_id_hex(&hash);
+            let origin = (tx_hash, op_index, ctx.ledger_seq);
+            let r = apply_create_balance(scratch, source, c, &id, origin, ctx.base_reserve);
+            if r.is_ok() {
+                let claimants: Vec<String> = keys::claimant_keys(&c.claimants)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                paid = Some(PaymentDone {
+                    kind: PaymentKind::CreateClaimableBalance,
+                    op_index,
+                    source: source_muxed.to_string(),
+                    destination: claimants.first().cloned().unwrap_or_default(),
+                    asset: AssetId::from_xdr(&c.asset)
+                        .map(|a| a.key())
+                        .unwrap_or_default(),
+                    amount: c.amount,
+                    balance_id: Some(id),
+                    claimants,
+                });
+            }
+            codes::create_claimable_balance_result(match r {
+                Ok(()) => CreateClaimableBalanceResult::Success(
+                    ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(hash)),
+                ),
+                Err(code) => code,
+            })
+        }
+        OperationBody::ClaimClaimableBalance(c) => {
+            codes::claim_claimable_balance_result(apply_claim(scratch, source, c))
+        }
+        _ => OperationResult::OpNotSupported,
+    };
+    (result, paid)
 }
 
 /// Accounts and claimable balances as the operations so far have left them, over the

@@ -1203,69 +1203,67 @@ impl Simulator {
         node: Node,
         rolls: Rolls,
     ) -> (Submission, Notifications) {
-        let no_notes = Vec::new();
         let hash = hex::encode(decoded.hash);
-        if rolls.fail_5xx {
-            inner.counts.server_errors_before_apply += 1;
-            let status = if rolls.pick_503 { 503 } else { 500 };
-            return (Submission::ServerError(status), no_notes);
-        }
         let min_fee = match &decoded.body {
             Body::V1 { tx, .. } => validate::min_fee(tx, inner.state.base_fee),
             Body::Unsupported => inner.state.base_fee,
         };
-        if let Some(rn) = inner.faults.reject_next.as_mut().filter(|rn| rn.count > 0) {
-            rn.count -= 1;
-            let code = rn.code.clone();
-            if rn.count == 0 {
-                inner.faults.reject_next = None;
-            }
-            inner.counts.rejected_by_code += 1;
-            let result =
-                codes::tx_code_from_name(&code).unwrap_or(TransactionResultResult::TxInternalError);
-            let rej = Rejection {
-                hash,
-                envelope_xdr: decoded.envelope_xdr,
-                code,
-                op_codes: Vec::new(),
-                result_xdr: codes::result_xdr(min_fee, result),
-            };
-            return (Submission::Rejected(Arc::new(rej)), no_notes);
+        if let Some(refused) = injected_refusal(inner, &decoded, rolls, min_fee, &hash) {
+            return (refused, Vec::new());
         }
-        let lose_answer = rolls.lose_answer;
-
-        // Sync: Horizon first looks the hash up in its own database, and answers a
-        // transaction it holds with the original result. One it does not hold (not ingested
-        // yet, or pruned) goes to core like any other; async always goes to core.
         let in_ledger = inner.state.txs.get(&decoded.hash).cloned();
-        if let (SubmitKind::Sync, Some(rec)) = (kind, &in_ledger) {
-            let view = inner.view(node);
-            if view.holds(rec.ledger) {
+        let lose_answer = rolls.lose_answer;
+        if let Some(known) = known_answer(
+            inner,
+            &decoded,
+            kind,
+            node,
+            lose_answer,
+            in_ledger.as_ref(),
+            &hash,
+        ) {
+            return (known, Vec::new());
+        }
+        match self.admit(inner, decoded, min_fee, in_ledger.is_some(), rolls.busy) {
+            Err(refused) => (refused.answer(hash), Vec::new()),
+            Ok((waiter_rx, envelope_xdr)) => {
+                let notes = if self.close_mode == CloseMode::Instant {
+                    self.close_locked(inner).1
+                } else {
+                    Vec::new()
+                };
                 let submission = Submission::Accepted {
                     hash,
-                    envelope_xdr: decoded.envelope_xdr,
-                    fresh: false,
-                    waiter: Waiter::Ready(Outcome::Included(Arc::clone(rec))),
+                    envelope_xdr,
+                    fresh: true,
+                    waiter: Waiter::Wait(waiter_rx),
                     lose_answer,
                 };
-                return (submission, no_notes);
+                (submission, notes)
             }
-            inner.count_hidden(rec.ledger, view);
         }
-        if let Some(p) = inner.pending.get_mut(&decoded.hash) {
-            let (tx, rx) = oneshot::channel();
-            p.waiters.push(tx);
-            let submission = Submission::Accepted {
-                hash,
-                envelope_xdr: decoded.envelope_xdr,
-                fresh: false,
-                waiter: Waiter::Wait(rx),
-                lose_answer,
-            };
-            return (submission, no_notes);
-        }
-        let reject = |hash: String, envelope_xdr: String, invalid: Invalid| {
-            Submission::Rejected(Arc::new(rejection(hash, envelope_xdr, invalid)))
+    }
+
+    /// A new envelope core checks and queues: valid on its own and against the state,
+    /// not already in a ledger, its source without a transaction pending, and core not
+    /// busy. Returns its waiter and envelope, or why it was refused.
+    fn admit(
+        &self,
+        inner: &mut Inner,
+        decoded: validate::Decoded,
+        min_fee: i64,
+        in_ledger: bool,
+        busy: bool,
+    ) -> Result<(oneshot::Receiver<Outcome>, String), Refused> {
+        let envelope_xdr = decoded.envelope_xdr;
+        let invalid = |result| {
+            Refused::Invalid(
+                envelope_xdr.clone(),
+                Invalid {
+                    result,
+                    fee: min_fee,
+                },
+            )
         };
         let Body::V1 {
             tx,
@@ -1273,44 +1271,30 @@ impl Simulator {
             auth,
         } = decoded.body
         else {
-            let invalid = Invalid {
-                result: TransactionResultResult::TxMalformed,
-                fee: min_fee,
-            };
-            return (reject(hash, decoded.envelope_xdr, invalid), no_notes);
+            return Err(invalid(TransactionResultResult::TxMalformed));
         };
         // A transaction with more operations than a ledger holds could never be included;
         // waiting for it would only end in a 504. Refused like an envelope that is invalid
         // on its own, before anything is consumed.
         if op_count(&tx) > u64::from(self.ops_per_ledger_max) {
-            let invalid = Invalid {
-                result: TransactionResultResult::TxMalformed,
-                fee: min_fee,
-            };
-            return (reject(hash, decoded.envelope_xdr, invalid), no_notes);
+            return Err(invalid(TransactionResultResult::TxMalformed));
         }
         let ctx = self.next_ctx(&inner.state);
         let valid = match validate::check_valid(&inner.state.accounts, &tx, auth, &ctx) {
-            Err(invalid) => return (reject(hash, decoded.envelope_xdr, invalid), no_notes),
+            Err(e) => return Err(Refused::Invalid(envelope_xdr.clone(), e)),
             // Core answers an envelope already in a ledger from the state: its sequence
             // number is used (the check above says so unless `set_account_sequence` rewound
             // the account, and even then applying one hash twice is not possible).
-            Ok(_) if in_ledger.is_some() => {
-                let invalid = Invalid {
-                    result: TransactionResultResult::TxBadSeq,
-                    fee: min_fee,
-                };
-                return (reject(hash, decoded.envelope_xdr, invalid), no_notes);
-            }
+            Ok(_) if in_ledger => return Err(invalid(TransactionResultResult::TxBadSeq)),
             Ok(v) => v,
         };
         if inner.pending_by_source.contains_key(&valid.source) {
-            return (Submission::TryAgainLater { hash }, no_notes);
+            return Err(Refused::TryAgainLater);
         }
         // Core's queue refusing a valid transaction, after the checks above.
-        if rolls.busy {
+        if busy {
             inner.counts.try_again_later_injected += 1;
-            return (Submission::TryAgainLater { hash }, no_notes);
+            return Err(Refused::TryAgainLater);
         }
         let (waiter_tx, waiter_rx) = oneshot::channel();
         inner.pending_by_source.insert(valid.source, decoded.hash);
@@ -1321,7 +1305,7 @@ impl Simulator {
                 hash: decoded.hash,
                 tx,
                 auth,
-                envelope_xdr: decoded.envelope_xdr.clone(),
+                envelope_xdr: envelope_xdr.clone(),
                 signatures: signatures
                     .iter()
                     .map(|s| BASE64.encode(s.signature.0.as_slice()))
@@ -1330,19 +1314,7 @@ impl Simulator {
                 waiters: vec![waiter_tx],
             },
         );
-        let notes = if self.close_mode == CloseMode::Instant {
-            self.close_locked(inner).1
-        } else {
-            Vec::new()
-        };
-        let submission = Submission::Accepted {
-            hash,
-            envelope_xdr: decoded.envelope_xdr,
-            fresh: true,
-            waiter: Waiter::Wait(waiter_rx),
-            lose_answer,
-        };
-        (submission, notes)
+        Ok((waiter_rx, envelope_xdr))
     }
 
     /// The close time the next ledger gets after one that closed at `prev`.
@@ -1371,6 +1343,8 @@ impl Simulator {
     /// or max ledger reached) is dropped with `tx_too_late`, fitting or not. The included
     /// ones are applied in that order; if any had to wait, every included transaction pays
     /// the lowest included fee per operation (surge pricing), else the base fee.
+    /// Closes one ledger: picks what fits ([`Self::select`]), applies it in order
+    /// ([`Closing::apply`]), records the ledger and writes its delta to the state file.
     fn close_locked(&self, inner: &mut Inner) -> (LedgerHeader, Notifications) {
         let ctx = self.next_ctx(&inner.state);
         let header = LedgerHeader {
@@ -1378,11 +1352,33 @@ impl Simulator {
             close_time: ctx.close_time,
         };
         let mut notes: Notifications = Vec::with_capacity(inner.order.len());
+        let (selected, some_waited) = self.select(inner, &ctx, &mut notes);
+        let surge_fee_per_op = surge_fee_per_op(&selected, some_waited);
+        let mut closing = Closing::new(inner, header);
+        for (p, fee_bid, ops) in selected {
+            notes.push(closing.apply(inner, p, fee_bid, ops, surge_fee_per_op, &ctx));
+        }
+        inner.state.header = header;
+        st::record_close_time(&mut inner.state.ledger_close_times, header);
+        self.publish_lagging(inner);
+        closing.finish(inner);
+        (header, notes)
+    }
 
-        // The candidates with their fee bid and operation count, best fee per operation
-        // first. `sort_by` is stable, so equal rates keep their arrival order. The rates
-        // compare by cross-multiplication: bids fit in u32 and counts in 0..=100, so the
-        // products fit in u64 and no rounding is involved.
+    /// Which pending transactions go into the ledger `ctx` closes, best fee per operation
+    /// first, within `ops_per_ledger_max`; with whether some valid one had to wait. Those
+    /// invalid already are dropped (their waiters told in `notes`) and take no capacity;
+    /// those waiting stay pending, in arrival order.
+    ///
+    /// The order: `sort_by` is stable, so equal rates keep their arrival order. Rates
+    /// compare by cross-multiplication: bids fit in u32 and counts in 0..=100, so the
+    /// products fit in u64 and no rounding is involved.
+    fn select(
+        &self,
+        inner: &mut Inner,
+        ctx: &Ctx,
+        notes: &mut Notifications,
+    ) -> (Vec<(Pending, u64, u64)>, bool) {
         let arrival = std::mem::take(&mut inner.order);
         let mut queue: Vec<([u8; 32], u64, u64)> = arrival
             .iter()
@@ -1392,10 +1388,6 @@ impl Simulator {
             })
             .collect();
         queue.sort_by(|(_, fee_a, ops_a), (_, fee_b, ops_b)| (fee_b * ops_a).cmp(&(fee_a * ops_b)));
-
-        // Which transactions go into this ledger. Validity is checked against the state
-        // before the ledger here (so an invalid one takes no capacity) and again below,
-        // against the state the transactions applied before it leave.
         let capacity = u64::from(self.ops_per_ledger_max);
         let mut used = 0u64;
         let mut some_waited = false;
@@ -1406,8 +1398,8 @@ impl Simulator {
             };
             let fits = used.saturating_add(ops) <= capacity;
             let verdict = if fits {
-                validate::check_valid(&inner.state.accounts, &p.tx, p.auth, &ctx).err()
-            } else if validate::too_late(&p.tx.cond, &ctx) {
+                validate::check_valid(&inner.state.accounts, &p.tx, p.auth, ctx).err()
+            } else if validate::too_late(&p.tx.cond, ctx) {
                 // It could only be included in a later ledger, where it is invalid too.
                 Some(Invalid {
                     result: TransactionResultResult::TxTooLate,
@@ -1422,141 +1414,270 @@ impl Simulator {
             };
             inner.pending_by_source.remove(&p.source);
             match verdict {
-                Some(invalid) => {
-                    let hash_hex = hex::encode(hash);
-                    tracing::debug!(hash = %hash_hex, "dropped from the pending set at close");
-                    let rej = rejection(hash_hex, p.envelope_xdr, invalid);
-                    notes.push((p.waiters, Outcome::Dropped(Arc::new(rej))));
-                }
+                Some(invalid) => notes.push(dropped(p, invalid, "close")),
                 None => {
                     used += ops;
                     selected.push((p, fee, ops));
                 }
             }
         }
-        // The waiting ones stay pending, in arrival order, with their waiters.
         inner.order = arrival
             .into_iter()
             .filter(|h| inner.pending.contains_key(h))
             .collect();
-        // Surge pricing: when some transaction waited, the ledger's fee per operation is the
-        // lowest bid per operation it included (rounded down; every bid covers the base fee,
-        // so this is never below it).
-        let surge_fee_per_op = if some_waited {
-            selected
-                .iter()
-                .map(|(_, fee, ops)| fee / ops)
-                .min()
-                .map(|f| i64::try_from(f).unwrap_or(i64::MAX))
-        } else {
-            None
-        };
+        (selected, some_waited)
+    }
+}
 
-        // Without a state file there is no delta to write: skip collecting it.
-        let persisting = inner.journal.is_some();
-        let mut touched = BTreeSet::new();
-        let mut touched_balances = BTreeSet::new();
-        // While a lag is set, the entries the ledger replaces are kept for the lagging node.
-        let versioning = inner.faults.lookup_lag_ledgers > 0;
-        let mut prior: HashMap<AccountKey, Option<Account>> = HashMap::new();
-        let mut delta = Delta {
-            header: Some(header),
-            ..Delta::default()
+/// Why core did not queue a new envelope.
+enum Refused {
+    /// Invalid (the envelope and the result core answers).
+    Invalid(String, Invalid),
+    /// Its source has a transaction pending, or core is busy.
+    TryAgainLater,
+}
+
+impl Refused {
+    fn answer(self, hash: String) -> Submission {
+        match self {
+            Refused::Invalid(envelope_xdr, invalid) => {
+                Submission::Rejected(Arc::new(rejection(hash, envelope_xdr, invalid)))
+            }
+            Refused::TryAgainLater => Submission::TryAgainLater { hash },
+        }
+    }
+}
+
+/// The faults drawn for a submission that answer it before core looks at it: a 5xx, or
+/// the rejection `reject_next` asks for.
+fn injected_refusal(
+    inner: &mut Inner,
+    decoded: &validate::Decoded,
+    rolls: Rolls,
+    min_fee: i64,
+    hash: &str,
+) -> Option<Submission> {
+    if rolls.fail_5xx {
+        inner.counts.server_errors_before_apply += 1;
+        let status = if rolls.pick_503 { 503 } else { 500 };
+        return Some(Submission::ServerError(status));
+    }
+    let rn = inner
+        .faults
+        .reject_next
+        .as_mut()
+        .filter(|rn| rn.count > 0)?;
+    rn.count -= 1;
+    let code = rn.code.clone();
+    if rn.count == 0 {
+        inner.faults.reject_next = None;
+    }
+    inner.counts.rejected_by_code += 1;
+    let result =
+        codes::tx_code_from_name(&code).unwrap_or(TransactionResultResult::TxInternalError);
+    Some(Submission::Rejected(Arc::new(Rejection {
+        hash: hash.to_owned(),
+        envelope_xdr: decoded.envelope_xdr.clone(),
+        code,
+        op_codes: Vec::new(),
+        result_xdr: codes::result_xdr(min_fee, result),
+    })))
+}
+
+/// The answer to an envelope the network knows already. Sync: Horizon first looks the
+/// hash up in its own database, and answers a transaction it holds with the original
+/// result; one it does not hold (not ingested yet, or pruned) goes to core like any
+/// other, and async always goes to core. Core answers an envelope it has pending by
+/// adding a waiter to it.
+fn known_answer(
+    inner: &mut Inner,
+    decoded: &validate::Decoded,
+    kind: SubmitKind,
+    node: Node,
+    lose_answer: bool,
+    in_ledger: Option<&Arc<TxRecord>>,
+    hash: &str,
+) -> Option<Submission> {
+    if let (SubmitKind::Sync, Some(rec)) = (kind, in_ledger) {
+        let view = inner.view(node);
+        if view.holds(rec.ledger) {
+            return Some(Submission::Accepted {
+                hash: hash.to_owned(),
+                envelope_xdr: decoded.envelope_xdr.clone(),
+                fresh: false,
+                waiter: Waiter::Ready(Outcome::Included(Arc::clone(rec))),
+                lose_answer,
+            });
+        }
+        inner.count_hidden(rec.ledger, view);
+    }
+    let p = inner.pending.get_mut(&decoded.hash)?;
+    let (tx, rx) = oneshot::channel();
+    p.waiters.push(tx);
+    Some(Submission::Accepted {
+        hash: hash.to_owned(),
+        envelope_xdr: decoded.envelope_xdr.clone(),
+        fresh: false,
+        waiter: Waiter::Wait(rx),
+        lose_answer,
+    })
+}
+
+/// Surge pricing: when some transaction waited, the ledger's fee per operation is the
+/// lowest bid per operation it included (rounded down; every bid covers the base fee, so
+/// this is never below it).
+fn surge_fee_per_op(selected: &[(Pending, u64, u64)], some_waited: bool) -> Option<i64> {
+    if !some_waited {
+        return None;
+    }
+    selected
+        .iter()
+        .map(|(_, fee, ops)| fee / ops)
+        .min()
+        .map(|f| i64::try_from(f).unwrap_or(i64::MAX))
+}
+
+/// A transaction leaves the pending set without being included: its waiters learn why.
+fn dropped(p: Pending, invalid: Invalid, at: &str) -> (Vec<oneshot::Sender<Outcome>>, Outcome) {
+    let hash_hex = hex::encode(p.hash);
+    tracing::debug!(hash = %hash_hex, at, "dropped from the pending set");
+    let rej = rejection(hash_hex, p.envelope_xdr, invalid);
+    (p.waiters, Outcome::Dropped(Arc::new(rej)))
+}
+
+/// What one ledger close gathers while it applies its transactions: the delta for the
+/// state file (only collected when there is one) and, while a lookup lag is set, the
+/// entries the ledger replaces (kept for the lagging node).
+struct Closing {
+    header: LedgerHeader,
+    persisting: bool,
+    touched: BTreeSet<AccountKey>,
+    touched_balances: BTreeSet<String>,
+    versioning: bool,
+    prior: HashMap<AccountKey, Option<Account>>,
+    delta: Delta,
+    application_order: u32,
+}
+
+impl Closing {
+    fn new(inner: &Inner, header: LedgerHeader) -> Self {
+        Self {
+            header,
+            persisting: inner.journal.is_some(),
+            touched: BTreeSet::new(),
+            touched_balances: BTreeSet::new(),
+            versioning: inner.faults.lookup_lag_ledgers > 0,
+            prior: HashMap::new(),
+            delta: Delta {
+                header: Some(header),
+                ..Delta::default()
+            },
+            application_order: 0,
+        }
+    }
+
+    /// Applies one selected transaction against the state the ones before it left (it
+    /// is checked again: an earlier one may have made it invalid), charging the surge fee
+    /// when there is one; returns its waiters with the outcome.
+    fn apply(
+        &mut self,
+        inner: &mut Inner,
+        p: Pending,
+        fee_bid: u64,
+        ops: u64,
+        surge_fee_per_op: Option<i64>,
+        ctx: &Ctx,
+    ) -> (Vec<oneshot::Sender<Outcome>>, Outcome) {
+        let mut valid = match validate::check_valid(&inner.state.accounts, &p.tx, p.auth, ctx) {
+            Ok(v) => v,
+            Err(invalid) => return dropped(p, invalid, "apply"),
         };
-        let mut application_order = 0u32;
-        for (p, fee_bid, ops) in selected {
-            let hash_hex = hex::encode(p.hash);
-            let mut valid = match validate::check_valid(&inner.state.accounts, &p.tx, p.auth, &ctx)
-            {
-                Ok(v) => v,
-                Err(invalid) => {
-                    tracing::debug!(hash = %hash_hex, "dropped from the pending set at apply");
-                    let rej = rejection(hash_hex, p.envelope_xdr, invalid);
-                    notes.push((p.waiters, Outcome::Dropped(Arc::new(rej))));
-                    continue;
-                }
-            };
-            if let Some(per_op) = surge_fee_per_op {
-                let ops = i64::try_from(ops).unwrap_or(i64::MAX);
-                let bid = i64::try_from(fee_bid).unwrap_or(i64::MAX);
-                let surge = per_op.saturating_mul(ops).min(bid).max(valid.fee);
-                // The checks made sure the account can pay the base fee above its reserve;
-                // a surge fee beyond its balance takes the balance, as core charges it, so
-                // the balance never goes below zero (it may go below the reserve).
-                let balance = inner
-                    .state
-                    .accounts
-                    .get(&valid.source)
-                    .map_or(0, |a| a.balance);
-                valid.fee = surge.min(balance).max(valid.fee);
-            }
-            let applied = {
-                let mut books = Books {
-                    accounts: &mut inner.state.accounts,
-                    balances: &mut inner.state.claimable_balances,
-                    prior: versioning.then_some(&mut prior),
-                };
-                apply::apply_tx(&mut books, &p.tx, &valid, &ctx, &hash_hex)
-            };
-            application_order += 1;
-            if persisting {
-                touched.extend(applied.touched.iter().copied());
-                touched_balances.extend(applied.touched_balances.iter().cloned());
-            }
-            let record = Arc::new(tx_record(
-                &p,
-                &hash_hex,
-                &header,
-                application_order,
-                valid.fee,
-                &applied,
-            ));
-            for pay in applied.payments {
-                let payment = AppliedPayment {
-                    kind: pay.kind,
-                    tx_hash: hash_hex.clone(),
-                    ledger: header.sequence,
-                    op_index: pay.op_index,
-                    source: pay.source,
-                    destination: pay.destination,
-                    asset: pay.asset,
-                    amount_stroops: pay.amount,
-                    memo: record.memo_filter.clone(),
-                    close_time: header.close_time,
-                    balance_id: pay.balance_id,
-                    claimants: pay.claimants,
-                };
-                if persisting {
-                    delta.payments.push(payment.clone());
-                }
-                inner.state.add_payment(payment);
-            }
-            if persisting {
-                delta.transactions.push(TxRecord::clone(&record));
-            }
-            inner.state.add_tx(p.hash, Arc::clone(&record), &p.tx);
-            notes.push((p.waiters, Outcome::Included(record)));
+        if let Some(per_op) = surge_fee_per_op {
+            let ops = i64::try_from(ops).unwrap_or(i64::MAX);
+            let bid = i64::try_from(fee_bid).unwrap_or(i64::MAX);
+            let surge = per_op.saturating_mul(ops).min(bid).max(valid.fee);
+            // The checks made sure the account can pay the base fee above its reserve; a
+            // surge fee beyond its balance takes the balance, as core charges it, so the
+            // balance never goes below zero (it may go below the reserve).
+            let balance = inner
+                .state
+                .accounts
+                .get(&valid.source)
+                .map_or(0, |a| a.balance);
+            valid.fee = surge.min(balance).max(valid.fee);
         }
-        inner.state.header = header;
-        st::record_close_time(&mut inner.state.ledger_close_times, header);
-        self.publish_lagging(inner);
-        if versioning {
-            record_versions(inner, prior, header.sequence);
+        let hash_hex = hex::encode(p.hash);
+        let applied = {
+            let mut books = Books {
+                accounts: &mut inner.state.accounts,
+                balances: &mut inner.state.claimable_balances,
+                prior: self.versioning.then_some(&mut self.prior),
+            };
+            apply::apply_tx(&mut books, &p.tx, &valid, ctx, &hash_hex)
+        };
+        self.application_order += 1;
+        if self.persisting {
+            self.touched.extend(applied.touched.iter().copied());
+            self.touched_balances
+                .extend(applied.touched_balances.iter().cloned());
         }
-        delta.accounts = touched
+        let header = self.header;
+        let record = Arc::new(tx_record(
+            &p,
+            &hash_hex,
+            &header,
+            self.application_order,
+            valid.fee,
+            &applied,
+        ));
+        for pay in applied.payments {
+            let payment = AppliedPayment {
+                kind: pay.kind,
+                tx_hash: hash_hex.clone(),
+                ledger: header.sequence,
+                op_index: pay.op_index,
+                source: pay.source,
+                destination: pay.destination,
+                asset: pay.asset,
+                amount_stroops: pay.amount,
+                memo: record.memo_filter.clone(),
+                close_time: header.close_time,
+                balance_id: pay.balance_id,
+                claimants: pay.claimants,
+            };
+            if self.persisting {
+                self.delta.payments.push(payment.clone());
+            }
+            inner.state.add_payment(payment);
+        }
+        if self.persisting {
+            self.delta.transactions.push(TxRecord::clone(&record));
+        }
+        inner.state.add_tx(p.hash, Arc::clone(&record), &p.tx);
+        (p.waiters, Outcome::Included(record))
+    }
+
+    /// After the ledger is recorded: keeps the replaced entries for a lagging node and
+    /// writes the delta (the touched accounts and balances as they are now).
+    fn finish(mut self, inner: &mut Inner) {
+        let sequence = self.header.sequence;
+        if self.versioning {
+            record_versions(inner, std::mem::take(&mut self.prior), sequence);
+        }
+        self.delta.accounts = self
+            .touched
             .into_iter()
             .filter_map(|k| inner.state.accounts.get(&k).map(|a| (k, a.clone())))
             .collect();
-        for id in touched_balances {
+        for id in self.touched_balances {
             match inner.state.claimable_balances.get(&id) {
-                Some(cb) => delta.claimable_balances.push(cb.clone()),
-                None => delta.claimable_balances_removed.push(id),
+                Some(cb) => self.delta.claimable_balances.push(cb.clone()),
+                None => self.delta.claimable_balances_removed.push(id),
             }
         }
-        if let Err(e) = append(inner, delta) {
-            tracing::error!(error = %e, ledger = header.sequence, "could not write the closed ledger to the state file");
+        if let Err(e) = append(inner, self.delta) {
+            tracing::error!(error = %e, ledger = sequence, "could not write the closed ledger to the state file");
         }
-        (header, notes)
     }
 }
 
