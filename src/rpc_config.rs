@@ -91,14 +91,8 @@ pub fn simulator_rpc_url(base_url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::tests::env;
     use crate::config::{LedgerMode, Settings};
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
 

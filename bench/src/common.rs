@@ -119,23 +119,19 @@ pub async fn plain_commit_rate(pool: &PgPool, count: u64, connections: u64) -> B
     .map_err(err)?;
     let started = Instant::now();
     let per = count / connections;
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                for _ in 0..per {
-                    sqlx::query("INSERT INTO bench_plain (payload) VALUES ('x')")
-                        .execute(&pool)
-                        .await
-                        .map_err(err)?;
-                }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(err)??;
-    }
+    run_tasks(connections, |_| {
+        let pool = pool.clone();
+        async move {
+            for _ in 0..per {
+                sqlx::query("INSERT INTO bench_plain (payload) VALUES ('x')")
+                    .execute(&pool)
+                    .await
+                    .map_err(err)?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
     Ok((per * connections) as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -284,4 +280,35 @@ pub fn n(v: f64) -> String {
         out.push(c);
     }
     if whole < 0 { format!("-{out}") } else { out }
+}
+
+/// The service built from its built-in defaults under `env` (`PAYOUTD__…` keys), with the
+/// inbox off and quiet logs, as every whole-application bench runs it.
+pub async fn build_app(env: Vec<(&str, String)>) -> BenchResult<payoutd::app::Application> {
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .chain([
+            ("PAYOUTD__INBOX__ENABLED", "false".into()),
+            ("PAYOUTD__TELEMETRY__LOG_LEVEL", "warn".into()),
+        ])
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let settings = payoutd::config::Settings::load(None, env).map_err(err)?;
+    payoutd::app::Application::build(settings)
+        .await
+        .map_err(err)
+}
+
+/// Runs `task(0..tasks)` concurrently, each on its own tokio task, and waits for all; the
+/// first error is returned.
+pub async fn run_tasks<F, Fut>(tasks: u64, task: F) -> BenchResult<()>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = BenchResult<()>> + Send + 'static,
+{
+    let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(task(t))).collect();
+    for h in handles {
+        h.await.map_err(err)??;
+    }
+    Ok(())
 }

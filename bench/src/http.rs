@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use payoutd::app::Application;
-use payoutd::config::Settings;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{BenchResult, DEST, Database, err};
+use crate::common::{BenchResult, DEST, Database, build_app, err};
 
 /// What one load run measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -60,7 +58,7 @@ async fn start_app(
     tempdir::TempDir,
 )> {
     let dir = tempdir::TempDir::new(tag)?;
-    let env: Vec<(String, String)> = [
+    let app = build_app(vec![
         ("PAYOUTD__DATABASE__URL", db.url.clone()),
         ("PAYOUTD__DATABASE__CONNECTIONS_MAX", "16".into()),
         ("PAYOUTD__SERVER__LISTEN", "127.0.0.1:0".into()),
@@ -75,14 +73,8 @@ async fn start_app(
         ),
         ("PAYOUTD__PAYOUTS__LIVE_ACTORS_MAX", "1000000".into()),
         ("PAYOUTD__PAYOUTS__IDLE_PASSIVATE_MS", "60000".into()),
-        ("PAYOUTD__INBOX__ENABLED", "false".into()),
-        ("PAYOUTD__TELEMETRY__LOG_LEVEL", "warn".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let settings = Settings::load(None, env).map_err(err)?;
-    let app = Application::build(settings).await.map_err(err)?;
+    ])
+    .await?;
     let url = format!("http://127.0.0.1:{}", app.port());
     let metrics = app.payouts.context().metrics.clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));

@@ -6,11 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use payoutd::app::Application;
-use payoutd::config::Settings;
 use payoutd_actors::metrics::Metrics;
 
-use crate::common::{BenchResult, Database, err, request};
+use crate::common::{BenchResult, Database, build_app, err, request, run_tasks};
 use crate::http::tempdir::TempDir;
 
 #[derive(Debug, Clone, Default)]
@@ -36,7 +34,7 @@ pub struct Options {
 pub async fn run(o: &Options) -> BenchResult<Figures> {
     let db = Database::start("network").await?;
     let dir = TempDir::new("network")?;
-    let env: Vec<(String, String)> = [
+    let app = build_app(vec![
         ("PAYOUTD__DATABASE__URL", db.url.clone()),
         ("PAYOUTD__SERVER__LISTEN", "127.0.0.1:0".into()),
         (
@@ -59,14 +57,8 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         ("PAYOUTD__PAYOUTS__LIVE_ACTORS_MAX", "1000000".into()),
         // Horizon's submission answer waits for the ledger (5 s here); keep checking fast.
         ("PAYOUTD__LEDGER__REQUEST_TIMEOUT_MS", "30000".into()),
-        ("PAYOUTD__INBOX__ENABLED", "false".into()),
-        ("PAYOUTD__TELEMETRY__LOG_LEVEL", "warn".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let settings = Settings::load(None, env).map_err(err)?;
-    let app = Application::build(settings).await.map_err(err)?;
+    ])
+    .await?;
     let sim = app
         .simulator
         .as_ref()
@@ -77,24 +69,20 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let start_ledger = sim.latest_ledger().sequence;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..16)
-        .map(|t| {
-            let payouts = payouts.clone();
-            let n = o.payouts;
-            tokio::spawn(async move {
-                for i in (t..n).step_by(16) {
-                    payouts
-                        .submit(request(&format!("net-{i}")))
-                        .await
-                        .map_err(err)?;
-                }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(err)??;
-    }
+    run_tasks(16, |t| {
+        let payouts = payouts.clone();
+        let n = o.payouts;
+        async move {
+            for i in (t..n).step_by(16) {
+                payouts
+                    .submit(request(&format!("net-{i}")))
+                    .await
+                    .map_err(err)?;
+            }
+            Ok(())
+        }
+    })
+    .await?;
     while Metrics::get(&metrics.confirmed) < o.payouts {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -355,15 +355,7 @@ fn apply_create_balance(
         return Err(R::LowReserve);
     }
     // Both checks passed: the subtractions stay at or above the checked balances.
-    match &asset {
-        AssetId::Native => s.balance -= amount,
-        AssetId::Credit { issuer, .. } if *issuer == src => {}
-        AssetId::Credit { .. } => {
-            if let Some(line) = s.trustlines.get_mut(&key) {
-                line.balance -= amount;
-            }
-        }
-    }
+    add_balance(s, src, &asset, &key, -amount);
     s.num_sponsoring = s.num_sponsoring.saturating_add(count);
     let (tx_hash, op_index, ledger) = origin;
     ov.balances_changed.insert(
@@ -512,26 +504,25 @@ fn apply_payment(
     // Both checks passed: the additions below cannot overflow and the subtractions cannot
     // go below the checked balances.
     if let Some(d) = ov.get_mut(&dest) {
-        match &asset {
-            AssetId::Native => d.balance += amount,
-            AssetId::Credit { issuer, .. } if *issuer == dest => {}
-            AssetId::Credit { .. } => {
-                if let Some(line) = d.trustlines.get_mut(&key) {
-                    line.balance += amount;
-                }
-            }
-        }
+        add_balance(d, dest, &asset, &key, amount);
     }
     if let Some(s) = ov.get_mut(&src) {
-        match &asset {
-            AssetId::Native => s.balance -= amount,
-            AssetId::Credit { issuer, .. } if *issuer == src => {}
-            AssetId::Credit { .. } => {
-                if let Some(line) = s.trustlines.get_mut(&key) {
-                    line.balance -= amount;
-                }
+        add_balance(s, src, &asset, &key, -amount);
+    }
+    PaymentResult::Success
+}
+
+/// Adds `amount` (negative: takes it) to `holder`'s balance of `asset` (`key` its trustline
+/// key). An issuer's own asset has no balance: issuing creates it and paying it back
+/// burns it. The caller has checked the result stays within the bounds.
+fn add_balance(holder: &mut Account, who: AccountKey, asset: &AssetId, key: &str, amount: i64) {
+    match asset {
+        AssetId::Native => holder.balance += amount,
+        AssetId::Credit { issuer, .. } if *issuer == who => {}
+        AssetId::Credit { .. } => {
+            if let Some(line) = holder.trustlines.get_mut(key) {
+                line.balance += amount;
             }
         }
     }
-    PaymentResult::Success
 }

@@ -286,7 +286,13 @@ struct TxForm {
 }
 
 /// The `tx` field of a submission form, or the problem to answer.
-fn form_tx(form: Result<Form<TxForm>, FormRejection>) -> Result<String, Box<Response>> {
+/// The envelope of a submission form, after the injected latency (so a malformed form
+/// is answered as late as a good one).
+async fn form_tx(
+    sim: &Simulator,
+    form: Result<Form<TxForm>, FormRejection>,
+) -> Result<String, Box<Response>> {
+    sim.inject_latency().await;
     match form {
         Ok(Form(TxForm { tx: Some(tx) })) if !tx.trim().is_empty() => Ok(tx),
         Ok(_) => Err(Box::new(malformed(
@@ -391,8 +397,7 @@ async fn submit_sync(
     State(sim): State<Arc<Simulator>>,
     form: Result<Form<TxForm>, FormRejection>,
 ) -> Response {
-    sim.inject_latency().await;
-    let tx = match form_tx(form) {
+    let tx = match form_tx(&sim, form).await {
         Ok(tx) => tx,
         Err(resp) => return *resp,
     };
@@ -453,8 +458,7 @@ async fn submit_async(
     State(sim): State<Arc<Simulator>>,
     form: Result<Form<TxForm>, FormRejection>,
 ) -> Response {
-    sim.inject_latency().await;
-    let tx = match form_tx(form) {
+    let tx = match form_tx(&sim, form).await {
         Ok(tx) => tx,
         Err(resp) => return *resp,
     };

@@ -450,15 +450,21 @@ fn get_transaction(sim: &Simulator, p: Value) -> Answer {
     Answer::Result(Value::Object(o))
 }
 
+impl TransactionsParams {
+    /// The cursor (none when empty) and the limit (0: the default) of the pagination.
+    fn page(&self) -> (Option<&str>, usize) {
+        let pg = self.pagination.as_ref();
+        (
+            pg.map(|pg| pg.cursor.as_str()).filter(|c| !c.is_empty()),
+            pg.map_or(0, |pg| pg.limit),
+        )
+    }
+}
+
 fn get_transactions(sim: &Simulator, p: Value) -> Answer {
     let req: TransactionsParams = try_answer!(params(p));
     try_answer!(check_format(req.xdr_format.as_deref()));
-    let cursor = req
-        .pagination
-        .as_ref()
-        .map(|pg| pg.cursor.as_str())
-        .filter(|c| !c.is_empty());
-    let limit = req.pagination.as_ref().map_or(0, |pg| pg.limit);
+    let (cursor, limit) = req.page();
     if let Some(c) = cursor
         && req.start_ledger != 0
     {
@@ -533,12 +539,7 @@ fn get_transactions(sim: &Simulator, p: Value) -> Answer {
 fn get_ledgers(sim: &Simulator, p: Value) -> Answer {
     let req: TransactionsParams = try_answer!(params(p));
     try_answer!(check_format(req.xdr_format.as_deref()));
-    let cursor = req
-        .pagination
-        .as_ref()
-        .map(|pg| pg.cursor.as_str())
-        .filter(|c| !c.is_empty());
-    let limit = req.pagination.as_ref().map_or(0, |pg| pg.limit);
+    let (cursor, limit) = req.page();
     if limit > MAX_TRANSACTIONS_LIMIT {
         return Answer::Error(
             INVALID_REQUEST,

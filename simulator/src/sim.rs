@@ -636,16 +636,33 @@ impl Simulator {
 
     /// Sets an account's sequence number (a test and demo helper, like a bump-sequence).
     pub fn set_account_sequence(&self, account: &str, seq: i64) -> Result<(), SimError> {
+        self.edit_account(account, |a, _| {
+            a.seq = seq;
+            Ok(())
+        })
+    }
+
+    /// Changes one existing account as an operator would (outside any transaction): `edit`
+    /// gets the account and the latest ledger's sequence; the change is kept (and written
+    /// to the state file) only when it returns `Ok`.
+    fn edit_account(
+        &self,
+        account: &str,
+        edit: impl FnOnce(&mut Account, u32) -> Result<(), SimError>,
+    ) -> Result<(), SimError> {
         let key = AccountKey::parse(account)?;
         let mut inner = self.lock();
-        let old = inner.state.accounts.get(&key).cloned();
-        let a = inner
+        let ledger = inner.state.header.sequence;
+        let old = inner
             .state
             .accounts
-            .get_mut(&key)
+            .get(&key)
+            .cloned()
             .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
-        a.seq = seq;
-        accounts_changed(&mut inner, vec![(key, old)])
+        let mut edited = old.clone();
+        edit(&mut edited, ledger)?;
+        inner.state.accounts.insert(key, edited);
+        accounts_changed(&mut inner, vec![(key, Some(old))])
     }
 
     /// Adds a trustline (or changes its limit, which may not go below its balance).
@@ -664,29 +681,23 @@ impl Simulator {
         if limit_stroops <= 0 {
             return Err(SimError::InvalidAmount(limit_stroops));
         }
-        let mut inner = self.lock();
-        let old = inner.state.accounts.get(&key).cloned();
-        let ledger = inner.state.header.sequence;
-        let a = inner
-            .state
-            .accounts
-            .get_mut(&key)
-            .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
-        let line = a.trustlines.entry(asset.key()).or_insert(Trustline {
-            balance: 0,
-            limit: 0,
-            last_modified_ledger: ledger,
-        });
-        if line.balance > limit_stroops {
-            return Err(SimError::LineFull {
-                account: account.to_owned(),
-                asset: asset.key(),
+        self.edit_account(account, |a, ledger| {
+            let line = a.trustlines.entry(asset.key()).or_insert(Trustline {
+                balance: 0,
+                limit: 0,
+                last_modified_ledger: ledger,
             });
-        }
-        line.limit = limit_stroops;
-        line.last_modified_ledger = ledger;
-        a.last_modified_ledger = ledger;
-        accounts_changed(&mut inner, vec![(key, old)])
+            if line.balance > limit_stroops {
+                return Err(SimError::LineFull {
+                    account: account.to_owned(),
+                    asset: asset.key(),
+                });
+            }
+            line.limit = limit_stroops;
+            line.last_modified_ledger = ledger;
+            a.last_modified_ledger = ledger;
+            Ok(())
+        })
     }
 
     /// The issuer mints `amount_stroops` of `asset_code` to `account`'s trustline.
@@ -697,38 +708,32 @@ impl Simulator {
         issuer: &str,
         amount_stroops: i64,
     ) -> Result<(), SimError> {
-        let key = AccountKey::parse(account)?;
+        // The account first: its error comes before the asset's.
+        AccountKey::parse(account)?;
         let asset = AssetId::credit(asset_code, issuer)?;
         if amount_stroops <= 0 {
             return Err(SimError::InvalidAmount(amount_stroops));
         }
-        let mut inner = self.lock();
-        let old = inner.state.accounts.get(&key).cloned();
-        let ledger = inner.state.header.sequence;
-        let a = inner
-            .state
-            .accounts
-            .get_mut(&key)
-            .ok_or_else(|| SimError::NoAccount(account.to_owned()))?;
-        let line = a
-            .trustlines
-            .get_mut(&asset.key())
-            .ok_or_else(|| SimError::NoTrustline {
-                account: account.to_owned(),
-                asset: asset.key(),
-            })?;
-        let new_balance = line
-            .balance
-            .checked_add(amount_stroops)
-            .filter(|b| *b <= line.limit)
-            .ok_or_else(|| SimError::LineFull {
-                account: account.to_owned(),
-                asset: asset.key(),
-            })?;
-        line.balance = new_balance;
-        line.last_modified_ledger = ledger;
-        a.last_modified_ledger = ledger;
-        accounts_changed(&mut inner, vec![(key, old)])
+        self.edit_account(account, |a, ledger| {
+            let line = a
+                .trustlines
+                .get_mut(&asset.key())
+                .ok_or_else(|| SimError::NoTrustline {
+                    account: account.to_owned(),
+                    asset: asset.key(),
+                })?;
+            line.balance = line
+                .balance
+                .checked_add(amount_stroops)
+                .filter(|b| *b <= line.limit)
+                .ok_or_else(|| SimError::LineFull {
+                    account: account.to_owned(),
+                    asset: asset.key(),
+                })?;
+            line.last_modified_ledger = ledger;
+            a.last_modified_ledger = ledger;
+            Ok(())
+        })
     }
 
     /// XLM balance (`asset` = `None`) or a trustline balance (`Some((code, issuer))`).

@@ -76,14 +76,70 @@ pub enum StartupError {
     },
 }
 
-/// The Stellar network as the payout core sees it: pure signing plus Horizon.
+/// The Stellar network as the payout core sees it: pure signing plus a client of one
+/// server, Horizon ([`StellarLedger`]) or Stellar RPC ([`RpcLedger`]). Both answer the
+/// `Ledger` port alike; only the client differs.
 #[derive(Debug)]
-pub struct StellarLedger {
-    client: HorizonClient,
-    /// sha256 of the passphrase checked against Horizon at `connect`.
+pub struct NetworkLedger<C> {
+    client: C,
+    /// sha256 of the passphrase checked against the server at `connect`.
     network_id: [u8; 32],
     keyring: Keyring,
 }
+
+/// The network over Horizon.
+pub type StellarLedger = NetworkLedger<HorizonClient>;
+/// The network over Stellar RPC.
+pub type RpcLedger = NetworkLedger<RpcClient>;
+
+/// What the `Ledger` port needs of a server's client (Horizon's or Stellar RPC's); their
+/// errors become `Unavailable` (the client has already classified every answer that
+/// means anything else).
+#[async_trait]
+pub trait LedgerClient: std::fmt::Debug + Send + Sync + 'static {
+    /// How the submission log names the server.
+    const SERVER: &'static str;
+    async fn submit(&self, envelope_xdr: &str, hash: &TxHash) -> SubmitOutcome;
+    async fn transaction(&self, hash: &TxHash) -> Result<Lookup, LedgerError>;
+    async fn account_sequence(&self, account: &AccountId) -> Result<SequenceRead, LedgerError>;
+    async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError>;
+}
+
+fn unavailable(error: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(error.to_string())
+}
+
+/// A client's inherent calls as the trait's, their errors made `Unavailable`.
+macro_rules! ledger_client {
+    ($client:ty, $server:literal) => {
+        #[async_trait]
+        impl LedgerClient for $client {
+            const SERVER: &'static str = $server;
+            async fn submit(&self, envelope_xdr: &str, hash: &TxHash) -> SubmitOutcome {
+                <$client>::submit(self, envelope_xdr, hash).await
+            }
+            async fn transaction(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
+                <$client>::transaction(self, hash)
+                    .await
+                    .map_err(unavailable)
+            }
+            async fn account_sequence(
+                &self,
+                account: &AccountId,
+            ) -> Result<SequenceRead, LedgerError> {
+                <$client>::account_sequence(self, account)
+                    .await
+                    .map_err(unavailable)
+            }
+            async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
+                <$client>::latest_ledger(self).await.map_err(unavailable)
+            }
+        }
+    };
+}
+
+ledger_client!(HorizonClient, "Horizon");
+ledger_client!(RpcClient, "Stellar RPC");
 
 impl StellarLedger {
     /// Connects to Horizon and checks that it serves `expected_passphrase` (`GET /`).
@@ -123,62 +179,6 @@ impl StellarLedger {
             keyring,
         })
     }
-
-    pub fn client(&self) -> &HorizonClient {
-        &self.client
-    }
-
-    pub fn network_id(&self) -> [u8; 32] {
-        self.network_id
-    }
-
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
-    }
-}
-
-fn unavailable(error: HorizonError) -> LedgerError {
-    LedgerError::Unavailable(error.to_string())
-}
-
-#[async_trait]
-impl Ledger for StellarLedger {
-    fn build_and_sign(&self, spec: &TxSpec) -> Result<Envelope, LedgerError> {
-        tx::build_and_sign(spec, &self.network_id, &self.keyring)
-    }
-
-    fn can_sign(&self, account: &AccountId) -> bool {
-        self.keyring.get(account).is_some()
-    }
-
-    async fn submit(&self, envelope: &Envelope) -> SubmitOutcome {
-        let outcome = self.client.submit(&envelope.xdr, &envelope.hash).await;
-        tracing::debug!(hash = %envelope.hash, ?outcome, "submitted");
-        outcome
-    }
-
-    async fn lookup(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
-        self.client.transaction(hash).await.map_err(unavailable)
-    }
-
-    async fn account_sequence(&self, account: &AccountId) -> Result<SequenceRead, LedgerError> {
-        self.client
-            .account_sequence(account)
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
-        self.client.latest_ledger().await.map_err(unavailable)
-    }
-}
-
-/// The Stellar network as the payout core sees it: pure signing plus Stellar RPC.
-#[derive(Debug)]
-pub struct RpcLedger {
-    client: RpcClient,
-    network_id: [u8; 32],
-    keyring: Keyring,
 }
 
 impl RpcLedger {
@@ -225,22 +225,24 @@ impl RpcLedger {
             keyring,
         })
     }
+}
 
-    pub fn client(&self) -> &RpcClient {
+impl<C> NetworkLedger<C> {
+    pub fn client(&self) -> &C {
         &self.client
     }
 
     pub fn network_id(&self) -> [u8; 32] {
         self.network_id
     }
-}
 
-fn rpc_unavailable(error: RpcError) -> LedgerError {
-    LedgerError::Unavailable(error.to_string())
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
 }
 
 #[async_trait]
-impl Ledger for RpcLedger {
+impl<C: LedgerClient> Ledger for NetworkLedger<C> {
     fn build_and_sign(&self, spec: &TxSpec) -> Result<Envelope, LedgerError> {
         tx::build_and_sign(spec, &self.network_id, &self.keyring)
     }
@@ -251,22 +253,19 @@ impl Ledger for RpcLedger {
 
     async fn submit(&self, envelope: &Envelope) -> SubmitOutcome {
         let outcome = self.client.submit(&envelope.xdr, &envelope.hash).await;
-        tracing::debug!(hash = %envelope.hash, ?outcome, "submitted over RPC");
+        tracing::debug!(hash = %envelope.hash, ?outcome, server = C::SERVER, "submitted");
         outcome
     }
 
     async fn lookup(&self, hash: &TxHash) -> Result<Lookup, LedgerError> {
-        self.client.transaction(hash).await.map_err(rpc_unavailable)
+        self.client.transaction(hash).await
     }
 
     async fn account_sequence(&self, account: &AccountId) -> Result<SequenceRead, LedgerError> {
-        self.client
-            .account_sequence(account)
-            .await
-            .map_err(rpc_unavailable)
+        self.client.account_sequence(account).await
     }
 
     async fn latest_ledger(&self) -> Result<LedgerHead, LedgerError> {
-        self.client.latest_ledger().await.map_err(rpc_unavailable)
+        self.client.latest_ledger().await
     }
 }
