@@ -4,7 +4,9 @@
 //! - [`app`] — wiring it all together (`Application::build`).
 //! - [`config`] — layered settings; secrets from the environment or files only;
 //!   [`rpc_config`] checks the Stellar RPC settings.
-//! - [`journal`] — the Postgres implementation of the core's `Journal` port.
+//! - [`storage`] — every SQL statement: the Postgres implementation of the core's ports
+//!   (`Journal`, `PayoutReads`) and the tables of the inbox, outbox, dead letters,
+//!   webhooks, console and reconciliation.
 //! - [`local_postgres`] — the private PostgreSQL cluster for the out-of-the-box run and the
 //!   tests.
 //! - [`http`] — the HTTP API; [`admin`] its admin part; [`openapi`] its document;
@@ -14,7 +16,7 @@
 //! - [`console`] — the operator console at `/console` and the reads it needs.
 //! - [`reconcile`] — proves journal and ledger agree (`payoutd reconcile`, and scheduled).
 //! - [`cli`] — the command-line tools (`payoutd submit`, `payoutd admin`).
-//! - [`telemetry`] — logging setup.
+//! - [`telemetry`] — logging setup; [`worker`] what the background workers share.
 //!
 //! The payout core (actors, state machine, ports) is the `payoutd-actors` crate; the
 //! Stellar adapter is `payoutd-stellar`; the ledger simulator is `payoutd-simulator`.

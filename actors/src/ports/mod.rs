@@ -1,5 +1,6 @@
 //! The ports the payout core needs from the outside world, as traits: a journal
-//! (persistence, [`journal`]) and a ledger (the Stellar network, [`ledger`]). The service
+//! (persistence, [`journal`], with the read-only listing `PayoutReads` beside it) and a
+//! ledger (the Stellar network, [`ledger`]). The service
 //! crate supplies PostgreSQL and Horizon/RPC; the tests supply in-memory fakes.
 
 pub mod journal;
