@@ -221,6 +221,7 @@ pub struct AssetLimitSettings {
 
 impl LimitsSettings {
     /// The limits, checked: a misconfiguration is an error naming the key, never ignored.
+    // Long because: every `[limits]` key checked in order, each refusal naming its key
     pub fn limits(&self) -> Result<Limits, ConfigError> {
         let invalid = |key: String, detail: String| ConfigError::Invalid { key, detail };
         let when_reached = WhenReached::parse(&self.when_reached).ok_or_else(|| {

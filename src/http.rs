@@ -623,6 +623,8 @@ impl BatchItem {
 /// duplicate and conflict rules), concurrently; concurrent accepts share database
 /// statements. One answer per item, in order; the HTTP status is 200 whenever the body was
 /// a batch. `unavailable` items may be sent again.
+// Long because: the batch endpoint's whole contract in one place: body checks, per-item
+// parse, concurrent submits, one answer per item in order
 async fn create_batch(
     State(state): State<ApiState>,
     headers: HeaderMap,

@@ -266,6 +266,7 @@ async fn ingest_one(payouts: &Payouts, row: &InboxRow) -> IngestOutcome {
 
 /// Runs the inbox worker until `shutdown` turns true (or its sender is dropped), finishing
 /// the current round first. Returns what it did in total.
+// Long because: the worker loop: listener, rounds, backoff and shutdown share their state
 pub async fn run(
     pool: PgPool,
     payouts: Payouts,

@@ -450,6 +450,9 @@ impl WorkerState {
     }
 
     /// Submits the open envelope's journaled bytes, then settles it or checks its fate.
+    // Long because: the submit-then-settle step of the protocol (docs/protocol.md): every
+    // answer of the ledger is one arm, and the arms must be read together to see that none
+    // pays twice
     async fn drive_open(&mut self, mut t: Tracked) -> Next {
         let metrics = &self.ctx.metrics;
         let started = Instant::now();

@@ -165,6 +165,8 @@ fn body(id: &str) -> serde_json::Value {
 /// `count` payouts (`new`: one per request; `batch`: `batch_size` per request; `dups`: the
 /// payouts `<prefix>-0..count/4` again, round robin), then print the figures as JSON. A
 /// plain HTTP/1.1 client over a socket, so that the generator costs the machine little.
+// Long because: the load generator's loop per connection (request, read the answer, record
+// its latency) is one piece; the three modes differ only in the body
 pub async fn generate(
     url: &str,
     mode: &str,

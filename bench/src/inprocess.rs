@@ -65,6 +65,8 @@ pub fn policy(ppt: usize) -> PayoutPolicy {
     p
 }
 
+// Long because: one measured run: the setup, the timed load with RSS samples taken while it
+// runs, and the figures read right after it; cut apart, the timing would span functions
 pub async fn run(o: &Options) -> BenchResult<Figures> {
     let db = Database::start("inprocess").await?;
     let pool = db.pool(POOL_CONNECTIONS).await?;

@@ -31,6 +31,8 @@ pub struct Options {
     pub close_interval_ms: u64,
 }
 
+// Long because: one measured run against the simulator: the service, the submitted load,
+// the wait for every confirmation and the per-ledger figures read from the same simulator
 pub async fn run(o: &Options) -> BenchResult<Figures> {
     let db = Database::start("network").await?;
     let dir = TempDir::new("network")?;

@@ -84,6 +84,8 @@ async fn count(pool: &sqlx::PgPool, sql: &'static str) -> BenchResult<i64> {
     sqlx::query_scalar(sql).fetch_one(pool).await.map_err(err)
 }
 
+// Long because: one measured scenario: load, kill -9, restart, and the clock from restart
+// to the last recovered payout
 pub async fn recovery(in_flight: u64) -> BenchResult<Recovery> {
     let db = Database::start("recovery").await?;
     let pool = db.pool(4).await?;

@@ -66,6 +66,8 @@ pub struct Books<'a> {
 
 /// Applies `tx`, which [`crate::validate::check_valid`] accepted against `books` and `ctx`.
 /// `tx_hash` is its lowercase hex hash.
+// Long because: a transaction as core applies it: fee and sequence first, every operation
+// on an overlay, then all of it or nothing
 pub fn apply_tx(
     books: &mut Books<'_>,
     tx: &Transaction,
@@ -158,6 +160,8 @@ pub fn apply_tx(
 /// Applies one operation to the overlay: its result, and what it paid when it succeeded.
 /// `op_index` is the operation's place in the transaction (a claimable balance's id is
 /// derived from it, the transaction's source and sequence).
+// Long because: one match over the operation kinds the simulator models, each arm recording
+// what it paid
 #[allow(clippy::too_many_arguments)]
 fn apply_op(
     scratch: &mut Overlay<'_>,
@@ -430,6 +434,8 @@ fn apply_claim(
 /// A payment: the destination must exist and be able to receive, then the source must be
 /// able to pay. An asset's issuer sends without a trustline (minting) and receives without
 /// one (burning). Native payments may not spend the source's reserve.
+// Long because: core's checks of a payment, in core's order (destination, trustline, limit,
+// source balance, reserve), then the transfer
 fn apply_payment(
     ov: &mut Overlay<'_>,
     src: AccountKey,

@@ -995,6 +995,8 @@ impl Simulator {
     /// RPC `getLedgerEntries`: each key's entry as the drawn node sees it, `None` if absent.
     /// Accounts (and their trustlines) are as of the node's latest ledger; claimable
     /// balances as they are now. Other entry kinds are not modelled, so always absent.
+    // Long because: one match over the ledger-entry key kinds RPC can ask for, each arm
+    // building that entry's XDR
     pub fn rpc_ledger_entries(
         &self,
         keys: &[stellar_xdr::LedgerKey],

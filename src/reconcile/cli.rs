@@ -236,6 +236,9 @@ fn could_not_check(args: &ReconcileArgs, error: &ReconcileError) -> ExitCode {
 }
 
 /// Runs the command; the exit code is the answer.
+// Long because: one command from start to exit code: settings, history, database (attached
+// or private), the run, the private cluster stopped, the report; each step answers its own
+// failure with the exit code, so the steps read best in order
 pub async fn run(config: Option<&Path>, args: &ReconcileArgs) -> ExitCode {
     let setup = |e: String| ReconcileError::Setup(e);
     let settings = match Settings::load_read_only(config, std::env::vars()) {

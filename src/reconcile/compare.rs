@@ -506,6 +506,8 @@ impl<'a> Comparison<'a> {
     }
 
     /// Ledger → journal: every transaction a payoutd account sent in the range.
+    // Long because: one pass over the ledger's transactions, each check a finding of its
+    // own, in the order docs/reconcile.md lists them
     fn ledger_transactions(&mut self) {
         let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
         let in_range = |ledger: u32| l.from <= ledger && ledger <= l.to;
@@ -590,6 +592,8 @@ impl<'a> Comparison<'a> {
     }
 
     /// Journal → ledger: settled envelopes of the range.
+    // Long because: one pass over the settled envelopes, each check a finding of its own,
+    // in the order docs/reconcile.md lists them
     fn settled_envelopes(&mut self) {
         let (j, l): (&'a JournalFacts, &'a LedgerFacts) = (self.j, self.l);
         let in_range = |ledger: u32| l.from <= ledger && ledger <= l.to;

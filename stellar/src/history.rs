@@ -516,6 +516,8 @@ impl OpRecord {
         }
     }
 
+    // Long because: one match over Horizon's operation types, an arm per kind of payment
+    // the reconciliation knows
     fn into_op(self) -> Result<LedgerOp, HistoryError> {
         let unusable = |what: &str| {
             HistoryError::Unusable(format!(
