@@ -64,15 +64,15 @@ pub struct InboxSettings {
 impl Default for InboxSettings {
     /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        crate::config::built_in(&["inbox"])
+        crate::config::base::built_in(&["inbox"])
     }
 }
 
 impl InboxSettings {
     /// Checks the bounds; the message names the offending key.
-    pub fn validate(&self) -> Result<(), crate::config::InvalidSetting> {
+    pub fn validate(&self) -> Result<(), crate::config::base::InvalidSetting> {
         if !(1..=BATCH_MAX_LIMIT).contains(&self.batch_max) {
-            return Err(crate::config::InvalidSetting::new(
+            return Err(crate::config::base::InvalidSetting::new(
                 "inbox.batch_max",
                 format!("must be 1 to {BATCH_MAX_LIMIT}, not {}", self.batch_max),
             ));
@@ -82,7 +82,7 @@ impl InboxSettings {
             ("inbox.retry_delay_ms", self.retry_delay_ms),
         ] {
             if !(DELAY_MIN_MS..=DELAY_MAX_MS).contains(&value) {
-                return Err(crate::config::InvalidSetting::new(
+                return Err(crate::config::base::InvalidSetting::new(
                     key,
                     format!("must be {DELAY_MIN_MS} to {DELAY_MAX_MS} milliseconds, not {value}"),
                 ));

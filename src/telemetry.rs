@@ -1,9 +1,23 @@
 //! Logging: tracing with a human or JSON format and a filter from configuration
 //! (`RUST_LOG` overrides it).
 
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, TelemetrySettings};
+/// `[telemetry]`: the log format and level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
 
 /// Installs the global subscriber once; later calls are no-ops (tests call it freely).
 pub fn init(settings: &TelemetrySettings) {

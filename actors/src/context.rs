@@ -9,13 +9,13 @@ use std::time::Instant;
 use ractor::ActorRef;
 
 use crate::domain::{AccountId, PayoutId};
+use crate::messages::SupervisorMsg;
 use crate::metrics::Metrics;
 use crate::policy::PayoutPolicy;
 use crate::ports::journal::{Journal, Ready};
 use crate::ports::ledger::{Ledger, TxHash};
 use crate::queue::ReadyQueue;
 use crate::safety::{BREAKER, Breaker, Pause, Signal};
-use crate::supervisor::SupervisorMsg;
 
 /// What a channel worker is doing, for metrics, `/readyz` and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]

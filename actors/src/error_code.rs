@@ -12,8 +12,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::payout::PayoutError;
-
 macro_rules! error_codes {
     ($( $(#[$doc:meta])* $variant:ident = $text:literal, )*) => {
         /// A stable, machine-readable reason for a refusal (see the module documentation).
@@ -215,20 +213,6 @@ impl<'de> Deserialize<'de> for ErrorCode {
         let text = String::deserialize(deserializer)?;
         Self::parse(&text)
             .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {text:?}")))
-    }
-}
-
-impl PayoutError {
-    /// The code of this refusal: the one mapping from the core's errors to the vocabulary.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::Conflict { .. } => ErrorCode::PayoutConflict,
-            Self::NotFound(_) => ErrorCode::PayoutNotFound,
-            Self::NotCancellable { .. } => ErrorCode::PayoutNotCancellable,
-            Self::NotResumable { .. } => ErrorCode::PayoutNotParked,
-            Self::Overloaded => ErrorCode::Overloaded,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
-        }
     }
 }
 

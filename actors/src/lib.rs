@@ -8,10 +8,13 @@
 //! - [`domain`]: request types parsed at the boundary (ids, StrKeys, amounts in stroops);
 //!   [`strkey`]: Stellar's base32 key encoding with its CRC16 checksum.
 //! - [`state`]: where a payout stands and the steps that move it (pure).
-//! - [`ports`]: the `Journal` and `Ledger` traits and the records they exchange.
+//! - [`ports`]: the `Journal`, `PayoutReads` and `Ledger` traits and the records they
+//!   exchange.
 //! - [`proof`]: when an envelope is provably dead, over facts that carry their ledger.
 //! - [`policy`]: the bounds and the result-code tables; [`destinations`]: what pays a
 //!   destination that has no trustline or no account yet.
+//! - [`messages`]: what the payout actors and their supervisor are sent and answer
+//!   (`PayoutError` and its code, `SubmitAnswer`).
 //! - [`payout`]: the per-payout actor (accept, duplicate, conflict, cancel, resume);
 //!   [`supervisor`]: routes to it, restarts it, passivates it.
 //! - [`queue`]: accepted payouts waiting for a batch, in memo lanes.
@@ -32,6 +35,7 @@ pub mod error_code;
 pub mod limits;
 #[cfg(feature = "test-support")]
 pub mod memory;
+pub mod messages;
 pub mod metrics;
 pub mod payout;
 pub mod policy;

@@ -12,13 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
 
 use crate::context::Context;
 use crate::domain::PayoutId;
+use crate::messages::{PayoutError, PayoutMsg};
+pub use crate::messages::{SupervisorMsg, SupervisorStats};
 use crate::metrics::Metrics;
-use crate::payout::{PayoutActor, PayoutActorArgs, PayoutError, PayoutMsg};
+use crate::payout::{PayoutActor, PayoutActorArgs};
 
 /// Bounds of the supervisor, each with its unit.
 #[derive(Debug, Clone)]
@@ -42,23 +44,6 @@ impl Default for SupervisorConfig {
             restart_period_ms: 60_000,
         }
     }
-}
-
-pub enum SupervisorMsg {
-    /// Deliver a message to the payout's actor.
-    Route(PayoutId, PayoutMsg),
-    /// The payout's journaled record moved on: tell its actor, if one is alive.
-    Invalidate(PayoutId),
-    /// An idle actor asks to stop; granted only if it is still the routed actor.
-    Passivate(PayoutId, ActorId),
-    /// The park task finished writing; buffered messages may go to a fresh actor.
-    ParkWritten(PayoutId),
-    Stats(RpcReplyPort<SupervisorStats>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SupervisorStats {
-    pub live_actors: usize,
 }
 
 /// What the supervisor knows about one payout id.

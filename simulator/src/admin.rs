@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use crate::config::Faults;
 use crate::format::format_stroops;
-use crate::horizon::{hal, problem, sim_error_status};
+use crate::hal::{hal, problem};
+use crate::horizon::sim_error_status;
 use crate::keys::AccountKey;
 use crate::sim::{Node, PaymentFilter, SimError, Simulator};
 

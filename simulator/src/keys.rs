@@ -10,7 +10,7 @@ use stellar_xdr::{
     HashIdPreimageOperationId, Limits, MuxedAccount, PublicKey, SequenceNumber, Uint256, WriteXdr,
 };
 
-use crate::sim::SimError;
+use crate::error::SimError;
 
 /// An ed25519 account public key; shown and stored as its `G…` strkey.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

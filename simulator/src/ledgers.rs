@@ -15,8 +15,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::format::rfc3339;
+use crate::hal::{PROTOCOL_VERSION, bad_request, hal, problem};
 use crate::history::toid;
-use crate::horizon::{PROTOCOL_VERSION, bad_request, hal, problem};
 use crate::sim::{Node, Simulator};
 
 pub fn routes() -> Router<Arc<Simulator>> {

@@ -154,6 +154,7 @@
 //!
 //! Layout:
 //! - [`config`]: [`SimConfig`], [`CloseMode`], [`Faults`] and the fault counters.
+//! - `error`: [`SimError`], the errors of the Rust API and the admin endpoints.
 //! - `keys`: strkey account keys, asset identities and claimable balance ids.
 //! - `codes`: result code names and `TransactionResult` XDR.
 //! - `format`: 7-decimal amounts and RFC 3339 timestamps (integers only, no floats).
@@ -166,6 +167,8 @@
 //! - `history`: operations and participants of applied transactions, TOIDs.
 //! - `versions`: past account entries for the lagging node's reads.
 //! - `entries`: ledger entries as XDR for RPC.
+//! - `hal`: Horizon's response shapes (HAL and problem documents, `Latest-Ledger`, the
+//!   transaction resource) that every Horizon route shares.
 //! - `horizon` / `listings` / `ledgers` / `rpc` / `admin`: the HTTP routes (Horizon subset with its
 //!   `Latest-Ledger` header, account history listings, Stellar RPC, `/sim/*` admin
 //!   including `GET /sim/status`, friendbot).
@@ -178,7 +181,9 @@ mod apply;
 mod codes;
 pub mod config;
 mod entries;
+mod error;
 mod format;
+mod hal;
 mod history;
 mod horizon;
 mod keys;

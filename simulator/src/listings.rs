@@ -29,8 +29,8 @@ use serde_json::{Map, Value, json};
 use stellar_xdr::MuxedAccount;
 
 use crate::format::{format_stroops, rfc3339};
+use crate::hal::{bad_request, hal, problem, tx_resource, with_latest_ledger};
 use crate::history::OpBody;
-use crate::horizon::{bad_request, hal, problem, tx_resource, with_latest_ledger};
 use crate::keys::{AccountKey, AssetId, credit_asset_type};
 use crate::sim::{Cursor, Listing, PageQuery, PageRecord, Simulator};
 

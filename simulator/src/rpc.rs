@@ -40,7 +40,7 @@ use stellar_xdr::{
     TransactionMetaV3, VecM, WriteXdr,
 };
 
-use crate::horizon::PROTOCOL_VERSION;
+use crate::hal::PROTOCOL_VERSION;
 use crate::sim::{RpcPageError, RpcRange, RpcStart, Simulator, Submission, SubmitKind};
 use crate::state::TxRecord;
 

@@ -26,43 +26,18 @@ use crate::apply::{self, Applied, Books};
 use crate::codes;
 use crate::config::{CloseMode, FaultCounts, Faults, SimConfig};
 use crate::entries;
+pub use crate::error::SimError;
 use crate::format::now_unix_s;
 use crate::history::{self, OpInfo};
 use crate::keys::{AccountKey, AssetId};
 use crate::persist::{self, Journal};
+pub use crate::state::GENESIS_LEDGER;
 use crate::state::{
     self as st, Account, AppliedPayment, ClaimableBalance, Delta, LedgerHeader, LedgerState,
     PaymentKind, Snapshot, Trustline, TxRecord,
 };
 use crate::validate::{self, Auth, Body, Ctx, Invalid};
 use crate::versions::AccountVersions;
-
-/// Errors of the simulator's Rust API and admin endpoints.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    #[error("invalid account id {0:?} (a G… strkey with a valid checksum is expected)")]
-    InvalidAccount(String),
-    #[error("invalid asset {0:?} (CODE:ISSUER with a 1–12 character alphanumeric code)")]
-    InvalidAsset(String),
-    #[error("invalid amount {0} (must be positive stroops)")]
-    InvalidAmount(i64),
-    #[error("account {0} does not exist")]
-    NoAccount(String),
-    #[error("account {account} has no trustline to {asset}")]
-    NoTrustline { account: String, asset: String },
-    #[error("the trustline of {account} to {asset} would exceed its limit or overflow")]
-    LineFull { account: String, asset: String },
-    #[error("an issuer cannot hold a trustline to its own asset")]
-    SelfTrust,
-    #[error("unknown transaction result code {0:?} for reject_next")]
-    UnknownCode(String),
-    #[error("state file: {0}")]
-    StateFile(String),
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// Which payments [`Simulator::payments`] returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,9 +79,6 @@ pub enum SubmitKind {
     /// `POST /transactions_async`: answered as core answers, from the current state.
     Async,
 }
-
-/// The first ledger of every simulated network; no node's history starts before it.
-pub const GENESIS_LEDGER: u32 = 1;
 
 /// Which Horizon node answers a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,6 +14,9 @@ use stellar_xdr::Transaction;
 use crate::history::{self, OpInfo};
 use crate::keys::AccountKey;
 
+/// The first ledger of every simulated network; no node's history starts before it.
+pub const GENESIS_LEDGER: u32 = 1;
+
 /// The header of a closed ledger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerHeader {
@@ -210,7 +213,7 @@ pub struct Delta {
 pub fn record_close_time(times: &mut Vec<u64>, header: LedgerHeader) {
     let Some(index) = header
         .sequence
-        .checked_sub(crate::sim::GENESIS_LEDGER)
+        .checked_sub(GENESIS_LEDGER)
         .and_then(|i| usize::try_from(i).ok())
     else {
         return;
@@ -332,7 +335,7 @@ impl LedgerState {
 
     /// The close time of `ledger`, if it has closed.
     pub fn close_time_of(&self, ledger: u32) -> Option<u64> {
-        let i = usize::try_from(ledger.checked_sub(crate::sim::GENESIS_LEDGER)?).ok()?;
+        let i = usize::try_from(ledger.checked_sub(GENESIS_LEDGER)?).ok()?;
         self.ledger_close_times.get(i).copied()
     }
 }

@@ -9,7 +9,7 @@ use payoutd_actors::payout::PayoutError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ApiError, ApiState};
+use crate::http::common::{ApiError, ApiState};
 use crate::storage::console as store;
 use crate::storage::listing::ListFilter;
 
@@ -35,7 +35,7 @@ pub(crate) async fn overview(State(state): State<ApiState>) -> Result<Json<Value
         .map_err(ApiError::unavailable)?;
     let pause = state.payouts.read_pause().await?;
     let ctx = state.payouts.context();
-    let (channels, warnings) = crate::http::channel_pool(ctx);
+    let (channels, warnings) = crate::http::common::channel_pool(ctx);
     Ok(Json(json!({
         "instance": ctx.instance,
         "total": progress["total"],
@@ -68,7 +68,7 @@ pub(crate) async fn progress(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_query("id_prefix, since_unix_ms and until_unix_ms", &e))?;
-    let filter = crate::http::list_filter(
+    let filter = crate::http::common::list_filter(
         None,
         q.id_prefix.as_deref(),
         q.since_unix_ms.as_deref(),
@@ -86,7 +86,7 @@ pub(crate) async fn envelopes(
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = crate::http::path_id(id)?;
+    let id = crate::http::common::path_id(id)?;
     if state.payouts.get(&id).await?.is_none() {
         return Err(ApiError::from(PayoutError::NotFound(id.to_string())));
     }

@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use crate::http::ApiState;
+use crate::http::common::ApiState;
 
 const HTML: &str = include_str!("assets/console.html");
 const SCRIPT: &str = include_str!("assets/console.js");

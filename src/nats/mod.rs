@@ -60,7 +60,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
-use crate::config::InvalidSetting;
+use crate::config::base::InvalidSetting;
 use crate::ingress::{self, IngestOutcome, MESSAGE_BYTES_MAX};
 use crate::worker::{Backoff, is_stopped, sleep_or_stop, stopped};
 

@@ -55,7 +55,7 @@ pub struct NatsSettings {
 impl Default for NatsSettings {
     /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        crate::config::built_in(&["nats"])
+        crate::config::base::built_in(&["nats"])
     }
 }
 
@@ -171,7 +171,7 @@ pub struct OutboxSettings {
 impl Default for OutboxSettings {
     /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        crate::config::built_in(&["nats", "outbox"])
+        crate::config::base::built_in(&["nats", "outbox"])
     }
 }
 

@@ -92,9 +92,9 @@ pub fn accounts_of(settings: &Settings) -> Result<Accounts, String> {
     let ledger = &settings.ledger;
     if ledger.mode == LedgerMode::Simulator {
         return Ok(Accounts {
-            distribution: crate::app::demo_keypair("distribution").account(),
+            distribution: crate::app::demo::demo_keypair("distribution").account(),
             channels: (0..ledger.simulator.channels)
-                .map(|i| crate::app::demo_keypair(&format!("channel {i}")).account())
+                .map(|i| crate::app::demo::demo_keypair(&format!("channel {i}")).account())
                 .collect(),
         });
     }
@@ -174,9 +174,11 @@ pub fn open_history(
             },
         ),
         HistorySource::Rpc(url) => {
-            let client =
-                payoutd_stellar::RpcClient::new(url, crate::rpc_config::timeouts(&settings.ledger))
-                    .map_err(|e| ReconcileError::Setup(format!("the RPC URL: {e}")))?;
+            let client = payoutd_stellar::RpcClient::new(
+                url,
+                crate::config::ledger::rpc_timeouts(&settings.ledger),
+            )
+            .map_err(|e| ReconcileError::Setup(format!("the RPC URL: {e}")))?;
             Ok(Arc::new(payoutd_stellar::rpc_history::RpcHistory::new(
                 client,
             )))
@@ -264,7 +266,7 @@ pub async fn run(config: Option<&Path>, args: &ReconcileArgs) -> ExitCode {
             .local_data_dir
             .join("postmaster.pid")
             .exists();
-    let (pool, local) = match crate::app::database(&settings).await {
+    let (pool, local) = match crate::app::startup::database(&settings).await {
         Ok(db) => db,
         Err(e) => return could_not_check(args, &ReconcileError::Journal(e.to_string())),
     };

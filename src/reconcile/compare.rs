@@ -13,119 +13,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use payoutd_actors::domain::{Asset, Destination, RawPayoutRequest};
 use payoutd_stellar::history::{HistoryWindow, LedgerOp, LedgerTx, OpKind};
 use serde::Serialize;
 
-/// How an envelope stands in the journal's envelope log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnvelopeStatus {
-    Live,
-    Applied,
-    Failed,
-    Dead,
-}
-
-impl EnvelopeStatus {
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "live" => Self::Live,
-            "applied" => Self::Applied,
-            "failed" => Self::Failed,
-            "dead" => Self::Dead,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Live => "live",
-            Self::Applied => "applied",
-            Self::Failed => "failed",
-            Self::Dead => "dead",
-        }
-    }
-}
-
-/// One row of the envelope log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalEnvelope {
-    pub hash: String,
-    pub source: String,
-    pub sequence: i64,
-    /// `TimeBounds.max_time`, unix seconds.
-    pub max_time: u64,
-    /// `LedgerBounds.max_ledger` (exclusive), if set.
-    pub max_ledger: Option<u32>,
-    /// The head when it was built (0: unknown, built before migration 0003).
-    pub built_ledger: u32,
-    /// Payout ids in operation order.
-    pub member_ids: Vec<String>,
-    pub status: EnvelopeStatus,
-    pub ledger: Option<u32>,
-    pub fee_charged: Option<i64>,
-    /// Since it was journaled, by the database's clock, in milliseconds.
-    pub age_ms: i64,
-}
-
-/// What a payout asked for, as the journal holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requested {
-    pub destination: Destination,
-    pub asset: Asset,
-    pub amount_stroops: i64,
-}
-
-/// One payout row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalPayout {
-    pub payout_id: String,
-    pub state: String,
-    /// The stored request, or why it does not read back.
-    pub request: Result<Requested, String>,
-    pub tx_hash: Option<String>,
-    pub op_index: Option<u32>,
-    pub ledger: Option<u32>,
-    /// The operation that pays it (`payment`, `claimable_balance`, `create_account`).
-    pub op_kind: String,
-}
-
-impl JournalPayout {
-    /// Reads a stored request (`payouts.request`) strictly, as the service does.
-    pub fn parse_request(value: serde_json::Value) -> Result<Requested, String> {
-        let raw = RawPayoutRequest::from_json_value(value).map_err(|e| match e {
-            payoutd_actors::domain::JsonRequestError::Body(_) => {
-                "the stored request is not a payout request".to_owned()
-            }
-            payoutd_actors::domain::JsonRequestError::Field(v) => v.to_string(),
-        })?;
-        let request = raw.parse().map_err(|e| e.to_string())?;
-        Ok(Requested {
-            destination: *request.destination(),
-            asset: request.asset().clone(),
-            amount_stroops: request.amount().stroops(),
-        })
-    }
-}
-
-/// The journal's side of a range, read in one snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct JournalFacts {
-    /// Every envelope loaded: those in scope, and those the ledger's transactions name.
-    pub envelopes: HashMap<String, JournalEnvelope>,
-    /// Every payout loaded: those in scope, and the members of every envelope loaded.
-    pub payouts: HashMap<String, JournalPayout>,
-    /// Applied or failed envelopes whose ledger is in the range.
-    pub settled: Vec<String>,
-    /// Dead envelopes built in the range (their first possible ledger is in it).
-    pub dead: Vec<String>,
-    /// Every live envelope: in flight when the snapshot was taken, whatever the range.
-    pub live: Vec<String>,
-    /// Confirmed and failed payouts whose ledger is in the range.
-    pub confirmed: Vec<String>,
-    pub failed: Vec<String>,
-}
+// The journal's side is read by `storage::reconcile`, which owns its row types.
+pub use crate::storage::reconcile::{
+    EnvelopeStatus, JournalEnvelope, JournalFacts, JournalPayout, Requested,
+};
 
 /// The ledger's side: the range, what the server held, and what it showed.
 #[derive(Debug, Clone)]
@@ -1033,7 +927,7 @@ pub fn compare(j: &JournalFacts, l: &LedgerFacts) -> Findings {
 
 #[cfg(test)]
 mod tests {
-    use payoutd_actors::domain::AccountId;
+    use payoutd_actors::domain::{AccountId, Asset, Destination};
 
     use super::*;
 

@@ -53,14 +53,14 @@ pub struct ReconcileSettings {
 impl Default for ReconcileSettings {
     /// The built-in defaults (`config/default.toml`, the one place they are written).
     fn default() -> Self {
-        crate::config::built_in(&["reconcile"])
+        crate::config::base::built_in(&["reconcile"])
     }
 }
 
 impl ReconcileSettings {
     /// The first setting that is wrong, by its key.
-    pub fn validate(&self) -> Result<(), crate::config::InvalidSetting> {
-        let bad = crate::config::InvalidSetting::new;
+    pub fn validate(&self) -> Result<(), crate::config::base::InvalidSetting> {
+        let bad = crate::config::base::InvalidSetting::new;
         if self.interval_ms != 0 && self.interval_ms < INTERVAL_MS_MIN {
             return Err(bad(
                 "reconcile.interval_ms",

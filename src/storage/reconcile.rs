@@ -2,12 +2,126 @@
 //! snapshot, the runs journal (`reconcile_runs`, migration 0004), and the advisory lock that
 //! lets one reconciliation run at a time across instances.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use payoutd_actors::domain::{Asset, Destination, RawPayoutRequest};
+use serde::Serialize;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Connection, Row};
 
-use crate::reconcile::compare::{EnvelopeStatus, JournalEnvelope, JournalPayout};
+// The journal's side of a reconciliation, as this module reads it (the comparison in
+// `reconcile::compare` takes it as data).
+
+/// How an envelope stands in the journal's envelope log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvelopeStatus {
+    Live,
+    Applied,
+    Failed,
+    Dead,
+}
+
+impl EnvelopeStatus {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "live" => Self::Live,
+            "applied" => Self::Applied,
+            "failed" => Self::Failed,
+            "dead" => Self::Dead,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Applied => "applied",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// One row of the envelope log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEnvelope {
+    pub hash: String,
+    pub source: String,
+    pub sequence: i64,
+    /// `TimeBounds.max_time`, unix seconds.
+    pub max_time: u64,
+    /// `LedgerBounds.max_ledger` (exclusive), if set.
+    pub max_ledger: Option<u32>,
+    /// The head when it was built (0: unknown, built before migration 0003).
+    pub built_ledger: u32,
+    /// Payout ids in operation order.
+    pub member_ids: Vec<String>,
+    pub status: EnvelopeStatus,
+    pub ledger: Option<u32>,
+    pub fee_charged: Option<i64>,
+    /// Since it was journaled, by the database's clock, in milliseconds.
+    pub age_ms: i64,
+}
+
+/// What a payout asked for, as the journal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    pub destination: Destination,
+    pub asset: Asset,
+    pub amount_stroops: i64,
+}
+
+/// One payout row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalPayout {
+    pub payout_id: String,
+    pub state: String,
+    /// The stored request, or why it does not read back.
+    pub request: Result<Requested, String>,
+    pub tx_hash: Option<String>,
+    pub op_index: Option<u32>,
+    pub ledger: Option<u32>,
+    /// The operation that pays it (`payment`, `claimable_balance`, `create_account`).
+    pub op_kind: String,
+}
+
+impl JournalPayout {
+    /// Reads a stored request (`payouts.request`) strictly, as the service does.
+    pub fn parse_request(value: serde_json::Value) -> Result<Requested, String> {
+        let raw = RawPayoutRequest::from_json_value(value).map_err(|e| match e {
+            payoutd_actors::domain::JsonRequestError::Body(_) => {
+                "the stored request is not a payout request".to_owned()
+            }
+            payoutd_actors::domain::JsonRequestError::Field(v) => v.to_string(),
+        })?;
+        let request = raw.parse().map_err(|e| e.to_string())?;
+        Ok(Requested {
+            destination: *request.destination(),
+            asset: request.asset().clone(),
+            amount_stroops: request.amount().stroops(),
+        })
+    }
+}
+
+/// The journal's side of a range, read in one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct JournalFacts {
+    /// Every envelope loaded: those in scope, and those the ledger's transactions name.
+    pub envelopes: HashMap<String, JournalEnvelope>,
+    /// Every payout loaded: those in scope, and the members of every envelope loaded.
+    pub payouts: HashMap<String, JournalPayout>,
+    /// Applied or failed envelopes whose ledger is in the range.
+    pub settled: Vec<String>,
+    /// Dead envelopes built in the range (their first possible ledger is in it).
+    pub dead: Vec<String>,
+    /// Every live envelope: in flight when the snapshot was taken, whatever the range.
+    pub live: Vec<String>,
+    /// Confirmed and failed payouts whose ledger is in the range.
+    pub confirmed: Vec<String>,
+    pub failed: Vec<String>,
+}
 
 /// The advisory lock key of reconciliation (the bytes of "payoutdR" as an integer): one
 /// run at a time, whichever instance or command holds it.
@@ -112,7 +226,7 @@ fn payout(row: &PgRow) -> Result<JournalPayout, String> {
 /// The journal's side of `from..=to`, from the connection's snapshot.
 #[derive(Debug, Default)]
 pub struct Scope {
-    pub facts: crate::reconcile::compare::JournalFacts,
+    pub facts: JournalFacts,
     /// The registered channel accounts.
     pub channels: Vec<String>,
 }
@@ -138,14 +252,7 @@ pub async fn load_scope(conn: &mut PgConnection, from: u32, to: u32) -> Result<S
             OR (status = 'dead' AND built_ledger > 0 AND built_ledger + 1 BETWEEN $1 AND $2)
             OR status = 'live'"
     );
-    for row in sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?
-    {
-        let e = envelope(&row)?;
+    for e in rows_in_range(conn, sql, (from, to), envelope).await? {
         match e.status {
             EnvelopeStatus::Applied | EnvelopeStatus::Failed => {
                 scope.facts.settled.push(e.hash.clone())
@@ -159,14 +266,7 @@ pub async fn load_scope(conn: &mut PgConnection, from: u32, to: u32) -> Result<S
         "SELECT {PAYOUT_COLUMNS} FROM payouts
          WHERE state IN ('confirmed', 'failed') AND ledger BETWEEN $1 AND $2"
     );
-    for row in sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?
-    {
-        let p = payout(&row)?;
+    for p in rows_in_range(conn, sql, (from, to), payout).await? {
         match p.state.as_str() {
             "confirmed" => scope.facts.confirmed.push(p.payout_id.clone()),
             _ => scope.facts.failed.push(p.payout_id.clone()),
@@ -178,6 +278,24 @@ pub async fn load_scope(conn: &mut PgConnection, from: u32, to: u32) -> Result<S
         .await
         .map_err(db)?;
     Ok(scope)
+}
+
+/// The rows `sql` selects for the ledger range `$1..=$2`, parsed.
+async fn rows_in_range<T>(
+    conn: &mut PgConnection,
+    sql: String,
+    (from, to): (i64, i64),
+    parse: fn(&PgRow) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(parse)
+        .collect()
 }
 
 /// Envelopes by hash (those the ledger's transactions name).

@@ -13,8 +13,8 @@ use payoutd_actors::domain::PayoutId;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::Actor;
-use crate::http::{ApiError, ApiState};
+use crate::admin::auth::Actor;
+use crate::http::common::{ApiError, ApiState};
 use crate::storage::webhooks::{self as store, ReplayError};
 
 /// Largest page of deliveries.
@@ -77,7 +77,7 @@ pub(crate) async fn list(
             })
         })
         .transpose()?;
-    let limit = crate::http::page_limit(
+    let limit = crate::http::common::page_limit(
         q.limit.as_deref(),
         DELIVERIES_LIMIT_DEFAULT,
         DELIVERIES_LIMIT_MAX,
@@ -117,8 +117,7 @@ pub(crate) async fn replay(
     let Some(n) = delivery_id(&id) else {
         return Err(not_found());
     };
-    let body = body.map_err(crate::http::body_rejection)?;
-    let reason = crate::admin::admin_reason(&headers, &body)?;
+    let reason = crate::admin::auth::admin_reason(&headers, body)?;
     match store::replay(&state.db, n, &actor, &reason).await {
         Ok(d) => Ok((StatusCode::ACCEPTED, Json(json!({ "delivery": d }))).into_response()),
         Err(ReplayError::NotFound(_)) => Err(not_found()),

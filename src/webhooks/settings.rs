@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::base::ConfigError;
 
 /// The event kinds a payout's log can hold (`payout_events.kind`); an endpoint's `events`
 /// names some of them, or `*` for all.

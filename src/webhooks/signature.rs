@@ -56,7 +56,7 @@ pub fn verify(header: &str, secret: &[u8], body: &[u8], now: u64, tolerance_s: u
     let expected = sign(secret, t, body);
     signatures
         .iter()
-        .any(|s| crate::http::constant_time_eq(s.as_bytes(), expected.as_bytes()))
+        .any(|s| crate::http::common::constant_time_eq(s.as_bytes(), expected.as_bytes()))
 }
 
 #[cfg(test)]

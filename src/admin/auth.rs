@@ -1,39 +1,24 @@
-//! The admin API (`/v1/admin/*`): the kill switch (pause, resume), its status, and the
-//! audit trail. Behind admin tokens of its own, separate from the payout tokens: a leaked
-//! payout token cannot lift a pause, and a pause names the token (by its name, never its
-//! text) that made it.
-//!
-//! Who may call: with `server.admin_tokens` set, only a bearer of one of them (a payout
-//! token gets 403). Without admin tokens, the admin API is open only when the whole API is
-//! (no payout tokens either: a loopback demo), and the audit trail says `anonymous`;
-//! otherwise it answers 403 and says how to configure it.
+//! Who may act as an admin, and what an admin action carries: the admin token check (the
+//! actor's name goes into the audit trail) and the reason every action must give. Shared
+//! by the admin API and the webhook deliveries' replay.
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, Method, header};
-use axum::middleware::{self, Next};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use payoutd_actors::ErrorCode;
-use payoutd_actors::safety::Pause;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::config::AdminToken;
-use crate::http::{ApiError, ApiState, Auth, Routes, constant_time_eq};
+use crate::http::common::{ApiError, ApiState, constant_time_eq};
 
 /// Longest reason an admin action may carry, in characters.
 pub const ADMIN_REASON_CHARS_MAX: usize = 500;
-/// Largest page of the audit trail.
-pub const AUDIT_LIMIT_MAX: u32 = 500;
-/// Page of the audit trail without `limit`.
-pub const AUDIT_LIMIT_DEFAULT: u32 = 50;
 /// The actor recorded when the API runs without any token.
 pub const ANONYMOUS: &str = "anonymous";
 
@@ -41,33 +26,7 @@ pub const ANONYMOUS: &str = "anonymous";
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
-/// The admin operations (listed in the OpenAPI document like every other).
-pub(crate) fn admin_routes() -> Routes {
-    Routes::new(Auth::Admin)
-        .route(Method::POST, "/v1/admin/pause", post(pause))
-        .route(Method::POST, "/v1/admin/resume", post(resume))
-        .route(Method::GET, "/v1/admin/status", get(status))
-        .route(Method::GET, "/v1/admin/audit", get(audit))
-        .route(
-            Method::GET,
-            "/v1/webhooks/deliveries",
-            get(crate::webhooks::api::list),
-        )
-        .route(
-            Method::POST,
-            "/v1/webhooks/deliveries/{delivery_id}/replay",
-            post(crate::webhooks::api::replay),
-        )
-}
-
-/// The admin routes, with their own authentication.
-pub fn routes(state: ApiState) -> Router<ApiState> {
-    admin_routes()
-        .router
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
-}
-
-async fn authenticate(
+pub(crate) async fn authenticate(
     State(state): State<ApiState>,
     headers: HeaderMap,
     mut request: Request,
@@ -85,7 +44,7 @@ async fn authenticate(
         )
         .into_response();
     }
-    let presented = match crate::http::bearer(&headers, "admin token") {
+    let presented = match crate::http::common::bearer(&headers, "admin token") {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -122,7 +81,11 @@ struct AdminBody {
 
 /// The reason an admin action must carry: a JSON body `{"reason": "…"}`, 1 to
 /// `ADMIN_REASON_CHARS_MAX` characters, not blank, without a secret seed.
-pub(crate) fn admin_reason(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+pub(crate) fn admin_reason(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<String, ApiError> {
+    let body = body.map_err(crate::http::common::body_rejection)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -139,7 +102,7 @@ pub(crate) fn admin_reason(headers: &HeaderMap, body: &[u8]) -> Result<String, A
             "send Content-Type: application/json with {\"reason\": \"…\"}",
         ));
     }
-    let parsed: AdminBody = serde_json::from_slice(body).map_err(|e| {
+    let parsed: AdminBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidBody,
             format!(
@@ -191,64 +154,4 @@ pub(crate) fn is_blank(c: char) -> bool {
                 | '\u{3000}'
                 | '\u{feff}'
     )
-}
-
-pub(crate) fn pause_json(p: &Pause) -> serde_json::Value {
-    json!({ "by": p.by, "reason": p.reason, "since_unix_ms": p.since_unix_ms })
-}
-
-async fn pause(
-    State(state): State<ApiState>,
-    axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body.map_err(crate::http::body_rejection)?;
-    let reason = admin_reason(&headers, &body)?;
-    let pause = state.payouts.pause(&actor, &reason).await?;
-    Ok(Json(json!({ "paused": true, "pause": pause_json(&pause) })))
-}
-
-async fn resume(
-    State(state): State<ApiState>,
-    axum::Extension(Actor(actor)): axum::Extension<Actor>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body.map_err(crate::http::body_rejection)?;
-    let reason = admin_reason(&headers, &body)?;
-    let lifted = state.payouts.unpause(&actor, &reason).await?;
-    Ok(Json(json!({
-        "paused": false,
-        "lifted": lifted.as_ref().map(pause_json),
-    })))
-}
-
-async fn status(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
-    // The journal's answer, not this instance's last read: an operator sees the truth.
-    let pause = state.payouts.read_pause().await?;
-    let metrics = &state.payouts.context().metrics;
-    Ok(Json(json!({
-        "paused": pause.is_some(),
-        "pause": pause.as_ref().map(pause_json),
-        "breaker_trips": metrics.breaker_trips.load(std::sync::atomic::Ordering::Relaxed),
-    })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    limit: Option<String>,
-}
-
-async fn audit(
-    State(state): State<ApiState>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_query("limit", &e))?;
-    let limit = crate::http::page_limit(q.limit.as_deref(), AUDIT_LIMIT_DEFAULT, AUDIT_LIMIT_MAX)?;
-    let entries = crate::storage::listing::audit_trail(&state.db, limit)
-        .await
-        .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({ "entries": entries })))
 }

@@ -11,26 +11,13 @@ use payoutd_actors::limits::{AssetLimit, Limits, WhenReached};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-pub const DEFAULTS: &str = include_str!("../config/default.toml");
+pub mod base;
+pub mod ledger;
 
-/// The section at `path` of the built-in defaults, as its settings type: what a section's
-/// `Default` is, so every default is written once, in `config/default.toml`.
-pub fn built_in<T: serde::de::DeserializeOwned>(path: &[&str]) -> T {
-    let mut value = toml::Value::Table(
-        DEFAULTS
-            .parse::<toml::Table>()
-            .expect("config/default.toml is TOML"),
-    );
-    for key in path {
-        value = value
-            .as_table_mut()
-            .and_then(|t| t.remove(*key))
-            .unwrap_or_else(|| panic!("config/default.toml has no [{}]", path.join(".")));
-    }
-    value
-        .try_into()
-        .unwrap_or_else(|e| panic!("config/default.toml [{}]: {e}", path.join(".")))
-}
+pub use crate::telemetry::{LogFormat, TelemetrySettings};
+pub use base::{ConfigError, DEFAULTS, InvalidSetting, built_in};
+pub use ledger::{LedgerMode, LedgerSettings, SimulatorProtocol, SimulatorSettings};
+
 const ENV_PREFIX: &str = "PAYOUTD__";
 
 /// Environment variables that hold secrets: read directly, never merged into the tree
@@ -42,44 +29,6 @@ pub const ENV_ADMIN_TOKENS: &str = "PAYOUTD__SERVER__ADMIN_TOKENS";
 
 /// A setting that cannot work, named by its whole key (`nats.in_flight_max`): what every
 /// section's check answers.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting {key}: {detail}")]
-pub struct InvalidSetting {
-    pub key: String,
-    pub detail: String,
-}
-
-impl InvalidSetting {
-    pub fn new(key: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            detail: detail.into(),
-        }
-    }
-}
-
-impl From<InvalidSetting> for ConfigError {
-    fn from(e: InvalidSetting) -> Self {
-        Self::Invalid {
-            key: e.key,
-            detail: e.detail,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read configuration file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid configuration in {origin}: {detail}")]
-    Parse { origin: String, detail: String },
-    #[error("invalid setting {key}: {detail}")]
-    Invalid { key: String, detail: String },
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -322,62 +271,6 @@ pub struct DatabaseSettings {
     pub connect_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LedgerMode {
-    Simulator,
-    Horizon,
-    /// Stellar RPC at `ledger.rpc_url` (docs/rpc.md).
-    Rpc,
-}
-
-/// Which of its two interfaces payoutd uses to talk to the built-in simulator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SimulatorProtocol {
-    Horizon,
-    Rpc,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LedgerSettings {
-    pub mode: LedgerMode,
-    pub horizon_url: String,
-    pub network_passphrase: String,
-    pub request_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-    /// `mode = "rpc"`: the Stellar RPC endpoint (may carry a provider's key: never shown).
-    pub rpc_url: String,
-    pub rpc_timeout_ms: u64,
-    pub rpc_connect_timeout_ms: u64,
-    pub rpc_retry_after_max_ms: u64,
-    pub distribution_account: String,
-    pub channel_accounts: Vec<String>,
-    #[serde(default)]
-    pub distribution_seed_file: Option<PathBuf>,
-    #[serde(default)]
-    pub channel_seeds_file: Option<PathBuf>,
-    /// From the environment or `distribution_seed_file`, never from a config file.
-    #[serde(skip)]
-    pub distribution_seed: Option<SecretString>,
-    #[serde(skip)]
-    pub channel_seeds: Vec<SecretString>,
-    pub simulator: SimulatorSettings,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatorSettings {
-    pub close_interval_ms: u64,
-    pub listen: String,
-    pub state_file: PathBuf,
-    pub channels: u32,
-    pub ops_per_ledger_max: u32,
-    /// The interface payoutd speaks to the built-in simulator (it serves both).
-    pub protocol: SimulatorProtocol,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutSettings {
@@ -410,20 +303,6 @@ pub struct ClusterSettings {
     pub adopt_page_max: u32,
     pub pool_full_warn_ms: u64,
     pub control_poll_interval_ms: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetrySettings {
-    pub log_format: LogFormat,
-    pub log_level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
@@ -789,7 +668,7 @@ impl Settings {
             }
         }
         if self.ledger.mode == LedgerMode::Rpc {
-            crate::rpc_config::validate(&self.ledger, signs)?;
+            ledger::validate_rpc(&self.ledger, signs)?;
         }
         Ok(())
     }

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use payoutd_actors::domain::AccountId;
 use payoutd_actors::metrics::Metrics;
@@ -14,17 +13,23 @@ use payoutd_actors::{
     ClusterConfig, Context, PayoutPolicy, Payouts, ServiceConfig, SupervisorConfig,
 };
 use payoutd_simulator::{CloseMode, SimConfig, SimHandle, Simulator};
-use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, StellarLedger};
+use payoutd_stellar::{HorizonTimeouts, Keypair, Keyring, RpcLedger, StellarLedger};
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::{LedgerMode, Settings, SimulatorProtocol};
 use crate::http::{ApiState, router, with_body_limit};
 use crate::local_postgres::LocalPostgres;
-use crate::storage::{AcceptBatching, PgJournal, migrate};
+
+pub mod demo;
+pub mod startup;
+
+pub use demo::demo_keypair;
+
+use crate::storage::{AcceptBatching, PgJournal};
+pub use startup::{StartupError, database};
 
 /// XLM given to the demo distribution account on a fresh simulator, in stroops.
 pub const DEMO_DISTRIBUTION_STROOPS: i64 = 100_000_000 * 10_000_000;
@@ -32,85 +37,6 @@ pub const DEMO_DISTRIBUTION_STROOPS: i64 = 100_000_000 * 10_000_000;
 pub const DEMO_CHANNEL_STROOPS: i64 = 1_000 * 10_000_000;
 /// A demo destination that exists on a fresh simulator (the example account of the README).
 pub const DEMO_DESTINATION: &str = "GDJJRRMBK4IWLEPJGIE6SXD2LP7REGZODU7WDC3I2D6MR37F4XSHBKX2";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Postgres(#[from] crate::local_postgres::PgError),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// Text, not the error itself: the driver's message may quote the URL, so it is
-    /// scrubbed of credentials first.
-    #[error("cannot connect to the database: {0}")]
-    Database(String),
-    #[error("database migration failed: {0}")]
-    Migrate(String),
-    #[error("ledger: {0}")]
-    Ledger(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("invalid signing key in {what}: {detail}")]
-    Key { what: &'static str, detail: String },
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("cannot start the supervisor: {0}")]
-    Supervisor(String),
-}
-
-/// Connects to the configured database, or starts the private cluster first.
-pub async fn database(
-    settings: &Settings,
-) -> Result<(PgPool, Option<LocalPostgres>), StartupError> {
-    let (url, local) = if settings.wants_local_postgres() {
-        let dir = settings.database.local_data_dir.clone();
-        let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, true))
-            .await
-            .map_err(|e| StartupError::Database(e.to_string()))??;
-        info!(port = pg.port(), data_dir = %settings.database.local_data_dir.display(), "private PostgreSQL started");
-        (pg.url(crate::local_postgres::DATABASE), Some(pg))
-    } else {
-        (settings.database.url.expose_secret().to_owned(), None)
-    };
-    let options: PgConnectOptions = url
-        .parse()
-        .map_err(|e: sqlx::Error| StartupError::Database(scrub(&e.to_string())))?;
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.database.connections_max)
-        .acquire_timeout(Duration::from_millis(settings.database.connect_timeout_ms))
-        .connect_with(options)
-        .await
-        .map_err(|e| StartupError::Database(scrub(&e.to_string())))?;
-    migrate(&pool)
-        .await
-        .map_err(|e| StartupError::Migrate(e.to_string()))?;
-    Ok((pool, local))
-}
-
-/// Database errors may quote the URL; drop anything that looks like credentials.
-fn scrub(message: &str) -> String {
-    message
-        .split_whitespace()
-        .map(|w| {
-            if w.contains("://") && w.contains('@') {
-                "[url redacted]"
-            } else {
-                w
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Demo keys for the built-in simulator: derived from fixed labels, so every fresh run has
-/// the same accounts. They exist only on the simulator's own network (its passphrase is not
-/// testnet's nor pubnet's), and horizon mode refuses to start without real seeds.
-pub(crate) fn demo_keypair(label: &str) -> Keypair {
-    let seed: [u8; 32] = Sha256::digest(format!("payoutd demo key: {label}").as_bytes()).into();
-    let text = payoutd_actors::strkey::encode(payoutd_actors::strkey::VERSION_SEED, &seed);
-    // Any 32 bytes are a valid ed25519 seed, and `text` is a well-formed StrKey by construction.
-    Keypair::from_seed(&text).expect("a freshly encoded seed always decodes")
-}
 
 /// The ledger side: keys, the payer, the channel accounts and the port implementation.
 pub struct LedgerSetup {
@@ -135,7 +61,11 @@ async fn connect_ledger(
     keyring: Keyring,
 ) -> Result<Arc<dyn Ledger>, StartupError> {
     if rpc {
-        return crate::rpc_config::connect(url, cfg, keyring).await;
+        let timeouts = crate::config::ledger::rpc_timeouts(cfg);
+        let ledger = RpcLedger::connect(url, &cfg.network_passphrase, keyring, timeouts)
+            .await
+            .map_err(|e| StartupError::Ledger(e.into()))?;
+        return Ok(Arc::new(ledger));
     }
     let timeouts = HorizonTimeouts {
         request_timeout_ms: cfg.request_timeout_ms,
@@ -204,7 +134,7 @@ async fn simulator_ledger(
     let ledger = match cfg.simulator.protocol {
         SimulatorProtocol::Horizon => connect_ledger(cfg, &handle.base_url, false, keyring).await?,
         SimulatorProtocol::Rpc => {
-            let url = crate::rpc_config::simulator_rpc_url(&handle.base_url);
+            let url = crate::config::ledger::simulator_rpc_url(&handle.base_url);
             connect_ledger(cfg, &url, true, keyring).await?
         }
     };

@@ -1,19 +1,75 @@
-//! Stellar RPC as the ledger (`ledger.mode = "rpc"`, or the built-in simulator with
-//! `ledger.simulator.protocol = "rpc"`): validation of its settings and the connection.
-//! Kept apart from `config.rs` and `app.rs` so that each of them only names it.
+//! `[ledger]`: which ledger payoutd pays on (the built-in simulator, Horizon, or Stellar
+//! RPC, docs/rpc.md), the keys' sources, and the checks of the RPC settings.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use payoutd_actors::ports::Ledger;
-use payoutd_stellar::{Keyring, RpcLedger, RpcTimeouts};
+use payoutd_stellar::RpcTimeouts;
+use secrecy::SecretString;
+use serde::Deserialize;
 
-use crate::app::StartupError;
-use crate::config::{InvalidSetting, LedgerSettings};
+use super::base::InvalidSetting;
+
+/// Where payoutd pays: the built-in simulator, a Horizon server, or a Stellar RPC server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerMode {
+    Simulator,
+    Horizon,
+    /// Stellar RPC at `ledger.rpc_url` (docs/rpc.md).
+    Rpc,
+}
+
+/// Which of its two interfaces payoutd uses to talk to the built-in simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulatorProtocol {
+    Horizon,
+    Rpc,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    pub mode: LedgerMode,
+    pub horizon_url: String,
+    pub network_passphrase: String,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// `mode = "rpc"`: the Stellar RPC endpoint (may carry a provider's key: never shown).
+    pub rpc_url: String,
+    pub rpc_timeout_ms: u64,
+    pub rpc_connect_timeout_ms: u64,
+    pub rpc_retry_after_max_ms: u64,
+    pub distribution_account: String,
+    pub channel_accounts: Vec<String>,
+    #[serde(default)]
+    pub distribution_seed_file: Option<PathBuf>,
+    #[serde(default)]
+    pub channel_seeds_file: Option<PathBuf>,
+    /// From the environment or `distribution_seed_file`, never from a config file.
+    #[serde(skip)]
+    pub distribution_seed: Option<SecretString>,
+    #[serde(skip)]
+    pub channel_seeds: Vec<SecretString>,
+    pub simulator: SimulatorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSettings {
+    pub close_interval_ms: u64,
+    pub listen: String,
+    pub state_file: PathBuf,
+    pub channels: u32,
+    pub ops_per_ledger_max: u32,
+    /// The interface payoutd speaks to the built-in simulator (it serves both).
+    pub protocol: SimulatorProtocol,
+}
 
 /// Checks the RPC settings of `ledger.mode = "rpc"`: the offending key and why. Never quotes
 /// the URL (it may carry a provider's key). `signs`: the command pays (a read-only one such
 /// as `payoutd reconcile` needs no seed).
-pub fn validate(ledger: &LedgerSettings, signs: bool) -> Result<(), InvalidSetting> {
+pub fn validate_rpc(ledger: &LedgerSettings, signs: bool) -> Result<(), InvalidSetting> {
     let url = ledger.rpc_url.trim();
     if url.is_empty() {
         return Err(InvalidSetting::new(
@@ -64,24 +120,13 @@ pub fn validate(ledger: &LedgerSettings, signs: bool) -> Result<(), InvalidSetti
     Ok(())
 }
 
-pub fn timeouts(ledger: &LedgerSettings) -> RpcTimeouts {
+/// The RPC client's timeouts from `[ledger]`.
+pub fn rpc_timeouts(ledger: &LedgerSettings) -> RpcTimeouts {
     RpcTimeouts {
         rpc_timeout_ms: ledger.rpc_timeout_ms,
         rpc_connect_timeout_ms: ledger.rpc_connect_timeout_ms,
         rpc_retry_after_max_ms: ledger.rpc_retry_after_max_ms,
     }
-}
-
-/// Connects the ledger port over Stellar RPC (checks the network first).
-pub async fn connect(
-    url: &str,
-    ledger: &LedgerSettings,
-    keyring: Keyring,
-) -> Result<Arc<dyn Ledger>, StartupError> {
-    let rpc = RpcLedger::connect(url, &ledger.network_passphrase, keyring, timeouts(ledger))
-        .await
-        .map_err(|e| StartupError::Ledger(e.into()))?;
-    Ok(Arc::new(rpc))
 }
 
 /// The built-in simulator's JSON-RPC endpoint, from its base URL.
@@ -91,8 +136,9 @@ pub fn simulator_rpc_url(base_url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::Settings;
     use crate::config::tests::env;
-    use crate::config::{LedgerMode, Settings};
 
     const SEED: &str = "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH";
 
@@ -180,19 +226,13 @@ mod tests {
     #[test]
     fn the_simulator_speaks_horizon_unless_told() {
         let s = Settings::load(None, env(&[])).unwrap();
-        assert_eq!(
-            s.ledger.simulator.protocol,
-            crate::config::SimulatorProtocol::Horizon
-        );
+        assert_eq!(s.ledger.simulator.protocol, SimulatorProtocol::Horizon);
         let s = Settings::load(
             None,
             env(&[("PAYOUTD__LEDGER__SIMULATOR__PROTOCOL", "rpc")]),
         )
         .unwrap();
-        assert_eq!(
-            s.ledger.simulator.protocol,
-            crate::config::SimulatorProtocol::Rpc
-        );
+        assert_eq!(s.ledger.simulator.protocol, SimulatorProtocol::Rpc);
         let err = Settings::load(
             None,
             env(&[("PAYOUTD__LEDGER__SIMULATOR__PROTOCOL", "soap")]),
