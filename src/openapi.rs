@@ -244,7 +244,7 @@ mod tests {
         let other_meaning = [
             ("src/cli/submit/records.rs", "memo_type"),
             ("src/cli/submit/send.rs", "unavailable"),
-            ("src/http.rs", "unavailable"),
+            ("src/http/mod.rs", "unavailable"),
         ];
         let mut found = Vec::new();
         let mut dirs = vec![root.join("src"), root.join("actors/src")];
