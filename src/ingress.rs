@@ -96,9 +96,7 @@ pub async fn dead_letter<'e>(
     code: ErrorCode,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let text = storable(&redact_secrets(&String::from_utf8_lossy(
-        &payload[..payload.len().min(MESSAGE_BYTES_MAX)],
-    )));
+    let text = stored_payload(payload);
     let source_ref = source_ref.map(storable);
     let letter = DeadLetter {
         source,
@@ -108,6 +106,13 @@ pub async fn dead_letter<'e>(
         reason: &storable(reason),
     };
     dead_letters::insert(executor, letter).await
+}
+
+/// A payload as a dead letter stores it: cut at [`MESSAGE_BYTES_MAX`], redacted of secret
+/// seeds, without NUL. A redelivery looks its row up by this text.
+pub fn stored_payload(payload: &[u8]) -> String {
+    let payload = &payload[..payload.len().min(MESSAGE_BYTES_MAX)];
+    storable(&redact_secrets(&String::from_utf8_lossy(payload)))
 }
 
 /// `text` without NUL characters (PostgreSQL text cannot hold them): each becomes U+FFFD.

@@ -51,7 +51,7 @@ pub mod supervisor;
 pub use cluster::ClusterConfig;
 pub use context::Context;
 pub use error_code::ErrorCode;
-pub use payout::{PayoutError, SubmitAnswer};
+pub use messages::{PayoutError, SubmitAnswer};
 pub use policy::PayoutPolicy;
 pub use service::{Payouts, ServiceConfig};
 pub use supervisor::SupervisorConfig;

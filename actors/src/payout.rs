@@ -16,7 +16,7 @@ use tracing::{Instrument, info, warn};
 use crate::context::Context;
 use crate::domain::{Fingerprint, PayoutId, PayoutRequest};
 use crate::messages::SupervisorMsg;
-pub use crate::messages::{PayoutError, PayoutMsg, SubmitAnswer};
+use crate::messages::{PayoutError, PayoutMsg, SubmitAnswer};
 use crate::metrics::Metrics;
 use crate::ports::journal::{Accepted, JournalError, Ready};
 use crate::state::{PayoutRecord, PayoutState, Step};

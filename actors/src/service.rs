@@ -15,14 +15,12 @@ use tracing::info;
 use crate::cluster::{self, ChannelSupMsg, ChannelSupervisor, ClusterConfig};
 use crate::context::Context;
 use crate::domain::{AccountId, PayoutId, PayoutRequest};
+use crate::messages::{PayoutError, PayoutMsg, SubmitAnswer, SupervisorMsg, SupervisorStats};
 use crate::metrics::Metrics;
-use crate::payout::{PayoutError, PayoutMsg, SubmitAnswer};
 use crate::ports::journal::JournalError;
 use crate::safety::Pause;
 use crate::state::{PayoutEvent, PayoutRecord};
-use crate::supervisor::{
-    Registry, Supervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg, SupervisorStats,
-};
+use crate::supervisor::{Registry, Supervisor, SupervisorArgs, SupervisorConfig};
 
 /// How one instance runs.
 #[derive(Debug, Clone)]

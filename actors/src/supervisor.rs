@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::context::Context;
 use crate::domain::PayoutId;
 use crate::messages::{PayoutError, PayoutMsg};
-pub use crate::messages::{SupervisorMsg, SupervisorStats};
+use crate::messages::{SupervisorMsg, SupervisorStats};
 use crate::metrics::Metrics;
 use crate::payout::{PayoutActor, PayoutActorArgs};
 

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use payoutd_actors::payout::PayoutError;
+use payoutd_actors::PayoutError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

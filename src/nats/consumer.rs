@@ -349,10 +349,7 @@ impl Handler {
         code: ErrorCode,
         reason: &str,
     ) -> Result<(), String> {
-        let payload = &message.payload[..message.payload.len().min(MESSAGE_BYTES_MAX)];
-        // As `ingress::dead_letter` stores it, so that a redelivery finds the row.
-        let redacted =
-            ingress::storable(&ingress::redact_secrets(&String::from_utf8_lossy(payload)));
+        let redacted = ingress::stored_payload(&message.payload);
         let source_ref = stream_seq.to_string();
         // A redelivery of a message whose dead letter was written but whose TERM was lost:
         // do not write a second row.

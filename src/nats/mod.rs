@@ -61,7 +61,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::base::InvalidSetting;
-use crate::ingress::{self, IngestOutcome, MESSAGE_BYTES_MAX};
+use crate::ingress::{self, IngestOutcome};
 use crate::worker::{Backoff, is_stopped, sleep_or_stop, stopped};
 
 /// The `source` of dead letters written by this ingress.
