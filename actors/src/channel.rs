@@ -171,6 +171,11 @@ impl Actor for ChannelWorker {
     ) -> Result<Self::State, ActorProcessingErr> {
         // Cheap: the journal is read by the first step.
         let _ = myself.cast(ChannelMsg::Tick(0));
+        // A worker of this channel before it (it panicked) may have left payouts in hand
+        // that were never journaled: the next sweep reads them back.
+        if args.ctx.queue.release_hand(&args.lease.account) > 0 {
+            args.ctx.queue.mark_spilled();
+        }
         let fee_per_op = args.ctx.policy.fee_per_op_stroops;
         Ok(WorkerState {
             ctx: args.ctx,
@@ -199,6 +204,10 @@ impl Actor for ChannelWorker {
         // A disabled channel stays on the board (and is not claimed again in this life).
         if state.disabled.is_none() {
             state.ctx.set_channel_status(state.lease.account, None);
+        }
+        // What it held and had not journaled is read back by the next sweep.
+        if state.ctx.queue.release_hand(&state.lease.account) > 0 {
+            state.ctx.queue.mark_spilled();
         }
         Ok(())
     }
@@ -637,10 +646,13 @@ impl WorkerState {
             actor: self.myself.clone(),
             waiting: self.waiting.clone(),
         });
-        let taken = self
-            .ctx
-            .queue
-            .take_or_wait(policy.payments_per_tx_max, linger, now, waker);
+        let taken = self.ctx.queue.take_or_wait(
+            policy.payments_per_tx_max,
+            linger,
+            now,
+            &self.lease.account,
+            waker,
+        );
         if matches!(taken, Take::Batch(..)) {
             self.waiting.store(false, Ordering::Release);
         }
@@ -741,6 +753,7 @@ impl WorkerState {
                     stale = stale.len(),
                     "members moved on; building without them"
                 );
+                self.ctx.queue.release(&stale);
                 let rest = batch
                     .members
                     .into_iter()
@@ -806,6 +819,8 @@ impl WorkerState {
                     info!(payout_id = %h.id, reason = %h.reason, "payout held by a spending limit");
                 }
                 Metrics::add(&self.ctx.metrics.payouts_held, held.len());
+                // Held, or moved on: none of them goes back (the rest does).
+                self.ctx.queue.release(pairs.iter().map(|(r, _)| r.id()));
                 self.ctx.invalidate(held.iter().cloned());
                 self.ctx.queue.unshift(rest, now);
                 Next::Now
@@ -837,6 +852,10 @@ impl WorkerState {
                 return false;
             }
         };
+        // Settled: out of this worker's hand (the requeued ones are queued again below).
+        self.ctx
+            .queue
+            .release(t.batch.members.iter().map(|m| m.ready.id()));
         let m = &self.ctx.metrics;
         let retry_at = Instant::now() + Duration::from_millis(self.ctx.policy.underfunded_retry_ms);
         for s in &changed {

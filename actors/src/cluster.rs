@@ -41,6 +41,11 @@ pub struct ClusterConfig {
     /// An orphan is picked up within `instance_ttl_ms + orphan_sweep_interval_ms` of its
     /// owner's last heartbeat.
     pub orphan_sweep_interval_ms: u64,
+    /// How often a sweep reads this instance's `accepted` payouts back into the ready queue
+    /// when the queue lost none it knows of, in milliseconds (a safety net). A queue that
+    /// had no room, or a worker that stopped with payouts in hand, is read back at the next
+    /// sweep.
+    pub queue_refill_interval_ms: u64,
     /// Orphaned payouts adopted per statement.
     pub adopt_page_max: u32,
     /// Restarts one channel worker may have within `worker_restart_period_ms`; past it the
@@ -64,6 +69,7 @@ impl Default for ClusterConfig {
             heartbeat_interval_ms: 1_000,
             instance_ttl_ms: 10_000,
             orphan_sweep_interval_ms: 2_000,
+            queue_refill_interval_ms: 60_000,
             adopt_page_max: 1_000,
             worker_restart_intensity: 3,
             worker_restart_period_ms: 60_000,
@@ -260,6 +266,7 @@ pub async fn run(
     let mut last_heartbeat: Option<Instant> = None;
     let mut last_pool_warning: Option<Instant> = None;
     let mut refill_after: Option<PayoutId> = None;
+    let mut last_refill = Instant::now();
     loop {
         let ticket = ctx.pause_ticket();
         match ctx.journal.pause_state().await {
@@ -283,11 +290,16 @@ pub async fn run(
         if sweep_due {
             last_sweep = Some(Instant::now());
             sweep(&ctx, &config, &keyed, &channels).await;
-            // The queue is only a cache of the journal: payouts it lost (a worker that
-            // panicked with a batch in hand, an answer lost after the commit) or had no
-            // room for are read back.
-            ctx.queue.take_spilled();
-            refill(&ctx, &mut refill_after).await;
+            // The queue is only a cache of the journal: payouts it had no room for, or
+            // that a stopped worker had in hand, are read back; and now and then all of
+            // them, for what it cannot know it lost (an accept's answer lost after the
+            // commit). Payouts in a worker's hand are skipped.
+            let due =
+                last_refill.elapsed() >= Duration::from_millis(config.queue_refill_interval_ms);
+            if ctx.queue.take_spilled() || due {
+                last_refill = Instant::now();
+                refill(&ctx, &mut refill_after).await;
+            }
             warn_if_pool_full(&ctx, &config, &mut last_pool_warning);
         }
         ctx.metrics

@@ -101,7 +101,7 @@ impl fmt::Display for PayoutId {
 pub struct AccountId([u8; 32]);
 
 impl AccountId {
-    pub fn from_bytes(key: [u8; 32]) -> Self {
+    pub const fn from_bytes(key: [u8; 32]) -> Self {
         Self(key)
     }
 

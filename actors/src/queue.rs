@@ -11,12 +11,18 @@
 //! The queue holds at most `len_max` payouts; past that, arrivals are not kept (they are
 //! durable in the journal as `accepted`) and `spilled` is set so that the owner reads them
 //! back from the journal once there is room.
+//!
+//! A payout a worker took stays *in hand* (named with the worker's channel) until the
+//! worker settles it or gives it back. A read-back from the journal skips payouts in hand:
+//! they are still `accepted` there while their batch is being prepared, and queuing them
+//! again would put one payout into two batches at once (the second prepare is refused, but
+//! the two prepares lock the same rows and can deadlock).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::domain::{Memo, PayoutId};
+use crate::domain::{AccountId, Memo, PayoutId};
 use crate::ports::journal::Ready;
 
 /// Which transactions a payout may share.
@@ -71,6 +77,8 @@ struct Inner {
     index: HashMap<PayoutId, i64>,
     /// Payouts that may join a batch only later (after `op_underfunded`).
     delayed: BTreeMap<(Instant, i64), Ready>,
+    /// Payouts taken by a channel worker (the channel) and not yet settled or given back.
+    in_hand: HashMap<PayoutId, AccountId>,
     idle: VecDeque<Box<dyn Waker>>,
     spilled: bool,
 }
@@ -131,6 +139,7 @@ impl ReadyQueue {
         let mut inner = self.lock();
         let seq = inner.next_back;
         inner.next_back += 1;
+        inner.in_hand.remove(ready.id());
         inner.index.insert(ready.id().clone(), seq);
         inner.delayed.insert((at, seq), ready);
         inner.wake_one();
@@ -138,11 +147,37 @@ impl ReadyQueue {
 
     /// Forgets a payout (it was cancelled, or moved on elsewhere).
     pub fn remove(&self, id: &PayoutId) {
-        self.lock().index.remove(id);
+        let mut inner = self.lock();
+        inner.index.remove(id);
+        inner.in_hand.remove(id);
     }
 
+    /// Whether the payout is queued, or in a worker's hand.
     pub fn contains(&self, id: &PayoutId) -> bool {
-        self.lock().index.contains_key(id)
+        let inner = self.lock();
+        inner.index.contains_key(id) || inner.in_hand.contains_key(id)
+    }
+
+    /// The worker is done with these payouts (settled, held or parked): they leave its hand.
+    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a PayoutId>) {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.in_hand.remove(id);
+        }
+    }
+
+    /// Everything in the hand of `channel`'s worker leaves it (the worker starts again
+    /// and reads its envelopes from the journal); returns how many there were.
+    pub fn release_hand(&self, channel: &AccountId) -> usize {
+        let mut inner = self.lock();
+        let before = inner.in_hand.len();
+        inner.in_hand.retain(|_, hand| hand != channel);
+        before - inner.in_hand.len()
+    }
+
+    /// Payouts in the hands of workers.
+    pub fn in_hand(&self) -> usize {
+        self.lock().in_hand.len()
     }
 
     /// Payouts queued (including delayed ones).
@@ -185,21 +220,27 @@ impl ReadyQueue {
         self.lock().take(max, linger, now)
     }
 
-    /// Like [`take`](Self::take), but when no lane is ready the worker's `waker` is
-    /// registered under the same lock, so an arrival between the look and the wait still
-    /// wakes it. A worker that goes idle with payouts lingering also sets its own timer for
-    /// [`Take::NotBefore`].
+    /// Like [`take`](Self::take), but what it takes stays in the hand of `channel`'s
+    /// worker, and when no lane is ready the worker's `waker` is registered under the same
+    /// lock, so an arrival between the look and the wait still wakes it. A worker that goes
+    /// idle with payouts lingering also sets its own timer for [`Take::NotBefore`].
     pub fn take_or_wait(
         &self,
         max: usize,
         linger: Duration,
         now: Instant,
+        channel: &AccountId,
         waker: Box<dyn Waker>,
     ) -> Take {
         let mut inner = self.lock();
         let taken = inner.take(max, linger, now);
-        if !matches!(taken, Take::Batch(..)) {
-            inner.idle.push_back(waker);
+        match &taken {
+            Take::Batch(_, items) => {
+                for r in items {
+                    inner.in_hand.insert(r.id().clone(), *channel);
+                }
+            }
+            _ => inner.idle.push_back(waker),
         }
         taken
     }
@@ -245,6 +286,7 @@ impl Inner {
 
     fn insert(&mut self, seq: i64, arrived: Instant, ready: Ready, front: bool) {
         let lane = Lane::of(&ready);
+        self.in_hand.remove(ready.id());
         self.index.insert(ready.id().clone(), seq);
         let queue = self.lanes.entry(lane.clone()).or_default();
         let old_front = queue.front().map(|e| e.seq);
@@ -390,6 +432,7 @@ mod tests {
     }
 
     const LINGER: Duration = Duration::from_millis(50);
+    const CHANNEL: AccountId = AccountId::from_bytes([3; 32]);
 
     #[test]
     fn full_lanes_go_at_once_and_partial_ones_after_the_linger() {
@@ -497,7 +540,10 @@ mod tests {
         let now = Instant::now();
         for _ in 0..2 {
             let waker = Box::new(Count(woken.clone()));
-            assert!(matches!(q.take_or_wait(5, LINGER, now, waker), Take::Empty));
+            assert!(matches!(
+                q.take_or_wait(5, LINGER, now, &CHANNEL, waker),
+                Take::Empty
+            ));
         }
         q.push(ready("a", None));
         assert_eq!(woken.load(Ordering::SeqCst), 1);
@@ -509,7 +555,10 @@ mod tests {
         let woken = Arc::new(AtomicUsize::new(0));
         let now = Instant::now();
         let waker = Box::new(Count(woken.clone()));
-        assert!(matches!(q.take_or_wait(5, LINGER, now, waker), Take::Empty));
+        assert!(matches!(
+            q.take_or_wait(5, LINGER, now, &CHANNEL, waker),
+            Take::Empty
+        ));
         q.push_at(ready("later", None), now + Duration::from_secs(5));
         assert_eq!(woken.load(Ordering::SeqCst), 1);
     }
@@ -520,9 +569,42 @@ mod tests {
         let woken = Arc::new(AtomicUsize::new(0));
         q.push(ready("a", None));
         let waker = Box::new(Count(woken.clone()));
-        let taken = q.take_or_wait(5, Duration::ZERO, Instant::now(), waker);
+        let taken = q.take_or_wait(5, Duration::ZERO, Instant::now(), &CHANNEL, waker);
         assert_eq!(ids(taken), ["a"]);
         q.push(ready("b", None));
         assert_eq!(woken.load(Ordering::SeqCst), 0);
+    }
+
+    struct Never;
+
+    impl Waker for Never {
+        fn wake(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn taken_payouts_stay_in_hand_until_settled_given_back_or_their_worker_stops() {
+        let q = ReadyQueue::new(10);
+        for id in ["a", "b", "c"] {
+            q.push(ready(id, None));
+        }
+        let taken = q.take_or_wait(5, Duration::ZERO, Instant::now(), &CHANNEL, Box::new(Never));
+        assert_eq!(ids(taken), ["a", "b", "c"]);
+        let id = |s: &str| PayoutId::parse(s).unwrap();
+        // A read-back from the journal sees them still `accepted`: it must not queue them.
+        assert!(q.contains(&id("a")) && q.is_empty());
+        assert_eq!(q.in_hand(), 3);
+        // Settled: out of hand. Given back: queued again, out of hand.
+        q.release([&id("a")]);
+        q.unshift(vec![ready("b", None)], Instant::now());
+        assert!(!q.contains(&id("a")));
+        assert!(q.contains(&id("b")) && q.len() == 1);
+        assert_eq!(q.in_hand(), 1);
+        // The worker stops: what it still held is no longer anyone's.
+        let other = AccountId::from_bytes([4; 32]);
+        assert_eq!(q.release_hand(&other), 0);
+        assert_eq!(q.release_hand(&CHANNEL), 1);
+        assert!(!q.contains(&id("c")));
     }
 }

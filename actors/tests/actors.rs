@@ -73,6 +73,7 @@ fn cluster() -> ClusterConfig {
         heartbeat_interval_ms: 10,
         instance_ttl_ms: 100,
         orphan_sweep_interval_ms: 20,
+        queue_refill_interval_ms: 20,
         ..ClusterConfig::default()
     }
 }

@@ -1118,6 +1118,7 @@ fn service_config(scenario: &Scenario, keys: Vec<AccountId>) -> ServiceConfig {
             heartbeat_interval_ms: 10,
             instance_ttl_ms: INSTANCE_TTL_MS,
             orphan_sweep_interval_ms: 20,
+            queue_refill_interval_ms: 20,
             adopt_page_max: scenario.adopt_page_max,
             ..ClusterConfig::default()
         },
@@ -2510,7 +2511,13 @@ fn a_worker_going_idle_learns_of_the_next_arrival() {
     // The look and the registration are one step: the arrival that follows wakes it.
     let woken = Arc::new(AtomicBool::new(false));
     assert!(matches!(
-        queue.take_or_wait(5, Duration::ZERO, now, Box::new(Flag(woken.clone()))),
+        queue.take_or_wait(
+            5,
+            Duration::ZERO,
+            now,
+            &AccountId::from_bytes([3; 32]),
+            Box::new(Flag(woken.clone()))
+        ),
         payoutd_actors::queue::Take::Empty
     ));
     let record = PayoutRecord::accepted(request(&scenario, 0, Variant::Original), "a");

@@ -35,10 +35,15 @@ impl Database {
         let pg = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || {
+                // PAYOUTD_BENCH_PG_OPTIONS: more server options, for a closer look at a
+                // run (e.g. `-c log_lock_waits=on`); the server log stays in the data folder.
+                let extra = std::env::var("PAYOUTD_BENCH_PG_OPTIONS").unwrap_or_default();
                 LocalPostgres::start_with(
                     &dir,
                     true,
-                    "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all",
+                    &format!(
+                        "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all {extra}"
+                    ),
                 )
             }
         })

@@ -322,6 +322,7 @@ pub fn service_config(settings: &Settings, channels: Vec<AccountId>) -> ServiceC
             heartbeat_interval_ms: c.heartbeat_interval_ms,
             instance_ttl_ms: c.instance_ttl_ms,
             orphan_sweep_interval_ms: c.orphan_sweep_interval_ms,
+            queue_refill_interval_ms: c.queue_refill_interval_ms,
             adopt_page_max: c.adopt_page_max,
             pool_full_warn_ms: c.pool_full_warn_ms,
             control_poll_interval_ms: c.control_poll_interval_ms,

@@ -298,6 +298,7 @@ pub struct ClusterSettings {
     pub heartbeat_interval_ms: u64,
     pub instance_ttl_ms: u64,
     pub orphan_sweep_interval_ms: u64,
+    pub queue_refill_interval_ms: u64,
     pub worker_restart_intensity: usize,
     pub worker_restart_period_ms: u64,
     pub adopt_page_max: u32,

@@ -46,6 +46,7 @@ pub fn cluster() -> ClusterConfig {
         heartbeat_interval_ms: 20,
         instance_ttl_ms: 200,
         orphan_sweep_interval_ms: 40,
+        queue_refill_interval_ms: 40,
         ..ClusterConfig::default()
     }
 }
