@@ -255,9 +255,10 @@ const ADOPT_SQL: &str = concat!(
 const USAGE_SQL: &str = "SELECT
         LEAST(coalesce(sum(s.amount) FILTER (WHERE s.at > now() - make_interval(secs => $2)), 0),
               9223372036854775807)::bigint AS hour_amount,
-        count(*) FILTER (WHERE s.at > now() - make_interval(secs => $2)) AS hour_count,
+        coalesce(sum(s.payouts) FILTER (WHERE s.at > now() - make_interval(secs => $2)), 0)
+            AS hour_count,
         LEAST(coalesce(sum(s.amount), 0), 9223372036854775807)::bigint AS day_amount,
-        count(*) AS day_count,
+        coalesce(sum(s.payouts), 0) AS day_count,
         (extract(epoch FROM min(s.at) FILTER (WHERE s.at > now() - make_interval(secs => $2))) * 1000)::bigint
             AS hour_oldest_ms,
         (extract(epoch FROM min(s.at)) * 1000)::bigint AS day_oldest_ms,
@@ -266,9 +267,11 @@ const USAGE_SQL: &str = "SELECT
      WHERE s.asset = $1 AND s.at > now() - make_interval(secs => $3)
        AND e.status IN ('live', 'applied')";
 
-/// The batch's members as spends (for the limits' windows).
-const SPENDS_SQL: &str = "INSERT INTO limit_spends (tx_hash, payout_id, asset, amount)
-     SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[])";
+/// The batch's members as spends (for the limits' windows): one row per asset, with the
+/// members' sum and count.
+const SPENDS_SQL: &str = "INSERT INTO limit_spends (tx_hash, asset, amount, payouts)
+     SELECT $1, asset, sum(amount), count(*)
+     FROM unnest($2::text[], $3::bigint[]) AS t(asset, amount) GROUP BY asset";
 
 /// Payouts still `accepted` at the version read become `held` with their reason.
 const HOLD_SQL: &str = concat!(
@@ -873,7 +876,6 @@ impl BatchStore for PgJournal {
             .collect();
         sqlx::query(SPENDS_SQL)
             .bind(e.hash.to_hex())
-            .bind(&ids)
             .bind(&assets)
             .bind(&amounts)
             .execute(&mut *tx)

@@ -594,20 +594,20 @@ async fn spends_past_every_window_are_pruned() {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO limit_spends (tx_hash, payout_id, asset, amount, at) VALUES
-           ($1, 'old-1', 'native', 10, now() - interval '26 hours'),
-           ($1, 'new-1', 'native', 10, now() - interval '23 hours')",
+        "INSERT INTO limit_spends (tx_hash, asset, amount, payouts, at) VALUES
+           ($1, 'native', 10, 1, now() - interval '26 hours'),
+           ($1, 'USD:new', 10, 1, now() - interval '23 hours')",
     )
     .bind("cd".repeat(32))
     .execute(pool)
     .await
     .unwrap();
     assert_eq!(journal.prune_spends().await.unwrap(), 1);
-    let left: Vec<String> = sqlx::query_scalar("SELECT payout_id FROM limit_spends")
+    let left: Vec<String> = sqlx::query_scalar("SELECT asset FROM limit_spends")
         .fetch_all(pool)
         .await
         .unwrap();
-    assert_eq!(left, ["new-1"], "the day's window keeps its spends");
+    assert_eq!(left, ["USD:new"], "the day's window keeps its spends");
     // Within the interval nothing more is asked of the database.
     assert_eq!(journal.prune_spends().await.unwrap(), 0);
 }

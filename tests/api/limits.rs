@@ -250,8 +250,8 @@ async fn two_instances_never_spend_more_than_the_day_allows_and_a_restart_keeps_
     );
     assert_eq!(net.paid(), (200 * XLM, 40));
     let twice: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT payout_id FROM limit_spends s JOIN envelopes e USING (tx_hash)
-          WHERE e.status = 'applied' GROUP BY payout_id HAVING count(*) > 1) t",
+        "SELECT count(*) FROM (SELECT m FROM envelopes e, unnest(e.member_ids) m
+          WHERE e.status = 'applied' GROUP BY m HAVING count(*) > 1) t",
     )
     .fetch_one(&pool)
     .await
