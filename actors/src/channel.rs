@@ -173,9 +173,7 @@ impl Actor for ChannelWorker {
         let _ = myself.cast(ChannelMsg::Tick(0));
         // A worker of this channel before it (it panicked) may have left payouts in hand
         // that were never journaled: the next sweep reads them back.
-        if args.ctx.queue.release_hand(&args.lease.account) > 0 {
-            args.ctx.queue.mark_spilled();
-        }
+        args.ctx.queue.abandon_hand(&args.lease.account);
         let fee_per_op = args.ctx.policy.fee_per_op_stroops;
         Ok(WorkerState {
             ctx: args.ctx,
@@ -206,9 +204,7 @@ impl Actor for ChannelWorker {
             state.ctx.set_channel_status(state.lease.account, None);
         }
         // What it held and had not journaled is read back by the next sweep.
-        if state.ctx.queue.release_hand(&state.lease.account) > 0 {
-            state.ctx.queue.mark_spilled();
-        }
+        state.ctx.queue.abandon_hand(&state.lease.account);
         Ok(())
     }
 

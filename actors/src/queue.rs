@@ -175,6 +175,14 @@ impl ReadyQueue {
         before - inner.in_hand.len()
     }
 
+    /// `channel`'s worker (re)starts or stops: what it still had in hand and never
+    /// journaled is read back from the journal by the next sweep.
+    pub fn abandon_hand(&self, channel: &AccountId) {
+        if self.release_hand(channel) > 0 {
+            self.mark_spilled();
+        }
+    }
+
     /// Payouts in the hands of workers.
     pub fn in_hand(&self) -> usize {
         self.lock().in_hand.len()
