@@ -145,6 +145,9 @@ pub async fn plain_commit_rate(pool: &PgPool, count: u64, connections: u64) -> B
 pub struct DbCounters {
     pub commits: i64,
     pub rows: i64,
+    /// WAL written by the whole cluster, in bytes, and the full-page images in it.
+    pub wal_bytes: i64,
+    pub wal_fpi: i64,
 }
 
 pub async fn counters(pool: &PgPool) -> BenchResult<DbCounters> {
@@ -164,9 +167,16 @@ pub async fn counters(pool: &PgPool) -> BenchResult<DbCounters> {
     .fetch_one(pool)
     .await
     .map_err(err)?;
+    let (wal_bytes, wal_fpi): (i64, i64) =
+        sqlx::query_as("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal")
+            .fetch_one(pool)
+            .await
+            .map_err(err)?;
     Ok(DbCounters {
         commits,
         rows: rows.unwrap_or(0),
+        wal_bytes,
+        wal_fpi,
     })
 }
 

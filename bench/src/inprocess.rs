@@ -39,6 +39,8 @@ pub struct Figures {
     pub max_ms: f64,
     pub commits_per_payout: f64,
     pub rows_per_payout: f64,
+    pub wal_bytes_per_payout: f64,
+    pub wal_fpi_per_payout: f64,
     pub envelopes: u64,
     /// Where PostgreSQL spent its time (pg_stat_statements).
     pub top_statements: Vec<String>,
@@ -154,6 +156,8 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         max_ms: max,
         commits_per_payout: (after.commits - before.commits) as f64 / total as f64,
         rows_per_payout: (after.rows - before.rows) as f64 / total as f64,
+        wal_bytes_per_payout: (after.wal_bytes - before.wal_bytes) as f64 / total as f64,
+        wal_fpi_per_payout: (after.wal_fpi - before.wal_fpi) as f64 / total as f64,
         envelopes: metrics.envelopes_built.load(Ordering::Relaxed),
         top_statements: top,
         rss_kib: rss,

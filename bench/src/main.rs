@@ -432,6 +432,13 @@ fn inprocess_rows(f: &inprocess::Figures) -> Vec<Row> {
             format!("{tag}: rows written per payout"),
             format!("{:.2}", f.rows_per_payout),
         ),
+        Row::new(
+            format!("{tag}: WAL per payout (full-page images)"),
+            format!(
+                "{:.0} bytes ({:.3})",
+                f.wal_bytes_per_payout, f.wal_fpi_per_payout
+            ),
+        ),
         Row::new(format!("{tag}: envelopes"), n(f.envelopes as f64)),
     ];
     if f.payments_per_tx_max == 1 {
