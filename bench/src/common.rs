@@ -140,6 +140,65 @@ pub async fn plain_commit_rate(pool: &PgPool, count: u64, connections: u64) -> B
     Ok((per * connections) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// CPU time used so far, in ms: the whole PostgreSQL cluster of `db` (the postmaster,
+/// its live children, and the children it has reaped) and this process. Read from
+/// `/proc` (Linux); a figure that cannot be read is 0. Per payout, it compares two runs
+/// on a machine whose speed moves from run to run better than payouts/s does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuMs {
+    pub postgres: f64,
+    pub bench: f64,
+}
+
+pub fn cpu_ms(db: &Database) -> CpuMs {
+    let tick_ms = 1000.0 / clock_ticks_per_s();
+    let postmaster: Option<u32> = std::fs::read_to_string(db.dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
+    let mut postgres = 0u64;
+    if let Some(pm) = postmaster {
+        if let Some(f) = proc_stat(&format!("/proc/{pm}/stat")) {
+            // utime, stime, cutime, cstime: the postmaster and the children it reaped.
+            postgres += f[11] + f[12] + f[13] + f[14];
+        }
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let path = entry.path().join("stat");
+            if let Some(f) = proc_stat(&path.display().to_string())
+                && f[1] == u64::from(pm)
+            {
+                postgres += f[11] + f[12];
+            }
+        }
+    }
+    let bench = proc_stat("/proc/self/stat").map_or(0, |f| f[11] + f[12]);
+    CpuMs {
+        postgres: postgres as f64 * tick_ms,
+        bench: bench as f64 * tick_ms,
+    }
+}
+
+/// The numeric fields of a `/proc/<pid>/stat` after the command name: [0] is the state's
+/// slot (0), [1] the parent pid, [11] utime, [12] stime, [13] cutime, [14] cstime.
+fn proc_stat(path: &str) -> Option<Vec<u64>> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f.len() > 14).then_some(f)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 /// Commits and rows written so far in the database (for per-payout figures).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DbCounters {

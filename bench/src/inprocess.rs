@@ -16,8 +16,8 @@ use payoutd_actors::{
 };
 
 use crate::common::{
-    BenchResult, Database, POOL_CONNECTIONS, channels, counters, err, latencies, plain_commit_rate,
-    request, reset_statements, rss_kib, top_statements,
+    BenchResult, Database, POOL_CONNECTIONS, channels, counters, cpu_ms, err, latencies,
+    plain_commit_rate, request, reset_statements, rss_kib, top_statements,
 };
 
 #[derive(Debug, Clone)]
@@ -41,6 +41,11 @@ pub struct Figures {
     pub rows_per_payout: f64,
     pub wal_bytes_per_payout: f64,
     pub wal_fpi_per_payout: f64,
+    /// CPU per payout in µs: PostgreSQL's, and this process's (payoutd's core with the
+    /// in-memory ledger and the load); and PostgreSQL's per plain commit.
+    pub pg_cpu_us_per_payout: f64,
+    pub bench_cpu_us_per_payout: f64,
+    pub plain_pg_cpu_us_per_commit: f64,
     pub envelopes: u64,
     /// Where PostgreSQL spent its time (pg_stat_statements).
     pub top_statements: Vec<String>,
@@ -53,6 +58,9 @@ pub struct Figures {
 /// would otherwise hold every transaction of the run, and the memory figure would measure
 /// the stand-in network rather than payoutd.
 pub const LEDGER_RETENTION_LEDGERS: u32 = 1_000;
+
+/// Single-row commits of the plain PostgreSQL figure.
+pub const PLAIN_COMMITS: u64 = 20_000;
 
 pub fn policy(ppt: usize) -> PayoutPolicy {
     let mut p = PayoutPolicy::new(payoutd_actors::domain::AccountId::from_bytes([1; 32]));
@@ -72,7 +80,10 @@ pub fn policy(ppt: usize) -> PayoutPolicy {
 pub async fn run(o: &Options) -> BenchResult<Figures> {
     let db = Database::start("inprocess").await?;
     let pool = db.pool(POOL_CONNECTIONS).await?;
-    let plain = plain_commit_rate(&pool, 20_000, u64::from(POOL_CONNECTIONS)).await?;
+    let cpu_plain = cpu_ms(&db);
+    let plain = plain_commit_rate(&pool, PLAIN_COMMITS, u64::from(POOL_CONNECTIONS)).await?;
+    let plain_pg_cpu_us =
+        (cpu_ms(&db).postgres - cpu_plain.postgres) * 1000.0 / PLAIN_COMMITS as f64;
     let chans = channels(o.channels);
     let payer = payoutd_actors::domain::AccountId::from_bytes([1; 32]);
     let ledger = Arc::new(
@@ -106,6 +117,7 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
     let payouts = Payouts::start(ctx, config).await.map_err(err)?;
     let before = counters(&pool).await?;
     reset_statements(&pool).await?;
+    let cpu_before = cpu_ms(&db);
     let started = Instant::now();
     let per = o.count / o.concurrency;
     let total = per * o.concurrency;
@@ -142,6 +154,7 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         t.await.map_err(err)??;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_ms(&db);
     let after = counters(&pool).await?;
     let (p50, p99, max) = latencies(&pool).await?;
     let top = top_statements(&pool, 8).await?;
@@ -158,6 +171,9 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         rows_per_payout: (after.rows - before.rows) as f64 / total as f64,
         wal_bytes_per_payout: (after.wal_bytes - before.wal_bytes) as f64 / total as f64,
         wal_fpi_per_payout: (after.wal_fpi - before.wal_fpi) as f64 / total as f64,
+        pg_cpu_us_per_payout: (cpu_after.postgres - cpu_before.postgres) * 1000.0 / total as f64,
+        bench_cpu_us_per_payout: (cpu_after.bench - cpu_before.bench) * 1000.0 / total as f64,
+        plain_pg_cpu_us_per_commit: plain_pg_cpu_us,
         envelopes: metrics.envelopes_built.load(Ordering::Relaxed),
         top_statements: top,
         rss_kib: rss,

@@ -439,6 +439,17 @@ fn inprocess_rows(f: &inprocess::Figures) -> Vec<Row> {
                 f.wal_bytes_per_payout, f.wal_fpi_per_payout
             ),
         ),
+        Row::new(
+            format!("{tag}: CPU per payout, PostgreSQL / this process"),
+            format!(
+                "{:.0} / {:.0} µs",
+                f.pg_cpu_us_per_payout, f.bench_cpu_us_per_payout
+            ),
+        ),
+        Row::new(
+            format!("{tag}: PostgreSQL CPU per plain commit"),
+            format!("{:.0} µs", f.plain_pg_cpu_us_per_commit),
+        ),
         Row::new(format!("{tag}: envelopes"), n(f.envelopes as f64)),
     ];
     if f.payments_per_tx_max == 1 {
