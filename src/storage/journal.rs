@@ -132,6 +132,13 @@ macro_rules! outbox_rows {
     };
 }
 
+// The statements that move the payouts they name (by id) guard their state as
+// `(state …) IS TRUE`: the same test (state is NOT NULL), but one no index on state can
+// answer, so the rows are found by primary key. Written plainly, the planner could read
+// them through a partial index on state instead, and read every entry of it, the dead
+// ones included: a settlement of 100 payouts that took 18 ms instead of 4 in a benchmark
+// run (docs/performance.md).
+
 /// Every member of a batch from `accepted` (at its version) to `prepared`; returns those it
 /// moved (the caller rolls back unless all moved).
 const PREPARE_MEMBERS_SQL: &str = concat!(
@@ -140,7 +147,7 @@ const PREPARE_MEMBERS_SQL: &str = concat!(
      ), u AS (
         UPDATE payouts p SET state = 'prepared', version = p.version + 1, attempt = p.attempt + 1,
             reason = NULL, tx_hash = $4, op_index = m.op_index, updated_at = now()
-        FROM m WHERE p.payout_id = m.payout_id AND p.version = m.version AND p.state = 'accepted'
+        FROM m WHERE p.payout_id = m.payout_id AND p.version = m.version AND (p.state = 'accepted') IS TRUE
         RETURNING p.payout_id, p.version, p.op_index
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
@@ -156,7 +163,7 @@ const MARK_SUBMITTED_SQL: &str = concat!(
     "WITH u AS (
         UPDATE payouts SET state = 'submitted', version = version + 1, updated_at = now()
         WHERE payout_id = ANY(SELECT unnest(member_ids) FROM envelopes WHERE tx_hash = $1)
-          AND tx_hash = $1 AND state = 'prepared'
+          AND tx_hash = $1 AND (state = 'prepared') IS TRUE
         RETURNING payout_id, version
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
@@ -200,7 +207,7 @@ const SETTLE_SQL: &str = concat!(
             updated_at = now()
         FROM s
         WHERE p.payout_id = s.payout_id AND p.tx_hash = $1
-          AND p.state IN ('prepared', 'submitted', 'parked')
+          AND (p.state IN ('prepared', 'submitted', 'parked')) IS TRUE
         RETURNING p.payout_id, p.state, p.version, p.attempt, p.owner
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
@@ -284,7 +291,7 @@ const HOLD_SQL: &str = concat!(
                               ELSE to_timestamp(h.until_ms / 1000.0) END,
             updated_at = now()
         FROM h WHERE p.payout_id = h.payout_id AND p.version = h.version
-          AND p.state = 'accepted' AND p.tx_hash IS NULL
+          AND (p.state = 'accepted') IS TRUE AND p.tx_hash IS NULL
         RETURNING p.payout_id, p.version, h.reason, h.until_ms
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
