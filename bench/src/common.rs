@@ -1,6 +1,6 @@
 //! What the benchmarks share: a private PostgreSQL with fsync on, the commit rate plain
 //! PostgreSQL reaches beside us, database counters (commits, rows written), latency
-//! percentiles from the journal, RSS, and the report table.
+//! percentiles from the journal, RSS, CPU time, and the report table.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -180,7 +180,12 @@ pub fn cpu_ms(db: &Database) -> CpuMs {
 /// The numeric fields of a `/proc/<pid>/stat` after the command name: [0] is the state's
 /// slot (0), [1] the parent pid, [11] utime, [12] stime, [13] cutime, [14] cstime.
 fn proc_stat(path: &str) -> Option<Vec<u64>> {
-    let s = std::fs::read_to_string(path).ok()?;
+    parse_stat(&std::fs::read_to_string(path).ok()?)
+}
+
+/// The command name is in parentheses and may hold spaces and parentheses: the fields
+/// start after the last `)`.
+fn parse_stat(s: &str) -> Option<Vec<u64>> {
     let rest = &s[s.rfind(')')? + 1..];
     let f: Vec<u64> = rest
         .split_whitespace()
@@ -385,4 +390,25 @@ where
         h.await.map_err(err)??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_the_command_name() {
+        let line = "4242 (postgres: a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 31 7 2 20 0 1 0 5 1000 10";
+        let f = parse_stat(line).unwrap();
+        assert_eq!(f[1], 17, "parent pid");
+        assert_eq!((f[11], f[12], f[13], f[14]), (250, 31, 7, 2));
+        assert!(parse_stat("12 (short) S 1").is_none());
+    }
+
+    #[test]
+    fn this_process_has_a_parent_and_cpu_time() {
+        let f = proc_stat("/proc/self/stat").expect("/proc/self/stat (Linux)");
+        assert!(f[1] > 0);
+    }
 }

@@ -1,7 +1,7 @@
 //! In-process, PostgreSQL with fsync on: payouts accept → confirmed through the real core
 //! (payout actors, group-committed accepts, channel workers, batches, the Postgres
 //! journal) over the in-memory ledger (no network latency), beside plain PostgreSQL's
-//! single-row commit rate at the same connection count.
+//! single-row commit rate at the same connection count, and the CPU each of them takes.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,10 +42,11 @@ pub struct Figures {
     pub wal_bytes_per_payout: f64,
     pub wal_fpi_per_payout: f64,
     /// CPU per payout in µs: PostgreSQL's, and this process's (payoutd's core with the
-    /// in-memory ledger and the load); and PostgreSQL's per plain commit.
+    /// in-memory ledger and the load); and the same two per plain commit.
     pub pg_cpu_us_per_payout: f64,
     pub bench_cpu_us_per_payout: f64,
     pub plain_pg_cpu_us_per_commit: f64,
+    pub plain_bench_cpu_us_per_commit: f64,
     pub envelopes: u64,
     /// Where PostgreSQL spent its time (pg_stat_statements).
     pub top_statements: Vec<String>,
@@ -82,8 +83,10 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
     let pool = db.pool(POOL_CONNECTIONS).await?;
     let cpu_plain = cpu_ms(&db);
     let plain = plain_commit_rate(&pool, PLAIN_COMMITS, u64::from(POOL_CONNECTIONS)).await?;
-    let plain_pg_cpu_us =
-        (cpu_ms(&db).postgres - cpu_plain.postgres) * 1000.0 / PLAIN_COMMITS as f64;
+    let cpu_plain_end = cpu_ms(&db);
+    let per_plain = |a: f64, b: f64| (b - a) * 1000.0 / PLAIN_COMMITS as f64;
+    let plain_pg_cpu_us = per_plain(cpu_plain.postgres, cpu_plain_end.postgres);
+    let plain_bench_cpu_us = per_plain(cpu_plain.bench, cpu_plain_end.bench);
     let chans = channels(o.channels);
     let payer = payoutd_actors::domain::AccountId::from_bytes([1; 32]);
     let ledger = Arc::new(
@@ -174,6 +177,7 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         pg_cpu_us_per_payout: (cpu_after.postgres - cpu_before.postgres) * 1000.0 / total as f64,
         bench_cpu_us_per_payout: (cpu_after.bench - cpu_before.bench) * 1000.0 / total as f64,
         plain_pg_cpu_us_per_commit: plain_pg_cpu_us,
+        plain_bench_cpu_us_per_commit: plain_bench_cpu_us,
         envelopes: metrics.envelopes_built.load(Ordering::Relaxed),
         top_statements: top,
         rss_kib: rss,

@@ -447,8 +447,11 @@ fn inprocess_rows(f: &inprocess::Figures) -> Vec<Row> {
             ),
         ),
         Row::new(
-            format!("{tag}: PostgreSQL CPU per plain commit"),
-            format!("{:.0} µs", f.plain_pg_cpu_us_per_commit),
+            format!("{tag}: CPU per plain commit, PostgreSQL / this process"),
+            format!(
+                "{:.0} / {:.0} µs",
+                f.plain_pg_cpu_us_per_commit, f.plain_bench_cpu_us_per_commit
+            ),
         ),
         Row::new(format!("{tag}: envelopes"), n(f.envelopes as f64)),
     ];
