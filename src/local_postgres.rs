@@ -347,8 +347,19 @@ impl LocalPostgres {
             return None;
         }
         // postmaster.pid: line 4 is the port.
+        self.pid_file_line(3)?.parse().ok()
+    }
+
+    /// The process id of the server running on this data folder (line 1 of
+    /// postmaster.pid), if it is running.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.pid_file_line(0)?.parse().ok()
+    }
+
+    /// Line `n` (from 0) of the data folder's postmaster.pid, trimmed.
+    fn pid_file_line(&self, n: usize) -> Option<String> {
         let pid = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
-        pid.lines().nth(3)?.trim().parse().ok()
+        Some(pid.lines().nth(n)?.trim().to_string())
     }
 }
 

@@ -150,13 +150,28 @@ pub struct CpuMs {
     pub bench: f64,
 }
 
+/// CPU per item (a payout, a plain commit) in µs, PostgreSQL's and this process's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUs {
+    pub postgres: f64,
+    pub bench: f64,
+}
+
+impl CpuMs {
+    /// The CPU used between `since` and `self`, per item, in µs.
+    pub fn us_each(self, since: CpuMs, items: u64) -> CpuUs {
+        let each = |now: f64, then: f64| (now - then) * 1000.0 / items as f64;
+        CpuUs {
+            postgres: each(self.postgres, since.postgres),
+            bench: each(self.bench, since.bench),
+        }
+    }
+}
+
 pub fn cpu_ms(db: &Database) -> CpuMs {
     let tick_ms = 1000.0 / clock_ticks_per_s();
-    let postmaster: Option<u32> = std::fs::read_to_string(db.dir.join("postmaster.pid"))
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()));
     let mut postgres = 0u64;
-    if let Some(pm) = postmaster {
+    if let Some(pm) = db.pg.as_ref().and_then(LocalPostgres::postmaster_pid) {
         if let Some(f) = proc_stat(&format!("/proc/{pm}/stat")) {
             // utime, stime, cutime, cstime: the postmaster and the children it reaped.
             postgres += f[11] + f[12] + f[13] + f[14];
@@ -194,14 +209,18 @@ fn parse_stat(s: &str) -> Option<Vec<u64>> {
     (f.len() > 14).then_some(f)
 }
 
+/// The unit of `/proc`'s CPU times (asked of `getconf` once; 100 where it cannot answer).
 fn clock_ticks_per_s() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Commits and rows written so far in the database (for per-payout figures).

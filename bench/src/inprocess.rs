@@ -16,7 +16,7 @@ use payoutd_actors::{
 };
 
 use crate::common::{
-    BenchResult, Database, POOL_CONNECTIONS, channels, counters, cpu_ms, err, latencies,
+    BenchResult, CpuUs, Database, POOL_CONNECTIONS, channels, counters, cpu_ms, err, latencies,
     plain_commit_rate, request, reset_statements, rss_kib, top_statements,
 };
 
@@ -41,12 +41,10 @@ pub struct Figures {
     pub rows_per_payout: f64,
     pub wal_bytes_per_payout: f64,
     pub wal_fpi_per_payout: f64,
-    /// CPU per payout in µs: PostgreSQL's, and this process's (payoutd's core with the
+    /// CPU per payout: PostgreSQL's, and this process's (payoutd's core with the
     /// in-memory ledger and the load); and the same two per plain commit.
-    pub pg_cpu_us_per_payout: f64,
-    pub bench_cpu_us_per_payout: f64,
-    pub plain_pg_cpu_us_per_commit: f64,
-    pub plain_bench_cpu_us_per_commit: f64,
+    pub cpu_per_payout: CpuUs,
+    pub cpu_per_plain_commit: CpuUs,
     pub envelopes: u64,
     /// Where PostgreSQL spent its time (pg_stat_statements).
     pub top_statements: Vec<String>,
@@ -83,10 +81,7 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
     let pool = db.pool(POOL_CONNECTIONS).await?;
     let cpu_plain = cpu_ms(&db);
     let plain = plain_commit_rate(&pool, PLAIN_COMMITS, u64::from(POOL_CONNECTIONS)).await?;
-    let cpu_plain_end = cpu_ms(&db);
-    let per_plain = |a: f64, b: f64| (b - a) * 1000.0 / PLAIN_COMMITS as f64;
-    let plain_pg_cpu_us = per_plain(cpu_plain.postgres, cpu_plain_end.postgres);
-    let plain_bench_cpu_us = per_plain(cpu_plain.bench, cpu_plain_end.bench);
+    let cpu_per_plain_commit = cpu_ms(&db).us_each(cpu_plain, PLAIN_COMMITS);
     let chans = channels(o.channels);
     let payer = payoutd_actors::domain::AccountId::from_bytes([1; 32]);
     let ledger = Arc::new(
@@ -174,10 +169,8 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         rows_per_payout: (after.rows - before.rows) as f64 / total as f64,
         wal_bytes_per_payout: (after.wal_bytes - before.wal_bytes) as f64 / total as f64,
         wal_fpi_per_payout: (after.wal_fpi - before.wal_fpi) as f64 / total as f64,
-        pg_cpu_us_per_payout: (cpu_after.postgres - cpu_before.postgres) * 1000.0 / total as f64,
-        bench_cpu_us_per_payout: (cpu_after.bench - cpu_before.bench) * 1000.0 / total as f64,
-        plain_pg_cpu_us_per_commit: plain_pg_cpu_us,
-        plain_bench_cpu_us_per_commit: plain_bench_cpu_us,
+        cpu_per_payout: cpu_after.us_each(cpu_before, total),
+        cpu_per_plain_commit,
         envelopes: metrics.envelopes_built.load(Ordering::Relaxed),
         top_statements: top,
         rss_kib: rss,

@@ -401,6 +401,13 @@ fn recovery_rows(r: &scale::Recovery) -> Vec<Row> {
     ]
 }
 
+fn cpu_row(what: String, cpu: common::CpuUs) -> Row {
+    Row::new(
+        format!("{what}, PostgreSQL / this process"),
+        format!("{:.0} / {:.0} µs", cpu.postgres, cpu.bench),
+    )
+}
+
 fn inprocess_rows(f: &inprocess::Figures) -> Vec<Row> {
     let tag = format!("in-process, {} per tx", f.payments_per_tx_max);
     let ratio = f.payouts_per_s / f.plain_commits_per_s;
@@ -439,19 +446,10 @@ fn inprocess_rows(f: &inprocess::Figures) -> Vec<Row> {
                 f.wal_bytes_per_payout, f.wal_fpi_per_payout
             ),
         ),
-        Row::new(
-            format!("{tag}: CPU per payout, PostgreSQL / this process"),
-            format!(
-                "{:.0} / {:.0} µs",
-                f.pg_cpu_us_per_payout, f.bench_cpu_us_per_payout
-            ),
-        ),
-        Row::new(
-            format!("{tag}: CPU per plain commit, PostgreSQL / this process"),
-            format!(
-                "{:.0} / {:.0} µs",
-                f.plain_pg_cpu_us_per_commit, f.plain_bench_cpu_us_per_commit
-            ),
+        cpu_row(format!("{tag}: CPU per payout"), f.cpu_per_payout),
+        cpu_row(
+            format!("{tag}: CPU per plain commit"),
+            f.cpu_per_plain_commit,
         ),
         Row::new(format!("{tag}: envelopes"), n(f.envelopes as f64)),
     ];
