@@ -258,10 +258,13 @@ function payout(main, _params, id) {
       el("dt", {}, "reason"), el("dd", { "data-testid": "reason" }, p.reason || "—"),
       el("dt", {}, "transaction"), el("dd", { class: "mono" }, p.tx_hash || "—",
         p.ledger ? " in ledger " + p.ledger + ", fee " + p.fee_charged_stroops + " stroops" : "")));
-    // The actions are rebuilt only when the state changes (so a reason being typed stays).
-    if (shownFor !== p.state) {
-      shownFor = p.state;
-      const live = env.envelopes.some((e) => e.status === "live");
+    // The actions are rebuilt only when what they offer changes (so a reason being typed
+    // stays): the state, or whether an envelope still holds the payout (a parked payout's
+    // envelope is watched until it is provably dead, and only then can it be cancelled).
+    const live = env.envelopes.some((e) => e.status === "live");
+    const offer = p.state + (live ? "/live" : "");
+    if (shownFor !== offer) {
+      shownFor = offer;
       put(actions, 
         ["parked", "held"].includes(p.state)
           ? act("resume", live
