@@ -174,7 +174,9 @@ test('a parked payout is found, understood and resumed from the console', async 
   await shot('parked');
   // The operator fixes the cause, then resumes.
   await faults({});
+  // Its envelope is dead now, so the actions say so, though the state stayed parked.
   await page.getByTestId('actions').filter({ hasText: 'puts it back in the queue' }).waitFor();
+  assert.match(await page.getByTestId('actions').innerText(), /Cancel: it will never be paid/);
   await page.getByTestId('actions').locator('input[name=reason]').first().fill('simulator fault cleared');
   await page.getByTestId('resume').click();
   await page.getByTestId('payout').locator('.state.confirmed').waitFor({ timeout: 30_000 });
