@@ -172,13 +172,12 @@ pub fn cpu_ms(db: &Database) -> CpuMs {
     let tick_ms = 1000.0 / clock_ticks_per_s();
     let mut postgres = 0u64;
     if let Some(pm) = db.pg.as_ref().and_then(LocalPostgres::postmaster_pid) {
-        if let Some(f) = proc_stat(&format!("/proc/{pm}/stat")) {
+        if let Some(f) = proc_stat(format!("/proc/{pm}/stat")) {
             // utime, stime, cutime, cstime: the postmaster and the children it reaped.
             postgres += f[11] + f[12] + f[13] + f[14];
         }
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let path = entry.path().join("stat");
-            if let Some(f) = proc_stat(&path.display().to_string())
+            if let Some(f) = proc_stat(entry.path().join("stat"))
                 && f[1] == u64::from(pm)
             {
                 postgres += f[11] + f[12];
@@ -194,7 +193,7 @@ pub fn cpu_ms(db: &Database) -> CpuMs {
 
 /// The numeric fields of a `/proc/<pid>/stat` after the command name: [0] is the state's
 /// slot (0), [1] the parent pid, [11] utime, [12] stime, [13] cutime, [14] cstime.
-fn proc_stat(path: &str) -> Option<Vec<u64>> {
+fn proc_stat(path: impl AsRef<std::path::Path>) -> Option<Vec<u64>> {
     parse_stat(&std::fs::read_to_string(path).ok()?)
 }
 
