@@ -41,6 +41,8 @@ pub struct Figures {
     pub rows_per_payout: f64,
     pub wal_bytes_per_payout: f64,
     pub wal_fpi_per_payout: f64,
+    /// The share of `payouts` row updates that were HOT, in percent.
+    pub hot_update_pct: f64,
     /// CPU per payout: PostgreSQL's, and this process's (payoutd's core with the
     /// in-memory ledger and the load); and the same two per plain commit.
     pub cpu_per_payout: CpuUs,
@@ -169,6 +171,8 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         rows_per_payout: (after.rows - before.rows) as f64 / total as f64,
         wal_bytes_per_payout: (after.wal_bytes - before.wal_bytes) as f64 / total as f64,
         wal_fpi_per_payout: (after.wal_fpi - before.wal_fpi) as f64 / total as f64,
+        hot_update_pct: 100.0 * (after.payout_hot_updates - before.payout_hot_updates) as f64
+            / ((after.payout_updates - before.payout_updates) as f64).max(1.0),
         cpu_per_payout: cpu_after.us_each(cpu_before, total),
         cpu_per_plain_commit,
         envelopes: metrics.envelopes_built.load(Ordering::Relaxed),

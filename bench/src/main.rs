@@ -446,6 +446,10 @@ fn inprocess_rows(f: &inprocess::Figures) -> Vec<Row> {
                 f.wal_bytes_per_payout, f.wal_fpi_per_payout
             ),
         ),
+        Row::new(
+            format!("{tag}: payout row updates that were HOT"),
+            format!("{:.1}%", f.hot_update_pct),
+        ),
         cpu_row(format!("{tag}: CPU per payout"), f.cpu_per_payout),
         cpu_row(
             format!("{tag}: CPU per plain commit"),

@@ -8,7 +8,9 @@ use sqlx::{PgPool, Row};
 use crate::storage::listing::{ListFilter, bind_list_filter, list_filter_sql};
 use payoutd_actors::state::PayoutState;
 
-/// States that are not final (the payout may still be paid).
+/// States that are not final (the payout may still be paid). No index names `state`
+/// (migrations/0011): the unfinished payouts are found as those waiting for an envelope,
+/// the members of live envelopes, and the parked and held ones (`off_path_state`).
 const UNFINISHED: &str = "('accepted', 'prepared', 'submitted', 'parked', 'held')";
 
 /// Counts by state of the payouts `filter` takes (its `state` is ignored), every state
@@ -41,9 +43,15 @@ pub async fn progress(pool: &PgPool, filter: &ListFilter) -> Result<Value, sqlx:
     let oldest_sql = format!(
         "SELECT payout_id, state, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
                 (extract(epoch FROM now() - created_at) * 1000)::bigint AS age_ms
-         FROM payouts WHERE state IN {UNFINISHED} AND {}
+         FROM (SELECT payout_id, state, created_at FROM payouts
+               WHERE payout_id IN (SELECT payout_id FROM payouts_waiting
+                                   UNION ALL SELECT unnest(member_ids) FROM envelopes WHERE status = 'live')
+                 AND state IN {UNFINISHED} AND {filter}
+               UNION ALL
+               SELECT payout_id, state, created_at FROM payouts
+               WHERE off_path_state IS NOT NULL AND off_path_state IN ('parked', 'held') AND {filter}) t
          ORDER BY created_at LIMIT 1",
-        list_filter_sql(1)
+        filter = list_filter_sql(1)
     );
     let oldest = bind_list_filter(sqlx::query(sqlx::AssertSqlSafe(oldest_sql)), filter)
         .fetch_optional(pool)

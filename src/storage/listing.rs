@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use payoutd_actors::domain::PayoutId;
 use payoutd_actors::ports::{JournalError, PayoutReads};
-use payoutd_actors::state::PayoutRecord;
+use payoutd_actors::state::{PayoutRecord, PayoutState};
 use sqlx::postgres::{PgArguments, PgPool};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
@@ -22,14 +22,25 @@ impl PayoutReads for PgJournal {
         after: Option<&PayoutId>,
         limit: u32,
     ) -> Result<Vec<PayoutRecord>, JournalError> {
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND payout_id > $2
-                   AND {} ORDER BY payout_id LIMIT $3",
-                list_filter_sql(4)
-            )
+        // One statement per way of finding the state's payouts (`payouts_by`).
+        static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+            [
+                Found::Scan,
+                Found::Waiting,
+                Found::InLiveEnvelope,
+                Found::OffPath,
+            ]
+            .map(|by| {
+                format!(
+                    "SELECT {COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) AND {}
+                       AND payout_id > $2 AND {} ORDER BY payout_id LIMIT $3",
+                    by.sql(),
+                    list_filter_sql(4)
+                )
+            })
         });
-        let query = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        let sql = &SQL[Found::of(filter.state) as usize];
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(filter.state.map(|s| s.as_str()))
             .bind(after.map(PayoutId::as_str).unwrap_or(""))
             .bind(i64::from(limit));
@@ -38,6 +49,49 @@ impl PayoutReads for PgJournal {
             .await
             .map_err(unavailable)?;
         rows.iter().map(parse_row).collect()
+    }
+}
+
+/// How the payouts in one state are found. No index on `payouts` names `state`, so that
+/// the steps of a payout's happy path can be HOT updates (migrations/0011): each state is
+/// found through what does name it.
+#[derive(Clone, Copy)]
+enum Found {
+    /// The primary key's order: every payout, or the confirmed ones (most of the table).
+    Scan = 0,
+    /// `accepted`: the payouts waiting for an envelope.
+    Waiting = 1,
+    /// `prepared`, `submitted`: the members of the live envelopes.
+    InLiveEnvelope = 2,
+    /// `held`, `parked`, `failed`, `cancelled`: the index on `off_path_state`.
+    OffPath = 3,
+}
+
+impl Found {
+    fn of(state: Option<PayoutState>) -> Found {
+        match state {
+            None | Some(PayoutState::Confirmed) => Found::Scan,
+            Some(PayoutState::Accepted) => Found::Waiting,
+            Some(PayoutState::Prepared | PayoutState::Submitted) => Found::InLiveEnvelope,
+            Some(
+                PayoutState::Held
+                | PayoutState::Parked
+                | PayoutState::Failed
+                | PayoutState::Cancelled,
+            ) => Found::OffPath,
+        }
+    }
+
+    /// The condition on `payouts` (the state bound as `$1`).
+    fn sql(self) -> &'static str {
+        match self {
+            Found::Scan => "TRUE",
+            Found::Waiting => "payout_id IN (SELECT payout_id FROM payouts_waiting)",
+            Found::InLiveEnvelope => {
+                "payout_id IN (SELECT unnest(member_ids) FROM envelopes WHERE status = 'live')"
+            }
+            Found::OffPath => "off_path_state IS NOT NULL AND off_path_state = $1",
+        }
     }
 }
 

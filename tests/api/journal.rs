@@ -611,3 +611,242 @@ async fn spends_past_every_window_are_pruned() {
     // Within the interval nothing more is asked of the database.
     assert_eq!(journal.prune_spends().await.unwrap(), 0);
 }
+
+/// The ids `sql` returns, in order.
+async fn ids(journal: &PgJournal, sql: &'static str, bind: &str) -> Vec<String> {
+    sqlx::query_scalar(sql)
+        .bind(bind)
+        .fetch_all(journal.pool())
+        .await
+        .unwrap()
+}
+
+/// No index on `payouts` names `state` (so that a payout's steps are HOT updates): each
+/// state is listed through another path, and `payouts_waiting` follows `accepted` through
+/// every step into and out of it. Every state's listing is held against a plain scan.
+#[tokio::test]
+async fn every_state_is_listed_and_the_waiting_list_follows_accepted() {
+    use payoutd_actors::limits::Hold;
+    use payoutd_actors::ports::{Inclusion, ListFilter, PayoutReads};
+
+    let journal = pg_journal().await;
+    let channel = channels()[0];
+    journal.register_channels(&[channel]).await.unwrap();
+    journal.heartbeat("a", 60_000).await.unwrap();
+    let lease = journal
+        .claim_channel("a", &channel, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let all = accepted(
+        &journal,
+        &[
+            "s-1", "s-2", "s-3", "s-4", "s-5", "s-6", "s-7", "s-8", "s-9", "s-10",
+        ],
+    )
+    .await;
+    let id = |s: &str| PayoutId::parse(s).unwrap();
+    let load = |s: &'static str| {
+        let j = journal.clone();
+        async move { j.load(&PayoutId::parse(s).unwrap()).await.unwrap().unwrap() }
+    };
+    // s-1 stays accepted. s-4 is cancelled, s-5 held until a moment ago, s-10 held for an
+    // operator.
+    let s4 = load("s-4").await;
+    let cancel = Step::Cancelled {
+        reason: "caller".into(),
+    };
+    journal.apply(&s4, &cancel).await.unwrap();
+    let hold = |r: &Ready, until_unix_ms| {
+        (
+            r.clone(),
+            Hold {
+                id: r.id().clone(),
+                reason: "held: test".into(),
+                until_unix_ms,
+            },
+        )
+    };
+    let held = journal
+        .hold(&[hold(&all[4], Some(1)), hold(&all[9], None)])
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    // s-2, s-3 in one envelope (s-3's marked submitted below, with s-2 parked first);
+    // s-6 to s-9 in another, settled: s-6 confirmed, s-7 failed, s-8 requeued (accepted
+    // again), s-9 parked by the settlement.
+    let b1 = batch(channel, 41, vec![all[1].clone(), all[2].clone()], 1);
+    journal.prepare(&lease, &b1).await.unwrap();
+    let s2 = load("s-2").await;
+    let park = Step::Parked {
+        reason: "operator".into(),
+    };
+    journal.apply(&s2, &park).await.unwrap();
+    journal
+        .mark_submitted(&b1.envelope.hash, "sent")
+        .await
+        .unwrap();
+    let b2 = batch(channel, 42, all[5..9].to_vec(), 2);
+    journal.prepare(&lease, &b2).await.unwrap();
+    let inclusion = Inclusion {
+        ledger: 12,
+        fee_charged: 400,
+    };
+    let failed = Settlement {
+        status: EnvelopeStatus::Applied,
+        inclusion: Some(inclusion),
+        note: "test".into(),
+        members: vec![
+            (
+                id("s-6"),
+                Step::Confirmed {
+                    inclusion,
+                    balance_id: None,
+                },
+            ),
+            (
+                id("s-7"),
+                Step::Failed {
+                    reason: "op_no_destination".into(),
+                    inclusion: Some(inclusion),
+                },
+            ),
+            (
+                id("s-8"),
+                Step::Requeued {
+                    reason: "another operation failed".into(),
+                    park: None,
+                },
+            ),
+            (
+                id("s-9"),
+                Step::Requeued {
+                    reason: "attempts".into(),
+                    park: Some("attempts exhausted".into()),
+                },
+            ),
+        ],
+    };
+    journal
+        .settle(&b2.envelope.hash, &failed, "a")
+        .await
+        .unwrap();
+
+    let expected = [
+        (PayoutState::Accepted, vec!["s-1", "s-8"]),
+        (PayoutState::Prepared, vec![]),
+        (PayoutState::Submitted, vec!["s-3"]),
+        (PayoutState::Confirmed, vec!["s-6"]),
+        (PayoutState::Failed, vec!["s-7"]),
+        (PayoutState::Parked, vec!["s-2", "s-9"]),
+        (PayoutState::Cancelled, vec!["s-4"]),
+        (PayoutState::Held, vec!["s-10", "s-5"]),
+    ];
+    for (state, want) in &expected {
+        let scan = ids(
+            &journal,
+            "SELECT payout_id FROM payouts WHERE state = $1 ORDER BY payout_id",
+            state.as_str(),
+        )
+        .await;
+        assert_eq!(&scan, want, "the rows in {state:?}");
+        let filter = ListFilter {
+            state: Some(*state),
+            ..ListFilter::default()
+        };
+        let listed: Vec<String> = journal
+            .list(&filter, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id().to_string())
+            .collect();
+        assert_eq!(&listed, want, "the listing of {state:?}");
+    }
+    let waiting = ids(
+        &journal,
+        "SELECT payout_id FROM payouts_waiting WHERE owner = $1 ORDER BY payout_id",
+        "a",
+    )
+    .await;
+    assert_eq!(waiting, ["s-1", "s-8"]);
+    let ready: Vec<String> = journal
+        .ready_of("a", None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id().to_string())
+        .collect();
+    assert_eq!(ready, ["s-1", "s-8"]);
+
+    // The hold that ran out is released (waiting again), the other stays; a cancelled
+    // hold leaves nothing for the release to find.
+    let s10 = load("s-10").await;
+    journal.apply(&s10, &cancel).await.unwrap();
+    let released = journal.release_held("a", 100).await.unwrap();
+    let released: Vec<String> = released.iter().map(|r| r.id().to_string()).collect();
+    assert_eq!(released, ["s-5"]);
+    let waiting = ids(
+        &journal,
+        "SELECT payout_id FROM payouts_waiting WHERE owner = $1 ORDER BY payout_id",
+        "a",
+    )
+    .await;
+    assert_eq!(waiting, ["s-1", "s-5", "s-8"]);
+    let holds: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payouts WHERE held_until IS NOT NULL")
+            .fetch_one(journal.pool())
+            .await
+            .unwrap();
+    assert_eq!(holds, 0, "no payout outside `held` keeps a held_until");
+
+    // Adoption moves the waiting entries to their new owner, and only those.
+    journal.heartbeat("a", 0).await.unwrap();
+    let adopted = journal.adopt_orphans("b", 100).await.unwrap();
+    let adopted: Vec<String> = adopted.iter().map(|r| r.id().to_string()).collect();
+    assert_eq!(adopted, ["s-1", "s-5", "s-8"]);
+    let waiting = ids(
+        &journal,
+        "SELECT payout_id FROM payouts_waiting WHERE owner = $1 ORDER BY payout_id",
+        "b",
+    )
+    .await;
+    assert_eq!(waiting, ["s-1", "s-5", "s-8"]);
+
+    // The console's oldest unfinished payout is the first one accepted that is not done.
+    let progress = payoutd::storage::console::progress(journal.pool(), &ListFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(progress["oldest_unfinished"]["payout_id"], "s-1");
+
+    // No index on `payouts` names, in its key or its predicate, a column that the steps
+    // accepted → prepared → submitted → confirmed change: those updates can be HOT. (The
+    // benchmark counts how many were: `payoutd-bench inprocess`.)
+    let defs: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'payouts'::regclass",
+    )
+    .fetch_all(journal.pool())
+    .await
+    .unwrap();
+    let changed = [
+        "state",
+        "version",
+        "attempt",
+        "reason",
+        "tx_hash",
+        "op_index",
+        "ledger",
+        "fee_charged",
+        "balance_id",
+        "updated_at",
+    ];
+    for def in &defs {
+        let words: Vec<&str> = def
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for column in changed {
+            assert!(!words.contains(&column), "{def} names {column}");
+        }
+    }
+    assert_eq!(defs.len(), 3, "{defs:?}");
+}

@@ -209,6 +209,18 @@ pub async fn check(
             "a valid request was dead-lettered ({source}): {code}: {reason}"
         ));
     }
+    // The list of payouts waiting for an envelope holds the accepted payouts, no others
+    // (every payout is terminal by now, so it is empty).
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT w.payout_id FROM payouts_waiting w LEFT JOIN payouts p USING (payout_id)
+         WHERE p.state IS DISTINCT FROM 'accepted' ORDER BY 1 LIMIT 10",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read payouts_waiting");
+    if !stale.is_empty() {
+        v.violation(format!("listed as waiting but not accepted: {stale:?}"));
+    }
     v.batched_envelopes = envelopes.values().filter(|e| e.members.len() > 1).count();
     for (hash, env) in &envelopes {
         if env.status == "live" {
