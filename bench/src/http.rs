@@ -48,7 +48,8 @@ pub struct Options {
 }
 
 /// The app with built-in defaults but a bench database, a port of its own, the simulator
-/// closing a ledger every 200 ms, quiet logs.
+/// closing a ledger every 200 ms, quiet logs. It stops when the returned sender is dropped
+/// (before its database goes, else its sweeps warn for the rest of the bench).
 async fn start_app(
     db: &Database,
     tag: &str,
@@ -56,6 +57,7 @@ async fn start_app(
     String,
     Arc<payoutd_actors::metrics::Metrics>,
     tempdir::TempDir,
+    tokio::sync::oneshot::Sender<()>,
 )> {
     let dir = tempdir::TempDir::new(tag)?;
     let app = build_app(vec![
@@ -77,8 +79,11 @@ async fn start_app(
     .await?;
     let url = format!("http://127.0.0.1:{}", app.port());
     let metrics = app.payouts.context().metrics.clone();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    Ok((url, metrics, dir))
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Ok((url, metrics, dir, stop))
 }
 
 /// Waits until every payout accepted so far is paid, so one measurement does not pay for
@@ -131,7 +136,7 @@ async fn load(
 
 pub async fn run(o: &Options) -> BenchResult<Figures> {
     let db = Database::start("http").await?;
-    let (url, metrics, _dir) = start_app(&db, "http").await?;
+    let (url, metrics, _dir, _stop) = start_app(&db, "http").await?;
     // Warm up (first connections, first actors, the database's first pages).
     load(&url, "new", 2_000, o.connections, "warm", 1).await?;
     settled(&metrics).await;

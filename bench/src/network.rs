@@ -68,7 +68,11 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         .ok_or("the network bench needs the built-in simulator")?;
     let payouts = app.payouts.clone();
     let metrics = payouts.context().metrics.clone();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    // Stopped before its database goes (else its sweeps warn for the rest of the bench).
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
     let start_ledger = sim.latest_ledger().sequence;
     let started = Instant::now();
     run_tasks(16, |t| {
@@ -89,6 +93,8 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    running.await.map_err(err)?.map_err(err)?;
     // Operations per ledger, from the ledger itself.
     let mut per_ledger: BTreeMap<u32, u32> = BTreeMap::new();
     for p in sim.payments(&Default::default()) {

@@ -12,7 +12,7 @@ use sqlx::{Postgres, Row};
 
 pub use payoutd_actors::ports::ListFilter;
 
-use super::journal::{COLUMNS, PgJournal, parse_row, unavailable};
+use super::journal::{COLUMNS, PgJournal, follow_the_indexes, parse_row, unavailable};
 
 #[async_trait]
 impl PayoutReads for PgJournal {
@@ -22,7 +22,7 @@ impl PayoutReads for PgJournal {
         after: Option<&PayoutId>,
         limit: u32,
     ) -> Result<Vec<PayoutRecord>, JournalError> {
-        // One statement per way of finding the state's payouts (`payouts_by`).
+        // One statement per way of finding the state's payouts (`Found`).
         static SQL: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
             [
                 Found::Scan,
@@ -44,10 +44,16 @@ impl PayoutReads for PgJournal {
             .bind(filter.state.map(|s| s.as_str()))
             .bind(after.map(PayoutId::as_str).unwrap_or(""))
             .bind(i64::from(limit));
+        // Each of these statements has an index that gives its rows in order; the one of
+        // `accepted` would otherwise scan the whole table while `payouts_waiting`'s
+        // statistics lag behind.
+        let mut tx = self.pool().begin().await.map_err(unavailable)?;
+        follow_the_indexes(&mut tx).await?;
         let rows = bind_list_filter(query, filter)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         rows.iter().map(parse_row).collect()
     }
 }
@@ -86,9 +92,13 @@ impl Found {
     fn sql(self) -> &'static str {
         match self {
             Found::Scan => "TRUE",
-            Found::Waiting => "payout_id IN (SELECT payout_id FROM payouts_waiting)",
+            // As arrays, so that the rows are read by primary key from the ids, not the
+            // whole table filtered by state (a semi-join lets the planner choose that).
+            Found::Waiting => {
+                "payout_id = ANY(ARRAY(SELECT payout_id FROM payouts_waiting WHERE payout_id > $2))"
+            }
             Found::InLiveEnvelope => {
-                "payout_id IN (SELECT unnest(member_ids) FROM envelopes WHERE status = 'live')"
+                "payout_id = ANY(ARRAY(SELECT unnest(member_ids) FROM envelopes WHERE status = 'live'))"
             }
             Found::OffPath => "off_path_state IS NOT NULL AND off_path_state = $1",
         }
