@@ -1345,7 +1345,7 @@ impl ClusterStore for PgJournal {
 /// and a sort only where no index gives the order. For the pages of reads whose tables fill
 /// and empty faster than ANALYZE follows (`payouts_waiting`): right after a burst the
 /// planner takes 100,000 waiting payouts for a few hundred, sorts all of them for every
-/// page of a read-back, and a restart took 26 s instead of 0.5 to have them back in hand
+/// page of a read-back, and a restart took 26 s instead of 1.3 to have them back in hand
 /// (docs/performance.md).
 pub(super) async fn follow_the_indexes(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
