@@ -11,8 +11,8 @@ use payoutd::storage::PgJournal;
 use payoutd_actors::domain::{AccountId, PayoutId};
 use payoutd_actors::memory::{MemLedger, Scripted};
 use payoutd_actors::ports::{
-    Batch, BatchStore, ClusterStore, Envelope, EnvelopeStatus, JournalError, Member, PayoutStore,
-    PrepareError, Ready, Settlement, TxHash,
+    Batch, BatchStore, ChannelLease, ClusterStore, Envelope, EnvelopeStatus, JournalError, Member,
+    PayoutStore, PrepareError, Ready, Settlement, TxHash,
 };
 use payoutd_actors::state::{PayoutState, Step};
 use payoutd_actors::{PayoutError, SubmitAnswer};
@@ -233,8 +233,9 @@ async fn accepted(journal: &PgJournal, ids: &[&str]) -> Vec<Ready> {
     out
 }
 
-#[tokio::test]
-async fn a_batch_is_prepared_all_or_nothing_and_fenced_by_the_lease() {
+/// A fresh journal with the first test channel registered and leased (able to sign) to
+/// instance "a", which is alive.
+async fn leased_journal() -> (Arc<PgJournal>, AccountId, ChannelLease) {
     let journal = pg_journal().await;
     let channel = channels()[0];
     journal.register_channels(&[channel]).await.unwrap();
@@ -244,6 +245,12 @@ async fn a_batch_is_prepared_all_or_nothing_and_fenced_by_the_lease() {
         .await
         .unwrap()
         .unwrap();
+    (journal, channel, lease)
+}
+
+#[tokio::test]
+async fn a_batch_is_prepared_all_or_nothing_and_fenced_by_the_lease() {
+    let (journal, channel, lease) = leased_journal().await;
     let mut members = accepted(&journal, &["m-1", "m-2", "m-3"]).await;
     // One member moved on (cancelled) after it was read: nothing of the batch is written.
     let m2 = journal.load(members[1].id()).await.unwrap().unwrap();
@@ -316,15 +323,7 @@ async fn a_batch_is_prepared_all_or_nothing_and_fenced_by_the_lease() {
 
 #[tokio::test]
 async fn one_envelope_per_channel_sequence_unless_dead() {
-    let journal = pg_journal().await;
-    let channel = channels()[0];
-    journal.register_channels(&[channel]).await.unwrap();
-    journal.heartbeat("a", 60_000).await.unwrap();
-    let lease = journal
-        .claim_channel("a", &channel, true)
-        .await
-        .unwrap()
-        .unwrap();
+    let (journal, channel, lease) = leased_journal().await;
     let first = accepted(&journal, &["s-1"]).await;
     let second = accepted(&journal, &["s-2"]).await;
     let b1 = batch(channel, 21, first, 1);
@@ -369,15 +368,7 @@ async fn one_envelope_per_channel_sequence_unless_dead() {
 
 #[tokio::test]
 async fn a_parked_member_stays_parked_without_its_dead_envelope_and_is_paid_if_applied() {
-    let journal = pg_journal().await;
-    let channel = channels()[0];
-    journal.register_channels(&[channel]).await.unwrap();
-    journal.heartbeat("a", 60_000).await.unwrap();
-    let lease = journal
-        .claim_channel("a", &channel, true)
-        .await
-        .unwrap()
-        .unwrap();
+    let (journal, channel, lease) = leased_journal().await;
     let members = accepted(&journal, &["k-1", "k-2"]).await;
     let b = batch(channel, 31, members, 1);
     journal.prepare(&lease, &b).await.unwrap();
@@ -629,15 +620,7 @@ async fn every_state_is_listed_and_the_waiting_list_follows_accepted() {
     use payoutd_actors::limits::Hold;
     use payoutd_actors::ports::{Inclusion, ListFilter, PayoutReads};
 
-    let journal = pg_journal().await;
-    let channel = channels()[0];
-    journal.register_channels(&[channel]).await.unwrap();
-    journal.heartbeat("a", 60_000).await.unwrap();
-    let lease = journal
-        .claim_channel("a", &channel, true)
-        .await
-        .unwrap()
-        .unwrap();
+    let (journal, channel, lease) = leased_journal().await;
     let all = accepted(
         &journal,
         &[
