@@ -345,7 +345,12 @@ async fn a_failed_operation_fails_its_payout_and_the_others_go_again() {
     let (journal, ledger) = world(1);
     ledger.set_missing(dest(2));
     ledger.flags().submit_outage.store(true, Ordering::SeqCst);
-    let a = start(&journal, &ledger, 1).await;
+    // The first batch closes when it is full, not after a linger of a few ms that a loaded
+    // machine can outlast between two submits; the second (four) after its linger.
+    let mut p = policy();
+    p.payments_per_tx_max = 5;
+    p.batch_linger_ms = 1_000;
+    let a = start_with(journal.clone(), ledger.clone(), "a", channels(1), p).await;
     for n in 0..5 {
         a.payouts.submit(request(n)).await.unwrap();
     }

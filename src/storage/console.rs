@@ -146,7 +146,9 @@ pub struct EnvelopeView {
     pub created_at: String,
 }
 
-/// The envelopes `payout_id` was in, oldest first (from its `prepared` events).
+/// The envelopes `payout_id` was in, oldest first: the one it is in (or was paid by), and
+/// those its own events name (a `prepared` event logged per payout, or the step that took it
+/// out of an envelope).
 pub async fn envelopes(pool: &PgPool, payout_id: &str) -> Result<Vec<EnvelopeView>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT e.tx_hash, e.status, e.source, e.sequence, e.fee, e.ledger, e.fee_charged, e.note,
@@ -154,8 +156,10 @@ pub async fn envelopes(pool: &PgPool, payout_id: &str) -> Result<Vec<EnvelopeVie
                 cardinality(e.member_ids) AS operations,
                 to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at
          FROM envelopes e
-         WHERE e.tx_hash IN (SELECT detail->>'tx_hash' FROM payout_events
-                             WHERE payout_id = $1 AND kind = 'prepared')
+         WHERE e.tx_hash IN (SELECT tx_hash FROM payouts WHERE payout_id = $1
+                             UNION
+                             SELECT detail->>'tx_hash' FROM payout_events
+                             WHERE payout_id = $1 AND detail ? 'tx_hash')
          ORDER BY e.created_at, e.tx_hash",
     )
     .bind(payout_id)

@@ -102,8 +102,12 @@ const ACCEPT_SQL: &str = "WITH input AS (
      )
      SELECT payout_id FROM ins";
 
-/// One fenced step of one payout: the new columns, its event, its outbox row.
-const APPLY_SQL: &str = "WITH u AS (
+/// One fenced step of one payout: the new columns, its event, its outbox row. A step that
+/// takes it out of its envelope names the envelope in its event (`tx_hash`), as the
+/// settlement does: its history finds the envelope's batch events that way.
+const APPLY_SQL: &str = "WITH before AS (
+        SELECT tx_hash FROM payouts WHERE payout_id = $1 AND version = $2
+     ), u AS (
         UPDATE payouts SET state = $3, version = $4, attempt = $5, reason = $6, owner = $7,
             tx_hash = $8, op_index = $9, ledger = $10, fee_charged = $11,
             held_until = CASE WHEN $3 = 'held' THEN held_until END, updated_at = now()
@@ -116,7 +120,10 @@ const APPLY_SQL: &str = "WITH u AS (
         DELETE FROM payouts_waiting WHERE payout_id = ANY(ARRAY(SELECT payout_id FROM u)) AND $3 <> 'accepted'
      ), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
-        SELECT payout_id, $4, $12, $3, $13 FROM u
+        SELECT u.payout_id, $4, $12, $3,
+               CASE WHEN $8::text IS NULL AND b.tx_hash IS NOT NULL
+                    THEN $13 || jsonb_build_object('tx_hash', b.tx_hash) ELSE $13 END
+        FROM u LEFT JOIN before b ON true
      ), ob AS (
         INSERT INTO outbox (event_id, payout_id, version)
         SELECT payout_id || ':' || $4::bigint, payout_id, $4 FROM u WHERE $14 AND $12 <> 'noted'
@@ -136,6 +143,40 @@ macro_rules! outbox_rows {
             "
      )
 "
+        )
+    };
+}
+
+/// The events of a batch step, from the CTE `evs` (`payout_id, version, kind, state,
+/// detail` of each member). Members for which `$own` holds get a `payout_events` row each:
+/// all of them when the outbox is on, since the publisher and the webhooks read events by
+/// (payout_id, version), and those that leave the envelope (their event names it, so their
+/// history still finds it). The others share one `envelope_events` row for envelope `$tx`
+/// (migrations/0012), with `$common` as the detail they all hold and `$each` (an aggregate
+/// over `evs`, or NULL) as what each adds to it; its arrays are in `payout_id` order. The
+/// chain goes on with `outbox_rows!`.
+macro_rules! step_events {
+    ($own:literal, $tx:literal, $common:literal, $each:literal) => {
+        concat!(
+            "), ev AS (
+        INSERT INTO payout_events (payout_id, version, kind, state, detail)
+        SELECT payout_id, version, kind, state, detail FROM evs WHERE ",
+            $own,
+            "
+     ), bev AS (
+        INSERT INTO envelope_events (tx_hash, payout_ids, versions, kinds, states, detail, details)
+        SELECT ",
+            $tx,
+            ", array_agg(payout_id ORDER BY payout_id), array_agg(version ORDER BY payout_id),
+               array_agg(kind ORDER BY payout_id), array_agg(state ORDER BY payout_id), ",
+            $common,
+            ", ",
+            $each,
+            "
+        FROM evs WHERE NOT ",
+            $own,
+            " HAVING count(*) > 0
+     "
         )
     };
 }
@@ -168,12 +209,17 @@ const PREPARE_MEMBERS_SQL: &str = concat!(
         RETURNING p.payout_id, p.version, p.op_index
      ), w AS (
         DELETE FROM payouts_waiting WHERE payout_id = ANY(ARRAY(SELECT payout_id FROM u))
-     ), ev AS (
-        INSERT INTO payout_events (payout_id, version, kind, state, detail)
-        SELECT payout_id, version, 'prepared', 'prepared',
-               jsonb_build_object('tx_hash', $4::text, 'op_index', op_index)
+     ), evs AS (
+        SELECT payout_id, version, 'prepared' AS kind, 'prepared' AS state, op_index,
+               jsonb_build_object('tx_hash', $4::text, 'op_index', op_index) AS detail
         FROM u
-",
+     ",
+    step_events!(
+        "$5",
+        "$4",
+        "jsonb_build_object('tx_hash', $4::text)",
+        "array_agg(jsonb_build_object('op_index', op_index) ORDER BY payout_id)"
+    ),
     outbox_rows!("$5"),
     "     SELECT payout_id FROM u"
 );
@@ -184,10 +230,12 @@ const MARK_SUBMITTED_SQL: &str = concat!(
         WHERE payout_id = ANY(SELECT unnest(member_ids) FROM envelopes WHERE tx_hash = $1)
           AND tx_hash = $1 AND (state = 'prepared') IS TRUE
         RETURNING payout_id, version
-     ), ev AS (
-        INSERT INTO payout_events (payout_id, version, kind, state, detail)
-        SELECT payout_id, version, 'submitted', 'submitted', jsonb_build_object('note', $2::text) FROM u
-",
+     ), evs AS (
+        SELECT payout_id, version, 'submitted' AS kind, 'submitted' AS state,
+               jsonb_build_object('note', $2::text) AS detail
+        FROM u
+     ",
+    step_events!("$3", "$1", "jsonb_build_object('note', $2::text)", "NULL"),
     outbox_rows!("$3"),
     "     SELECT payout_id FROM u"
 );
@@ -227,15 +275,25 @@ const SETTLE_SQL: &str = concat!(
         FROM s
         WHERE p.payout_id = s.payout_id AND p.tx_hash = $1
           AND (p.state IN ('prepared', 'submitted', 'parked')) IS TRUE
-        RETURNING p.payout_id, p.state, p.version, p.attempt, p.owner
+        RETURNING p.payout_id, p.state, p.version, p.attempt, p.owner, p.tx_hash
      ), w AS (
         INSERT INTO payouts_waiting (payout_id, owner)
         SELECT payout_id, owner FROM u WHERE state = 'accepted'
         ON CONFLICT (payout_id) DO UPDATE SET owner = EXCLUDED.owner
-     ), ev AS (
-        INSERT INTO payout_events (payout_id, version, kind, state, detail)
-        SELECT u.payout_id, u.version, s.event_kind, u.state, s.detail FROM u JOIN s USING (payout_id)
-",
+     ), evs AS (
+        -- A member that leaves the envelope (requeued, parked, rerouted) names it.
+        SELECT u.payout_id, u.version, s.event_kind AS kind, u.state,
+               CASE WHEN u.tx_hash IS NULL THEN s.detail || jsonb_build_object('tx_hash', $1::text)
+                    ELSE s.detail END AS detail,
+               u.tx_hash IS NULL AS leaves
+        FROM u JOIN s USING (payout_id)
+     ",
+    step_events!(
+        "($12 OR leaves)",
+        "$1",
+        "coalesce($15, '{}')",
+        "CASE WHEN $15 IS NULL THEN array_agg(detail ORDER BY payout_id) END"
+    ),
     outbox_rows!("$12"),
     "     SELECT payout_id, state, version, attempt, owner FROM u"
 );
@@ -695,6 +753,21 @@ fn account(text: &str, what: &str) -> Result<AccountId, JournalError> {
     })
 }
 
+/// The detail the events of a settlement's members that stay in the envelope (confirmed or
+/// failed) hold, when they all hold the same: the batch's event row then stores it once.
+fn shared_detail<'a>(
+    details: &'a [serde_json::Value],
+    kinds: &[&str],
+) -> Option<&'a serde_json::Value> {
+    let mut staying = details
+        .iter()
+        .zip(kinds)
+        .filter(|(_, k)| matches!(**k, "confirmed" | "failed"))
+        .map(|(d, _)| d);
+    let first = staying.next()?;
+    staying.all(|d| d == first).then_some(first)
+}
+
 /// `(kind, event kind, reason)` of a settlement step, as SETTLE_SQL takes it.
 fn settle_kind(step: &Step) -> Result<(&'static str, &'static str, Option<String>), JournalError> {
     Ok(match step {
@@ -785,9 +858,26 @@ impl PayoutStore for PgJournal {
 
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
         let rows = sqlx::query(
-            "SELECT version, kind, state, detail,
+            // Its own rows, and its entries in the batch steps of the envelopes it was in
+            // (migrations/0012): the one it is in, and those its own events name.
+            "WITH own AS (
+                 SELECT version, kind, state, detail, at FROM payout_events WHERE payout_id = $1
+             ), envs AS (
+                 SELECT tx_hash FROM payouts WHERE payout_id = $1 AND tx_hash IS NOT NULL
+                 UNION
+                 SELECT detail->>'tx_hash' FROM own WHERE detail ? 'tx_hash'
+             ), log AS (
+                 SELECT * FROM own
+                 UNION ALL
+                 SELECT b.versions[i], b.kinds[i], b.states[i],
+                        b.detail || coalesce(b.details[i], '{}'), b.at
+                 FROM envs JOIN envelope_events b USING (tx_hash)
+                 CROSS JOIN LATERAL array_position(b.payout_ids, $1::text) AS i
+                 WHERE i IS NOT NULL
+             )
+             SELECT version, kind, state, detail,
                     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at
-             FROM payout_events WHERE payout_id = $1 ORDER BY version",
+             FROM log ORDER BY version",
         )
         .bind(id.as_str())
         .fetch_all(&self.pool)
@@ -992,6 +1082,7 @@ impl BatchStore for PgJournal {
             .bind(self.outbox)
             .bind(&op_kinds)
             .bind(&balance_ids)
+            .bind(shared_detail(&details, &kinds))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;

@@ -565,6 +565,58 @@ async fn rows_written_before_batches_are_carried_over() {
         .await
         .unwrap();
     assert_eq!(version, 3);
+    // Settled under the schema of today, its envelope's step is logged once for the batch,
+    // and its history and envelopes find it (migrations/0012 listed the live envelope).
+    for sql in [
+        include_str!("../../migrations/0008_webhooks.sql"),
+        include_str!("../../migrations/0009_spends_per_envelope.sql"),
+        include_str!("../../migrations/0010_unsettled_by_state.sql"),
+        include_str!("../../migrations/0011_hot_payout_updates.sql"),
+        include_str!("../../migrations/0012_envelope_events.sql"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(journal.pool())
+            .await
+            .unwrap();
+    }
+    let inclusion = payoutd_actors::ports::Inclusion {
+        ledger: 50,
+        fee_charged: 100,
+    };
+    let settlement = Settlement {
+        status: EnvelopeStatus::Applied,
+        inclusion: Some(inclusion),
+        note: "carried over".into(),
+        members: vec![(
+            req.payout_id().clone(),
+            Step::Confirmed {
+                inclusion,
+                balance_id: None,
+            },
+        )],
+    };
+    let hash_bytes: [u8; 32] = (0..32)
+        .map(|_| 0xab)
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    journal
+        .settle(&TxHash(hash_bytes), &settlement, "a")
+        .await
+        .unwrap();
+    let events = journal.events(req.payout_id()).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.version, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(4, "confirmed")]
+    );
+    let envs = payoutd::storage::console::envelopes(journal.pool(), "old-1")
+        .await
+        .unwrap();
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0].tx_hash, hash);
 }
 
 /// Every payout leaves one spend row; those past every window (a day) are deleted by the
@@ -832,4 +884,230 @@ async fn every_state_is_listed_and_the_waiting_list_follows_accepted() {
         }
     }
     assert_eq!(defs.len(), 3, "{defs:?}");
+}
+
+/// Prepares, submits and settles one batch of three on a fresh journal, one member failing
+/// with a code and one requeued; returns the journal and the members' histories as
+/// `(version, kind, state, detail)`.
+async fn one_batch_lived(
+    outbox: bool,
+) -> (Arc<PgJournal>, Vec<Vec<(i64, String, String, String)>>) {
+    let journal = Arc::new(PgJournal::with_options(
+        crate::helpers::fresh_db().await,
+        outbox,
+        payoutd::storage::AcceptBatching::default(),
+    ));
+    let channel = channels()[0];
+    journal.register_channels(&[channel]).await.unwrap();
+    journal.heartbeat("a", 60_000).await.unwrap();
+    let lease = journal
+        .claim_channel("a", &channel, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let members = accepted(&journal, &["e-1", "e-2", "e-3"]).await;
+    let b = batch(channel, 41, members, 7);
+    journal.prepare(&lease, &b).await.unwrap();
+    let submitted = journal
+        .mark_submitted(&b.envelope.hash, "timeout")
+        .await
+        .unwrap();
+    assert_eq!(submitted.len(), 3);
+    let inclusion = payoutd_actors::ports::Inclusion {
+        ledger: 12,
+        fee_charged: 300,
+    };
+    let id = |s: &str| PayoutId::parse(s).unwrap();
+    let settlement = Settlement {
+        status: EnvelopeStatus::Applied,
+        inclusion: Some(inclusion),
+        note: "test".into(),
+        members: vec![
+            (
+                id("e-1"),
+                Step::Confirmed {
+                    inclusion,
+                    balance_id: None,
+                },
+            ),
+            (
+                id("e-2"),
+                Step::Failed {
+                    reason: "op_no_trust".into(),
+                    inclusion: Some(inclusion),
+                },
+            ),
+            (
+                id("e-3"),
+                Step::Requeued {
+                    reason: "op_underfunded elsewhere".into(),
+                    park: None,
+                },
+            ),
+        ],
+    };
+    journal
+        .settle(&b.envelope.hash, &settlement, "a")
+        .await
+        .unwrap();
+    let mut histories = Vec::new();
+    for m in ["e-1", "e-2", "e-3"] {
+        let events = journal.events(&id(m)).await.unwrap();
+        histories.push(
+            events
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.version,
+                        e.kind,
+                        format!("{:?}", e.state),
+                        e.detail.to_string(),
+                    )
+                })
+                .collect(),
+        );
+    }
+    (journal, histories)
+}
+
+async fn count(journal: &PgJournal, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(journal.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_step_is_one_event_row_and_every_member_reads_its_whole_history() {
+    // Without an outbox: one row per step for the whole batch (prepare, submission,
+    // settlement), and the members' own rows only for their accepts and for the step that
+    // takes one out of the envelope (the requeue, which names the envelope).
+    let (journal, without) = one_batch_lived(false).await;
+    assert_eq!(
+        count(&journal, "SELECT count(*) FROM envelope_events").await,
+        3
+    );
+    assert_eq!(
+        count(&journal, "SELECT count(*) FROM payout_events").await,
+        4,
+        "the accepts and the requeue are logged per payout"
+    );
+    assert_eq!(
+        count(
+            &journal,
+            "SELECT count(*) FROM payout_events WHERE kind = 'requeued' AND detail ? 'tx_hash'"
+        )
+        .await,
+        1
+    );
+    // With the outbox on, every member's event is its own row (the publisher and the
+    // webhooks read them by payout and version), and no batch rows are written.
+    let (journal_on, with) = one_batch_lived(true).await;
+    assert_eq!(
+        count(&journal_on, "SELECT count(*) FROM envelope_events").await,
+        0
+    );
+    assert_eq!(
+        count(&journal_on, "SELECT count(*) FROM payout_events").await,
+        12
+    );
+    assert_eq!(count(&journal_on, "SELECT count(*) FROM outbox").await, 12);
+    // A member's history reads the same either way: accepted, prepared, submitted, and
+    // its own settlement, version after version.
+    assert_eq!(without.len(), 3);
+    for (i, (a, b)) in without.iter().zip(&with).enumerate() {
+        let kinds: Vec<&str> = a.iter().map(|e| e.1.as_str()).collect();
+        let versions: Vec<i64> = a.iter().map(|e| e.0).collect();
+        assert_eq!(versions, vec![1, 2, 3, 4], "member {i}: {a:?}");
+        assert_eq!(&kinds[..3], ["accepted", "prepared", "submitted"]);
+        // The accept's detail names the owner and fingerprint alike; the rest match whole.
+        assert_eq!(a[1..], b[1..], "member {i}");
+        assert_eq!((&a[0].0, &a[0].1, &a[0].2), (&b[0].0, &b[0].1, &b[0].2));
+    }
+    assert_eq!(without[0][3].1, "confirmed");
+    assert_eq!(without[1][3].1, "failed");
+    assert!(
+        without[1][3].3.contains("op_no_trust"),
+        "{:?}",
+        without[1][3]
+    );
+    assert_eq!(
+        without[2][3].2, "Accepted",
+        "the requeued member waits again"
+    );
+    assert!(
+        without[0][1].3.contains("\"op_index\":0"),
+        "{:?}",
+        without[0][1]
+    );
+    assert!(
+        without[2][1].3.contains("\"op_index\":2"),
+        "{:?}",
+        without[2][1]
+    );
+    // The console lists the envelope for each member, with its operation.
+    let envs = payoutd::storage::console::envelopes(journal.pool(), "e-3")
+        .await
+        .unwrap();
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0].op_index, Some(2));
+    assert_eq!(envs[0].operations, 3);
+
+    // The requeued member is paid by a second envelope: its history holds both envelopes'
+    // steps, and the console lists both.
+    let channel = channels()[0];
+    let lease = journal
+        .claim_channel("a", &channel, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = Ready::of(
+        &journal
+            .load(&PayoutId::parse("e-3").unwrap())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let b2 = batch(channel, 42, vec![again], 8);
+    journal.prepare(&lease, &b2).await.unwrap();
+    let inclusion = payoutd_actors::ports::Inclusion {
+        ledger: 13,
+        fee_charged: 100,
+    };
+    let paid = Settlement {
+        status: EnvelopeStatus::Applied,
+        inclusion: Some(inclusion),
+        note: "second".into(),
+        members: vec![(
+            PayoutId::parse("e-3").unwrap(),
+            Step::Confirmed {
+                inclusion,
+                balance_id: None,
+            },
+        )],
+    };
+    journal.settle(&b2.envelope.hash, &paid, "a").await.unwrap();
+    let history = journal
+        .events(&PayoutId::parse("e-3").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| (e.version, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (1, "accepted"),
+            (2, "prepared"),
+            (3, "submitted"),
+            (4, "requeued"),
+            (5, "prepared"),
+            (6, "confirmed"),
+        ]
+    );
+    let envs = payoutd::storage::console::envelopes(journal.pool(), "e-3")
+        .await
+        .unwrap();
+    assert_eq!(envs.len(), 2);
+    assert_eq!(envs[1].op_index, Some(0));
 }
