@@ -331,6 +331,13 @@ impl Fixture {
 
     /// The durable consumer's state on the server.
     async fn consumer_info(&self) -> async_nats::jetstream::consumer::Info {
+        self.try_consumer_info()
+            .await
+            .expect("the durable consumer exists")
+    }
+
+    /// The durable consumer's state, once the service has made it.
+    async fn try_consumer_info(&self) -> Option<async_nats::jetstream::consumer::Info> {
         self.js()
             .await
             .get_stream(&self.settings.stream)
@@ -338,14 +345,24 @@ impl Fixture {
             .unwrap()
             .consumer_info(&self.settings.durable)
             .await
-            .unwrap()
+            .ok()
     }
 
     /// Awaits: `messages` stream messages, each acknowledged (or terminated), none pending.
     async fn wait_all_acked(&self, messages: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS);
         loop {
-            let info = self.consumer_info().await;
+            // The stream can exist a moment before the service has made its durable
+            // consumer: until then there is nothing acknowledged to read.
+            let Some(info) = self.try_consumer_info().await else {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the durable consumer {} was never made",
+                    self.settings.durable
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
             if info.num_ack_pending == 0
                 && info.num_pending == 0
                 && info.ack_floor.stream_sequence == messages
