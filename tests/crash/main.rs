@@ -53,7 +53,7 @@ fn service_env(
     passphrase: &str,
     accounts: &Accounts,
 ) -> Vec<(String, String)> {
-    let pairs: [(&str, String); 28] = [
+    let pairs: [(&str, String); 29] = [
         ("PAYOUTD__SERVER__LISTEN", format!("127.0.0.1:{port}")),
         ("PAYOUTD__SERVER__REQUEST_TIMEOUT_MS", "5000".into()),
         ("PAYOUTD__DATABASE__URL", database_url.into()),
@@ -77,6 +77,9 @@ fn service_env(
         ("PAYOUTD__PAYOUTS__CALL_TIMEOUT_MS", "5000".into()),
         ("PAYOUTD__NATS__ENABLED", "true".into()),
         ("PAYOUTD__NATS__URL", nats_url.into()),
+        // No outbox: batch steps are logged one row per step (the second instance turns it
+        // on, see below).
+        ("PAYOUTD__NATS__OUTBOX__ENABLED", "false".into()),
         // A message a killed payoutd held unacknowledged comes back this soon.
         ("PAYOUTD__NATS__ACK_WAIT_MS", "2000".into()),
         ("PAYOUTD__NATS__FETCH_WAIT_MS", "500".into()),
@@ -202,10 +205,13 @@ async fn payouts_are_paid_exactly_once_across_crashes_and_faults() {
     let js = request_stream(&env).await;
     // The second instance: same database, keys and broker, its own port.
     let twin_port = free_port();
+    // It publishes state changes, so it logs one event row per member; the main one,
+    // without an outbox, one row per batch step (docs/protocol.md, "The event log").
     let mut twin_env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| match k.as_str() {
             "PAYOUTD__SERVER__LISTEN" => (k.clone(), format!("127.0.0.1:{twin_port}")),
+            "PAYOUTD__NATS__OUTBOX__ENABLED" => (k.clone(), "true".into()),
             _ => (k.clone(), v.clone()),
         })
         .collect();
@@ -479,6 +485,11 @@ impl std::fmt::Display for Report<'_> {
             f,
             "  envelopes            {} built ({} carried more than one payout), {} provably dead, {} payouts rebuilt, {} unsettled at the end",
             v.envelopes, v.batched_envelopes, v.envelopes_dead, v.rebuilt, v.unsettled_envelopes
+        )?;
+        writeln!(
+            f,
+            "  event log            main instance one row per batch step ({} member events so), second one row per member (its outbox is on)",
+            v.batch_step_events
         )?;
         writeln!(
             f,

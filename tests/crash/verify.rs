@@ -161,6 +161,8 @@ pub struct Verdict {
     pub unsettled_envelopes: usize,
     /// Transactions that carried more than one payout.
     pub batched_envelopes: usize,
+    /// Member events logged in batch-step rows (`envelope_events`), not one row each.
+    pub batch_step_events: u64,
     /// Confirmed payouts paid by a claimable balance, and by creating their account.
     pub claimable_balances: usize,
     pub accounts_created: usize,
@@ -221,6 +223,62 @@ pub async fn check(
     if !stale.is_empty() {
         v.violation(format!("listed as waiting but not accepted: {stale:?}"));
     }
+    // Every payout's history holds each of its versions once: in its own event rows, or in
+    // the batch-step rows of the envelopes it was in, found as its history finds them (the
+    // envelope it is in or was paid by, and those its own events name). No batch-step entry
+    // is out of reach. The main instance logs per member (its outbox is on), the second per
+    // batch step.
+    let (broken, reached, entries): (Vec<String>, i64, i64) = {
+        let broken = sqlx::query_scalar(
+            "WITH envs AS (
+                 SELECT payout_id, tx_hash FROM payouts WHERE tx_hash IS NOT NULL
+                 UNION
+                 SELECT payout_id, detail->>'tx_hash' FROM payout_events WHERE detail ? 'tx_hash'
+             ), batch AS (
+                 SELECT e.payout_id, b.versions[i] AS version
+                 FROM envs e JOIN envelope_events b USING (tx_hash)
+                 CROSS JOIN LATERAL array_position(b.payout_ids, e.payout_id) AS i
+                 WHERE i IS NOT NULL
+             ), logged AS (
+                 SELECT payout_id, version FROM payout_events UNION ALL SELECT * FROM batch
+             )
+             SELECT p.payout_id || ' v' || p.version || ': ' || string_agg(l.version::text, ',' ORDER BY l.version)
+             FROM payouts p LEFT JOIN logged l USING (payout_id)
+             GROUP BY p.payout_id, p.version
+             HAVING count(l.version) <> p.version OR count(DISTINCT l.version) <> p.version
+                 OR max(l.version) <> p.version
+             ORDER BY 1 LIMIT 10",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("read the payouts' histories");
+        let (reached, entries): (i64, i64) = sqlx::query_as(
+            "WITH envs AS (
+                 SELECT payout_id, tx_hash FROM payouts WHERE tx_hash IS NOT NULL
+                 UNION
+                 SELECT payout_id, detail->>'tx_hash' FROM payout_events WHERE detail ? 'tx_hash'
+             )
+             SELECT (SELECT count(*) FROM envs e JOIN envelope_events b USING (tx_hash)
+                     WHERE e.payout_id = ANY(b.payout_ids)),
+                    (SELECT coalesce(sum(cardinality(payout_ids)), 0)::bigint FROM envelope_events)",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("count the batch-step entries");
+        (broken, reached, entries)
+    };
+    if !broken.is_empty() {
+        v.violation(format!(
+            "histories without each version once (payout vN: versions logged): {broken:?}"
+        ));
+    }
+    if reached != entries {
+        v.violation(format!(
+            "{} of {entries} batch-step event entries belong to no payout's history",
+            entries - reached
+        ));
+    }
+    v.batch_step_events = entries as u64;
     v.batched_envelopes = envelopes.values().filter(|e| e.members.len() > 1).count();
     for (hash, env) in &envelopes {
         if env.status == "live" {
