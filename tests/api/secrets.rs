@@ -166,6 +166,7 @@ async fn seeds_and_tokens_never_leak_into_logs_errors_or_the_database() {
     for table in [
         "payouts",
         "payout_events",
+        "envelope_events",
         "envelopes",
         "channel_accounts",
         "outbox",
@@ -451,6 +452,7 @@ async fn credentials_in_urls_never_show() {
     for table in [
         "payouts",
         "payout_events",
+        "envelope_events",
         "envelopes",
         "channel_accounts",
         "outbox",
@@ -648,7 +650,13 @@ async fn rpc_mode_pays_through_a_keyed_provider_url_and_never_shows_a_secret() {
         check("an HTTP body", b);
     }
     let mut db = String::new();
-    for table in ["payouts", "payout_events", "envelopes", "channel_accounts"] {
+    for table in [
+        "payouts",
+        "payout_events",
+        "envelope_events",
+        "envelopes",
+        "channel_accounts",
+    ] {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT t::text FROM {table} t"
         )))
