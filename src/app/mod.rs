@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::{LedgerMode, Settings, SimulatorProtocol};
-use crate::http::{ApiState, router, with_body_limit};
+use crate::http::{ApiShared, ApiState, router, with_body_limit};
 use crate::local_postgres::LocalPostgres;
 
 pub mod demo;
@@ -387,7 +387,7 @@ impl Application {
                 "no API tokens configured (PAYOUTD__SERVER__API_TOKENS): the HTTP API is open to anyone who can reach it"
             );
         }
-        let state = ApiState {
+        let state = ApiState::new(ApiShared {
             payouts: payouts.clone(),
             reads: journal.clone(),
             db: journal.pool().clone(),
@@ -396,7 +396,7 @@ impl Application {
             request_timeout_ms: settings.server.request_timeout_ms,
             batch_items_max: settings.server.batch_items_max,
             batch_body_bytes_max: settings.server.batch_body_bytes_max,
-        };
+        });
         let router = with_body_limit(router(state), settings.server.body_bytes_max);
         let listener = TcpListener::bind(&settings.server.listen)
             .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::post;
 use payoutd::cli::submit::{self as csv_submit, Outcome, Report, SubmitOptions};
-use payoutd::http::{ApiState, router};
+use payoutd::http::{ApiShared, ApiState, router};
 use payoutd::storage::PgJournal;
 use payoutd_actors::Payouts;
 use payoutd_actors::domain::{AccountId, PayoutRequest, RawMemo, RawPayoutRequest};
@@ -48,7 +48,7 @@ async fn serve_api(tokens: &[&str]) -> Api {
         crate::helpers::policy(),
     )
     .await;
-    let state = ApiState {
+    let state = ApiState::new(ApiShared {
         payouts: payouts.clone(),
         reads: journal.clone(),
         db: journal.pool().clone(),
@@ -62,7 +62,7 @@ async fn serve_api(tokens: &[&str]) -> Api {
         request_timeout_ms: 10_000,
         batch_items_max: 1_000,
         batch_body_bytes_max: 2 << 20,
-    };
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
