@@ -151,7 +151,9 @@ macro_rules! outbox_rows {
 /// detail` of each member). Members for which `$own` holds get a `payout_events` row each:
 /// all of them when the outbox is on, since the publisher and the webhooks read events by
 /// (payout_id, version), and those that leave the envelope (their event names it, so their
-/// history still finds it). The others share one `envelope_events` row for envelope `$tx`
+/// history still finds it). So does the member of a batch of one, whose own row costs less
+/// than a batch row (a caller's memo makes many such). The others share one
+/// `envelope_events` row for envelope `$tx`
 /// (migrations/0012), with `$common` as the detail they all hold and `$each` (an aggregate
 /// over `evs`, or NULL) as what each adds to it; its arrays are in `payout_id` order. The
 /// chain goes on with `outbox_rows!`.
@@ -160,9 +162,10 @@ macro_rules! step_events {
         concat!(
             "), ev AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
-        SELECT payout_id, version, kind, state, detail FROM evs WHERE ",
+        SELECT payout_id, version, kind, state, detail FROM evs
+        WHERE ",
             $own,
-            "
+            " OR (SELECT count(*) FROM evs) = 1
      ), bev AS (
         INSERT INTO envelope_events (tx_hash, payout_ids, versions, kinds, states, detail, details)
         SELECT ",
@@ -173,9 +176,9 @@ macro_rules! step_events {
             ", ",
             $each,
             "
-        FROM evs WHERE NOT ",
+        FROM evs WHERE NOT (",
             $own,
-            " HAVING count(*) > 0
+            " OR (SELECT count(*) FROM evs) = 1) HAVING count(*) > 0
      "
         )
     };

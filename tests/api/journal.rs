@@ -1105,6 +1105,15 @@ async fn a_batch_step_is_one_event_row_and_every_member_reads_its_whole_history(
             (6, "confirmed"),
         ]
     );
+    // A batch of one logs its member's events as its own rows (cheaper than a batch row).
+    assert_eq!(
+        count(&journal, "SELECT count(*) FROM envelope_events").await,
+        3
+    );
+    assert_eq!(
+        count(&journal, "SELECT count(*) FROM payout_events").await,
+        6
+    );
     let envs = payoutd::storage::console::envelopes(journal.pool(), "e-3")
         .await
         .unwrap();
