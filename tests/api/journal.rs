@@ -233,10 +233,35 @@ async fn accepted(journal: &PgJournal, ids: &[&str]) -> Vec<Ready> {
     out
 }
 
+/// The settlement of an applied envelope whose one member, `id`, is paid in `ledger` (fee
+/// 100 stroops).
+fn paid_alone(id: &PayoutId, ledger: u32, note: &str) -> Settlement {
+    let inclusion = payoutd_actors::ports::Inclusion {
+        ledger,
+        fee_charged: 100,
+    };
+    Settlement {
+        status: EnvelopeStatus::Applied,
+        inclusion: Some(inclusion),
+        note: note.into(),
+        members: vec![(
+            id.clone(),
+            Step::Confirmed {
+                inclusion,
+                balance_id: None,
+            },
+        )],
+    }
+}
+
 /// A fresh journal with the first test channel registered and leased (able to sign) to
 /// instance "a", which is alive.
 async fn leased_journal() -> (Arc<PgJournal>, AccountId, ChannelLease) {
-    let journal = pg_journal().await;
+    leased(pg_journal().await).await
+}
+
+/// `journal` with the first test channel registered and leased to instance "a", alive.
+async fn leased(journal: Arc<PgJournal>) -> (Arc<PgJournal>, AccountId, ChannelLease) {
     let channel = channels()[0];
     journal.register_channels(&[channel]).await.unwrap();
     journal.heartbeat("a", 60_000).await.unwrap();
@@ -579,29 +604,12 @@ async fn rows_written_before_batches_are_carried_over() {
             .await
             .unwrap();
     }
-    let inclusion = payoutd_actors::ports::Inclusion {
-        ledger: 50,
-        fee_charged: 100,
-    };
-    let settlement = Settlement {
-        status: EnvelopeStatus::Applied,
-        inclusion: Some(inclusion),
-        note: "carried over".into(),
-        members: vec![(
-            req.payout_id().clone(),
-            Step::Confirmed {
-                inclusion,
-                balance_id: None,
-            },
-        )],
-    };
-    let hash_bytes: [u8; 32] = (0..32)
-        .map(|_| 0xab)
-        .collect::<Vec<u8>>()
-        .try_into()
-        .unwrap();
     journal
-        .settle(&TxHash(hash_bytes), &settlement, "a")
+        .settle(
+            &TxHash([0xab; 32]),
+            &paid_alone(req.payout_id(), 50, "carried over"),
+            "a",
+        )
         .await
         .unwrap();
     let events = journal.events(req.payout_id()).await.unwrap();
@@ -892,19 +900,12 @@ async fn every_state_is_listed_and_the_waiting_list_follows_accepted() {
 async fn one_batch_lived(
     outbox: bool,
 ) -> (Arc<PgJournal>, Vec<Vec<(i64, String, String, String)>>) {
-    let journal = Arc::new(PgJournal::with_options(
+    let (journal, channel, lease) = leased(Arc::new(PgJournal::with_options(
         crate::helpers::fresh_db().await,
         outbox,
         payoutd::storage::AcceptBatching::default(),
-    ));
-    let channel = channels()[0];
-    journal.register_channels(&[channel]).await.unwrap();
-    journal.heartbeat("a", 60_000).await.unwrap();
-    let lease = journal
-        .claim_channel("a", &channel, true)
-        .await
-        .unwrap()
-        .unwrap();
+    )))
+    .await;
     let members = accepted(&journal, &["e-1", "e-2", "e-3"]).await;
     let b = batch(channel, 41, members, 7);
     journal.prepare(&lease, &b).await.unwrap();
@@ -1070,22 +1071,7 @@ async fn a_batch_step_is_one_event_row_and_every_member_reads_its_whole_history(
     );
     let b2 = batch(channel, 42, vec![again], 8);
     journal.prepare(&lease, &b2).await.unwrap();
-    let inclusion = payoutd_actors::ports::Inclusion {
-        ledger: 13,
-        fee_charged: 100,
-    };
-    let paid = Settlement {
-        status: EnvelopeStatus::Applied,
-        inclusion: Some(inclusion),
-        note: "second".into(),
-        members: vec![(
-            PayoutId::parse("e-3").unwrap(),
-            Step::Confirmed {
-                inclusion,
-                balance_id: None,
-            },
-        )],
-    };
+    let paid = paid_alone(&PayoutId::parse("e-3").unwrap(), 13, "second");
     journal.settle(&b2.envelope.hash, &paid, "a").await.unwrap();
     let history = journal
         .events(&PayoutId::parse("e-3").unwrap())

@@ -162,26 +162,21 @@ async fn seeds_and_tokens_never_leak_into_logs_errors_or_the_database() {
     );
 
     // The whole database as text.
-    let mut db = String::new();
-    for table in [
-        "payouts",
-        "payout_events",
-        "envelope_events",
-        "envelopes",
-        "channel_accounts",
-        "outbox",
-        "dead_letters",
-        "payout_inbox",
-        "instances",
-    ] {
-        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT t::text FROM {table} t"
-        )))
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        db.push_str(&rows.join("\n"));
-    }
+    let db = database_as_text(
+        &pool,
+        &[
+            "payouts",
+            "payout_events",
+            "envelope_events",
+            "envelopes",
+            "channel_accounts",
+            "outbox",
+            "dead_letters",
+            "payout_inbox",
+            "instances",
+        ],
+    )
+    .await;
     assert!(db.contains(&account(&dist_seed)) || db.contains("s-1"));
     let secrets: Vec<&str> = [
         dist_seed.as_str(),
@@ -448,25 +443,20 @@ async fn credentials_in_urls_never_show() {
     for b in &bodies {
         assert_clean("an HTTP body", b);
     }
-    let mut db = String::new();
-    for table in [
-        "payouts",
-        "payout_events",
-        "envelope_events",
-        "envelopes",
-        "channel_accounts",
-        "outbox",
-        "dead_letters",
-        "instances",
-    ] {
-        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT t::text FROM {table} t"
-        )))
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        db.push_str(&rows.join("\n"));
-    }
+    let db = database_as_text(
+        &pool,
+        &[
+            "payouts",
+            "payout_events",
+            "envelope_events",
+            "envelopes",
+            "channel_accounts",
+            "outbox",
+            "dead_letters",
+            "instances",
+        ],
+    )
+    .await;
     assert_clean("the database", &db);
     drop(nats);
 }
@@ -649,21 +639,31 @@ async fn rpc_mode_pays_through_a_keyed_provider_url_and_never_shows_a_secret() {
     for b in &bodies {
         check("an HTTP body", b);
     }
+    let db = database_as_text(
+        &pool,
+        &[
+            "payouts",
+            "payout_events",
+            "envelope_events",
+            "envelopes",
+            "channel_accounts",
+        ],
+    )
+    .await;
+    check("the database", &db);
+}
+
+/// Every row of `tables` as text, one after the other: what a leaked secret would be found in.
+async fn database_as_text(pool: &sqlx::PgPool, tables: &[&str]) -> String {
     let mut db = String::new();
-    for table in [
-        "payouts",
-        "payout_events",
-        "envelope_events",
-        "envelopes",
-        "channel_accounts",
-    ] {
+    for table in tables {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT t::text FROM {table} t"
         )))
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await
         .unwrap();
         db.push_str(&rows.join("\n"));
     }
-    check("the database", &db);
+    db
 }
