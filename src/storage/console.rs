@@ -146,22 +146,19 @@ pub struct EnvelopeView {
     pub created_at: String,
 }
 
-/// The envelopes `payout_id` was in, oldest first: the one it is in (or was paid by), and
-/// those its own events name (a `prepared` event logged per payout, or the step that took it
-/// out of an envelope).
+/// The envelopes `payout_id` was in, oldest first ([`crate::envelopes_of_payout!`]).
 pub async fn envelopes(pool: &PgPool, payout_id: &str) -> Result<Vec<EnvelopeView>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "SELECT e.tx_hash, e.status, e.source, e.sequence, e.fee, e.ledger, e.fee_charged, e.note,
                 (array_position(e.member_ids, $1) - 1) AS op_index,
                 cardinality(e.member_ids) AS operations,
                 to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at
          FROM envelopes e
-         WHERE e.tx_hash IN (SELECT tx_hash FROM payouts WHERE payout_id = $1
-                             UNION
-                             SELECT detail->>'tx_hash' FROM payout_events
-                             WHERE payout_id = $1 AND detail ? 'tx_hash')
-         ORDER BY e.created_at, e.tx_hash",
-    )
+         WHERE e.tx_hash IN (",
+        crate::envelopes_of_payout!(),
+        ")
+         ORDER BY e.created_at, e.tx_hash"
+    ))
     .bind(payout_id)
     .fetch_all(pool)
     .await?;

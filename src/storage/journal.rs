@@ -130,6 +130,18 @@ const APPLY_SQL: &str = "WITH before AS (
      )
      SELECT count(*) AS n FROM u";
 
+/// The envelopes payout `$1` was in (docs/protocol.md, "The event log"): the one it is in or
+/// was paid by, and those its own events name. Its history and the console read its batch
+/// events and envelopes through them.
+#[macro_export]
+macro_rules! envelopes_of_payout {
+    () => {
+        "SELECT tx_hash FROM payouts WHERE payout_id = $1 AND tx_hash IS NOT NULL
+         UNION
+         SELECT detail->>'tx_hash' FROM payout_events WHERE payout_id = $1 AND detail ? 'tx_hash'"
+    };
+}
+
 /// The end of a CTE chain whose `u` returns the `payout_id` and new `version` of each
 /// payout it changed: the outbox row of each one's event, when the parameter `$on` (the
 /// outbox is on) is true. The statement goes on with its final `SELECT`.
@@ -863,13 +875,12 @@ impl PayoutStore for PgJournal {
         let rows = sqlx::query(
             // Its own rows, and its entries in the batch steps of the envelopes it was in
             // (migrations/0012): the one it is in, and those its own events name.
-            "WITH own AS (
+            concat!(
+                "WITH own AS (
                  SELECT version, kind, state, detail, at FROM payout_events WHERE payout_id = $1
-             ), envs AS (
-                 SELECT tx_hash FROM payouts WHERE payout_id = $1 AND tx_hash IS NOT NULL
-                 UNION
-                 SELECT detail->>'tx_hash' FROM own WHERE detail ? 'tx_hash'
-             ), log AS (
+             ), envs AS (",
+                crate::envelopes_of_payout!(),
+                "), log AS (
                  SELECT * FROM own
                  UNION ALL
                  SELECT b.versions[i], b.kinds[i], b.states[i],
@@ -880,7 +891,8 @@ impl PayoutStore for PgJournal {
              )
              SELECT version, kind, state, detail,
                     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at
-             FROM log ORDER BY version",
+             FROM log ORDER BY version"
+            ),
         )
         .bind(id.as_str())
         .fetch_all(&self.pool)

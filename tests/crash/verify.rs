@@ -228,13 +228,22 @@ pub async fn check(
     // envelope it is in or was paid by, and those its own events name). No batch-step entry
     // is out of reach. The main instance logs per member (its outbox is on), the second per
     // batch step.
-    let (broken, reached, entries): (Vec<String>, i64, i64) = {
-        let broken = sqlx::query_scalar(
+    // Each payout's envelopes, as `envelopes_of_payout!` in src/storage/journal.rs finds
+    // one payout's: the one it is in or was paid by, and those its own events name.
+    macro_rules! envelopes_of_payouts {
+        () => {
             "WITH envs AS (
                  SELECT payout_id, tx_hash FROM payouts WHERE tx_hash IS NOT NULL
                  UNION
                  SELECT payout_id, detail->>'tx_hash' FROM payout_events WHERE detail ? 'tx_hash'
-             ), batch AS (
+             )"
+        };
+    }
+    let (broken, reached, entries): (Vec<String>, i64, i64) = {
+        let broken = sqlx::query_scalar(
+            concat!(
+            envelopes_of_payouts!(),
+            ", batch AS (
                  SELECT e.payout_id, b.versions[i] AS version
                  FROM envs e JOIN envelope_events b USING (tx_hash)
                  CROSS JOIN LATERAL array_position(b.payout_ids, e.payout_id) AS i
@@ -247,21 +256,19 @@ pub async fn check(
              GROUP BY p.payout_id, p.version
              HAVING count(l.version) <> p.version OR count(DISTINCT l.version) <> p.version
                  OR max(l.version) <> p.version
-             ORDER BY 1 LIMIT 10",
+             ORDER BY 1 LIMIT 10"
+        ),
         )
         .fetch_all(pool)
         .await
         .expect("read the payouts' histories");
-        let (reached, entries): (i64, i64) = sqlx::query_as(
-            "WITH envs AS (
-                 SELECT payout_id, tx_hash FROM payouts WHERE tx_hash IS NOT NULL
-                 UNION
-                 SELECT payout_id, detail->>'tx_hash' FROM payout_events WHERE detail ? 'tx_hash'
-             )
+        let (reached, entries): (i64, i64) = sqlx::query_as(concat!(
+            envelopes_of_payouts!(),
+            "
              SELECT (SELECT count(*) FROM envs e JOIN envelope_events b USING (tx_hash)
                      WHERE e.payout_id = ANY(b.payout_ids)),
-                    (SELECT coalesce(sum(cardinality(payout_ids)), 0)::bigint FROM envelope_events)",
-        )
+                    (SELECT coalesce(sum(cardinality(payout_ids)), 0)::bigint FROM envelope_events)"
+        ))
         .fetch_one(pool)
         .await
         .expect("count the batch-step entries");
