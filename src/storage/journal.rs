@@ -81,12 +81,15 @@ pub(super) fn unavailable(e: sqlx::Error) -> JournalError {
 
 pub(super) const COLUMNS: &str = "payout_id, fingerprint, request, state, version, attempt, reason, owner, tx_hash, op_index, ledger, fee_charged, op_kind, balance_id";
 
-/// Inserts the new payouts of one group commit; returns the ids it inserted.
+/// Inserts the new payouts of one group commit; returns the ids it inserted. Each accept's
+/// event (version 1) is a `payout_events` row when the outbox is on (`$5`); otherwise the
+/// payout row holds it, in `accepted_owner` (migrations/0013, [`accept_event!`]).
 const ACCEPT_SQL: &str = "WITH input AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::jsonb[]) AS t(payout_id, fingerprint, request)
      ), ins AS (
-        INSERT INTO payouts (payout_id, fingerprint, request, state, version, owner)
-        SELECT payout_id, fingerprint, request, 'accepted', 1, $4 FROM input
+        INSERT INTO payouts (payout_id, fingerprint, request, state, version, owner, accepted_owner)
+        SELECT payout_id, fingerprint, request, 'accepted', 1, $4, CASE WHEN NOT $5 THEN $4 END
+        FROM input
         ON CONFLICT (payout_id) DO NOTHING
         RETURNING payout_id, fingerprint
      ), w AS (
@@ -95,7 +98,7 @@ const ACCEPT_SQL: &str = "WITH input AS (
         INSERT INTO payout_events (payout_id, version, kind, state, detail)
         SELECT payout_id, 1, 'accepted', 'accepted',
                jsonb_build_object('fingerprint', encode(fingerprint, 'hex'), 'owner', $4::text)
-        FROM ins
+        FROM ins WHERE $5
      ), ob AS (
         INSERT INTO outbox (event_id, payout_id, version)
         SELECT payout_id || ':1', payout_id, 1 FROM ins WHERE $5
@@ -139,6 +142,19 @@ macro_rules! envelopes_of_payout {
         "SELECT tx_hash FROM payouts WHERE payout_id = $1 AND tx_hash IS NOT NULL
          UNION
          SELECT detail->>'tx_hash' FROM payout_events WHERE payout_id = $1 AND detail ? 'tx_hash'"
+    };
+}
+
+/// The accept's event of each payout of `FROM payouts p …` whose row holds it (its
+/// `accepted_owner` is set, migrations/0013) as `payout_id, version, kind, state, detail,
+/// at`, the columns of a `payout_events` row; the statement goes on with its `WHERE`.
+#[macro_export]
+macro_rules! accept_event {
+    () => {
+        "SELECT p.payout_id, 1::bigint AS version, 'accepted' AS kind, 'accepted' AS state,
+                jsonb_build_object('fingerprint', encode(p.fingerprint, 'hex'), 'owner', p.accepted_owner) AS detail,
+                p.created_at AS at
+         FROM payouts p WHERE p.accepted_owner IS NOT NULL"
     };
 }
 
@@ -873,11 +889,16 @@ impl PayoutStore for PgJournal {
 
     async fn events(&self, id: &PayoutId) -> Result<Vec<PayoutEvent>, JournalError> {
         let rows = sqlx::query(
-            // Its own rows, and its entries in the batch steps of the envelopes it was in
-            // (migrations/0012): the one it is in, and those its own events name.
+            // Its own rows, its accept when its row holds it (migrations/0013), and its
+            // entries in the batch steps of the envelopes it was in (migrations/0012): the
+            // one it is in, and those its own events name.
             concat!(
                 "WITH own AS (
                  SELECT version, kind, state, detail, at FROM payout_events WHERE payout_id = $1
+                 UNION ALL
+                 SELECT version, kind, state, detail, at FROM (",
+                crate::accept_event!(),
+                " AND p.payout_id = $1) a
              ), envs AS (",
                 crate::envelopes_of_payout!(),
                 "), log AS (

@@ -598,6 +598,7 @@ async fn rows_written_before_batches_are_carried_over() {
         include_str!("../../migrations/0010_unsettled_by_state.sql"),
         include_str!("../../migrations/0011_hot_payout_updates.sql"),
         include_str!("../../migrations/0012_envelope_events.sql"),
+        include_str!("../../migrations/0013_accept_in_payout_row.sql"),
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(journal.pool())
@@ -981,8 +982,8 @@ async fn count(journal: &PgJournal, sql: &'static str) -> i64 {
 #[tokio::test]
 async fn a_batch_step_is_one_event_row_and_every_member_reads_its_whole_history() {
     // Without an outbox: one row per step for the whole batch (prepare, submission,
-    // settlement), and the members' own rows only for their accepts and for the step that
-    // takes one out of the envelope (the requeue, which names the envelope).
+    // settlement), the accepts in the payout rows, and a member's own row only for the step
+    // that takes it out of the envelope (the requeue, which names the envelope).
     let (journal, without) = one_batch_lived(false).await;
     assert_eq!(
         count(&journal, "SELECT count(*) FROM envelope_events").await,
@@ -990,8 +991,17 @@ async fn a_batch_step_is_one_event_row_and_every_member_reads_its_whole_history(
     );
     assert_eq!(
         count(&journal, "SELECT count(*) FROM payout_events").await,
-        4,
-        "the accepts and the requeue are logged per payout"
+        1,
+        "only the requeue is logged per payout"
+    );
+    assert_eq!(
+        count(
+            &journal,
+            "SELECT count(*) FROM payouts WHERE accepted_owner IS NOT NULL"
+        )
+        .await,
+        3,
+        "the accepts are in the payout rows"
     );
     assert_eq!(
         count(
@@ -1013,6 +1023,15 @@ async fn a_batch_step_is_one_event_row_and_every_member_reads_its_whole_history(
         12
     );
     assert_eq!(count(&journal_on, "SELECT count(*) FROM outbox").await, 12);
+    assert_eq!(
+        count(
+            &journal_on,
+            "SELECT count(*) FROM payouts WHERE accepted_owner IS NOT NULL"
+        )
+        .await,
+        0,
+        "with the outbox on, the accepts are event rows"
+    );
     // A member's history reads the same either way: accepted, prepared, submitted, and
     // its own settlement, version after version.
     assert_eq!(without.len(), 3);
@@ -1098,7 +1117,8 @@ async fn a_batch_step_is_one_event_row_and_every_member_reads_its_whole_history(
     );
     assert_eq!(
         count(&journal, "SELECT count(*) FROM payout_events").await,
-        6
+        3,
+        "the requeue and the second envelope's prepare and settlement (the accepts are in the rows)"
     );
     let envs = payoutd::storage::console::envelopes(journal.pool(), "e-3")
         .await

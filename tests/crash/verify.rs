@@ -223,9 +223,10 @@ pub async fn check(
     if !stale.is_empty() {
         v.violation(format!("listed as waiting but not accepted: {stale:?}"));
     }
-    // Every payout's history holds each of its versions once: in its own event rows, or in
-    // the batch-step rows of the envelopes it was in, found as its history finds them (the
-    // envelope it is in or was paid by, and those its own events name). No batch-step entry
+    // Every payout's history holds each of its versions once: in its own event rows, in
+    // its row (the accept, when no outbox was on), or in the batch-step rows of the
+    // envelopes it was in, found as its history finds them (the envelope it is in or was
+    // paid by, and those its own events name). No batch-step entry
     // is out of reach. The main instance logs per member (its outbox is on), the second per
     // batch step.
     // Each payout's envelopes, as `envelopes_of_payout!` in src/storage/journal.rs finds
@@ -250,6 +251,9 @@ pub async fn check(
                  WHERE i IS NOT NULL
              ), logged AS (
                  SELECT payout_id, version FROM payout_events UNION ALL SELECT * FROM batch
+                 UNION ALL SELECT payout_id, version FROM (",
+            payoutd::accept_event!(),
+            ") a
              )
              SELECT p.payout_id || ' v' || p.version || ': ' || string_agg(l.version::text, ',' ORDER BY l.version)
              FROM payouts p LEFT JOIN logged l USING (payout_id)

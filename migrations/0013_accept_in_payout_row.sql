@@ -1,0 +1,15 @@
+-- The accept's event in the payout row (docs/performance.md, "The accept's event in the
+-- payout row"). Every accept wrote a `payout_events` row for version 1, with its primary-key
+-- entry, beside the payout row that already holds what the event says: the fingerprint,
+-- the state `accepted` and the time (`created_at`, the same transaction's clock). Only the
+-- instance that accepted it was not kept, since `owner` moves with adoption.
+--
+-- Now, when the journal writes no outbox rows (no NATS publisher, no webhooks), the accept
+-- writes no event row and sets `accepted_owner` instead; a payout's history reads version 1
+-- from this row when it is set (`PgJournal::events`). With the outbox on, the accept still
+-- logs a `payout_events` row (the publisher and the webhooks read events by payout id and
+-- version) and leaves `accepted_owner` NULL, so every version is logged exactly once.
+-- Rows accepted before this migration have their event row and a NULL here.
+--
+-- A nullable column without a default: adding it rewrites nothing.
+ALTER TABLE payouts ADD COLUMN accepted_owner text;
