@@ -60,6 +60,14 @@ pub struct Figures {
 /// the stand-in network rather than payoutd.
 pub const LEDGER_RETENTION_LEDGERS: u32 = 1_000;
 
+/// The instance name the in-process runs journal as owner: `PAYOUTD_BENCH_INSTANCE`, or
+/// `bench`. A deployment's default is its host name and port (`payoutd-7d9f8b6c4-x2k9p:8080`
+/// in a Kubernetes pod); the name is stored in the payout rows, so its length moves the
+/// share of HOT updates.
+fn instance() -> String {
+    std::env::var("PAYOUTD_BENCH_INSTANCE").unwrap_or_else(|_| "bench".to_owned())
+}
+
 /// Single-row commits of the plain PostgreSQL figure.
 pub const PLAIN_COMMITS: u64 = 20_000;
 
@@ -102,7 +110,7 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         ledger,
         policy(o.payments_per_tx_max),
         metrics.clone(),
-        "bench",
+        &instance(),
         Arc::new(ReadyQueue::new(1_000_000)),
     ));
     let config = ServiceConfig {
