@@ -110,7 +110,7 @@ pub async fn run(o: &Options) -> BenchResult<Figures> {
         ledger,
         policy(o.payments_per_tx_max),
         metrics.clone(),
-        &instance(),
+        instance(),
         Arc::new(ReadyQueue::new(1_000_000)),
     ));
     let config = ServiceConfig {
