@@ -897,7 +897,7 @@ impl WorkerState {
                 _ => {}
             }
         }
-        self.ctx.invalidate(changed.into_iter().map(|s| s.id));
+        self.ctx.settled(changed);
         true
     }
 

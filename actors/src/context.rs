@@ -12,7 +12,7 @@ use crate::domain::{AccountId, PayoutId};
 use crate::messages::SupervisorMsg;
 use crate::metrics::Metrics;
 use crate::policy::PayoutPolicy;
-use crate::ports::journal::{Journal, Ready};
+use crate::ports::journal::{Journal, Ready, Settled};
 use crate::ports::ledger::{Ledger, TxHash};
 use crate::queue::ReadyQueue;
 use crate::safety::{BREAKER, Breaker, Pause, Signal};
@@ -201,7 +201,17 @@ impl Context {
         if let Some(s) = self.supervisor.get() {
             for id in ids {
                 // A send error means shutdown: there is no cache left to invalidate.
-                let _ = s.cast(SupervisorMsg::Invalidate(id));
+                let _ = s.cast(SupervisorMsg::Invalidate(id, None));
+            }
+        }
+    }
+
+    /// Tells the live actors of settled payouts what their records became: each takes it
+    /// into its cache (a duplicate of a paid payout is then answered without a read).
+    pub fn settled(&self, members: impl IntoIterator<Item = Settled>) {
+        if let Some(s) = self.supervisor.get() {
+            for m in members {
+                let _ = s.cast(SupervisorMsg::Invalidate(m.id.clone(), Some(Box::new(m))));
             }
         }
     }

@@ -66,8 +66,9 @@ pub enum PayoutMsg {
         reason: String,
         reply: RpcReplyPort<Result<PayoutRecord, PayoutError>>,
     },
-    /// The journaled record moved on elsewhere (a channel worker wrote it): read it again.
-    Invalidate,
+    /// The journaled record moved on elsewhere (a channel worker wrote it): take in what
+    /// it became when that is given (a settlement), else read it again when next asked.
+    Invalidate(Option<Box<crate::ports::journal::Settled>>),
     /// Passivation check, scheduled by the actor itself.
     IdleCheck,
 }
@@ -79,7 +80,7 @@ impl PayoutMsg {
         match self {
             Self::Submit { reply, .. } => drop(reply.send(Err(err))),
             Self::Cancel { reply, .. } | Self::Resume { reply, .. } => drop(reply.send(Err(err))),
-            Self::Invalidate | Self::IdleCheck => {}
+            Self::Invalidate(_) | Self::IdleCheck => {}
         }
     }
 
@@ -109,8 +110,9 @@ impl PayoutError {
 pub enum SupervisorMsg {
     /// Deliver a message to the payout's actor.
     Route(PayoutId, PayoutMsg),
-    /// The payout's journaled record moved on: tell its actor, if one is alive.
-    Invalidate(PayoutId),
+    /// The payout's journaled record moved on (to this, when given): tell its actor, if one
+    /// is alive.
+    Invalidate(PayoutId, Option<Box<crate::ports::journal::Settled>>),
     /// An idle actor asks to stop; granted only if it is still the routed actor.
     Passivate(PayoutId, ActorId),
     /// The park task finished writing; buffered messages may go to a fresh actor.

@@ -36,6 +36,10 @@ pub struct PayoutActorState {
     /// `None` until the journal was read (or after an invalidation); then `Some(None)` if
     /// no such payout exists.
     record: Option<Option<PayoutRecord>>,
+    /// The record an invalidation took from `record`: a settlement's notice, which carries
+    /// every column a step changes, brings it to the journal's row (the request and the
+    /// fingerprint never change), so it can serve again without a read.
+    invalidated: Option<PayoutRecord>,
     last_activity: Instant,
 }
 
@@ -57,6 +61,7 @@ impl Actor for PayoutActor {
             ctx: args.ctx,
             supervisor: args.supervisor,
             record: None,
+            invalidated: None,
             last_activity: Instant::now(),
         })
     }
@@ -83,7 +88,7 @@ impl Actor for PayoutActor {
                 PayoutMsg::Resume { reason, reply } => {
                     let _ = reply.send(state.resume(reason).await);
                 }
-                PayoutMsg::Invalidate => state.record = None,
+                PayoutMsg::Invalidate(moved) => state.invalidate(moved.as_deref()),
                 PayoutMsg::IdleCheck => state.idle_check(&myself),
             }
         }
@@ -96,6 +101,22 @@ impl Actor for PayoutActor {
 impl PayoutActorState {
     fn cached(&self) -> Option<&PayoutRecord> {
         self.record.as_ref().and_then(|r| r.as_ref())
+    }
+
+    /// The journaled record moved on: forget the cached one, unless `settled` says what it
+    /// became (a settled member, whose duplicates are then still answered without I/O).
+    fn invalidate(&mut self, settled: Option<&crate::ports::journal::Settled>) {
+        let cached = match self.record.take() {
+            Some(Some(r)) => Some(r),
+            _ => self.invalidated.take(),
+        };
+        match (settled, cached) {
+            (Some(s), Some(mut r)) if s.version > r.version => {
+                s.catch_up(&mut r);
+                self.record = Some(Some(r));
+            }
+            (_, cached) => self.invalidated = cached,
+        }
     }
 
     async fn load(&mut self) -> Result<Option<PayoutRecord>, PayoutError> {

@@ -149,9 +149,9 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Route(id, msg) => state.route(&myself, id, msg).await,
-            SupervisorMsg::Invalidate(id) => match state.children.get_mut(&id) {
+            SupervisorMsg::Invalidate(id, moved) => match state.children.get_mut(&id) {
                 Some(Child::Live(actor)) => {
-                    let _ = actor.send_message(PayoutMsg::Invalidate);
+                    let _ = actor.send_message(PayoutMsg::Invalidate(moved));
                 }
                 // A fresh actor reads the journal anyway.
                 Some(Child::Stopping(_) | Child::Parking(_)) | None => {}

@@ -284,6 +284,25 @@ async fn duplicates_of_a_live_payout_cost_no_write() {
 }
 
 #[tokio::test]
+async fn a_duplicate_of_a_paid_payout_is_answered_by_its_actor_without_a_read() {
+    let (journal, ledger) = world(1);
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    let paid = wait_state(&journal, 1, PayoutState::Confirmed).await;
+    // From here on every journal call fails: the actor answers from its cache, which the
+    // settlement's notice brings to the row it wrote (until it arrives, the cache is the
+    // record as the actor last wrote it).
+    journal.unavailable.store(true, Ordering::SeqCst);
+    eventually("a duplicate answered with the settled record", || async {
+        matches!(
+            a.payouts.submit(request(1)).await,
+            Ok(SubmitAnswer::Duplicate(r)) if r == paid
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn different_content_is_a_conflict_and_changes_nothing() {
     let (journal, ledger) = world(1);
     let a = start(&journal, &ledger, 1).await;

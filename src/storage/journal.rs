@@ -306,7 +306,8 @@ const SETTLE_SQL: &str = concat!(
         FROM s
         WHERE p.payout_id = s.payout_id AND p.tx_hash = $1
           AND (p.state IN ('prepared', 'submitted', 'parked')) IS TRUE
-        RETURNING p.payout_id, p.state, p.version, p.attempt, p.owner, p.tx_hash
+        RETURNING p.payout_id, p.state, p.version, p.attempt, p.owner, p.tx_hash, p.reason,
+            p.op_index, p.ledger, p.fee_charged, p.op_kind, p.balance_id
      ), w AS (
         INSERT INTO payouts_waiting (payout_id, owner)
         SELECT payout_id, owner FROM u WHERE state = 'accepted'
@@ -326,7 +327,9 @@ const SETTLE_SQL: &str = concat!(
         "CASE WHEN $15 IS NULL THEN array_agg(detail ORDER BY payout_id) END"
     ),
     outbox_rows!("$12"),
-    "     SELECT payout_id, state, version, attempt, owner FROM u"
+    // Every column a step changes: the members' live actors take them into their caches.
+    "     SELECT payout_id, state, version, attempt, owner, reason, tx_hash, op_index, ledger,
+            fee_charged, op_kind, balance_id FROM u"
 );
 
 /// The end of a statement that hands payouts (the CTE `u`) back to `accepted` under owner
@@ -717,6 +720,31 @@ pub(super) fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
         fp.try_into()
             .map_err(|_| corrupt("fingerprint length".into()))?,
     );
+    let s = parse_settled(row)?;
+    Ok(PayoutRecord {
+        request,
+        fingerprint,
+        state: s.state,
+        version: s.version,
+        attempt: s.attempt,
+        reason: s.reason,
+        owner: s.owner,
+        envelope: s.envelope,
+        inclusion: s.inclusion,
+        op_kind: s.op_kind,
+        balance_id: s.balance_id,
+    })
+}
+
+/// The columns of a payout row that its steps change (all but the request and the
+/// fingerprint), as `COLUMNS` and the settlement's statement return them.
+fn parse_settled(row: &PgRow) -> Result<Settled, JournalError> {
+    let id: String = row.try_get("payout_id").map_err(unavailable)?;
+    let corrupt = |detail: String| JournalError::Corrupt {
+        id: id.clone(),
+        detail,
+    };
+    let get = |e: sqlx::Error| corrupt(e.to_string());
     let state: String = row.try_get("state").map_err(get)?;
     let state =
         PayoutState::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state}")))?;
@@ -734,9 +762,8 @@ pub(super) fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
     let op_kind: String = row.try_get("op_kind").map_err(get)?;
     let op_kind =
         OpKind::parse(&op_kind).ok_or_else(|| corrupt(format!("unknown op_kind {op_kind}")))?;
-    Ok(PayoutRecord {
-        request,
-        fingerprint,
+    Ok(Settled {
+        id: PayoutId::parse(&id).map_err(|e| corrupt(e.to_string()))?,
         state,
         version: row.try_get("version").map_err(get)?,
         attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(get)?)
@@ -753,23 +780,6 @@ pub(super) fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
         },
         op_kind,
         balance_id: row.try_get("balance_id").map_err(get)?,
-    })
-}
-
-fn parse_settled(row: &PgRow) -> Result<Settled, JournalError> {
-    let id: String = row.try_get("payout_id").map_err(unavailable)?;
-    let corrupt = |detail: String| JournalError::Corrupt {
-        id: id.clone(),
-        detail,
-    };
-    let state: String = row.try_get("state").map_err(unavailable)?;
-    Ok(Settled {
-        state: PayoutState::parse(&state).ok_or_else(|| corrupt(format!("state {state}")))?,
-        version: row.try_get("version").map_err(unavailable)?,
-        attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(unavailable)?)
-            .map_err(|e| corrupt(e.to_string()))?,
-        owner: row.try_get("owner").map_err(unavailable)?,
-        id: PayoutId::parse(&id).map_err(|e| corrupt(e.to_string()))?,
     })
 }
 

@@ -213,7 +213,9 @@ pub struct Settlement {
     pub members: Vec<(PayoutId, Step)>,
 }
 
-/// What a settlement made of one member.
+/// What a settlement made of one member: its record as the journal holds it at `version`,
+/// but for the request and fingerprint (which no step changes). Its live actor takes it
+/// into its cached record (`Settled::catch_up`) instead of reading the row again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
     pub id: PayoutId,
@@ -221,9 +223,31 @@ pub struct Settled {
     pub version: i64,
     pub attempt: u32,
     pub owner: Option<String>,
+    pub reason: Option<String>,
+    pub envelope: Option<crate::state::EnvelopeRef>,
+    pub inclusion: Option<Inclusion>,
+    pub op_kind: OpKind,
+    pub balance_id: Option<String>,
 }
 
 impl Settled {
+    /// Brings `record` (of this payout) to the row this settlement wrote, unless it is as
+    /// new or newer: every column a step changes is here, and no step changes the rest.
+    pub fn catch_up(&self, record: &mut PayoutRecord) {
+        if self.id != *record.id() || self.version <= record.version {
+            return;
+        }
+        record.state = self.state;
+        record.version = self.version;
+        record.attempt = self.attempt;
+        record.owner.clone_from(&self.owner);
+        record.reason.clone_from(&self.reason);
+        record.envelope = self.envelope;
+        record.inclusion = self.inclusion;
+        record.op_kind = self.op_kind;
+        record.balance_id.clone_from(&self.balance_id);
+    }
+
     pub fn of(record: &PayoutRecord) -> Self {
         Self {
             id: record.id().clone(),
@@ -231,6 +255,11 @@ impl Settled {
             version: record.version,
             attempt: record.attempt,
             owner: record.owner.clone(),
+            reason: record.reason.clone(),
+            envelope: record.envelope,
+            inclusion: record.inclusion,
+            op_kind: record.op_kind,
+            balance_id: record.balance_id.clone(),
         }
     }
 }
