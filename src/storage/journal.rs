@@ -720,28 +720,24 @@ pub(super) fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
         fp.try_into()
             .map_err(|_| corrupt("fingerprint length".into()))?,
     );
-    let s = parse_settled(row)?;
-    Ok(PayoutRecord {
-        request,
-        fingerprint,
-        state: s.state,
-        version: s.version,
-        attempt: s.attempt,
-        reason: s.reason,
-        owner: s.owner,
-        envelope: s.envelope,
-        inclusion: s.inclusion,
-        op_kind: s.op_kind,
-        balance_id: s.balance_id,
-    })
+    let s = step_columns(row, request.payout_id().clone())?;
+    Ok(s.into_record(request, fingerprint))
 }
 
-/// The columns of a payout row that its steps change (all but the request and the
-/// fingerprint), as `COLUMNS` and the settlement's statement return them.
 fn parse_settled(row: &PgRow) -> Result<Settled, JournalError> {
     let id: String = row.try_get("payout_id").map_err(unavailable)?;
-    let corrupt = |detail: String| JournalError::Corrupt {
+    let id = PayoutId::parse(&id).map_err(|e| JournalError::Corrupt {
         id: id.clone(),
+        detail: e.to_string(),
+    })?;
+    step_columns(row, id)
+}
+
+/// The columns of payout `id`'s row that its steps change (all but the request and the
+/// fingerprint), as `COLUMNS` and the settlement's statement return them.
+fn step_columns(row: &PgRow, id: PayoutId) -> Result<Settled, JournalError> {
+    let corrupt = |detail: String| JournalError::Corrupt {
+        id: id.to_string(),
         detail,
     };
     let get = |e: sqlx::Error| corrupt(e.to_string());
@@ -763,7 +759,7 @@ fn parse_settled(row: &PgRow) -> Result<Settled, JournalError> {
     let op_kind =
         OpKind::parse(&op_kind).ok_or_else(|| corrupt(format!("unknown op_kind {op_kind}")))?;
     Ok(Settled {
-        id: PayoutId::parse(&id).map_err(|e| corrupt(e.to_string()))?,
+        id: id.clone(),
         state,
         version: row.try_get("version").map_err(get)?,
         attempt: u32::try_from(row.try_get::<i32, _>("attempt").map_err(get)?)

@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 
 use crate::destinations::OpKind;
-use crate::domain::{AccountId, PayoutId, PayoutRequest};
+use crate::domain::{AccountId, Fingerprint, PayoutId, PayoutRequest};
 use crate::limits::{Hold, Spend};
 use crate::ports::ledger::{Envelope, Inclusion, TxHash};
 use crate::safety::Pause;
@@ -246,6 +246,23 @@ impl Settled {
         record.inclusion = self.inclusion;
         record.op_kind = self.op_kind;
         record.balance_id.clone_from(&self.balance_id);
+    }
+
+    /// The whole record: these columns with the payout's request and fingerprint.
+    pub fn into_record(self, request: PayoutRequest, fingerprint: Fingerprint) -> PayoutRecord {
+        PayoutRecord {
+            request,
+            fingerprint,
+            state: self.state,
+            version: self.version,
+            attempt: self.attempt,
+            reason: self.reason,
+            owner: self.owner,
+            envelope: self.envelope,
+            inclusion: self.inclusion,
+            op_kind: self.op_kind,
+            balance_id: self.balance_id,
+        }
     }
 
     pub fn of(record: &PayoutRecord) -> Self {
