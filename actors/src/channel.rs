@@ -47,7 +47,7 @@ use crate::safety::Signal;
 /// While paying is paused, a worker with nothing live looks again this often, in
 /// milliseconds (the pause itself holds at once: the journal refuses new envelopes).
 pub const PAUSED_RECHECK_MS: u64 = 250;
-use crate::state::{PayoutState, Step};
+use crate::state::{EnvelopeRef, PayoutState, Step};
 
 pub enum ChannelMsg {
     /// The worker's own timer; ignored unless it is the newest one.
@@ -505,10 +505,16 @@ impl WorkerState {
             {
                 Ok(changed) => {
                     t.marked_submitted = true;
-                    self.ctx.invalidate(changed);
+                    self.ctx.stepped(changed.into_iter().map(|(id, version)| {
+                        let step = Step::Submitted { note: note.clone() };
+                        (id, version - 1, step)
+                    }));
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot journal the submission; retrying");
+                    // It may have committed, and a retry would then change and name none:
+                    // the members' actors read their rows again rather than trust a cache.
+                    self.ctx.invalidate(t.ids());
                     self.open = Some(t);
                     return self.io_retry();
                 }
@@ -730,8 +736,19 @@ impl WorkerState {
         match self.ctx.journal.prepare(&self.lease, &batch).await {
             Ok(()) => {
                 let mut batch = batch;
+                let hash = batch.envelope.hash;
+                let mut moved = Vec::with_capacity(batch.members.len());
                 // The members as the journal now holds them: prepared, one more attempt.
                 for m in &mut batch.members {
+                    let envelope = EnvelopeRef {
+                        hash,
+                        op_index: m.op_index,
+                    };
+                    moved.push((
+                        m.ready.id().clone(),
+                        m.ready.version,
+                        Step::Prepared { envelope },
+                    ));
                     m.ready.version += 1;
                     m.ready.attempt += 1;
                 }
@@ -740,7 +757,7 @@ impl WorkerState {
                 m.batch_size.observe(batch.members.len() as u64);
                 info!(hash = %batch.envelope.hash, sequence = batch.envelope.sequence, payouts = batch.members.len(), "envelope prepared");
                 let t = Tracked::new(batch);
-                self.ctx.invalidate(t.ids());
+                self.ctx.stepped(moved);
                 self.open = Some(t);
                 Next::Now
             }
@@ -788,6 +805,9 @@ impl WorkerState {
                 // would take the payouts and its prepare be refused, leaving this envelope
                 // live and unsubmitted): the channel's envelopes are read again first.
                 warn!(error = %e, "cannot journal the envelope (it may be journaled); reading the channel again");
+                // If it did, the members' cached records are behind their rows.
+                self.ctx
+                    .invalidate(batch.members.iter().map(|m| m.ready.id().clone()));
                 self.uncertain = Some(batch);
                 self.sequence = None;
                 self.loaded = false;

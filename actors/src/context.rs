@@ -12,10 +12,11 @@ use crate::domain::{AccountId, PayoutId};
 use crate::messages::SupervisorMsg;
 use crate::metrics::Metrics;
 use crate::policy::PayoutPolicy;
-use crate::ports::journal::{Journal, Ready, Settled};
+use crate::ports::journal::{Journal, Moved, Ready, Settled};
 use crate::ports::ledger::{Ledger, TxHash};
 use crate::queue::ReadyQueue;
 use crate::safety::{BREAKER, Breaker, Pause, Signal};
+use crate::state::Step;
 
 /// What a channel worker is doing, for metrics, `/readyz` and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +212,23 @@ impl Context {
     pub fn settled(&self, members: impl IntoIterator<Item = Settled>) {
         if let Some(s) = self.supervisor.get() {
             for m in members {
-                let _ = s.cast(SupervisorMsg::Invalidate(m.id.clone(), Some(Box::new(m))));
+                let id = m.id.clone();
+                let _ = s.cast(SupervisorMsg::Invalidate(
+                    id,
+                    Some(Box::new(Moved::Settled(m))),
+                ));
+            }
+        }
+    }
+
+    /// Tells the live actors of these payouts that `step` moved each of their rows on from
+    /// the version given (a prepare, a submission): an actor whose cache is at that version
+    /// applies the step to it, any other forgets its record.
+    pub fn stepped(&self, moved: impl IntoIterator<Item = (PayoutId, i64, Step)>) {
+        if let Some(s) = self.supervisor.get() {
+            for (id, from_version, step) in moved {
+                let m = Moved::Stepped { from_version, step };
+                let _ = s.cast(SupervisorMsg::Invalidate(id, Some(Box::new(m))));
             }
         }
     }

@@ -327,7 +327,7 @@ impl BatchStore for MemJournal {
         &self,
         hash: &TxHash,
         note: &str,
-    ) -> Result<Vec<PayoutId>, JournalError> {
+    ) -> Result<Vec<(PayoutId, i64)>, JournalError> {
         self.check()?;
         let mut inner = lock(&self.inner);
         let ids: Vec<PayoutId> = inner
@@ -341,9 +341,9 @@ impl BatchStore for MemJournal {
         let step = Step::Submitted {
             note: note.to_owned(),
         };
-        let changed: Vec<PayoutId> = ids
+        let changed: Vec<(PayoutId, i64)> = ids
             .iter()
-            .filter_map(|id| inner.step(id, &step).map(|r| r.id().clone()))
+            .filter_map(|id| inner.step(id, &step).map(|r| (r.id().clone(), r.version)))
             .collect();
         if !changed.is_empty() {
             self.wrote();
@@ -1242,7 +1242,7 @@ impl<J: BatchStore> BatchStore for Hooked<J> {
         &self,
         hash: &TxHash,
         note: &str,
-    ) -> Result<Vec<PayoutId>, JournalError> {
+    ) -> Result<Vec<(PayoutId, i64)>, JournalError> {
         self.inner.mark_submitted(hash, note).await
     }
     async fn settle(

@@ -67,8 +67,9 @@ pub enum PayoutMsg {
         reply: RpcReplyPort<Result<PayoutRecord, PayoutError>>,
     },
     /// The journaled record moved on elsewhere (a channel worker wrote it): take in what
-    /// it became when that is given (a settlement), else read it again when next asked.
-    Invalidate(Option<Box<crate::ports::journal::Settled>>),
+    /// it became when that is given (a prepare, a submission, a settlement), else read it
+    /// again when next asked.
+    Invalidate(Option<Box<crate::ports::journal::Moved>>),
     /// Passivation check, scheduled by the actor itself.
     IdleCheck,
 }
@@ -112,7 +113,7 @@ pub enum SupervisorMsg {
     Route(PayoutId, PayoutMsg),
     /// The payout's journaled record moved on (to this, when given): tell its actor, if one
     /// is alive.
-    Invalidate(PayoutId, Option<Box<crate::ports::journal::Settled>>),
+    Invalidate(PayoutId, Option<Box<crate::ports::journal::Moved>>),
     /// An idle actor asks to stop; granted only if it is still the routed actor.
     Passivate(PayoutId, ActorId),
     /// The park task finished writing; buffered messages may go to a fresh actor.

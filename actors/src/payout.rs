@@ -36,9 +36,10 @@ pub struct PayoutActorState {
     /// `None` until the journal was read (or after an invalidation); then `Some(None)` if
     /// no such payout exists.
     record: Option<Option<PayoutRecord>>,
-    /// The record an invalidation took from `record`: a settlement's notice, which carries
-    /// every column a step changes, brings it to the journal's row (the request and the
-    /// fingerprint never change), so it can serve again without a read.
+    /// The record an invalidation took from `record`: a later notice that says exactly what
+    /// the row became from it (a settlement carries every column a step changes; the
+    /// request and the fingerprint never change) brings it back, so it can serve again
+    /// without a read.
     invalidated: Option<PayoutRecord>,
     last_activity: Instant,
 }
@@ -103,20 +104,22 @@ impl PayoutActorState {
         self.record.as_ref().and_then(|r| r.as_ref())
     }
 
-    /// The journaled record moved on: forget the cached one, unless `settled` says what it
-    /// became (a settled member, whose duplicates are then still answered without I/O).
-    fn invalidate(&mut self, settled: Option<&crate::ports::journal::Settled>) {
-        let cached = match self.record.take() {
+    /// The journaled record moved on: forget the cached one, unless `moved` says exactly
+    /// what it became (a prepare, a submission or a settlement by a channel worker), so
+    /// that duplicates are still answered without I/O. A record forgotten earlier is kept
+    /// aside: a settlement, which names every column a step changes, brings it back.
+    fn invalidate(&mut self, moved: Option<&crate::ports::journal::Moved>) {
+        let mut cached = match self.record.take() {
             Some(Some(r)) => Some(r),
             _ => self.invalidated.take(),
         };
-        match (settled, cached) {
-            (Some(s), Some(mut r)) if s.version > r.version => {
-                s.catch_up(&mut r);
-                self.record = Some(Some(r));
+        if let (Some(m), Some(r)) = (moved, cached.as_mut()) {
+            if m.catch_up(r) {
+                self.record = Some(cached);
+                return;
             }
-            (_, cached) => self.invalidated = cached,
         }
+        self.invalidated = cached;
     }
 
     async fn load(&mut self) -> Result<Option<PayoutRecord>, PayoutError> {

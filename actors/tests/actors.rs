@@ -303,6 +303,26 @@ async fn a_duplicate_of_a_paid_payout_is_answered_by_its_actor_without_a_read() 
 }
 
 #[tokio::test]
+async fn a_duplicate_of_a_payout_in_flight_is_answered_by_its_actor_without_a_read() {
+    let (journal, ledger) = world(1);
+    // No ledger closes: the envelope stays submitted.
+    let ledger = Arc::new(Arc::into_inner(ledger).unwrap().manual());
+    let a = start(&journal, &ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    let submitted = wait_state(&journal, 1, PayoutState::Submitted).await;
+    // From here on every journal call fails: the actor answers from its cache, which the
+    // prepare's and the submission's notices bring to the rows they wrote.
+    journal.unavailable.store(true, Ordering::SeqCst);
+    eventually("a duplicate answered with the submitted record", || async {
+        matches!(
+            a.payouts.submit(request(1)).await,
+            Ok(SubmitAnswer::Duplicate(r)) if r == submitted
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn different_content_is_a_conflict_and_changes_nothing() {
     let (journal, ledger) = world(1);
     let a = start(&journal, &ledger, 1).await;

@@ -867,7 +867,7 @@ impl BatchStore for ProcJournal {
         &self,
         hash: &TxHash,
         note: &str,
-    ) -> Result<Vec<PayoutId>, JournalError> {
+    ) -> Result<Vec<(PayoutId, i64)>, JournalError> {
         let j = &self.shared.journal;
         self.io(Some(JMethod::MarkSubmitted), j.mark_submitted(hash, note))
             .await

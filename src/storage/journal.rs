@@ -268,7 +268,7 @@ const MARK_SUBMITTED_SQL: &str = concat!(
      ",
     step_events!("$3", "$1", "jsonb_build_object('note', $2::text)", "NULL"),
     outbox_rows!("$3"),
-    "     SELECT payout_id FROM u"
+    "     SELECT payout_id, version FROM u"
 );
 
 /// The envelope's end and each member's step, mirroring `Step::apply_to`: `kind` is
@@ -1058,7 +1058,7 @@ impl BatchStore for PgJournal {
         &self,
         hash: &TxHash,
         note: &str,
-    ) -> Result<Vec<PayoutId>, JournalError> {
+    ) -> Result<Vec<(PayoutId, i64)>, JournalError> {
         let rows = sqlx::query(MARK_SUBMITTED_SQL)
             .bind(hash.to_hex())
             .bind(note)
@@ -1069,10 +1069,12 @@ impl BatchStore for PgJournal {
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get("payout_id").map_err(unavailable)?;
-                PayoutId::parse(&text).map_err(|e| JournalError::Corrupt {
+                let version: i64 = r.try_get("version").map_err(unavailable)?;
+                let id = PayoutId::parse(&text).map_err(|e| JournalError::Corrupt {
                     id: text.clone(),
                     detail: e.to_string(),
-                })
+                })?;
+                Ok((id, version))
             })
             .collect()
     }

@@ -915,6 +915,8 @@ async fn one_batch_lived(
         .await
         .unwrap();
     assert_eq!(submitted.len(), 3);
+    // Each with its new version: accepted (1), prepared (2), submitted (3).
+    assert!(submitted.iter().all(|(_, v)| *v == 3), "{submitted:?}");
     let inclusion = payoutd_actors::ports::Inclusion {
         ledger: 12,
         fee_charged: 300,

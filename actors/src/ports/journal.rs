@@ -213,6 +213,35 @@ pub struct Settlement {
     pub members: Vec<(PayoutId, Step)>,
 }
 
+/// What a channel worker's write made of one payout, for its live actor's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved {
+    /// A settlement: every column a step changes, as written.
+    Settled(Settled),
+    /// A prepare or a submission: `step` moved the row from `from_version` to the next one,
+    /// and changed only what `Step::apply_to` changes. A cache at exactly `from_version`
+    /// holds that row, so applying the step to it gives the row as written.
+    Stepped { from_version: i64, step: Step },
+}
+
+impl Moved {
+    /// Brings `record` to the row this write made, if it can say so exactly; `false`
+    /// when the record is not the one the write started from (the caller forgets it).
+    pub fn catch_up(&self, record: &mut PayoutRecord) -> bool {
+        match self {
+            Self::Settled(s) if s.id == *record.id() && s.version > record.version => {
+                s.catch_up(record);
+                true
+            }
+            Self::Stepped { from_version, step } if *from_version == record.version => {
+                step.apply_to(record);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What a settlement made of one member: its record as the journal holds it at `version`,
 /// but for the request and fingerprint (which no step changes). Its live actor takes it
 /// into its cached record (`Settled::catch_up`) instead of reading the row again.
@@ -291,12 +320,12 @@ pub trait BatchStore: Send + Sync + 'static {
     /// per limited asset). All or nothing.
     async fn prepare(&self, lease: &ChannelLease, batch: &Batch) -> Result<(), PrepareError>;
     /// Members still `prepared` in this envelope become `submitted` (one write); returns
-    /// the ids it changed.
+    /// the ids it changed, each with its new version.
     async fn mark_submitted(
         &self,
         hash: &TxHash,
         note: &str,
-    ) -> Result<Vec<PayoutId>, JournalError>;
+    ) -> Result<Vec<(PayoutId, i64)>, JournalError>;
     /// In one atomic write: the envelope's status (only if still live), and each member's
     /// step (only for members still in this envelope). `owner` becomes the owner of the
     /// requeued members. Returns the members it changed. Idempotent: a second settlement
