@@ -113,11 +113,11 @@ impl PayoutActorState {
             Some(Some(r)) => Some(r),
             _ => self.invalidated.take(),
         };
-        if let (Some(m), Some(r)) = (moved, cached.as_mut()) {
-            if m.catch_up(r) {
-                self.record = Some(cached);
-                return;
-            }
+        if let (Some(m), Some(r)) = (moved, cached.as_mut())
+            && m.catch_up(r)
+        {
+            self.record = Some(cached);
+            return;
         }
         self.invalidated = cached;
     }
