@@ -411,13 +411,20 @@ fn cpu_row(what: String, cpu: common::CpuUs) -> Row {
 fn inprocess_rows(f: &inprocess::Figures) -> Vec<Row> {
     let tag = format!("in-process, {} per tx", f.payments_per_tx_max);
     let ratio = f.payouts_per_s / f.plain_commits_per_s;
+    let per_s = Row::new(
+        format!("{tag}: payouts/s accept→confirmed"),
+        n(f.payouts_per_s),
+    );
+    // The targets are those of batched settlement; one payment per transaction is the
+    // before/after, held to no bound.
+    let per_s = if f.payments_per_tx_max > 1 {
+        per_s.bound(">= 10,000", f.payouts_per_s >= 10_000.0)
+    } else {
+        per_s
+    };
     let mut rows = vec![
         Row::new(format!("{tag}: payouts"), n(f.count as f64)),
-        Row::new(
-            format!("{tag}: payouts/s accept→confirmed"),
-            n(f.payouts_per_s),
-        )
-        .bound(">= 10,000", f.payouts_per_s >= 10_000.0),
+        per_s,
         Row::new(
             format!("{tag}: plain PostgreSQL commits/s"),
             n(f.plain_commits_per_s),
