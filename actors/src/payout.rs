@@ -107,7 +107,8 @@ impl PayoutActorState {
     /// The journaled record moved on: forget the cached one, unless `moved` says exactly
     /// what it became (a prepare, a submission or a settlement by a channel worker), so
     /// that duplicates are still answered without I/O. A record forgotten earlier is kept
-    /// aside: a settlement, which names every column a step changes, brings it back.
+    /// aside: a later notice that starts from its version, or a settlement (which names
+    /// every column a step changes), brings it back.
     fn invalidate(&mut self, moved: Option<&crate::ports::journal::Moved>) {
         let mut cached = match self.record.take() {
             Some(Some(r)) => Some(r),
