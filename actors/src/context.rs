@@ -199,36 +199,36 @@ impl Context {
     /// Tells the live actors of these payouts that their journaled state moved on (they
     /// read it again when next asked). Actors that are not alive are not spawned for it.
     pub fn invalidate(&self, ids: impl IntoIterator<Item = PayoutId>) {
-        if let Some(s) = self.supervisor.get() {
-            for id in ids {
-                // A send error means shutdown: there is no cache left to invalidate.
-                let _ = s.cast(SupervisorMsg::Invalidate(id, None));
-            }
-        }
+        self.tell(ids.into_iter().map(|id| (id, None)));
     }
 
     /// Tells the live actors of settled payouts what their records became: each takes it
     /// into its cache (a duplicate of a paid payout is then answered without a read).
     pub fn settled(&self, members: impl IntoIterator<Item = Settled>) {
-        if let Some(s) = self.supervisor.get() {
-            for m in members {
-                let id = m.id.clone();
-                let _ = s.cast(SupervisorMsg::Invalidate(
-                    id,
-                    Some(Box::new(Moved::Settled(m))),
-                ));
-            }
-        }
+        self.tell(
+            members
+                .into_iter()
+                .map(|m| (m.id.clone(), Some(Moved::Settled(m)))),
+        );
     }
 
     /// Tells the live actors of these payouts that `step` moved each of their rows on from
     /// the version given (a prepare, a submission): an actor whose cache is at that version
     /// applies the step to it, any other forgets its record.
     pub fn stepped(&self, moved: impl IntoIterator<Item = (PayoutId, i64, Step)>) {
+        self.tell(
+            moved
+                .into_iter()
+                .map(|(id, from_version, step)| (id, Some(Moved::Stepped { from_version, step }))),
+        );
+    }
+
+    /// One notice per payout, through the supervisor, to its actor if one is alive.
+    fn tell(&self, notices: impl Iterator<Item = (PayoutId, Option<Moved>)>) {
         if let Some(s) = self.supervisor.get() {
-            for (id, from_version, step) in moved {
-                let m = Moved::Stepped { from_version, step };
-                let _ = s.cast(SupervisorMsg::Invalidate(id, Some(Box::new(m))));
+            for (id, moved) in notices {
+                // A send error means shutdown: there is no cache left to invalidate.
+                let _ = s.cast(SupervisorMsg::Invalidate(id, moved.map(Box::new)));
             }
         }
     }

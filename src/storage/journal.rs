@@ -725,12 +725,16 @@ pub(super) fn parse_row(row: &PgRow) -> Result<PayoutRecord, JournalError> {
 }
 
 fn parse_settled(row: &PgRow) -> Result<Settled, JournalError> {
+    step_columns(row, row_id(row)?)
+}
+
+/// The row's `payout_id`.
+fn row_id(row: &PgRow) -> Result<PayoutId, JournalError> {
     let id: String = row.try_get("payout_id").map_err(unavailable)?;
-    let id = PayoutId::parse(&id).map_err(|e| JournalError::Corrupt {
+    PayoutId::parse(&id).map_err(|e| JournalError::Corrupt {
         id: id.clone(),
         detail: e.to_string(),
-    })?;
-    step_columns(row, id)
+    })
 }
 
 /// The columns of payout `id`'s row that its steps change (all but the request and the
@@ -1067,15 +1071,7 @@ impl BatchStore for PgJournal {
             .await
             .map_err(unavailable)?;
         rows.iter()
-            .map(|r| {
-                let text: String = r.try_get("payout_id").map_err(unavailable)?;
-                let version: i64 = r.try_get("version").map_err(unavailable)?;
-                let id = PayoutId::parse(&text).map_err(|e| JournalError::Corrupt {
-                    id: text.clone(),
-                    detail: e.to_string(),
-                })?;
-                Ok((id, version))
-            })
+            .map(|r| Ok((row_id(r)?, r.try_get("version").map_err(unavailable)?)))
             .collect()
     }
 

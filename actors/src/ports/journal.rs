@@ -229,10 +229,7 @@ impl Moved {
     /// when the record is not the one the write started from (the caller forgets it).
     pub fn catch_up(&self, record: &mut PayoutRecord) -> bool {
         match self {
-            Self::Settled(s) if s.id == *record.id() && s.version > record.version => {
-                s.catch_up(record);
-                true
-            }
+            Self::Settled(s) => s.catch_up(record),
             Self::Stepped { from_version, step } if *from_version == record.version => {
                 step.apply_to(record);
                 true
@@ -261,10 +258,11 @@ pub struct Settled {
 
 impl Settled {
     /// Brings `record` (of this payout) to the row this settlement wrote, unless it is as
-    /// new or newer: every column a step changes is here, and no step changes the rest.
-    pub fn catch_up(&self, record: &mut PayoutRecord) {
+    /// new or newer (`false`): every column a step changes is here, and no step changes
+    /// the rest.
+    pub fn catch_up(&self, record: &mut PayoutRecord) -> bool {
         if self.id != *record.id() || self.version <= record.version {
-            return;
+            return false;
         }
         record.state = self.state;
         record.version = self.version;
@@ -275,6 +273,7 @@ impl Settled {
         record.inclusion = self.inclusion;
         record.op_kind = self.op_kind;
         record.balance_id.clone_from(&self.balance_id);
+        true
     }
 
     /// The whole record: these columns with the payout's request and fingerprint.
