@@ -283,43 +283,45 @@ async fn duplicates_of_a_live_payout_cost_no_write() {
     assert!(journal.writes.load(Ordering::SeqCst) <= writes + 2);
 }
 
+/// Pays payout 1 until the journal holds it in `state`, then makes every journal call
+/// fail and waits for a duplicate answered with that record: the actor answers from its
+/// cache, which the channel worker's notices bring to the rows it wrote (until a notice
+/// arrives, the cache is the record as the actor last knew it).
+async fn a_duplicate_is_answered_from_the_cache(
+    journal: &Arc<MemJournal>,
+    ledger: &Arc<MemLedger>,
+    state: PayoutState,
+) {
+    let a = start(journal, ledger, 1).await;
+    a.payouts.submit(request(1)).await.unwrap();
+    let record = wait_state(journal, 1, state).await;
+    journal.unavailable.store(true, Ordering::SeqCst);
+    eventually(
+        &format!("a duplicate answered with the {state} record"),
+        || async {
+            matches!(
+                a.payouts.submit(request(1)).await,
+                Ok(SubmitAnswer::Duplicate(r)) if r == record
+            )
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_duplicate_of_a_paid_payout_is_answered_by_its_actor_without_a_read() {
     let (journal, ledger) = world(1);
-    let a = start(&journal, &ledger, 1).await;
-    a.payouts.submit(request(1)).await.unwrap();
-    let paid = wait_state(&journal, 1, PayoutState::Confirmed).await;
-    // From here on every journal call fails: the actor answers from its cache, which the
-    // settlement's notice brings to the row it wrote (until it arrives, the cache is the
-    // record as the actor last wrote it).
-    journal.unavailable.store(true, Ordering::SeqCst);
-    eventually("a duplicate answered with the settled record", || async {
-        matches!(
-            a.payouts.submit(request(1)).await,
-            Ok(SubmitAnswer::Duplicate(r)) if r == paid
-        )
-    })
-    .await;
+    // The settlement's notice.
+    a_duplicate_is_answered_from_the_cache(&journal, &ledger, PayoutState::Confirmed).await;
 }
 
 #[tokio::test]
 async fn a_duplicate_of_a_payout_in_flight_is_answered_by_its_actor_without_a_read() {
     let (journal, ledger) = world(1);
-    // No ledger closes: the envelope stays submitted.
+    // No ledger closes: the envelope stays submitted. The prepare's and the submission's
+    // notices.
     let ledger = Arc::new(Arc::into_inner(ledger).unwrap().manual());
-    let a = start(&journal, &ledger, 1).await;
-    a.payouts.submit(request(1)).await.unwrap();
-    let submitted = wait_state(&journal, 1, PayoutState::Submitted).await;
-    // From here on every journal call fails: the actor answers from its cache, which the
-    // prepare's and the submission's notices bring to the rows they wrote.
-    journal.unavailable.store(true, Ordering::SeqCst);
-    eventually("a duplicate answered with the submitted record", || async {
-        matches!(
-            a.payouts.submit(request(1)).await,
-            Ok(SubmitAnswer::Duplicate(r)) if r == submitted
-        )
-    })
-    .await;
+    a_duplicate_is_answered_from_the_cache(&journal, &ledger, PayoutState::Submitted).await;
 }
 
 #[tokio::test]
